@@ -1,0 +1,72 @@
+# videojobs: two commands on a fresh machine -- `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PIP         := $(VENV)/bin/pip
+SHARED      ?= $(abspath ../shared)
+MODEL       ?= $(SHARED)/models/yolov8n_fp32.onnx
+SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
+TOOLS       := .tools
+BUF         := $(TOOLS)/node_modules/.bin/buf
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng
+
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := 0
+export OMP_THREAD_LIMIT := 1
+export VIDEOJOBS_MODEL ?= $(MODEL)
+
+.PHONY: help install run serve test unit integration e2e proto proto-check lint-proto scan clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed $(BUF) ## Install apt packages, the Python env in .venv and the tools
+	@true
+
+$(VENV)/.installed: pyproject.toml
+	@command -v tesseract >/dev/null && dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU inference only; these two come from the machine's local wheel store.
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+$(BUF):
+	@mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund --prefix . @bufbuild/buf@1 >/dev/null
+
+run: install ## Install everything, then serve on embedded defaults (REST :8080, gRPC :50051, one worker)
+	$(VENV)/bin/videojobs serve
+
+serve: ## Serve without the install step
+	$(VENV)/bin/videojobs serve
+
+proto: $(VENV)/.installed ## Regenerate the gRPC code from protos/
+	$(PY) -m grpc_tools.protoc -I protos --python_out=libs/common --pyi_out=libs/common \
+	  --grpc_python_out=libs/common protos/videojobs/v1/jobs.proto
+
+proto-check: $(VENV)/.installed ## Fail if regenerating the gRPC code changes it
+	@tmp=$$(mktemp -d); $(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \
+	  --grpc_python_out=$$tmp protos/videojobs/v1/jobs.proto && \
+	  diff -r -x __pycache__ -x __init__.py $$tmp/videojobs/v1 libs/common/videojobs/v1 && echo "proto: generated code up to date"; \
+	  rc=$$?; rm -rf $$tmp; exit $$rc
+
+lint-proto: $(BUF) ## buf lint (STANDARD)
+	$(BUF) lint
+
+scan: ## Governance scanner: forbidden vocabulary and phase-named files
+	$(PY) scripts/governance_scan.py
+
+test: install proto-check lint-proto scan ## Install if needed, then run every test
+	$(PY) -m pytest tests
+
+unit: ## Unit tests only
+	$(PY) -m pytest tests/unit
+
+clean: ## Remove local state (var/) and caches
+	rm -rf var .pytest_cache

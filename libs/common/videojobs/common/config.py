@@ -1,0 +1,86 @@
+"""Settings: read once from VIDEOJOBS_* environment variables by a composition root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting the services read. Defaults are the embedded, one-machine shape."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDEOJOBS_", extra="ignore", frozen=True)
+
+    # -- network -----------------------------------------------------------------
+    bind_host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    # Where the REST gateway finds the gRPC JobService.
+    api_target: str = "127.0.0.1:50051"
+
+    # -- adapters (chosen by URL scheme) --------------------------------------------
+    data_dir: Path = Path("var")
+    # sqlite:///path.db (embedded) or postgresql+psycopg://user@host/db
+    database_url: str = ""
+    # Postgres schema for the tables (tests give each run its own); empty = default.
+    database_schema: str = ""
+    # file:///abs/path or a relative folder (embedded), or s3://bucket (MinIO / S3)
+    storage_url: str = ""
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    # memory:// (in-process, embedded) or nats://host:4222 (JetStream)
+    queue_url: str = "memory://"
+    nats_stream: str = "VIDEOJOBS"
+    nats_subject: str = "videojobs.jobs"
+    nats_durable: str = "workers"
+    # Seconds a delivered job may go without a heartbeat before redelivery.
+    ack_wait_seconds: float = 30.0
+    # Deliveries before a job is given up (ends FAILED with a reason).
+    max_attempts: int = 3
+
+    # -- upload limits -------------------------------------------------------------
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    upload_chunk_bytes: int = 1024 * 1024
+
+    # -- worker ----------------------------------------------------------------------
+    # Ultralytics-loadable model: yolov8n.pt, an .onnx file, an OpenVINO folder...
+    model: str = "yolov8n.pt"
+    # Where converted models (e.g. OpenVINO) are cached.
+    model_cache_dir: Path = Path("var/models")
+    # Detector backend: "auto" (fastest available), "openvino", "onnx" or "native".
+    detector_backend: str = "auto"
+    worker_id: str = ""
+    worker_threads: int = Field(default=1, ge=1)
+    # Idle backoff between empty polls: starts at min, doubles up to max.
+    idle_backoff_min_seconds: float = 0.05
+    idle_backoff_max_seconds: float = 2.0
+    heartbeat_seconds: float = 10.0
+    # Lease of a RUNNING job in the database; re-taken by another worker once expired.
+    lease_seconds: float = 60.0
+    # Bound on waiting for a video decode to make progress.
+    decode_timeout_seconds: float = 30.0
+
+    log_level: str = "INFO"
+
+    # -- derived ----------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'videojobs.db').resolve()}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'storage').resolve()}"
+
+    @property
+    def is_embedded_queue(self) -> bool:
+        return self.queue_url.startswith("memory:")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; composition roots call this and pass the result down."""
+    return Settings(**overrides)  # type: ignore[arg-type]

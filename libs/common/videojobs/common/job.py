@@ -1,0 +1,188 @@
+"""The Job entity: the one place that knows which state changes are legal.
+
+States and transitions follow the seed's worker state machine:
+
+    submit                      -> PENDING
+    worker takes the job        PENDING -> RUNNING
+    pipeline succeeds           RUNNING -> COMPLETED
+    pipeline fails              RUNNING -> FAILED
+
+A worker crash leaves the row as it was. The retry policy is expressed here too:
+a RUNNING job whose lease ran out may be taken again (the attempt number grows),
+and a worker that stops on purpose hands its job back (RUNNING -> PENDING).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from videojobs.common.errors import IllegalTransition, InvalidJobId
+
+
+class JobStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_job_id(raw: str) -> str:
+    """Canonical form of a job id, or InvalidJobId."""
+    try:
+        return str(uuid.UUID(str(raw)))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidJobId(str(raw)) from None
+
+
+def input_key_for(job_id: str) -> str:
+    return f"inputs/{job_id}.mp4"
+
+
+def output_key_for(job_id: str) -> str:
+    return f"results/{job_id}.json"
+
+
+@dataclass
+class Job:
+    job_id: str
+    pipeline_id: str
+    options: dict[str, Any]
+    input_key: str
+    status: JobStatus = JobStatus.PENDING
+    output_key: str | None = None
+    error_message: str | None = None
+    frames_done: int = 0
+    frames_total: int = 0
+    attempt: int = 0
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @classmethod
+    def submit(
+        cls,
+        pipeline_id: str,
+        options: dict[str, Any],
+        input_key: str | None = None,
+        job_id: str | None = None,
+        now: datetime | None = None,
+    ) -> "Job":
+        """A new PENDING job. Its input lives at `input_key` (default: inputs/{id}.mp4)."""
+        job_id = parse_job_id(job_id) if job_id else str(uuid.uuid4())
+        now = now or utcnow()
+        return cls(
+            job_id=job_id,
+            pipeline_id=pipeline_id,
+            options=dict(options),
+            input_key=input_key or input_key_for(job_id),
+            created_at=now,
+            updated_at=now,
+        )
+
+    # -- queries ---------------------------------------------------------------
+    @property
+    def progress(self) -> float:
+        """Fraction of the frames to analyse that are done (1.0 once COMPLETED)."""
+        if self.status is JobStatus.COMPLETED:
+            return 1.0
+        if self.frames_total <= 0:
+            return 0.0
+        return min(1.0, self.frames_done / self.frames_total)
+
+    def lease_expired(self, now: datetime | None = None) -> bool:
+        if self.lease_expires_at is None:
+            return True
+        return (now or utcnow()) >= _aware(self.lease_expires_at)
+
+    def can_be_taken(self, now: datetime | None = None) -> bool:
+        """True if a worker may start (or restart after a lost lease) this job."""
+        if self.status is JobStatus.PENDING:
+            return True
+        return self.status is JobStatus.RUNNING and self.lease_expired(now)
+
+    # -- transitions -------------------------------------------------------------
+    def start(self, worker_id: str, lease: timedelta, now: datetime | None = None) -> None:
+        """PENDING -> RUNNING (or a new attempt of a RUNNING job whose lease ran out)."""
+        now = now or utcnow()
+        if not self.can_be_taken(now):
+            raise IllegalTransition(self.job_id, self.status.value, JobStatus.RUNNING.value)
+        self.status = JobStatus.RUNNING
+        self.attempt += 1
+        self.worker_id = worker_id
+        self.lease_expires_at = now + lease
+        self.frames_done = 0
+        self.updated_at = now
+
+    def extend_lease(self, lease: timedelta, now: datetime | None = None) -> None:
+        self._require(JobStatus.RUNNING, JobStatus.RUNNING)
+        now = now or utcnow()
+        self.lease_expires_at = now + lease
+        self.updated_at = now
+
+    def report_progress(self, frames_done: int, frames_total: int, now: datetime | None = None) -> None:
+        self._require(JobStatus.RUNNING, JobStatus.RUNNING)
+        if frames_total < 0 or frames_done < 0 or (frames_total and frames_done > frames_total):
+            raise ValueError(f"bad progress {frames_done}/{frames_total}")
+        self.frames_done = frames_done
+        self.frames_total = frames_total
+        self.updated_at = now or utcnow()
+
+    def complete(self, output_key: str, now: datetime | None = None) -> None:
+        """RUNNING -> COMPLETED, with the results stored at `output_key`."""
+        self._require(JobStatus.RUNNING, JobStatus.COMPLETED)
+        self.status = JobStatus.COMPLETED
+        self.output_key = output_key
+        self.error_message = None
+        if self.frames_total:
+            self.frames_done = self.frames_total
+        self.lease_expires_at = None
+        self.updated_at = now or utcnow()
+
+    def fail(self, error_message: str, now: datetime | None = None) -> None:
+        """RUNNING -> FAILED with a readable reason."""
+        self._require(JobStatus.RUNNING, JobStatus.FAILED)
+        self._fail(error_message, now)
+
+    def give_up(self, error_message: str, now: datetime | None = None) -> None:
+        """PENDING/RUNNING -> FAILED when the retry policy is exhausted (no attempt may run)."""
+        if self.status.is_final:
+            raise IllegalTransition(self.job_id, self.status.value, JobStatus.FAILED.value)
+        self._fail(error_message, now)
+
+    def release(self, now: datetime | None = None) -> None:
+        """RUNNING -> PENDING: a worker that stops on purpose hands the job back."""
+        self._require(JobStatus.RUNNING, JobStatus.PENDING)
+        self.status = JobStatus.PENDING
+        self.worker_id = None
+        self.lease_expires_at = None
+        self.frames_done = 0
+        self.updated_at = now or utcnow()
+
+    # -- helpers ---------------------------------------------------------------------
+    def _fail(self, error_message: str, now: datetime | None) -> None:
+        self.status = JobStatus.FAILED
+        self.error_message = (error_message or "failed").strip()[:2000]
+        self.lease_expires_at = None
+        self.updated_at = now or utcnow()
+
+    def _require(self, expected: JobStatus, wanted: JobStatus) -> None:
+        if self.status is not expected:
+            raise IllegalTransition(self.job_id, self.status.value, wanted.value)
+
+
+def _aware(ts: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything here is UTC.
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

@@ -1,0 +1,63 @@
+"""QueueService: hands job ids to workers (in-process, NATS JetStream)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Optional
+
+
+class QueueService(ABC):
+    """Abstract queue interface for job dispatch (the seed's port, extended for work queues).
+
+    Delivery is at-least-once. A job id returned by ``dequeue`` stays in flight
+    until the worker calls ``ack`` (final status committed), ``nak`` (give it
+    back, optionally after a delay), or ``term`` (never deliver it again). An
+    in-flight id that is neither acked nor kept alive with ``heartbeat`` is
+    redelivered once its lease (AckWait) runs out.
+    """
+
+    @abstractmethod
+    def enqueue(self, job_id: str) -> None:
+        """Push a job_id onto the queue. Publishing the same id twice delivers it once."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def dequeue(self, timeout: float = 0.0) -> Optional[str]:
+        """Pop the next job_id, waiting up to `timeout` seconds, or None if empty."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def size(self) -> int:
+        """Return the approximate number of items waiting (not in flight)."""
+        raise NotImplementedError
+
+    # -- work-queue additions ------------------------------------------------------
+    @abstractmethod
+    def ack(self, job_id: str) -> None:
+        """The job reached a final status that is committed: forget the delivery."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def nak(self, job_id: str, delay: float = 0.0) -> None:
+        """Give the job back for redelivery after `delay` seconds (temporary fault, shutdown)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def term(self, job_id: str) -> None:
+        """Never deliver this job again (poison input, already final)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def heartbeat(self, job_id: str) -> None:
+        """Extend the lease of an in-flight job (JetStream: in-progress ack)."""
+        raise NotImplementedError
+
+    def delivery_count(self, job_id: str) -> int:
+        """How many times the in-flight job has been delivered (1 on first delivery)."""
+        return 1
+
+    def ping(self) -> None:
+        """Raise if the queue cannot be reached (used by readiness checks)."""
+
+    def close(self) -> None:
+        """Release connections."""
