@@ -18,6 +18,10 @@ export YOLO_AUTOINSTALL := 0
 export OMP_THREAD_LIMIT := 1
 export VIDEOJOBS_MODEL ?= $(MODEL)
 
+# Fragments in mk/ add targets and may append checks to TEST_CHECKS.
+TEST_CHECKS := proto-check lint-proto scan
+-include mk/*.mk
+
 .PHONY: help install run serve test unit integration e2e proto proto-check lint-proto scan clean
 
 help: ## List the targets
@@ -62,7 +66,7 @@ lint-proto: $(BUF) ## buf lint (STANDARD)
 scan: ## Governance scanner: forbidden vocabulary and phase-named files
 	$(PY) scripts/governance_scan.py
 
-test: install proto-check lint-proto scan ## Install if needed, then run every test
+test: install $(TEST_CHECKS) ## Install if needed, then run every test
 	$(PY) -m pytest tests
 
 unit: ## Unit tests only

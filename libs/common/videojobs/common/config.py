@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     bind_host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 50051
+    # A standalone worker serves grpc.health.v1 here (Kubernetes gRPC probes).
+    worker_health_port: int = 50052
     # Where the REST gateway finds the gRPC JobService.
     api_target: str = "127.0.0.1:50051"
 

@@ -1,0 +1,33 @@
+"""The `videojobs` command: a thin dispatcher to each service's composition root."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> (module with `main(argv)`, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("videojobs.api.embedded", "everything in one process on embedded defaults"),
+    "api": ("videojobs.api.bootstrap", "the gRPC JobService"),
+    "gateway": ("videojobs.gateway.bootstrap", "the REST gateway (/video/*)"),
+    "worker": ("videojobs.worker.bootstrap", "a worker pulling jobs from the queue"),
+    "migrate": ("videojobs.common.adapters.sql.migrate", "apply (or roll back) database migrations"),
+    "analyze": ("videojobs.worker.pipeline.cli", "analyse one local video file and print results JSON"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="videojobs", description="Asynchronous video analysis jobs.")
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args, rest = parser.parse_known_args(argv[:1])
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
