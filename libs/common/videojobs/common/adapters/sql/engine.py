@@ -1,0 +1,39 @@
+"""Engine construction for SQLite (embedded) and Postgres (production)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import sqlalchemy as sa
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def make_engine(url: str, schema: str = "") -> sa.Engine:
+    """An engine for `url`. On Postgres, `schema` (created if missing) becomes the search_path."""
+    if url.startswith("sqlite"):
+        db_path = sa.engine.make_url(url).database
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    connect_args: dict[str, object] = {"connect_timeout": 5}
+    if schema:
+        if not _SCHEMA_RE.match(schema):
+            raise ValueError(f"database schema {schema!r} is not a plain identifier")
+        connect_args["options"] = f"-csearch_path={schema}"
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if schema:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    return engine

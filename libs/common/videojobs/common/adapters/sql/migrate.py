@@ -1,0 +1,56 @@
+"""Alembic migrations, run programmatically: `videojobs migrate [upgrade [REV] | downgrade REV | current]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+
+from videojobs.common.adapters.sql.engine import make_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(connection: sa.Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), revision)
+
+
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        command.downgrade(_config(conn), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def main(argv: list[str]) -> int:
+    from videojobs.common.config import load_settings
+
+    parser = argparse.ArgumentParser(prog="videojobs migrate")
+    parser.add_argument("action", nargs="?", default="upgrade", choices=["upgrade", "downgrade", "current"])
+    parser.add_argument("revision", nargs="?", default=None)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    engine = make_engine(settings.effective_database_url, settings.database_schema)
+    if args.action == "upgrade":
+        upgrade(engine, args.revision or "head")
+    elif args.action == "downgrade":
+        if not args.revision:
+            parser.error("downgrade needs a revision (e.g. base or 0001)")
+        downgrade(engine, args.revision)
+    print(f"database at revision {current_revision(engine) or 'base'}")
+    return 0

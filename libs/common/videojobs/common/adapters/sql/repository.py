@@ -1,0 +1,145 @@
+"""JobRepository on SQLAlchemy Core: SQLite for the embedded default, Postgres in production."""
+
+from __future__ import annotations
+
+import functools
+from datetime import timezone
+from typing import Any, Callable, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from videojobs.common.adapters.sql.tables import job_outbox, jobs
+from videojobs.common.errors import JobNotFound, TemporaryFault
+from videojobs.common.job import Job, JobStatus, utcnow
+from videojobs.common.ports.jobs import JobRepository
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _temporary_on_disconnect(fn: F) -> F:
+    """Connection-level database errors are temporary faults: callers retry them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise TemporaryFault(f"database unavailable: {exc.orig or exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SqlJobRepository(JobRepository):
+    """Jobs in the `jobs` table; publish intents in `job_outbox` (same transaction)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    @_temporary_on_disconnect
+    def add(self, job: Job) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(jobs.insert().values(**_row_from_job(job)))
+            conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at))
+
+    @_temporary_on_disconnect
+    def get(self, job_id: str) -> Job:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job_from_row(row)
+
+    @_temporary_on_disconnect
+    def save(self, job: Job, expected_status: JobStatus, expected_attempt: int) -> bool:
+        values = _row_from_job(job)
+        del values["job_id"], values["created_at"]
+        stmt = (
+            jobs.update()
+            .where(jobs.c.job_id == job.job_id)
+            .where(jobs.c.status == expected_status.value)
+            .where(jobs.c.attempt == expected_attempt)
+            .values(**values)
+        )
+        with self._engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    @_temporary_on_disconnect
+    def unfinished_job_ids(self) -> list[str]:
+        stmt = (
+            sa.select(jobs.c.job_id)
+            .where(jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
+            .order_by(jobs.c.created_at, jobs.c.job_id)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    @_temporary_on_disconnect
+    def unpublished_job_ids(self, limit: int = 100) -> list[str]:
+        stmt = (
+            sa.select(job_outbox.c.job_id)
+            .where(job_outbox.c.published_at.is_(None))
+            .order_by(job_outbox.c.created_at, job_outbox.c.job_id)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    @_temporary_on_disconnect
+    def mark_published(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                job_outbox.update().where(job_outbox.c.job_id.in_(job_ids)).values(published_at=utcnow())
+            )
+
+    @_temporary_on_disconnect
+    def ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(sa.select(sa.func.count()).select_from(jobs))
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+
+def _row_from_job(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "pipeline_id": job.pipeline_id,
+        "options": job.options,
+        "input_key": job.input_key,
+        "output_key": job.output_key,
+        "error_message": job.error_message,
+        "frames_done": job.frames_done,
+        "frames_total": job.frames_total,
+        "attempt": job.attempt,
+        "worker_id": job.worker_id,
+        "lease_expires_at": job.lease_expires_at,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def _aware(ts):  # noqa: ANN001, ANN202
+    return ts.replace(tzinfo=timezone.utc) if ts is not None and ts.tzinfo is None else ts
+
+
+def _job_from_row(row: Any) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        status=JobStatus(row["status"]),
+        pipeline_id=row["pipeline_id"],
+        options=dict(row["options"] or {}),
+        input_key=row["input_key"],
+        output_key=row["output_key"],
+        error_message=row["error_message"],
+        frames_done=row["frames_done"],
+        frames_total=row["frames_total"],
+        attempt=row["attempt"],
+        worker_id=row["worker_id"],
+        lease_expires_at=_aware(row["lease_expires_at"]),
+        created_at=_aware(row["created_at"]),
+        updated_at=_aware(row["updated_at"]),
+    )
