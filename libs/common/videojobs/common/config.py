@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     # sqlite:///path.db (embedded) or postgresql+psycopg://user@host/db
     database_url: str = ""
+    # Apply Alembic migrations when the api starts (Kubernetes runs them in a Job instead).
+    migrate_on_start: bool = True
     # Postgres schema for the tables (tests give each run its own); empty = default.
     database_schema: str = ""
     # file:///abs/path or a relative folder (embedded), or s3://bucket (MinIO / S3)

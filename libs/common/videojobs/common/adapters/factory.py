@@ -1,0 +1,31 @@
+"""Adapter selection by URL scheme, shared by every composition root."""
+
+from __future__ import annotations
+
+from videojobs.common.adapters.sql.engine import make_engine
+from videojobs.common.adapters.sql.migrate import upgrade
+from videojobs.common.adapters.sql.repository import SqlJobRepository
+from videojobs.common.config import Settings
+from videojobs.common.ports.queue import QueueService
+
+
+def make_repository(settings: Settings, migrate: bool | None = None) -> SqlJobRepository:
+    """SQLite or Postgres by URL; applies migrations first when asked (default: settings.migrate_on_start)."""
+    engine = make_engine(settings.effective_database_url, settings.database_schema)
+    if settings.migrate_on_start if migrate is None else migrate:
+        upgrade(engine)
+    return SqlJobRepository(engine)
+
+
+def make_queue(settings: Settings) -> QueueService:
+    """memory:// -> in-process queue; nats:// -> JetStream work queue."""
+    url = settings.queue_url
+    if url.startswith("memory:"):
+        from videojobs.common.adapters.memory_queue import InMemoryQueue
+
+        return InMemoryQueue(ack_wait_seconds=settings.ack_wait_seconds)
+    if url.startswith(("nats:", "tls:")):
+        from videojobs.common.adapters.nats_queue import JetStreamQueue
+
+        return JetStreamQueue.from_settings(settings)
+    raise ValueError(f"unsupported VIDEOJOBS_QUEUE_URL {url!r} (expected memory:// or nats://host:port)")

@@ -1,0 +1,94 @@
+"""API composition root: `videojobs api` serves the gRPC JobService."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from videojobs.api.grpc_service import JobServiceServicer
+from videojobs.api.service import JobsService
+from videojobs.common.adapters.factory import make_queue, make_repository
+from videojobs.common.config import Settings, load_settings
+from videojobs.common.health import ReadinessMonitor
+from videojobs.common.logs import configure_logging
+from videojobs.common.outbox import OutboxRelay
+from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.queue import QueueService
+from videojobs.common.ports.storage import StorageService
+from videojobs.storage.factory import make_storage
+from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+JOB_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+
+
+@dataclass
+class Api:
+    settings: Settings
+    repo: JobRepository
+    storage: StorageService
+    queue: QueueService
+    relay: OutboxRelay
+    jobs: JobsService
+    readiness: ReadinessMonitor
+    server: grpc.Server | None = None
+    port: int = 0
+
+    def start(self) -> None:
+        self.relay.start()
+        self.readiness.start()
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+        )
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
+        reflection.enable_server_reflection(
+            (JOB_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{self.settings.bind_host}:{self.settings.grpc_port}")
+        self.server.start()
+        log.info("gRPC JobService on %s:%d", self.settings.bind_host, self.port)
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.readiness.stop()
+        if self.server:
+            self.server.stop(grace).wait()
+        self.relay.stop()
+
+
+def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
+    repo = make_repository(settings)
+    storage = make_storage(settings)
+    queue = queue or make_queue(settings)
+    relay = OutboxRelay(repo, queue)
+    jobs = JobsService(repo, storage, relay, max_upload_bytes=settings.max_upload_bytes)
+    readiness = ReadinessMonitor(
+        {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
+    )
+    return Api(settings, repo, storage, queue, relay, jobs, readiness)
+
+
+def main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="videojobs api", description="Serve the gRPC JobService.").parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    api = build_api(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    api.start()
+    stop.wait()
+    api.stop()
+    api.queue.close()
+    return 0

@@ -1,0 +1,52 @@
+"""Embedded composition root: `videojobs serve` runs api, gateway and worker(s) in one process.
+
+Defaults need no servers: SQLite, a local folder, an in-process queue. The queue
+is rebuilt from the job table at start, so a restart never strands a job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+import uvicorn
+
+from videojobs.api.bootstrap import build_api
+from videojobs.common.config import load_settings
+from videojobs.common.logs import configure_logging
+from videojobs.gateway.app import create_app
+from videojobs.worker.bootstrap import build_workers, start_threads
+from videojobs.worker.worker import hand_back_orphans
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="videojobs serve", description="Everything in one process.").parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    api = build_api(settings)
+    if settings.is_embedded_queue:
+        orphans = hand_back_orphans(api.repo)
+        for job_id in api.repo.unfinished_job_ids():
+            api.queue.enqueue(job_id)
+        log.info("queue rebuilt: %d unfinished job(s), %d handed back", api.queue.size(), orphans)
+    api.start()
+
+    stop = threading.Event()
+    workers = build_workers(settings, api.repo, api.queue, api.storage, stop)
+    threads = start_threads(workers)
+
+    gateway_target = f"127.0.0.1:{api.port}"
+    app = create_app(gateway_target, max_upload_bytes=settings.max_upload_bytes, chunk_bytes=settings.upload_chunk_bytes)
+    log.info("REST gateway on http://%s:%d  (gRPC on :%d, %d worker thread(s))",
+             settings.bind_host, settings.http_port, api.port, len(threads))
+    # uvicorn owns SIGINT/SIGTERM; once it returns, the rest shuts down in order.
+    uvicorn.run(app, host=settings.bind_host, port=settings.http_port, log_level=settings.log_level.lower())
+    log.info("stopping: workers finish or hand back their jobs")
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    api.stop()
+    return 0

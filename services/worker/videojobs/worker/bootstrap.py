@@ -1,0 +1,106 @@
+"""Worker composition root: `videojobs worker` pulls jobs from the configured queue."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from concurrent import futures
+from datetime import timedelta
+
+import grpc
+
+from videojobs.common.adapters.factory import make_queue, make_repository
+from videojobs.common.config import Settings, load_settings
+from videojobs.common.health import ReadinessMonitor
+from videojobs.common.logs import configure_logging
+from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.queue import QueueService
+from videojobs.common.ports.storage import StorageService
+from videojobs.storage.factory import make_storage
+from videojobs.worker.worker import JobWorker, WorkerPolicy
+
+log = logging.getLogger(__name__)
+
+
+def policy_from_settings(settings: Settings) -> WorkerPolicy:
+    return WorkerPolicy(
+        lease=timedelta(seconds=settings.lease_seconds),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        max_attempts=settings.max_attempts,
+        idle_backoff_min=settings.idle_backoff_min_seconds,
+        idle_backoff_max=settings.idle_backoff_max_seconds,
+    )
+
+
+def build_workers(
+    settings: Settings,
+    repo: JobRepository,
+    queue: QueueService,
+    storage: StorageService,
+    stop_event: threading.Event,
+) -> list[JobWorker]:
+    """One JobWorker (with its own analyzer and model) per worker thread."""
+    from videojobs.worker.pipeline.service import VideoFilePipelineService
+
+    policy = policy_from_settings(settings)
+    workers = []
+    for i in range(settings.worker_threads):
+        worker_id = f"{settings.worker_id}-{i}" if settings.worker_id else None
+        workers.append(
+            JobWorker(
+                queue=queue,
+                storage=storage,
+                repo=repo,
+                analyzer=VideoFilePipelineService.from_settings(settings),
+                policy=policy,
+                worker_id=worker_id,
+                stop_event=stop_event,
+            )
+        )
+    return workers
+
+
+def start_threads(workers: list[JobWorker]) -> list[threading.Thread]:
+    threads = [threading.Thread(target=w.run_forever, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="videojobs worker", description="Run a worker on the configured queue.").parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    repo = make_repository(settings, migrate=False)
+    queue = make_queue(settings)
+    storage = make_storage(settings)
+    if settings.is_embedded_queue:
+        log.warning("VIDEOJOBS_QUEUE_URL is memory://: a standalone worker sees no jobs; use `videojobs serve` or nats://")
+
+    readiness = ReadinessMonitor(
+        {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=["videojobs.worker"]
+    )
+    health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    from grpc_health.v1 import health_pb2_grpc
+
+    health_pb2_grpc.add_HealthServicer_to_server(readiness.servicer, health_server)
+    health_server.add_insecure_port(f"{settings.bind_host}:{settings.worker_health_port}")
+    health_server.start()
+    readiness.start()
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    workers = build_workers(settings, repo, queue, storage, stop)
+    threads = start_threads(workers)
+    log.info("worker started: %d thread(s), queue %s", len(threads), settings.queue_url)
+    stop.wait()
+    log.info("stopping: finishing or handing back current jobs")
+    for t in threads:
+        t.join(timeout=60)
+    readiness.stop()
+    health_server.stop(grace=2)
+    queue.close()
+    return 0

@@ -1,0 +1,312 @@
+"""The worker loop: take a job id from the queue, run the pipeline, store results, record the outcome.
+
+Follows the seed's JobWorker (run_once / run_forever) with the reliability rules
+of a work queue: the job is claimed with a new attempt number and a lease, the
+lease is kept alive while the pipeline runs, every write after the claim is
+guarded by that attempt, and the queue message is acked only once the final
+status is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from videojobs.common.errors import (
+    InvalidOptions,
+    JobInterrupted,
+    JobNotFound,
+    PoisonInput,
+    StorageObjectNotFound,
+    TemporaryFault,
+)
+from videojobs.common.job import Job, JobStatus, output_key_for
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.ports.analysis import VideoAnalyzer
+from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.queue import QueueService
+from videojobs.common.ports.storage import StorageService
+from videojobs.common.results import results_to_bytes
+
+log = logging.getLogger(__name__)
+
+# Errors that can never succeed on retry: the job fails at once and the message is terminated.
+_POISON = (PoisonInput, InvalidOptions, StorageObjectNotFound)
+
+
+@dataclass(frozen=True)
+class WorkerPolicy:
+    lease: timedelta = timedelta(seconds=60)
+    heartbeat_seconds: float = 10.0
+    max_attempts: int = 3
+    idle_backoff_min: float = 0.05
+    idle_backoff_max: float = 2.0
+    retry_backoff_base: float = 1.0
+    retry_backoff_max: float = 30.0
+    progress_interval_seconds: float = 0.5
+
+    def retry_delay(self, attempt: int) -> float:
+        return min(self.retry_backoff_max, self.retry_backoff_base * 2 ** max(0, attempt - 1))
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
+
+
+class JobWorker:
+    def __init__(
+        self,
+        queue: QueueService,
+        storage: StorageService,
+        repo: JobRepository,
+        analyzer: VideoAnalyzer,
+        policy: WorkerPolicy | None = None,
+        worker_id: str | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self._queue = queue
+        self._storage = storage
+        self._repo = repo
+        self._analyzer = analyzer
+        self._policy = policy or WorkerPolicy()
+        self.worker_id = worker_id or default_worker_id()
+        self.stop_event = stop_event or threading.Event()
+        self.jobs_processed = 0
+
+    # -- loop ------------------------------------------------------------------------------
+    def run_once(self, timeout: float = 0.0) -> bool:
+        """Process a single delivery if one arrives within `timeout`. Returns True if one was handled."""
+        job_id = self._queue.dequeue(timeout)
+        if job_id is None:
+            return False
+        try:
+            self._handle(job_id)
+        except TemporaryFault as exc:
+            log.warning("job %s: temporary fault outside the pipeline, retrying later: %s", job_id, exc)
+            self._queue.nak(job_id, self._policy.retry_delay(self._queue.delivery_count(job_id)))
+        return True
+
+    def run_forever(self) -> None:
+        """Loop until stop_event is set; waits on the queue with a growing backoff while idle."""
+        backoff = self._policy.idle_backoff_min
+        while not self.stop_event.is_set():
+            try:
+                handled = self.run_once(timeout=backoff)
+            except Exception:  # noqa: BLE001 -- a worker must not die on one bad delivery
+                log.exception("worker loop error")
+                handled = False
+                self.stop_event.wait(self._policy.idle_backoff_max)
+            backoff = self._policy.idle_backoff_min if handled else min(backoff * 2, self._policy.idle_backoff_max)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    # -- one delivery ----------------------------------------------------------------------------
+    def _handle(self, job_id: str) -> None:
+        try:
+            job = self._repo.get(job_id)
+        except JobNotFound:
+            log.warning("job %s: not in the job store, dropping the message", job_id)
+            self._queue.term(job_id)
+            return
+        if job.status.is_final:
+            log.info("job %s: already %s, dropping a redelivery", job_id, job.status.value)
+            self._queue.ack(job_id)
+            return
+        if not job.can_be_taken():
+            # Another worker holds a live lease: look again once it could have run out.
+            self._queue.nak(job_id, self._policy.lease.total_seconds())
+            return
+        if job.attempt >= self._policy.max_attempts:
+            self._give_up(job, f"gave up after {job.attempt} attempt(s): the worker stopped or crashed each time")
+            return
+        claimed = self._claim(job)
+        if claimed is None:
+            self._queue.nak(job_id, self._policy.idle_backoff_max)
+            return
+        self._run(claimed)
+
+    def _claim(self, job: Job) -> Job | None:
+        expected = (job.status, job.attempt)
+        job.start(self.worker_id, self._policy.lease)
+        if not self._repo.save(job, *expected):
+            log.info("job %s: another worker claimed it first", job.job_id)
+            return None
+        log.info("job %s: attempt %d started by %s", job.job_id, job.attempt, self.worker_id)
+        return job
+
+    def _run(self, job: Job) -> None:
+        guard = _LeaseKeeper(job, self._repo, self._queue, self._policy, self.stop_event)
+        guard.start()
+        try:
+            options = AnalysisOptions.parse(job.options)
+            with self._storage.local_copy(job.input_key) as path:
+                document = self._analyzer.run_on_file(
+                    job.pipeline_id, path, options, on_progress=guard.progress, should_stop=guard.should_stop
+                )
+            output_key = output_key_for(job.job_id)
+            # Same input, options and model give the same bytes, so a duplicate write is harmless.
+            self._storage.save_bytes(results_to_bytes(document), output_key)
+        except JobInterrupted:
+            guard.stop()
+            self._hand_back(job, guard)
+            return
+        except TemporaryFault as exc:
+            guard.stop()
+            self._retry_or_fail(job, guard, exc)
+            return
+        except _POISON as exc:
+            guard.stop()
+            self._finish(job, guard, lambda: job.fail(str(exc)), poison=True)
+            return
+        except Exception as exc:  # noqa: BLE001 -- every other error ends the job FAILED, never RUNNING
+            guard.stop()
+            log.exception("job %s: pipeline error", job.job_id)
+            self._finish(job, guard, lambda: job.fail(f"{type(exc).__name__}: {exc}"))
+            return
+        guard.stop()
+        self._finish(job, guard, lambda: job.complete(output_key))
+
+    # -- outcomes ---------------------------------------------------------------------------------
+    def _finish(self, job: Job, guard: "_LeaseKeeper", transition: Callable[[], None], poison: bool = False) -> None:
+        """Commit the final status (guarded by the attempt), then ack the delivery."""
+        if guard.lost:
+            log.warning("job %s: lease lost during attempt %d; leaving the outcome to the new holder", job.job_id, job.attempt)
+            return
+        with guard.lock:
+            transition()
+            saved = self._repo.save(job, JobStatus.RUNNING, job.attempt)
+        if not saved:
+            log.warning("job %s: attempt %d was superseded; outcome discarded", job.job_id, job.attempt)
+            return
+        self.jobs_processed += 1
+        log.info("job %s: %s%s", job.job_id, job.status.value, f" ({job.error_message})" if job.error_message else "")
+        if poison:
+            self._queue.term(job.job_id)
+        else:
+            self._queue.ack(job.job_id)
+
+    def _hand_back(self, job: Job, guard: "_LeaseKeeper") -> None:
+        if guard.lost:
+            return
+        with guard.lock:
+            job.release()
+            saved = self._repo.save(job, JobStatus.RUNNING, job.attempt)
+        log.info("job %s: handed back (worker stopping)", job.job_id)
+        if saved:
+            self._queue.nak(job.job_id)
+
+    def _retry_or_fail(self, job: Job, guard: "_LeaseKeeper", exc: TemporaryFault) -> None:
+        if guard.lost:
+            return
+        if job.attempt >= self._policy.max_attempts:
+            self._finish(job, guard, lambda: job.fail(f"gave up after {job.attempt} attempt(s): {exc}"))
+            return
+        delay = self._policy.retry_delay(job.attempt)
+        log.warning("job %s: temporary fault on attempt %d, retry in %.1fs: %s", job.job_id, job.attempt, delay, exc)
+        try:
+            with guard.lock:
+                job.release()
+                self._repo.save(job, JobStatus.RUNNING, job.attempt)
+        except TemporaryFault:
+            pass  # the lease runs out and the redelivery takes it again
+        self._queue.nak(job.job_id, delay)
+
+    def _give_up(self, job: Job, reason: str) -> None:
+        expected = (job.status, job.attempt)
+        job.give_up(reason)
+        if self._repo.save(job, *expected):
+            log.warning("job %s: FAILED (%s)", job.job_id, reason)
+            self._queue.term(job.job_id)
+        else:
+            self._queue.nak(job.job_id, self._policy.idle_backoff_max)
+
+
+class _LeaseKeeper:
+    """While a job runs: heartbeats the queue, extends the lease, records progress.
+
+    If a guarded write finds the row changed, the lease is lost: the pipeline is
+    told to stop and nothing more is written by this attempt.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        repo: JobRepository,
+        queue: QueueService,
+        policy: WorkerPolicy,
+        stop_event: threading.Event,
+    ) -> None:
+        self._job = job
+        self._repo = repo
+        self._queue = queue
+        self._policy = policy
+        self._worker_stop = stop_event
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{job.job_id[:8]}", daemon=True)
+        self._last_progress_write = 0.0
+        self.lock = threading.Lock()
+        self.lost = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
+
+    def should_stop(self) -> bool:
+        return self.lost or self._worker_stop.is_set()
+
+    def progress(self, frames_done: int, frames_total: int) -> None:
+        now = time.monotonic()
+        final = frames_total and frames_done >= frames_total
+        if not final and now - self._last_progress_write < self._policy.progress_interval_seconds:
+            return
+        self._last_progress_write = now
+        with self.lock:
+            if self.lost:
+                return
+            self._job.report_progress(frames_done, frames_total)
+            self._write()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._policy.heartbeat_seconds):
+            try:
+                self._queue.heartbeat(self._job.job_id)
+                with self.lock:
+                    if self.lost:
+                        return
+                    self._job.extend_lease(self._policy.lease)
+                    self._write()
+            except TemporaryFault as exc:
+                log.warning("job %s: heartbeat failed: %s", self._job.job_id, exc)
+
+    def _write(self) -> None:
+        try:
+            ok = self._repo.save(self._job, JobStatus.RUNNING, self._job.attempt)
+        except TemporaryFault as exc:
+            log.warning("job %s: progress not saved: %s", self._job.job_id, exc)
+            return
+        if not ok:
+            log.warning("job %s: lease lost (attempt %d superseded)", self._job.job_id, self._job.attempt)
+            self.lost = True
+
+
+def hand_back_orphans(repo: JobRepository) -> int:
+    """Embedded start-up: this process is the only worker, so any RUNNING job is an orphan of a dead one."""
+    count = 0
+    for job_id in repo.unfinished_job_ids():
+        job = repo.get(job_id)
+        if job.status is JobStatus.RUNNING:
+            attempt = job.attempt
+            job.release()
+            if repo.save(job, JobStatus.RUNNING, attempt):
+                count += 1
+    return count
