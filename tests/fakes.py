@@ -1,0 +1,97 @@
+"""Hand-written fakes for unit tests: they keep state in plain attributes tests can inspect."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from videojobs.common.errors import JobInterrupted, JobNotFound, TemporaryFault
+from videojobs.common.job import Job, JobStatus
+from videojobs.common.options import AnalysisOptions, validate_pipeline_id
+from videojobs.common.ports.analysis import VideoAnalyzer
+from videojobs.common.ports.jobs import JobRepository
+
+
+class FakeJobRepository(JobRepository):
+    def __init__(self) -> None:
+        self.rows: dict[str, Job] = {}
+        self.outbox: dict[str, bool] = {}  # job_id -> published
+        self.saves: list[tuple[str, str, int]] = []
+        self.down = False
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self.down:
+            raise TemporaryFault("database unavailable (fake)")
+
+    def add(self, job: Job) -> None:
+        self._check()
+        with self._lock:
+            self.rows[job.job_id] = copy.deepcopy(job)
+            self.outbox[job.job_id] = False
+
+    def get(self, job_id: str) -> Job:
+        self._check()
+        with self._lock:
+            if job_id not in self.rows:
+                raise JobNotFound(job_id)
+            return copy.deepcopy(self.rows[job_id])
+
+    def save(self, job: Job, expected_status: JobStatus, expected_attempt: int) -> bool:
+        self._check()
+        with self._lock:
+            row = self.rows.get(job.job_id)
+            if row is None or row.status is not expected_status or row.attempt != expected_attempt:
+                return False
+            self.rows[job.job_id] = copy.deepcopy(job)
+            self.saves.append((job.job_id, job.status.value, job.attempt))
+            return True
+
+    def unfinished_job_ids(self) -> list[str]:
+        return [j.job_id for j in self.rows.values() if not j.status.is_final]
+
+    def unpublished_job_ids(self, limit: int = 100) -> list[str]:
+        self._check()
+        return [k for k, v in self.outbox.items() if not v][:limit]
+
+    def mark_published(self, job_ids: list[str]) -> None:
+        self._check()
+        for job_id in job_ids:
+            self.outbox[job_id] = True
+
+    def ping(self) -> None:
+        self._check()
+
+
+class FakeAnalyzer(VideoAnalyzer):
+    """Pretends to analyse `frames` frames; behaviour is steered by attributes."""
+
+    def __init__(self, frames: int = 4) -> None:
+        self.frames = frames
+        self.calls: list[tuple[str, Path, AnalysisOptions | None]] = []
+        self.raise_error: Exception | None = None
+        self.on_frame: Callable[[int], None] | None = None  # hook run before each frame
+
+    def run_on_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None) -> dict[str, Any]:
+        validate_pipeline_id(pipeline_id)
+        self.calls.append((pipeline_id, Path(file_path), options))
+        assert Path(file_path).is_file()
+        frames = []
+        for i in range(self.frames):
+            if self.on_frame:
+                self.on_frame(i)
+            if should_stop and should_stop():
+                raise JobInterrupted("stop requested")
+            if self.raise_error is not None and i == self.frames // 2:
+                raise self.raise_error
+            frames.append({"frame_index": i * 30, "timestamp_ms": i * 1000,
+                           "result": {"detections": [], "text": "", "ocr": []}})
+            if on_progress:
+                on_progress(i + 1, self.frames)
+        return {"schema_version": 1, "pipeline_id": pipeline_id,
+                "video": {"width": 64, "height": 48, "fps": 30.0, "frame_count": self.frames * 30,
+                          "duration_ms": self.frames * 1000, "codec": "fake"},
+                "sampling": {"sample_fps": 1.0}, "provenance": {"model": {"file": "fake"}},
+                "frames": frames, "tracks": []}

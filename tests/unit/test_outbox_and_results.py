@@ -1,0 +1,63 @@
+import pytest
+
+from tests.fakes import FakeJobRepository
+from videojobs.common.adapters.memory_queue import InMemoryQueue
+from videojobs.common.errors import InvalidOptions, TemporaryFault
+from videojobs.common.job import Job
+from videojobs.common.outbox import OutboxRelay
+from videojobs.common.results import page_of, results_to_bytes
+
+
+class DownQueue(InMemoryQueue):
+    down = True
+
+    def enqueue(self, job_id):
+        if self.down:
+            raise TemporaryFault("nats unreachable")
+        super().enqueue(job_id)
+
+
+def test_relay_publishes_committed_jobs_once():
+    repo, queue = FakeJobRepository(), InMemoryQueue()
+    jobs = [Job.submit("yolo", {}) for _ in range(3)]
+    for j in jobs:
+        repo.add(j)
+    relay = OutboxRelay(repo, queue)
+    assert relay.publish_pending() == 3
+    assert relay.publish_pending() == 0
+    assert [queue.dequeue() for _ in range(3)] == [j.job_id for j in jobs]
+
+
+def test_jobs_wait_in_the_outbox_while_the_queue_is_down():
+    repo, queue = FakeJobRepository(), DownQueue()
+    job = Job.submit("yolo", {})
+    repo.add(job)
+    relay = OutboxRelay(repo, queue)
+    assert relay.publish_pending() == 0
+    assert repo.unpublished_job_ids() == [job.job_id]
+    queue.down = False
+    assert relay.publish_pending() == 1
+    assert queue.dequeue() == job.job_id
+
+
+def test_paging_walks_every_frame_once_in_order():
+    frames = list(range(25))
+    seen, token = [], ""
+    while True:
+        page, token = page_of(frames, 10, token)
+        seen.extend(page)
+        if not token:
+            break
+    assert seen == frames
+
+
+@pytest.mark.parametrize("token", ["garbage!", "bzo1", "o:-1"])
+def test_bad_page_tokens_are_rejected(token):
+    with pytest.raises(InvalidOptions):
+        page_of(list(range(5)), 2, token)
+
+
+def test_results_serialisation_keeps_producer_key_order_and_is_compact():
+    assert results_to_bytes({"b": 1, "a": [1.5, "é"]}) == '{"b":1,"a":[1.5,"é"]}'.encode()
+    with pytest.raises(ValueError):
+        results_to_bytes({"x": float("nan")})

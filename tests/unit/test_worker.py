@@ -1,0 +1,193 @@
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes import FakeAnalyzer, FakeJobRepository
+from videojobs.common.adapters.memory_queue import InMemoryQueue
+from videojobs.common.errors import PoisonInput, TemporaryFault
+from videojobs.common.job import Job, JobStatus
+from videojobs.storage.local import LocalFolderStorage
+from videojobs.worker.worker import JobWorker, WorkerPolicy, hand_back_orphans
+
+MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 100
+
+
+@pytest.fixture
+def env(tmp_path):
+    repo, queue = FakeJobRepository(), InMemoryQueue(ack_wait_seconds=30)
+    storage = LocalFolderStorage(tmp_path / "store")
+    analyzer = FakeAnalyzer(frames=4)
+    policy = WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=0.05, max_attempts=3,
+                          progress_interval_seconds=0.0, retry_backoff_base=0.01)
+    worker = JobWorker(queue, storage, repo, analyzer, policy, worker_id="w1")
+
+    def submit(**options):
+        job = Job.submit("yolo_ocr", options)
+        storage.save_bytes(MP4, job.input_key)
+        repo.add(job)
+        queue.enqueue(job.job_id)
+        return job.job_id
+
+    return type("Env", (), dict(repo=repo, queue=queue, storage=storage, analyzer=analyzer,
+                                worker=worker, submit=staticmethod(submit), policy=policy))
+
+
+def test_run_once_on_empty_queue_returns_false(env):
+    assert env.worker.run_once() is False
+
+
+def test_job_goes_pending_running_completed_with_results_and_progress(env):
+    job_id = env.submit(max_frames=4)
+    seen = []
+    env.analyzer.on_frame = lambda i: seen.append(env.repo.rows[job_id].status)
+    assert env.worker.run_once() is True
+    job = env.repo.get(job_id)
+    assert seen[0] is JobStatus.RUNNING
+    assert job.status is JobStatus.COMPLETED and job.progress == 1.0 and job.frames_done == 4
+    doc = json.loads(env.storage.read_bytes(job.output_key))
+    assert [f["frame_index"] for f in doc["frames"]] == [0, 30, 60, 90]
+    assert env.analyzer.calls[0][2].max_frames == 4
+    # progress was written while running, not only at the end
+    assert [s for s in env.repo.saves if s[1] == "RUNNING"][1:]  # claim + at least one progress write
+    assert env.queue.size() == 0 and env.queue.delivery_count(job_id) == 0  # acked
+
+
+def test_results_bytes_are_deterministic(env):
+    a, b = env.submit(), env.submit()
+    env.worker.run_once(), env.worker.run_once()
+    ra = env.storage.read_bytes(env.repo.get(a).output_key)
+    rb = env.storage.read_bytes(env.repo.get(b).output_key)
+    assert ra == rb
+
+
+def test_poison_input_fails_fast_and_is_terminated(env):
+    job_id = env.submit()
+    env.analyzer.raise_error = PoisonInput("not a video: moov atom not found")
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and "moov atom" in job.error_message
+    assert env.queue.dequeue() is None  # never redelivered
+
+
+def test_any_exception_ends_failed_never_running(env):
+    job_id = env.submit()
+    env.analyzer.raise_error = ZeroDivisionError("boom")
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and job.error_message == "ZeroDivisionError: boom"
+
+
+def test_missing_input_fails_with_reason(env):
+    job_id = env.submit()
+    env.storage.delete_file(env.repo.get(job_id).input_key)
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and "no stored object" in job.error_message
+
+
+def test_stop_mid_job_hands_the_job_back(env):
+    job_id = env.submit()
+    env.analyzer.on_frame = lambda i: env.worker.request_stop() if i == 2 else None
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.PENDING and job.attempt == 1
+    assert env.queue.dequeue() == job_id  # nak'ed: available again at once
+    # a fresh worker completes it
+    fresh = JobWorker(env.queue, env.storage, env.repo, FakeAnalyzer(), env.policy, worker_id="w2")
+    env.queue.nak(job_id)
+    fresh.run_once()
+    assert env.repo.get(job_id).status is JobStatus.COMPLETED and env.repo.get(job_id).attempt == 2
+
+
+def test_redelivery_of_a_final_job_is_acked_and_dropped(env):
+    job_id = env.submit()
+    env.worker.run_once()
+    saves = len(env.repo.saves)
+    env.queue.enqueue(job_id)  # duplicate delivery
+    env.worker.run_once()
+    assert len(env.repo.saves) == saves and env.queue.size() == 0
+    assert len(env.analyzer.calls) == 1
+
+
+def test_worker_that_lost_its_lease_cannot_overwrite_the_winner(env):
+    job_id = env.submit()
+
+    def steal(i):
+        if i == 1:  # another worker takes the job over after our lease "expired"
+            row = env.repo.rows[job_id]
+            row.attempt += 1
+            row.worker_id = "w2"
+
+    env.analyzer.on_frame = steal
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.RUNNING and job.worker_id == "w2" and job.attempt == 2
+
+
+def test_temporary_fault_is_retried_with_backoff_then_given_up(env):
+    job_id = env.submit()
+    env.analyzer.raise_error = TemporaryFault("storage unavailable")
+    for attempt in range(1, 4):
+        assert env.queue.dequeue(timeout=2) == job_id
+        env.queue.nak(job_id)
+        env.worker.run_once(timeout=2)
+        job = env.repo.get(job_id)
+        if attempt < 3:
+            assert job.status is JobStatus.PENDING and job.attempt == attempt
+    assert job.status is JobStatus.FAILED and "gave up after 3" in job.error_message
+
+
+def test_exhausted_attempts_after_crashes_end_failed(env):
+    job_id = env.submit()
+    row = env.repo.rows[job_id]
+    row.status, row.attempt, row.lease_expires_at = JobStatus.RUNNING, 3, None  # three crashed attempts
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and "gave up after 3" in job.error_message
+
+
+def test_live_lease_of_another_worker_is_respected(env):
+    job_id = env.submit()
+    held = env.repo.get(job_id)
+    held.start("other", timedelta(seconds=30))
+    env.repo.save(held, JobStatus.PENDING, 0)
+    env.worker.run_once()
+    assert env.repo.get(job_id).worker_id == "other" and env.analyzer.calls == []
+
+
+def test_heartbeats_extend_the_lease_during_a_long_job(env):
+    job_id = env.submit()
+    leases = []
+    stop = threading.Event()
+
+    def slow(i):
+        stop.wait(0.12)
+        leases.append(env.repo.rows[job_id].lease_expires_at)
+
+    env.analyzer.on_frame = slow
+    env.worker.run_once()
+    assert len(set(leases)) > 1
+
+
+def test_run_forever_stops_on_request(env):
+    t = threading.Thread(target=env.worker.run_forever)
+    t.start()
+    job_id = env.submit()
+    for _ in range(100):
+        if env.repo.get(job_id).status is JobStatus.COMPLETED:
+            break
+        threading.Event().wait(0.05)
+    env.worker.request_stop()
+    t.join(5)
+    assert not t.is_alive() and env.repo.get(job_id).status is JobStatus.COMPLETED
+
+
+def test_orphans_are_handed_back_at_embedded_start(env):
+    job_id = env.submit()
+    job = env.repo.get(job_id)
+    job.start("dead-process", timedelta(hours=1))
+    env.repo.save(job, JobStatus.PENDING, 0)
+    assert hand_back_orphans(env.repo) == 1
+    assert env.repo.get(job_id).status is JobStatus.PENDING
