@@ -51,7 +51,7 @@ def test_paging_walks_every_frame_once_in_order():
     assert seen == frames
 
 
-@pytest.mark.parametrize("token", ["garbage!", "bzo1", "o:-1"])
+@pytest.mark.parametrize("token", ["garbage!", "bzo5OQ", "o:-1"])
 def test_bad_page_tokens_are_rejected(token):
     with pytest.raises(InvalidOptions):
         page_of(list(range(5)), 2, token)
