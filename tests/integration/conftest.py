@@ -1,0 +1,49 @@
+"""Fixtures for in-process integration tests of the api and gateway on embedded adapters."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.fakes import FakeAnalyzer
+from videojobs.api.bootstrap import build_api
+from videojobs.common.config import Settings
+from videojobs.v1 import jobs_pb2_grpc
+from videojobs.worker.worker import JobWorker, WorkerPolicy
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SAMPLE = SHARED / "media" / "bottle-detection.mp4"
+MAX_UPLOAD = 2 * 1024 * 1024
+
+
+@pytest.fixture
+def api(tmp_path):
+    settings = Settings(data_dir=tmp_path, grpc_port=0, max_upload_bytes=MAX_UPLOAD)
+    app = build_api(settings)
+    app.start()
+    yield app
+    app.stop(grace=0)
+
+
+@pytest.fixture
+def stub(api):
+    channel = grpc.insecure_channel(f"127.0.0.1:{api.port}")
+    yield jobs_pb2_grpc.JobServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture
+def fake_worker(api):
+    """A worker thread on the api's queue with a fake analyzer (no model needed)."""
+    analyzer = FakeAnalyzer(frames=5)
+    worker = JobWorker(api.queue, api.storage, api.repo, analyzer,
+                       WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.1))
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    yield worker
+    worker.request_stop()
+    thread.join(10)
