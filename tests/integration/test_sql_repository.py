@@ -1,0 +1,100 @@
+"""JobRepository contract on SQLite (embedded) and real Postgres (each test in its own schema)."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from videojobs.common.adapters.sql.engine import make_engine
+from videojobs.common.adapters.sql.migrate import current_revision, downgrade, upgrade
+from videojobs.common.adapters.sql.repository import SqlJobRepository
+from videojobs.common.errors import JobNotFound, TemporaryFault
+from videojobs.common.job import Job, JobStatus
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+        yield eng
+        eng.dispose()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    eng = make_engine(POSTGRES_URL, schema)
+    yield eng
+    eng.dispose()
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def repo(engine):
+    upgrade(engine)
+    return SqlJobRepository(engine)
+
+
+def tables(engine):
+    return set(sa.inspect(engine).get_table_names())
+
+
+def test_migrations_go_up_and_down_repeatably(engine):
+    for _ in range(2):
+        upgrade(engine)
+        assert current_revision(engine) == "0001"
+        assert {"jobs", "job_outbox"} <= tables(engine)
+        downgrade(engine, "base")
+        assert current_revision(engine) is None
+        assert not {"jobs", "job_outbox"} & tables(engine)
+
+
+def test_add_get_round_trip(repo):
+    job = Job.submit("yolo", {"sample_fps": 2.0, "classes": ["bottle"]})
+    repo.add(job)
+    got = repo.get(job.job_id)
+    assert got == job
+    with pytest.raises(JobNotFound):
+        repo.get(str(uuid.uuid4()))
+
+
+def test_guarded_save_lets_exactly_one_writer_win(repo):
+    job = Job.submit("yolo", {})
+    repo.add(job)
+    a, b = repo.get(job.job_id), repo.get(job.job_id)
+    a.start("w-a", timedelta(seconds=30))
+    b.start("w-b", timedelta(seconds=30))
+    assert repo.save(a, JobStatus.PENDING, 0) is True
+    assert repo.save(b, JobStatus.PENDING, 0) is False
+    assert repo.get(job.job_id).worker_id == "w-a"
+    # a later attempt fences off the earlier one's final write
+    stale = repo.get(job.job_id)
+    newer = repo.get(job.job_id)
+    newer.lease_expires_at = None
+    newer.start("w-c", timedelta(seconds=30))
+    assert repo.save(newer, JobStatus.RUNNING, 1)
+    stale.complete("results/x.json")
+    assert repo.save(stale, JobStatus.RUNNING, 1) is False
+    assert repo.get(job.job_id).status is JobStatus.RUNNING and repo.get(job.job_id).attempt == 2
+
+
+def test_outbox_and_unfinished(repo):
+    jobs = [Job.submit("yolo", {}) for _ in range(3)]
+    for j in jobs:
+        repo.add(j)
+    assert repo.unpublished_job_ids() == [j.job_id for j in jobs]
+    repo.mark_published([jobs[0].job_id])
+    assert repo.unpublished_job_ids() == [j.job_id for j in jobs[1:]]
+    done = repo.get(jobs[2].job_id)
+    done.give_up("x")
+    repo.save(done, JobStatus.PENDING, 0)
+    assert repo.unfinished_job_ids() == [jobs[0].job_id, jobs[1].job_id]
+
+
+def test_unreachable_database_is_a_temporary_fault():
+    repo = SqlJobRepository(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test"))
+    with pytest.raises(TemporaryFault, match="database unavailable"):
+        repo.ping()
