@@ -1,0 +1,226 @@
+"""JetStreamQueue behaviour beyond the shared contract: sharing, MaxDeliver, outages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from videojobs.common.adapters.nats_queue import JetStreamQueue
+from videojobs.common.errors import TemporaryFault
+
+NATS_URL = os.environ.get("VIDEOJOBS_TEST_NATS_URL", "nats://127.0.0.1:4222")
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def names() -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:10]
+    return {
+        "stream": f"VJTEST_{suffix}",
+        "subject": f"videojobs.test.{suffix}",
+        "durable": f"workers_{suffix}",
+    }
+
+
+@pytest.fixture
+def shared_names():
+    n = names()
+    yield n
+    cleanup = JetStreamQueue(NATS_URL, **n)
+    cleanup.delete_stream()
+    cleanup.close()
+
+
+def test_workers_share_one_durable_consumer(shared_names):
+    a = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5)
+    b = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5)
+    try:
+        jobs = [str(uuid.uuid4()) for _ in range(6)]
+        for job in jobs:
+            a.enqueue(job)
+        got = {"a": [], "b": []}
+        for _ in range(3):
+            for name, q in (("a", a), ("b", b)):
+                job = q.dequeue(timeout=2)
+                got[name].append(job)
+                q.ack(job)
+        assert sorted(got["a"] + got["b"]) == sorted(jobs)
+        assert got["a"] and got["b"]
+        assert a.dequeue(timeout=0.2) is None and b.dequeue(timeout=0.2) is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_threads_sharing_one_instance_get_each_job_once(shared_names):
+    q = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5)
+    jobs = [str(uuid.uuid4()) for _ in range(12)]
+    for job in jobs:
+        q.enqueue(job)
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while (job := q.dequeue(timeout=0.5)) is not None:
+            with lock:
+                seen.append(job)
+            q.ack(job)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    q.close()
+    assert sorted(seen) == sorted(jobs)
+
+
+def test_max_deliver_stops_redelivery(shared_names):
+    # The worker marks the job FAILED at delivery_count == max_attempts; this is the
+    # server-side backstop: after max_deliver deliveries the message is not delivered again.
+    q = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5, max_deliver=2)
+    try:
+        job = str(uuid.uuid4())
+        q.enqueue(job)
+        assert q.dequeue(timeout=2) == job
+        q.nak(job)
+        assert q.dequeue(timeout=2) == job
+        assert q.delivery_count(job) == 2
+        q.nak(job)
+        assert q.dequeue(timeout=0.5) is None
+        assert q.size() == 0
+    finally:
+        q.close()
+
+
+def test_redeclaring_updates_the_consumer(shared_names):
+    slow = JetStreamQueue(NATS_URL, **shared_names, ack_wait=30)
+    slow.ping()  # declares stream + consumer with AckWait 30 s
+    slow.close()
+    fast = JetStreamQueue(NATS_URL, **shared_names, ack_wait=1)
+    try:
+        job = str(uuid.uuid4())
+        fast.enqueue(job)
+        assert fast.dequeue(timeout=2) == job
+        assert fast.dequeue(timeout=3) == job  # AckWait is now 1 s
+        fast.ack(job)
+    finally:
+        fast.close()
+
+
+def test_close_is_idempotent_and_final(shared_names):
+    q = JetStreamQueue(NATS_URL, **shared_names)
+    q.enqueue(str(uuid.uuid4()))
+    q.close()
+    q.close()
+    with pytest.raises(RuntimeError):
+        q.enqueue(str(uuid.uuid4()))
+
+
+# -- outages, on a NATS server of our own ------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OwnNatsServer:
+    """A throwaway JetStream server on a free port, with its store in a temp folder."""
+
+    def __init__(self, store: Path) -> None:
+        self.port = free_port()
+        self.store = store
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nats-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_nats(tmp_path):
+    if not os.access(NATS_SERVER, os.X_OK):
+        pytest.skip("no nats-server binary")
+    server = OwnNatsServer(tmp_path / "jetstream")
+    yield server
+    server.stop()
+
+
+def retry_until(call, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except TemporaryFault:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_queue_created_while_nats_is_down_works_once_it_is_up(own_nats):
+    q = JetStreamQueue(own_nats.url, **names(), ack_wait=5)
+    try:
+        for call in (lambda: q.enqueue("job-1"), lambda: q.dequeue(timeout=1), q.size, q.ping):
+            started = time.monotonic()
+            with pytest.raises(TemporaryFault, match="cannot connect to NATS"):
+                call()
+            assert time.monotonic() - started < 2.5
+
+        own_nats.start()
+        q.enqueue("job-1")
+        assert q.dequeue(timeout=2) == "job-1"
+        q.ack("job-1")
+    finally:
+        q.close()
+
+
+def test_outage_while_connected_fails_fast_and_recovers(own_nats):
+    own_nats.start()
+    q = JetStreamQueue(own_nats.url, **names(), ack_wait=5)
+    try:
+        q.enqueue("before-outage")
+        own_nats.stop()
+        time.sleep(0.3)  # let the client notice the closed socket
+
+        started = time.monotonic()
+        with pytest.raises(TemporaryFault):
+            q.enqueue("during-outage")
+        assert time.monotonic() - started < 2.5
+
+        own_nats.start()  # same port, same store: the stream and consumer survive
+        retry_until(lambda: q.enqueue("during-outage"), timeout=10)
+        got = [retry_until(lambda: q.dequeue(timeout=2), timeout=10) for _ in range(2)]
+        assert got == ["before-outage", "during-outage"]
+        for job in got:
+            q.ack(job)
+        assert q.size() == 0
+    finally:
+        q.close()

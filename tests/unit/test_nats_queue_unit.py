@@ -1,0 +1,65 @@
+"""JetStreamQueue without a server: configuration, lazy start, unreachable NATS."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from videojobs.common.adapters.nats_queue import JetStreamQueue
+from videojobs.common.config import Settings
+from videojobs.common.errors import TemporaryFault
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_from_settings_maps_every_field():
+    q = JetStreamQueue.from_settings(
+        Settings(
+            queue_url="nats://a:4222, nats://b:4222",
+            nats_stream="S",
+            nats_subject="s.jobs",
+            nats_durable="d",
+            ack_wait_seconds=12,
+            max_attempts=4,
+        )
+    )
+    assert q.servers == ["nats://a:4222", "nats://b:4222"]
+    assert (q.stream, q._subject, q._durable, q._ack_wait, q._max_deliver) == ("S", "s.jobs", "d", 12.0, 4)
+    q.close()
+
+
+def test_construction_connects_to_nothing_and_starts_no_thread():
+    before = threading.active_count()
+    q = JetStreamQueue(f"nats://127.0.0.1:{closed_port()}")
+    assert threading.active_count() == before
+    q.close()
+    assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("kwargs", [{"servers": ""}, {"ack_wait": 0}, {"max_deliver": 0}])
+def test_invalid_arguments(kwargs):
+    with pytest.raises(ValueError):
+        JetStreamQueue(**{"servers": "nats://127.0.0.1:4222", **kwargs})
+
+
+def test_unreachable_nats_raises_temporary_fault_quickly():
+    q = JetStreamQueue(f"nats://127.0.0.1:{closed_port()}", connect_timeout=2)
+    try:
+        for call in (lambda: q.enqueue("j"), lambda: q.dequeue(timeout=1), q.size, q.ping):
+            started = time.monotonic()
+            with pytest.raises(TemporaryFault, match="cannot connect to NATS"):
+                call()
+            assert time.monotonic() - started < 1.0  # refused: no need to wait for the timeout
+        # Settling a job that is not in flight needs no connection.
+        q.ack("j")
+        q.heartbeat("j")
+        assert q.delivery_count("j") == 0
+    finally:
+        q.close()
