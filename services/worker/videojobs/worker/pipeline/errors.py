@@ -1,0 +1,41 @@
+"""Errors of the analysis pipeline.
+
+Every ``BadVideo`` is a ``PoisonInput``: the same bytes will fail the same way on
+every attempt, so the job is failed with the message instead of being retried.
+"""
+
+from __future__ import annotations
+
+from videojobs.common.errors import PoisonInput, VideoJobsError
+
+
+class BadVideo(PoisonInput):
+    """The input file cannot be analysed as a video."""
+
+
+class NotAVideo(BadVideo):
+    """The file is not a container OpenCV can decode (random bytes, a text file, a cut-off header...)."""
+
+
+class NoVideoStream(BadVideo):
+    """The container holds no video track (e.g. an audio-only MP4)."""
+
+
+class EmptyVideo(BadVideo):
+    """The video track holds no decodable frame."""
+
+
+class TruncatedVideo(BadVideo):
+    """The file ends (or its data breaks off) well before the frames its header announces."""
+
+
+class AbsurdDimensions(BadVideo):
+    """The frame size is outside what the service accepts (see ``MIN_SIDE``/``MAX_SIDE`` in video.py)."""
+
+
+class DecodeStalled(BadVideo):
+    """Opening or decoding made no progress within the decode timeout."""
+
+
+class DetectorUnavailable(VideoJobsError):
+    """The configured detector model cannot be loaded (missing file, unsupported format)."""

@@ -1,0 +1,277 @@
+"""VideoFilePipelineService: runs yolo_ocr / yolo / ocr over one local video file."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from videojobs.common.errors import InvalidOptions, JobInterrupted
+from videojobs.common.options import AnalysisOptions, validate_pipeline_id
+from videojobs.common.ports.analysis import ProgressCallback, StopCheck, VideoAnalyzer
+from videojobs.worker.pipeline import document as doc
+from videojobs.worker.pipeline.detector import Detector
+from videojobs.worker.pipeline.ocr import OcrEngine, OcrLine, tesseract_version
+from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
+from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
+
+if TYPE_CHECKING:
+    from videojobs.common.config import Settings
+
+DEFAULT_BATCH_SIZE = 8
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that shapes the results, for provenance."""
+    import cv2
+    import openvino
+    import torch
+    import ultralytics
+
+    def dist(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+
+    return {
+        "videojobs": dist("videojobs"),
+        "ultralytics": ultralytics.__version__,
+        "opencv": cv2.__version__,
+        "tesseract": tesseract_version(),
+        "openvino": openvino.__version__.split("-")[0],
+        "torch": torch.__version__,
+    }
+
+
+class VideoFilePipelineService(VideoAnalyzer):
+    """The worker's analysis engine (a ``VideoAnalyzer``).
+
+    Pipelines: ``yolo_ocr`` (detection, tracking and OCR), ``yolo`` (detection and
+    tracking), ``ocr`` (text only). The detector is loaded on first use and kept
+    for later jobs; each job gets fresh tracker state. One instance runs one job at
+    a time (a lock serialises callers); use one instance per worker thread.
+
+    After each run ``last_timings`` holds seconds per stage (decode, detect, track,
+    ocr, write, total) and OCR frame counts; they are kept out of the document so
+    it stays byte-identical between runs.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_cache_dir: Path | str = Path("var/models"),
+        detector_backend: str = "auto",
+        decode_timeout_seconds: float = 30.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        tessdata_dir: Optional[str] = None,
+    ) -> None:
+        self.detector = Detector(model, Path(model_cache_dir), detector_backend)
+        self.decode_timeout_seconds = float(decode_timeout_seconds)
+        self.batch_size = max(1, int(batch_size))
+        self.tessdata_dir = tessdata_dir
+        self._ocr_engines: dict[str, OcrEngine] = {}
+        self._ocr_pool: Optional[ThreadPoolExecutor] = None
+        self._lock = threading.Lock()
+        self._versions: Optional[dict[str, str]] = None
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "VideoFilePipelineService":
+        """Build from the worker's settings (model, model_cache_dir, detector_backend, decode_timeout_seconds)."""
+        return cls(
+            model=settings.model,
+            model_cache_dir=settings.model_cache_dir,
+            detector_backend=settings.detector_backend,
+            decode_timeout_seconds=settings.decode_timeout_seconds,
+        )
+
+    def close(self) -> None:
+        """Release the OCR thread and engines."""
+        if self._ocr_pool is not None:
+            for engine in self._ocr_engines.values():
+                self._ocr_pool.submit(engine.close).result()
+            self._ocr_pool.shutdown(wait=True)
+            self._ocr_pool = None
+            self._ocr_engines.clear()
+
+    # -- VideoAnalyzer ------------------------------------------------------------------
+    def run_on_file(
+        self,
+        pipeline_id: str,
+        file_path: Path,
+        options: Optional[AnalysisOptions] = None,
+        on_progress: Optional[ProgressCallback] = None,
+        should_stop: Optional[StopCheck] = None,
+    ) -> dict[str, Any]:
+        """Analyse the sampled frames of `file_path`; see ``VideoAnalyzer.run_on_file``."""
+        pipeline_id = validate_pipeline_id(pipeline_id)
+        if options is None:
+            options = AnalysisOptions()
+        if not isinstance(options, AnalysisOptions):
+            raise InvalidOptions("options must be an AnalysisOptions")
+        path = Path(file_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no input file at {path}")
+        with self._lock:
+            return self._run(pipeline_id, path, options, on_progress, should_stop)
+
+    # -- internals ----------------------------------------------------------------------
+    def _ocr_engine(self, lang: str) -> OcrEngine:
+        """The engine for `lang`, created on (and only used from) the OCR thread."""
+        if self._ocr_pool is None:
+            self._ocr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
+
+        def get() -> OcrEngine:
+            engine = self._ocr_engines.get(lang)
+            if engine is None:
+                engine = self._ocr_engines[lang] = OcrEngine(lang, self.tessdata_dir)
+            engine.reset()
+            return engine
+
+        return self._ocr_pool.submit(get).result()
+
+    def _run(
+        self,
+        pipeline_id: str,
+        path: Path,
+        options: AnalysisOptions,
+        on_progress: Optional[ProgressCallback],
+        should_stop: Optional[StopCheck],
+    ) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        use_detector = pipeline_id in ("yolo_ocr", "yolo")
+        use_ocr = pipeline_id in ("yolo_ocr", "ocr")
+        timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0}
+
+        with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2) as reader:
+            info = reader.open()
+            # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
+            class_ids = None
+            names: dict[int, str] = {}
+            if use_detector:
+                self.detector.load()
+                names = self.detector.names
+                class_ids = self.detector.class_ids(options.classes)
+            engine = self._ocr_engine(options.ocr_lang) if use_ocr else None
+            plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
+            total = len(plan)
+            tracker = JobTracker(plan.effective_sample_fps) if use_detector else None
+            detect_conf = min(options.min_confidence, TRACK_LOW_CONFIDENCE)
+            if on_progress:
+                on_progress(0, total)
+
+            frames_out: list[dict[str, Any]] = []
+            batch: list[tuple[int, np.ndarray]] = []
+            source = reader.frames(plan)
+            done = 0
+            while True:
+                if should_stop is not None and should_stop():
+                    raise JobInterrupted(f"stopped after {done} of {total} frames")
+                t0 = time.perf_counter()
+                batch = []
+                for item in source:
+                    batch.append(item)
+                    if len(batch) >= self.batch_size:
+                        break
+                timings["decode_wait"] += time.perf_counter() - t0
+                if not batch:
+                    break
+                frames_out.extend(
+                    self._analyse_batch(batch, info.fps, info.width, info.height, options, names, class_ids,
+                                        detect_conf, tracker, engine, timings)
+                )
+                done += len(batch)
+                if on_progress:
+                    on_progress(done, total)
+            timings["decode"] = reader.decode_seconds
+
+        t0 = time.perf_counter()
+        model_ref = None
+        if use_detector:
+            model_ref = self.detector.load().to_dict()
+            model_ref["input_size"] = self.detector.input_size()
+        provenance = {
+            "model": model_ref,
+            "libraries": self._library_versions(),
+            "ocr_lang": options.ocr_lang if use_ocr else None,
+            "options": options.to_dict(),
+        }
+        result = doc.document(
+            pipeline_id=pipeline_id,
+            video=info.to_dict(),
+            sampling=plan.to_dict(done),
+            provenance=provenance,
+            frames=frames_out,
+            tracks=tracker.summaries(names) if tracker is not None else [],
+        )
+        timings["write"] += time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        timings["frames"] = float(done)
+        if engine is not None:
+            timings["ocr_frames_read"] = float(engine.frames_read)
+            timings["ocr_frames_reused"] = float(engine.frames_reused)
+        self.last_timings = timings
+        return result
+
+    def _analyse_batch(
+        self,
+        batch: list[tuple[int, np.ndarray]],
+        fps: float,
+        width: int,
+        height: int,
+        options: AnalysisOptions,
+        names: dict[int, str],
+        class_ids: Optional[list[int]],
+        detect_conf: float,
+        tracker: Optional[JobTracker],
+        engine: Optional[OcrEngine],
+        timings: dict[str, float],
+    ) -> list[dict[str, Any]]:
+        frames = [frame for _, frame in batch]
+        ocr_future: Optional[Future] = None
+        if engine is not None:
+            assert self._ocr_pool is not None
+            # OCR of this batch runs on its own thread while the detector works here.
+            ocr_future = self._ocr_pool.submit(_read_all, engine, frames)
+
+        per_frame_dets: list[list[dict[str, Any]]] = [[] for _ in batch]
+        if tracker is not None:
+            t0 = time.perf_counter()
+            raw = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
+            t1 = time.perf_counter()
+            timings["detect"] += t1 - t0
+            for k, ((index, _), dets) in enumerate(zip(batch, raw)):
+                reported = dets[:, 4] >= options.min_confidence
+                ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
+                per_frame_dets[k] = doc.detection_items(dets[reported], ids, names, width, height)
+            timings["track"] += time.perf_counter() - t1
+
+        lines_per_frame: list[list[OcrLine]] = [[] for _ in batch]
+        if ocr_future is not None:
+            lines_per_frame, ocr_seconds = ocr_future.result()
+            timings["ocr"] += ocr_seconds
+
+        t0 = time.perf_counter()
+        out = [
+            doc.frame_item(index, doc.timestamp_ms(index, fps), dets, lines)
+            for (index, _), dets, lines in zip(batch, per_frame_dets, lines_per_frame)
+        ]
+        timings["write"] += time.perf_counter() - t0
+        return out
+
+    def _library_versions(self) -> dict[str, str]:
+        if self._versions is None:
+            self._versions = library_versions()
+        return dict(self._versions)
+
+
+def _read_all(engine: OcrEngine, frames: list[np.ndarray]) -> tuple[list[list[OcrLine]], float]:
+    t0 = time.perf_counter()
+    lines = [engine.read(frame) for frame in frames]
+    return lines, time.perf_counter() - t0

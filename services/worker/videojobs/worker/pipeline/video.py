@@ -1,0 +1,384 @@
+"""Video decoding and frame sampling with OpenCV.
+
+Decoding runs in one background thread per job that hands over only the sampled
+frames through a small bounded queue, so memory stays flat whatever the video
+length, decoding overlaps analysis, and a decode that stalls (a hung network
+mount, a pathological file) is cut off by ``timeout`` instead of hanging the job.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+from videojobs.worker.pipeline.errors import (
+    AbsurdDimensions,
+    DecodeStalled,
+    EmptyVideo,
+    NoVideoStream,
+    NotAVideo,
+    TruncatedVideo,
+)
+
+# Frame sides the service accepts. Below 16 px nothing is recognisable; above 8192
+# (DCI 8K) a single decoded frame is hundreds of megabytes.
+MIN_SIDE = 16
+MAX_SIDE = 8192
+MAX_FPS = 1000.0
+# A file whose frames run out earlier than its header says is accepted when the
+# shortfall is within this share of the announced frames (container frame counts of
+# some muxers are estimates); beyond it the file is reported truncated.
+TRUNCATION_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about the video track."""
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    codec: str
+
+    @property
+    def duration_ms(self) -> float:
+        return self.frame_count * 1000.0 / self.fps if self.fps > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """Results-document form (key order is part of the contract)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": round(self.fps, 4),
+            "frame_count": self.frame_count,
+            "duration_ms": round(self.duration_ms, 3),
+            "codec": self.codec,
+        }
+
+
+class SamplingPlan:
+    """Which frame indices are analysed: the frame nearest to every 1/sample_fps seconds.
+
+    ``sample_fps == 0`` or a rate at or above the video's own means every frame.
+    The plan is computed, never stored as a list, so it costs nothing for long videos.
+    """
+
+    def __init__(self, frame_count: int, fps: float, sample_fps: float, max_frames: int = 0) -> None:
+        self.frame_count = max(0, int(frame_count))
+        self.fps = float(fps)
+        self.requested_sample_fps = float(sample_fps)
+        every = sample_fps <= 0 or sample_fps >= fps
+        self.every_frame = every
+        # Frames between two samples, in (fractional) frame units.
+        self.step = 1.0 if every else self.fps / float(sample_fps)
+        count = self._count_within(self.frame_count)
+        self.max_frames = int(max_frames)
+        self.count = min(count, self.max_frames) if self.max_frames > 0 else count
+
+    def index(self, k: int) -> int:
+        """The frame index of the k-th sample."""
+        if self.every_frame:
+            return k
+        # floor(x + 0.5) rather than round(): banker's rounding would make the
+        # choice between two equally near frames depend on parity.
+        return int(math.floor(k * self.step + 0.5))
+
+    def _count_within(self, n: int) -> int:
+        if n <= 0:
+            return 0
+        if self.every_frame:
+            return n
+        k = int((n - 1) / self.step)
+        while k >= 0 and self.index(k) >= n:
+            k -= 1
+        while self.index(k + 1) < n:
+            k += 1
+        return k + 1
+
+    @property
+    def effective_sample_fps(self) -> float:
+        """Analysed frames per second of video."""
+        return self.fps / self.step if self.fps > 0 else 0.0
+
+    @property
+    def last_index(self) -> int:
+        return self.index(self.count - 1) if self.count else -1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        return (self.index(k) for k in range(self.count))
+
+    def to_dict(self, frames_analysed: int) -> dict:
+        """Results-document form."""
+        return {
+            "sample_fps": round(self.effective_sample_fps, 4),
+            "frame_step": round(self.step, 4),
+            "max_frames": self.max_frames,
+            "frames_analysed": frames_analysed,
+            "requested_sample_fps": round(self.requested_sample_fps, 4),
+            "every_frame": self.every_frame,
+            "first_frame_index": self.index(0) if frames_analysed else None,
+            "last_frame_index": self.index(frames_analysed - 1) if frames_analysed else None,
+        }
+
+
+def fourcc_to_str(value: float) -> str:
+    """OpenCV's numeric FOURCC as text ("avc1", "mp4v"); "" when unknown."""
+    code = int(value) & 0xFFFFFFFF
+    if code == 0:
+        return ""
+    chars = bytes((code >> (8 * i)) & 0xFF for i in range(4))
+    text = chars.decode("latin-1")
+    return text if all(32 <= b < 127 for b in chars) else f"0x{code:08x}"
+
+
+def mp4_handler_types(path: Path) -> Optional[list[str]]:
+    """Track handler types ("vide", "soun", ...) of an ISO-BMFF file, or None if it is not one.
+
+    Used to explain why OpenCV could not open a file (e.g. an audio-only MP4): it
+    reads box headers only, seeking over media data.
+    """
+    containers = {b"moov", b"trak", b"mdia"}
+    handlers: list[str] = []
+
+    def walk(f, pos: int, end: int, depth: int) -> None:
+        while pos + 8 <= end:
+            f.seek(pos)
+            header = f.read(16)
+            if len(header) < 8:
+                return
+            size, kind = struct.unpack(">I4s", header[:8])
+            hdr = 8
+            if size == 1:
+                if len(header) < 16:
+                    return
+                size, hdr = struct.unpack(">Q", header[8:16])[0], 16
+            elif size == 0:
+                size = end - pos
+            if size < hdr:
+                return
+            if kind in containers and depth < 3:
+                walk(f, pos + hdr, min(pos + size, end), depth + 1)
+            elif kind == b"hdlr":
+                f.seek(pos + hdr + 8)  # version/flags, pre_defined
+                handlers.append(f.read(4).decode("latin-1"))
+            pos += size
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[4:8] != b"ftyp":
+                return None
+            walk(f, 0, path.stat().st_size, 0)
+    except OSError:
+        return None
+    return handlers
+
+
+def describe_unopenable(path: Path) -> Exception:
+    """The most specific error for a file OpenCV could not open."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return NotAVideo(f"cannot read {path.name}: {exc.strerror or exc}")
+    if size == 0:
+        return NotAVideo(f"{path.name} is empty (0 bytes)")
+    handlers = mp4_handler_types(path)
+    if handlers is None:
+        return NotAVideo(f"{path.name} is not a video file OpenCV can decode")
+    if handlers and "vide" not in handlers:
+        kinds = ", ".join(sorted(set(handlers)))
+        return NoVideoStream(f"{path.name} has no video track (only: {kinds})")
+    return NotAVideo(
+        f"{path.name} is an MP4 container that cannot be decoded "
+        "(truncated before its index, or corrupt)"
+    )
+
+
+def check_info(path: Path, info: VideoInfo) -> None:
+    """Reject videos the pipeline must not try to analyse."""
+    if not (MIN_SIDE <= info.width <= MAX_SIDE and MIN_SIDE <= info.height <= MAX_SIDE):
+        raise AbsurdDimensions(
+            f"{path.name}: frame size {info.width}x{info.height} is outside "
+            f"{MIN_SIDE}..{MAX_SIDE} pixels per side"
+        )
+    if not (0 < info.fps <= MAX_FPS) or not math.isfinite(info.fps):
+        raise NotAVideo(f"{path.name}: frame rate {info.fps!r} is not usable")
+    if info.frame_count <= 0:
+        raise EmptyVideo(f"{path.name}: the video track has no frames")
+
+
+_END = object()
+
+
+class FrameReader:
+    """Decodes one file in a background thread and yields the planned frames in order.
+
+    Usage: ``reader = FrameReader(path, timeout); info = reader.open()``, then
+    ``for index, frame in reader.frames(plan)``; always ``close()`` (or use ``with``).
+    Every wait on the decoder is bounded by ``timeout`` seconds; exceeding it raises
+    DecodeStalled and abandons the (daemon) thread.
+    """
+
+    def __init__(self, path: Path, timeout: float, queue_size: int = 8) -> None:
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=max(1, queue_size))
+        self._plan_ready = threading.Event()
+        self._stop = threading.Event()
+        self._plan: Optional[SamplingPlan] = None
+        self._thread: Optional[threading.Thread] = None
+        self.decode_seconds = 0.0  # time the decoder thread spent in OpenCV
+        self.frames_decoded = 0
+        self.ended_at: Optional[int] = None  # frames seen when the stream ran out early
+
+    # -- public ---------------------------------------------------------------------
+    def open(self) -> VideoInfo:
+        """Open the file and read its metadata (bounded by the timeout)."""
+        self._thread = threading.Thread(target=self._run, name=f"decode-{self.path.name}", daemon=True)
+        self._thread.start()
+        item = self._get("opening")
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, VideoInfo)
+        check_info(self.path, item)
+        return item
+
+    def frames(self, plan: SamplingPlan) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame_index, bgr_frame)`` for each planned index, in order."""
+        self._plan = plan
+        self._plan_ready.set()
+        while True:
+            item = self._get("decoding")
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop the decoder thread (it releases the capture itself)."""
+        self._stop.set()
+        self._plan_ready.set()
+        # Unblock a producer waiting on a full queue.
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------
+    def _get(self, what: str) -> object:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._stop.set()
+                raise DecodeStalled(
+                    f"{self.path.name}: {what} made no progress for {self.timeout:g} s; giving up"
+                )
+            try:
+                return self._queue.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                if self._thread is not None and not self._thread.is_alive() and self._queue.empty():
+                    return _END
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        cap = None
+        try:
+            t0 = time.perf_counter()
+            timeout_ms = max(1, int(self.timeout * 1000))
+            cap = cv2.VideoCapture(
+                str(self.path),
+                cv2.CAP_FFMPEG,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms],
+            )
+            if not cap.isOpened():
+                self._put(describe_unopenable(self.path))
+                return
+            info = VideoInfo(
+                width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                fps=float(cap.get(cv2.CAP_PROP_FPS)),
+                frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
+                codec=fourcc_to_str(cap.get(cv2.CAP_PROP_FOURCC)),
+            )
+            self.decode_seconds += time.perf_counter() - t0
+            if not self._put(info):
+                return
+            self._plan_ready.wait()
+            plan = self._plan
+            if plan is None or self._stop.is_set():
+                return
+            self._decode(cap, plan, info)
+        except Exception as exc:  # reported to the consumer, never lost in the thread
+            self._put(NotAVideo(f"{self.path.name}: decoding failed: {exc}"))
+        finally:
+            if cap is not None:
+                cap.release()
+
+    def _decode(self, cap: "cv2.VideoCapture", plan: SamplingPlan, info: VideoInfo) -> None:
+        wanted = iter(plan)
+        target = next(wanted, None)
+        index = 0
+        while target is not None and not self._stop.is_set():
+            t0 = time.perf_counter()
+            ok = cap.grab()
+            if ok and index == target:
+                ok, frame = cap.retrieve()
+            self.decode_seconds += time.perf_counter() - t0
+            if not ok:
+                self.ended_at = index
+                self._put(self._early_end(index, plan, info))
+                return
+            if index == target:
+                if frame is None or frame.shape[0] != info.height or frame.shape[1] != info.width:
+                    shape = None if frame is None else frame.shape
+                    self._put(NotAVideo(f"{self.path.name}: frame {index} decoded as {shape}, "
+                                        f"not {info.width}x{info.height}"))
+                    return
+                if not self._put((index, frame)):
+                    return
+                target = next(wanted, None)
+            index += 1
+            self.frames_decoded = index
+        self._put(_END)
+
+    def _early_end(self, index: int, plan: SamplingPlan, info: VideoInfo) -> object:
+        """The stream ran out at `index` before the plan was done."""
+        if index == 0:
+            return EmptyVideo(f"{self.path.name}: no frame could be decoded")
+        shortfall = info.frame_count - index
+        if shortfall <= max(1, TRUNCATION_TOLERANCE * info.frame_count):
+            return _END  # frame count was an estimate; the frames before are fine
+        return TruncatedVideo(
+            f"{self.path.name}: the data ends after frame {index} of the "
+            f"{info.frame_count} its header announces (file truncated or corrupt)"
+        )
