@@ -309,8 +309,13 @@ def settings_fields() -> set[str]:
     return set(Settings.model_fields)
 
 
-def is_videojobs_image(image: str) -> bool:
-    return "videojobs" in image.rsplit("/", 1)[-1]
+def is_videojobs_pod(obj: dict[str, Any]) -> bool:
+    """Pods of the videojobs services themselves (not the backends the dev overlay adds)."""
+    spec = obj.get("spec", {}) or {}
+    if obj.get("kind") == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    labels = spec.get("template", {}).get("metadata", {}).get("labels", {}) or {}
+    return labels.get("app.kubernetes.io/name") == "videojobs"
 
 
 def container_env(c: dict[str, Any], configmaps: dict[str, dict[str, Any]]) -> dict[str, str | None]:
@@ -339,11 +344,9 @@ def settings_findings(objects: list[dict[str, Any]]) -> list[Finding]:
     out: list[Finding] = []
     for o in objects:
         spec = pod_spec(o)
-        if not spec:
+        if not spec or not is_videojobs_pod(o):
             continue
         for role, c in containers(spec):
-            if not is_videojobs_image(str(c.get("image", ""))):
-                continue
             where = f"{ref(o)} {role} {c.get('name')}"
             env = container_env(c, configmaps)
             values: dict[str, str] = {}
