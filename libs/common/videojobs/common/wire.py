@@ -179,7 +179,7 @@ def results_response(
             height=int(video.get("height", 0)),
             fps=float(video.get("fps", 0.0)),
             frame_count=int(video.get("frame_count", 0)),
-            duration_ms=int(video.get("duration_ms", 0)),
+            duration_ms=float(video.get("duration_ms", 0.0)),
             codec=str(video.get("codec", "")),
         ),
         sampling=sampling,

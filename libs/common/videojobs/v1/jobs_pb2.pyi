@@ -170,11 +170,11 @@ class FrameResult(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     OCR_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
-    timestamp_ms: int
+    timestamp_ms: float
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
     text: str
     ocr: _containers.RepeatedCompositeFieldContainer[OcrLine]
-    def __init__(self, frame_index: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., text: _Optional[str] = ..., ocr: _Optional[_Iterable[_Union[OcrLine, _Mapping]]] = ...) -> None: ...
+    def __init__(self, frame_index: _Optional[int] = ..., timestamp_ms: _Optional[float] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., text: _Optional[str] = ..., ocr: _Optional[_Iterable[_Union[OcrLine, _Mapping]]] = ...) -> None: ...
 
 class VideoMetadata(_message.Message):
     __slots__ = ("width", "height", "fps", "frame_count", "duration_ms", "codec")
@@ -188,9 +188,9 @@ class VideoMetadata(_message.Message):
     height: int
     fps: float
     frame_count: int
-    duration_ms: int
+    duration_ms: float
     codec: str
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., frame_count: _Optional[int] = ..., duration_ms: _Optional[int] = ..., codec: _Optional[str] = ...) -> None: ...
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., frame_count: _Optional[int] = ..., duration_ms: _Optional[float] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class GetResultsResponse(_message.Message):
     __slots__ = ("job_id", "status", "frames", "next_page_token", "total_frames", "video", "sampling", "provenance", "tracks", "pipeline_id")
