@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import queue
+import stat
 import struct
 import threading
 import time
@@ -144,14 +145,24 @@ def fourcc_to_str(value: float) -> str:
     return text if all(32 <= b < 127 for b in chars) else f"0x{code:08x}"
 
 
-def mp4_handler_types(path: Path) -> Optional[list[str]]:
-    """Track handler types ("vide", "soun", ...) of an ISO-BMFF file, or None if it is not one.
+@dataclass(frozen=True)
+class Mp4Layout:
+    """What the box headers of an ISO-BMFF file say."""
 
-    Used to explain why OpenCV could not open a file (e.g. an audio-only MP4): it
-    reads box headers only, seeking over media data.
+    tracks: tuple[tuple[str, int], ...]  # (handler type, sample count or -1 if unknown)
+    has_moov: bool
+    cut_short: bool  # a box runs past the end of the file
+
+
+def mp4_layout(path: Path) -> Optional[Mp4Layout]:
+    """Tracks of an ISO-BMFF file, or None if it is not one (or not a regular file).
+
+    Used to explain why OpenCV could not open a file (an audio-only MP4, a video
+    track without samples, a file cut before its index); reads box headers only.
     """
-    containers = {b"moov", b"trak", b"mdia"}
-    handlers: list[str] = []
+    containers = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+    tracks: list[list] = []
+    state = {"moov": False, "cut": False}
 
     def walk(f, pos: int, end: int, depth: int) -> None:
         while pos + 8 <= end:
@@ -169,42 +180,64 @@ def mp4_handler_types(path: Path) -> Optional[list[str]]:
                 size = end - pos
             if size < hdr:
                 return
-            if kind in containers and depth < 3:
+            if pos + size > end:
+                state["cut"] = True
+            if kind == b"moov":
+                state["moov"] = True
+            if kind == b"trak":
+                tracks.append(["", -1])
+            if kind in containers and depth < 5:
                 walk(f, pos + hdr, min(pos + size, end), depth + 1)
-            elif kind == b"hdlr":
+            elif kind == b"hdlr" and tracks:
                 f.seek(pos + hdr + 8)  # version/flags, pre_defined
-                handlers.append(f.read(4).decode("latin-1"))
+                tracks[-1][0] = f.read(4).decode("latin-1")
+            elif kind == b"stsz" and tracks:
+                f.seek(pos + hdr + 8)  # version/flags, sample_size
+                raw = f.read(4)
+                if len(raw) == 4:
+                    tracks[-1][1] = struct.unpack(">I", raw)[0]
             pos += size
 
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            return None
         with path.open("rb") as f:
             head = f.read(12)
             if len(head) < 12 or head[4:8] != b"ftyp":
                 return None
-            walk(f, 0, path.stat().st_size, 0)
+            walk(f, 0, st.st_size, 0)
     except OSError:
         return None
-    return handlers
+    return Mp4Layout(tuple((h, n) for h, n in tracks), state["moov"], state["cut"])
 
 
 def describe_unopenable(path: Path) -> Exception:
     """The most specific error for a file OpenCV could not open."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         return NotAVideo(f"cannot read {path.name}: {exc.strerror or exc}")
-    if size == 0:
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
         return NotAVideo(f"{path.name} is empty (0 bytes)")
-    handlers = mp4_handler_types(path)
-    if handlers is None:
+    layout = mp4_layout(path)
+    if layout is None:
         return NotAVideo(f"{path.name} is not a video file OpenCV can decode")
-    if handlers and "vide" not in handlers:
-        kinds = ", ".join(sorted(set(handlers)))
-        return NoVideoStream(f"{path.name} has no video track (only: {kinds})")
-    return NotAVideo(
-        f"{path.name} is an MP4 container that cannot be decoded "
-        "(truncated before its index, or corrupt)"
-    )
+    if not layout.has_moov:
+        if layout.cut_short:
+            return TruncatedVideo(f"{path.name} is cut off: the MP4 ends inside its media data, before its index")
+        return NotAVideo(f"{path.name} is an MP4 without an index (moov box); it cannot be decoded")
+    handlers = [h for h, _ in layout.tracks]
+    if not handlers:
+        return EmptyVideo(f"{path.name} is an MP4 with no tracks: it holds no frames")
+    if "vide" not in handlers:
+        kinds = ", ".join(sorted(set(handlers))) or "none"
+        return NoVideoStream(f"{path.name} has no video track (tracks: {kinds})")
+    if all(n == 0 for h, n in layout.tracks if h == "vide"):
+        return EmptyVideo(f"{path.name}: the video track has no frames")
+    if layout.cut_short:
+        return TruncatedVideo(f"{path.name} is cut off before the end of its boxes")
+    return NotAVideo(f"{path.name} is an MP4 whose video track cannot be decoded (corrupt or unsupported codec)")
 
 
 def check_info(path: Path, info: VideoInfo) -> None:
@@ -314,7 +347,9 @@ class FrameReader:
         cap = None
         try:
             t0 = time.perf_counter()
-            timeout_ms = max(1, int(self.timeout * 1000))
+            # FFmpeg's own bound is set a little later than ours: ours raises
+            # DecodeStalled, FFmpeg's then lets this abandoned thread end.
+            timeout_ms = max(1, int((self.timeout + 5.0) * 1000))
             cap = cv2.VideoCapture(
                 str(self.path),
                 cv2.CAP_FFMPEG,

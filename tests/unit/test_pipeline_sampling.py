@@ -1,0 +1,82 @@
+"""Sampling math, FOURCC text and container inspection (no model, no decoding)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest_pipeline import audio_only_mp4, faststart, box
+from videojobs.worker.pipeline.errors import EmptyVideo, NoVideoStream, NotAVideo, TruncatedVideo
+from videojobs.worker.pipeline.video import SamplingPlan, describe_unopenable, fourcc_to_str, mp4_layout
+
+
+def test_one_fps_on_the_sample_geometry_gives_forty_frames_one_second_apart():
+    plan = SamplingPlan(frame_count=1189, fps=29.833333, sample_fps=1.0)
+    indices = list(plan)
+    assert len(plan) == len(indices) == 40
+    assert indices[:4] == [0, 30, 60, 89]
+    # Each sample is the frame nearest to k seconds.
+    for k, index in enumerate(indices):
+        assert abs(index / 29.833333 - k) <= 0.5 / 29.833333 + 1e-9
+    assert indices[-1] < 1189
+
+
+@pytest.mark.parametrize("sample_fps", [0, 30, 60, 240])
+def test_zero_or_at_least_the_video_rate_means_every_frame(sample_fps):
+    plan = SamplingPlan(frame_count=95, fps=30.0, sample_fps=sample_fps)
+    assert plan.every_frame
+    assert list(plan) == list(range(95))
+
+
+def test_integer_step_and_max_frames():
+    plan = SamplingPlan(frame_count=250, fps=25.0, sample_fps=2.5, max_frames=7)
+    assert list(plan) == [0, 10, 20, 30, 40, 50, 60]
+    assert plan.to_dict(7)["frame_step"] == 10.0
+    assert plan.to_dict(7)["sample_fps"] == 2.5
+    assert plan.to_dict(7)["last_frame_index"] == 60
+
+
+def test_last_sample_never_points_past_the_end():
+    for n in range(1, 200):
+        plan = SamplingPlan(frame_count=n, fps=29.97, sample_fps=0.7)
+        indices = list(plan)
+        assert indices and indices[0] == 0 and indices[-1] < n
+        assert indices == sorted(set(indices))
+        # One more sample would be past the end.
+        assert plan.index(len(plan)) >= n
+
+
+def test_no_frames_no_samples():
+    assert len(SamplingPlan(frame_count=0, fps=30.0, sample_fps=1.0)) == 0
+
+
+def test_fourcc_text():
+    assert fourcc_to_str(875967080.0) == "h264"
+    assert fourcc_to_str(0) == ""
+    assert fourcc_to_str(0x7634706D) == "mp4v"
+
+
+def test_layout_of_an_audio_only_mp4(tmp_path):
+    path = audio_only_mp4(tmp_path / "a.mp4")
+    layout = mp4_layout(path)
+    assert layout is not None and layout.has_moov and not layout.cut_short
+    assert layout.tracks == (("soun", 8000),)
+    assert isinstance(describe_unopenable(path), NoVideoStream)
+
+
+def test_unopenable_files_are_explained(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert isinstance(describe_unopenable(tmp_path / "empty.mp4"), NotAVideo)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00\x01junk" * 100)
+    assert isinstance(describe_unopenable(tmp_path / "junk.mp4"), NotAVideo)
+    ftyp = box(b"ftyp", b"isom\0\0\0\0isom")
+    (tmp_path / "cut.mp4").write_bytes(ftyp + b"\0\0\x10\0mdat" + b"\0" * 100)
+    assert isinstance(describe_unopenable(tmp_path / "cut.mp4"), TruncatedVideo)
+    (tmp_path / "notracks.mp4").write_bytes(ftyp + box(b"moov", box(b"mvhd", b"\0" * 100)))
+    assert isinstance(describe_unopenable(tmp_path / "notracks.mp4"), EmptyVideo)
+
+
+def test_faststart_helper_moves_the_index_first(tmp_path):
+    path = audio_only_mp4(tmp_path / "a.mp4")
+    data = path.read_bytes()
+    # audio_only_mp4 already writes moov first; moving it again must keep the file identical.
+    assert faststart(data) == data

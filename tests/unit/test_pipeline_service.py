@@ -1,0 +1,158 @@
+"""VideoFilePipelineService with a fake detector and a fake OCR engine on a tiny generated clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest_pipeline import write_clip
+from videojobs.common.errors import InvalidOptions, JobInterrupted
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.results import results_to_bytes
+from videojobs.worker.pipeline import VideoFilePipelineService
+from videojobs.worker.pipeline.detector import ModelRef
+from videojobs.worker.pipeline.ocr import OcrLine
+
+
+class FakeDetector:
+    """One box per frame that drifts right; records what it was asked."""
+
+    names = {0: "person", 39: "bottle"}
+
+    def __init__(self):
+        self.calls = []
+
+    def load(self):
+        return ModelRef("fake.onnx", "0" * 64, "fake", "fake.onnx", None)
+
+    def class_ids(self, names):
+        if not names:
+            return None
+        by = {v: k for k, v in self.names.items()}
+        if any(n not in by for n in names):
+            raise InvalidOptions("unknown class")
+        return [by[n] for n in names]
+
+    def detect(self, frames, conf, imgsz, classes=None):
+        self.calls.append((len(frames), conf, imgsz, classes))
+        out = []
+        for frame in frames:
+            x = float(round(frame[0, 0, 0] / 4))  # the clip encodes its frame number in the pixels
+            out.append(np.array([[x, 10, x + 20, 40, 0.9, 39], [0, 0, 5, 5, 0.2, 0]]))
+        return out
+
+    def input_size(self):
+        return 640
+
+
+class FakeOcr:
+    def __init__(self):
+        self.frames = 0
+        self.frames_read = 0
+        self.frames_reused = 0
+
+    def reset(self):
+        self.frames = 0
+
+    def read(self, frame):
+        self.frames += 1
+        self.frames_read += 1
+        return [OcrLine("FAKE TEXT", 0.87654, (12, 12, 18, 30), ())]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def clip(tmp_path):
+    frames = [np.full((48, 64, 3), 4 * i, np.uint8) for i in range(30)]
+    return write_clip(tmp_path / "clip.mp4", frames, fps=10.0)
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = VideoFilePipelineService("fake.onnx", tmp_path / "cache", batch_size=4)
+    svc.detector = FakeDetector()
+    svc._ocr_engines["eng"] = FakeOcr()
+    svc._ocr_engine("eng")  # starts the OCR thread with the fake engine cached
+    yield svc
+    svc.close()
+
+
+def test_samples_progress_and_document_shape(service, clip):
+    progress = []
+    doc = service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=2.0), on_progress=lambda d, t: progress.append((d, t)))
+    assert [f["frame_index"] for f in doc["frames"]] == [0, 5, 10, 15, 20, 25]
+    assert [f["timestamp_ms"] for f in doc["frames"]] == [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0]
+    assert progress == [(0, 6), (4, 6), (6, 6)]
+    video = dict(doc["video"])
+    assert video.pop("codec") in ("mp4v", "FMP4")  # the tag FFmpeg reports for OpenCV's MPEG-4 part 2
+    assert video == {"width": 64, "height": 48, "fps": 10.0, "frame_count": 30, "duration_ms": 3000.0}
+    assert doc["sampling"]["frames_analysed"] == 6
+    first = doc["frames"][0]["result"]
+    # The 0.2 box is below min_confidence: gone; the bottle box is tracked.
+    assert [d["class_name"] for d in first["detections"]] == ["bottle"]
+    assert first["detections"][0]["track_id"] == 1
+    assert first["ocr"][0]["detection_index"] == 0
+    assert first["ocr"][0]["confidence"] == 0.8765
+    assert first["text"] == "FAKE TEXT"
+    assert doc["tracks"][0]["track_id"] == 1 and doc["tracks"][0]["frames"] == 6
+    assert doc["provenance"]["model"] == {"file": "fake.onnx", "sha256": "0" * 64, "backend": "fake", "input_size": 640}
+    assert doc["provenance"]["options"] == AnalysisOptions(sample_fps=2.0).to_dict()
+    # The detector sees scores down to ByteTrack's second-stage threshold.
+    assert service.detector.calls[0][1] == 0.1
+
+
+def test_same_input_same_bytes(service, clip):
+    a = results_to_bytes(service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0)))
+    b = results_to_bytes(service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0)))
+    assert a == b
+
+
+def test_pipelines_run_only_their_stages(service, clip):
+    yolo = service.run_on_file("yolo", clip, AnalysisOptions(max_frames=2))
+    assert all(f["result"]["text"] == "" and f["result"]["ocr"] == [] for f in yolo["frames"])
+    assert yolo["provenance"]["ocr_lang"] is None
+    calls = len(service.detector.calls)
+    ocr = service.run_on_file("ocr", clip, AnalysisOptions(max_frames=2))
+    assert len(service.detector.calls) == calls
+    assert all(f["result"]["detections"] == [] for f in ocr["frames"])
+    assert ocr["tracks"] == [] and ocr["provenance"]["model"] is None
+
+
+def test_unknown_pipeline_fails_before_touching_the_file(service, tmp_path):
+    with pytest.raises(InvalidOptions):
+        service.run_on_file("faces", tmp_path / "does-not-exist.mp4")
+    assert service.detector.calls == []
+
+
+def test_unknown_class_is_invalid_options(service, clip):
+    with pytest.raises(InvalidOptions):
+        service.run_on_file("yolo", clip, AnalysisOptions(classes=("unicorn",)))
+
+
+def test_stop_between_batches(service, clip):
+    progress = []
+    with pytest.raises(JobInterrupted):
+        service.run_on_file(
+            "yolo", clip, AnalysisOptions(sample_fps=0),
+            on_progress=lambda d, t: progress.append(d), should_stop=lambda: len(progress) >= 2,
+        )
+    assert progress == [0, 4]
+    # The service is usable again afterwards.
+    assert len(service.run_on_file("yolo", clip, AnalysisOptions(max_frames=3))["frames"]) == 3
+
+
+def test_missing_file_is_not_poison(service, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        service.run_on_file("yolo", tmp_path / "nope.mp4")
+
+
+def test_from_settings_reads_the_worker_settings(tmp_path):
+    from videojobs.common.config import Settings
+
+    settings = Settings(model="m.onnx", model_cache_dir=tmp_path, detector_backend="onnx", decode_timeout_seconds=3)
+    svc = VideoFilePipelineService.from_settings(settings)
+    assert svc.detector.model_spec == "m.onnx" and svc.detector.backend == "onnx"
+    assert svc.detector.cache_dir == tmp_path and svc.decode_timeout_seconds == 3.0
+    assert not svc.detector.loaded  # nothing loaded until a job needs it
