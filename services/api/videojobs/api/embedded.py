@@ -10,12 +10,11 @@ import argparse
 import logging
 import threading
 
-import uvicorn
-
 from videojobs.api.bootstrap import build_api
 from videojobs.common.config import load_settings
 from videojobs.common.logs import configure_logging
 from videojobs.gateway.app import create_app
+from videojobs.gateway.bootstrap import serve_http
 from videojobs.worker.bootstrap import build_workers, start_threads
 from videojobs.worker.worker import hand_back_orphans
 
@@ -42,8 +41,7 @@ def main(argv: list[str]) -> int:
     app = create_app(gateway_target, max_upload_bytes=settings.max_upload_bytes, chunk_bytes=settings.upload_chunk_bytes)
     log.info("REST gateway on http://%s:%d  (gRPC on :%d, %d worker thread(s))",
              settings.bind_host, settings.http_port, api.port, len(threads))
-    # uvicorn owns SIGINT/SIGTERM; once it returns, the rest shuts down in order.
-    uvicorn.run(app, host=settings.bind_host, port=settings.http_port, log_level=settings.log_level.lower())
+    serve_http(app, settings)  # returns on SIGTERM/SIGINT; the rest then shuts down in order
     log.info("stopping: workers finish or hand back their jobs")
     stop.set()
     for t in threads:
