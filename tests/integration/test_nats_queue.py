@@ -224,3 +224,18 @@ def test_outage_while_connected_fails_fast_and_recovers(own_nats):
         assert q.size() == 0
     finally:
         q.close()
+
+
+def test_server_that_comes_back_empty_gets_the_stream_declared_again(own_nats, tmp_path):
+    own_nats.start()
+    q = JetStreamQueue(own_nats.url, **names(), ack_wait=5)
+    try:
+        q.ping()
+        own_nats.stop()
+        own_nats.store = tmp_path / "fresh-store"  # restarted without its JetStream state
+        own_nats.start()
+        retry_until(lambda: q.enqueue("after-reset"), timeout=10)
+        assert q.dequeue(timeout=2) == "after-reset"
+        q.ack("after-reset")
+    finally:
+        q.close()

@@ -257,6 +257,9 @@ class JetStreamQueue(QueueService):
             raise TemporaryFault(f"JetStream at {self._servers_text()} unavailable: {exc}") from exc
         except nats.js.errors.APIError:
             raise  # a bad request is a configuration error, not worth retrying
+        except nats.errors.NoRespondersError as exc:
+            self._declared = False  # no stream listens on the subject (server lost its state?)
+            raise TemporaryFault(f"no JetStream stream answered on {self._subject!r}") from exc
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             raise TemporaryFault(
                 f"NATS at {self._servers_text()} failed: {type(exc).__name__} {exc}".rstrip()
