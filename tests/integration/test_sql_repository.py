@@ -15,13 +15,9 @@ from videojobs.common.job import Job, JobStatus
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        eng = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-        yield eng
-        eng.dispose()
-        return
+@pytest.fixture
+def pg_engine():
+    """A Postgres engine on a schema of its own, dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     eng = make_engine(POSTGRES_URL, schema)
     yield eng
@@ -30,6 +26,16 @@ def engine(request, tmp_path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+        yield eng
+        eng.dispose()
+    else:
+        yield request.getfixturevalue("pg_engine")
 
 
 @pytest.fixture
@@ -98,3 +104,25 @@ def test_unreachable_database_is_a_temporary_fault():
     repo = SqlJobRepository(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/test"))
     with pytest.raises(TemporaryFault, match="database unavailable"):
         repo.ping()
+
+
+def test_concurrent_migrator_processes_do_not_collide(pg_engine):
+    """A migration Job and several api replicas may run `videojobs migrate` at once (Postgres)."""
+    import os
+    import subprocess
+    import sys
+
+    engine = pg_engine
+    env = {**os.environ, "VIDEOJOBS_DATABASE_URL": POSTGRES_URL,
+           "VIDEOJOBS_DATABASE_SCHEMA": _schema_of(engine)}
+    procs = [subprocess.Popen([sys.executable, "-m", "videojobs.cli", "migrate"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert all("revision 0001" in out for out in outputs)
+    assert current_revision(engine) == "0001"
+
+
+def _schema_of(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.text("select current_schema()")).scalar()

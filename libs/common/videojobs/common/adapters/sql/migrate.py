@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,13 +23,29 @@ def _config(connection: sa.Connection) -> Config:
     return cfg
 
 
+# Any fixed 64-bit number: the Postgres advisory lock that serialises concurrent migrators
+# (a migration Job and several api replicas starting at once).
+_MIGRATION_LOCK_ID = 0x76696465_6F6A6F62
+
+
+# Alembic's `context` and `op` are module-level proxies: one migration at a time per process.
+_PROCESS_LOCK = threading.Lock()
+
+
+def _serialise(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
+    with _PROCESS_LOCK, engine.begin() as conn:
+        _serialise(conn)
         command.upgrade(_config(conn), revision)
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:
-    with engine.begin() as conn:
+    with _PROCESS_LOCK, engine.begin() as conn:
+        _serialise(conn)
         command.downgrade(_config(conn), revision)
 
 
