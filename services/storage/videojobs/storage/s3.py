@@ -14,7 +14,7 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.helpers import check_bucket_name
-from minio.error import MinioException, S3Error, ServerError
+from minio.error import MinioException, S3Error
 from urllib3.util import Retry, Timeout
 
 from videojobs.common.errors import StorageObjectNotFound, TemporaryFault
