@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 from minio import Minio
-from minio.helpers import check_bucket_name
 from minio.error import MinioException, S3Error
+from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
 from videojobs.common.errors import StorageObjectNotFound, TemporaryFault
