@@ -116,7 +116,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         if not isinstance(options, AnalysisOptions):
             raise InvalidOptions("options must be an AnalysisOptions")
         path = Path(file_path)
-        if not path.is_file():
+        if not path.exists() or path.is_dir():
             raise FileNotFoundError(f"no input file at {path}")
         with self._lock:
             return self._run(pipeline_id, path, options, on_progress, should_stop)

@@ -287,6 +287,10 @@ class FrameReader:
             raise item
         assert isinstance(item, VideoInfo)
         check_info(self.path, item)
+        layout = mp4_layout(self.path)
+        if layout is not None and layout.cut_short:
+            # Caught here rather than frames later when decoding runs dry.
+            raise TruncatedVideo(f"{self.path.name} is cut off: its media data runs past the end of the file")
         return item
 
     def frames(self, plan: SamplingPlan) -> Iterator[tuple[int, np.ndarray]]:

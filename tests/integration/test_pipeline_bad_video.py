@@ -1,0 +1,148 @@
+"""Every kind of bad input fails fast with its own BadVideo error (built in tmp_path)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
+    audio_only_mp4,
+    faststart,
+    model_path,
+    pipeline_service,
+    sample_video,
+    write_clip,
+)
+from videojobs.common.errors import PoisonInput
+from videojobs.worker.pipeline import (
+    AbsurdDimensions,
+    BadVideo,
+    DecodeStalled,
+    EmptyVideo,
+    NoVideoStream,
+    NotAVideo,
+    TruncatedVideo,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _random_bytes(tmp_path, sample):
+    p = tmp_path / "random.mp4"
+    p.write_bytes(np.random.default_rng(7).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    return p
+
+
+def _text_file(tmp_path, sample):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 50)
+    return p
+
+
+def _empty_file(tmp_path, sample):
+    p = tmp_path / "empty.mp4"
+    p.write_bytes(b"")
+    return p
+
+
+def _truncated_before_index(tmp_path, sample):
+    data = sample.read_bytes()  # the sample keeps its index (moov) at the end
+    p = tmp_path / "cut.mp4"
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
+def _truncated_media(tmp_path, sample):
+    data = faststart(sample.read_bytes())  # index first, so the cut loses frames, not the index
+    p = tmp_path / "cut-faststart.mp4"
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
+def _zero_frames(tmp_path, sample):
+    p = tmp_path / "zero.mp4"
+    cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64)).release()
+    return p
+
+
+def _audio_only(tmp_path, sample):
+    return audio_only_mp4(tmp_path / "audio.mp4")
+
+
+def _too_small(tmp_path, sample):
+    return write_clip(tmp_path / "tiny.mp4", [np.zeros((8, 8, 3), np.uint8)] * 3, fps=10)
+
+
+def _too_wide(tmp_path, sample):
+    return write_clip(tmp_path / "wide.mp4", [np.zeros((16, 9000, 3), np.uint8)] * 2, fps=10, fourcc="MJPG")
+
+
+CASES = [
+    (_random_bytes, NotAVideo, "not a video"),
+    (_text_file, NotAVideo, "not a video"),
+    (_empty_file, NotAVideo, "empty"),
+    (_truncated_before_index, TruncatedVideo, "cut off"),
+    (_truncated_media, TruncatedVideo, "runs past the end"),
+    (_zero_frames, EmptyVideo, "no"),
+    (_audio_only, NoVideoStream, "no video track"),
+    (_too_small, AbsurdDimensions, "8x8"),
+    (_too_wide, AbsurdDimensions, "9000x16"),
+]
+
+
+@pytest.mark.parametrize("make, error, words", CASES, ids=[c[0].__name__.strip("_") for c in CASES])
+def test_bad_video_fails_with_its_error(pipeline_service, sample_video, tmp_path, make, error, words):
+    path = make(tmp_path, sample_video)
+    started = time.monotonic()
+    with pytest.raises(error) as info:
+        pipeline_service.run_on_file("yolo_ocr", path)
+    assert isinstance(info.value, BadVideo) and isinstance(info.value, PoisonInput)
+    assert words in str(info.value) and path.name in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+def test_a_stalled_decode_is_cut_off(model_path, sample_video, tmp_path):
+    from videojobs.worker.pipeline import VideoFilePipelineService
+
+    fifo = tmp_path / "stalled.mp4"
+    os.mkfifo(fifo)
+    release = threading.Event()
+
+    def feed_then_hang():
+        with open(fifo, "wb") as f:
+            f.write(sample_video.read_bytes()[:200_000])
+            f.flush()
+            release.wait(60)
+
+    feeder = threading.Thread(target=feed_then_hang, daemon=True)
+    feeder.start()
+    service = VideoFilePipelineService(str(model_path), tmp_path / "cache", decode_timeout_seconds=2.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DecodeStalled, match="no progress for 2 s"):
+            service.run_on_file("yolo", fifo)
+        assert time.monotonic() - started < 8
+    finally:
+        release.set()
+        feeder.join(10)
+        service.close()
+
+
+def test_data_running_out_mid_decode_is_truncation(tmp_path, sample_video, monkeypatch):
+    """Without the container check (e.g. a non-MP4), decoding running dry still reports truncation."""
+    import videojobs.worker.pipeline.video as video
+
+    data = faststart(sample_video.read_bytes())
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(video, "mp4_layout", lambda p: None)
+    with video.FrameReader(path, timeout=10) as reader:
+        info = reader.open()
+        with pytest.raises(TruncatedVideo, match="ends after frame"):
+            for _ in reader.frames(video.SamplingPlan(info.frame_count, info.fps, 0)):
+                pass
