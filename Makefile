@@ -22,7 +22,9 @@ export VIDEOJOBS_MODEL ?= $(MODEL)
 TEST_CHECKS := proto-check lint-proto scan
 -include mk/*.mk
 
-.PHONY: help install run serve test unit integration e2e proto proto-check lint-proto scan clean
+WORKERS     ?= 2
+
+.PHONY: help install run serve test unit integration e2e proto proto-check lint-proto scan clean up down stack-status bench-throughput
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,6 +73,18 @@ test: install $(TEST_CHECKS) ## Install if needed, then run every test
 
 unit: ## Unit tests only
 	$(PY) -m pytest tests/unit
+
+up: install ## Production shape as separate processes: Postgres, NATS, S3 server, api, gateway, WORKERS=N workers
+	$(PY) scripts/stack.py up --workers $(WORKERS)
+
+down: ## Stop what `make up` started
+	$(PY) scripts/stack.py down
+
+stack-status: ## Which `make up` processes are alive
+	$(PY) scripts/stack.py status
+
+bench-throughput: install ## Jobs/s through submit -> queue -> worker -> COMPLETED with 1 and 4 workers
+	$(PY) scripts/bench_throughput.py
 
 clean: ## Remove local state (var/) and caches
 	rm -rf var .pytest_cache

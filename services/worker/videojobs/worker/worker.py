@@ -123,7 +123,7 @@ class JobWorker:
             # Another worker holds a live lease: look again once it could have run out.
             self._queue.nak(job_id, self._policy.lease.total_seconds())
             return
-        if job.attempt >= self._policy.max_attempts:
+        if job.attempt >= self._policy.max_attempts or self._queue.delivery_count(job_id) > self._policy.max_attempts:
             self._give_up(job, f"gave up after {job.attempt} attempt(s): the worker stopped or crashed each time")
             return
         claimed = self._claim(job)

@@ -132,7 +132,9 @@ class JetStreamQueue(QueueService):
             subject=settings.nats_subject,
             durable=settings.nats_durable,
             ack_wait=settings.ack_wait_seconds,
-            max_deliver=settings.max_attempts,
+            # One delivery beyond the last attempt, so a worker killed during that attempt
+            # is followed by a delivery that records the give-up instead of a stuck RUNNING job.
+            max_deliver=settings.max_attempts + 1,
         )
 
     @property
