@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
 _spec = importlib.util.spec_from_file_location("stack", ROOT / "scripts" / "stack.py")
 stack_module = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = stack_module  # dataclasses look their module up
 _spec.loader.exec_module(stack_module)
 
 DONE = (jobs_pb2.JOB_STATUS_COMPLETED, jobs_pb2.JOB_STATUS_FAILED)

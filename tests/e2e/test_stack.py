@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import sys
 import subprocess
 import time
 import uuid
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("stack", ROOT / "scripts" / "stack.py")
 stack_module = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = stack_module  # dataclasses look their module up
 _spec.loader.exec_module(stack_module)
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -31,7 +31,7 @@ def test_from_settings_maps_every_field():
         )
     )
     assert q.servers == ["nats://a:4222", "nats://b:4222"]
-    assert (q.stream, q._subject, q._durable, q._ack_wait, q._max_deliver) == ("S", "s.jobs", "d", 12.0, 4)
+    assert (q.stream, q._subject, q._durable, q._ack_wait, q._max_deliver) == ("S", "s.jobs", "d", 12.0, 5)
     q.close()
 
 

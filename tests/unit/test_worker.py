@@ -130,9 +130,7 @@ def test_temporary_fault_is_retried_with_backoff_then_given_up(env):
     job_id = env.submit()
     env.analyzer.raise_error = TemporaryFault("storage unavailable")
     for attempt in range(1, 4):
-        assert env.queue.dequeue(timeout=2) == job_id
-        env.queue.nak(job_id)
-        env.worker.run_once(timeout=2)
+        assert env.worker.run_once(timeout=2)  # redelivered after the (short) backoff
         job = env.repo.get(job_id)
         if attempt < 3:
             assert job.status is JobStatus.PENDING and job.attempt == attempt
@@ -191,3 +189,14 @@ def test_orphans_are_handed_back_at_embedded_start(env):
     env.repo.save(job, JobStatus.PENDING, 0)
     assert hand_back_orphans(env.repo) == 1
     assert env.repo.get(job_id).status is JobStatus.PENDING
+
+
+def test_delivery_beyond_the_attempt_budget_records_the_give_up(env):
+    """The queue allows one delivery more than max_attempts: it ends the job instead of running it."""
+    job_id = env.submit()
+    for _ in range(3):  # three deliveries that never reached the job (e.g. lost before the claim)
+        assert env.queue.dequeue() == job_id
+        env.queue.nak(job_id)
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and env.analyzer.calls == []
