@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Benchmark the analysis pipeline against the straightforward approach.
+
+(a) baseline, what a user writes first: per sampled frame, encode to JPEG (as the
+    seed's reference worker does), ``YOLO(model).predict`` on the same model file
+    with Ultralytics' default backend for it (ONNX Runtime for an .onnx file), and
+    full-frame ``pytesseract.image_to_data`` with default settings.
+(b) ``VideoFilePipelineService.run_on_file("yolo_ocr", ...)``.
+
+Both analyse the same sampled frames of ``../shared/media/bottle-detection.mp4``
+and of a generated 1280x720 clip with rendered text. Prints a summary and writes
+JSON (default ``bench-results/pipeline.json``). Peak RSS is measured in child
+processes (one per clip) for the 40 s clip and a 10x longer one.
+
+    python scripts/bench_pipeline.py                 # everything, a few minutes
+    python scripts/bench_pipeline.py --quick         # fewer frames, no RSS runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VIDEOJOBS_SHARED_DIR", REPO.parent / "shared"))
+
+SLIDES = [
+    ["QUARTERLY REPORT", "SALES UP 12 PERCENT"],
+    ["NEXT STEPS", "SHIP VERSION 2"],
+    ["THANK YOU"],
+    ["OPEN QUESTIONS", "BUDGET AND HIRING"],
+]
+
+
+# -- inputs -------------------------------------------------------------------------------
+def make_text_clip(path: Path, seconds: int, fps: float = 30.0) -> Path:
+    """1280x720 slides of dark text on a light background, a new slide every 4 s.
+
+    Written as MJPEG: every frame is coded on its own, so a slide's frames decode
+    identically, as in a screen recording (OpenCV's wheels cannot write H.264).
+    """
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (1280, 720))
+    frames_per_slide = int(4 * fps)
+    for i in range(int(seconds * fps)):
+        lines = SLIDES[(i // frames_per_slide) % len(SLIDES)]
+        img = np.full((720, 1280, 3), 240, np.uint8)
+        for k, line in enumerate(lines):
+            cv2.putText(img, line, (80, 170 + 170 * k), cv2.FONT_HERSHEY_SIMPLEX, 2.5, (20, 20, 20), 5, cv2.LINE_AA)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def make_repeated_clip(src: Path, dst: Path, times: int) -> Path:
+    """`src` re-encoded `times` times over into one file (mp4v)."""
+    writer = None
+    for _ in range(times):
+        cap = cv2.VideoCapture(str(src))
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            writer.write(frame)
+        cap.release()
+    assert writer is not None
+    writer.release()
+    return dst
+
+
+def sampled_frames(path: Path, sample_fps: float, max_frames: int):
+    """Yield (index, frame) of the frames the pipeline samples, decoded plainly."""
+    from videojobs.worker.pipeline.video import SamplingPlan
+
+    cap = cv2.VideoCapture(str(path))
+    plan = SamplingPlan(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), cap.get(cv2.CAP_PROP_FPS), sample_fps, max_frames)
+    wanted = iter(plan)
+    target = next(wanted, None)
+    index = 0
+    while target is not None:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if index == target:
+            yield index, frame
+            target = next(wanted, None)
+        index += 1
+    cap.release()
+
+
+# -- (a) baseline ---------------------------------------------------------------------------
+def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int) -> dict:
+    import pytesseract
+    from PIL import Image
+    from ultralytics import YOLO
+
+    yolo = YOLO(model, task="detect")
+    warm = np.zeros((360, 640, 3), np.uint8)
+    yolo.predict(warm, verbose=False)
+    backend = yolo.predictor.model.format if yolo.predictor else "?"
+    frames = {}
+    t0 = time.perf_counter()
+    for index, frame in sampled_frames(path, sample_fps, max_frames):
+        ok, jpeg = cv2.imencode(".jpg", frame)
+        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        result = yolo.predict(image, verbose=False)[0]
+        dets = [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
+        data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)),
+                                         output_type=pytesseract.Output.DICT)
+        words = [w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0]
+        frames[index] = {"detections": dets, "words": words}
+    seconds = time.perf_counter() - t0
+    return {"frames": frames, "seconds": seconds, "backend": backend}
+
+
+# -- (b) pipeline ----------------------------------------------------------------------------
+def run_pipeline(service, path: Path, sample_fps: float, max_frames: int, pipeline: str = "yolo_ocr") -> dict:
+    from videojobs.common.options import AnalysisOptions
+    from videojobs.common.results import results_to_bytes
+
+    t0 = time.perf_counter()
+    doc = service.run_on_file(pipeline, path, AnalysisOptions(sample_fps=sample_fps, max_frames=max_frames))
+    t1 = time.perf_counter()
+    results_to_bytes(doc)
+    t2 = time.perf_counter()
+    timings = dict(service.last_timings)
+    timings["write"] += t2 - t1
+    frames = {}
+    for f in doc["frames"]:
+        r = f["result"]
+        frames[f["frame_index"]] = {
+            "detections": [(d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in r["detections"]],
+            "words": [w for line in r["ocr"] for w in line["text"].split()],
+        }
+    return {"frames": frames, "seconds": t2 - t0, "timings": timings, "backend": doc["provenance"]["model"] and
+            doc["provenance"]["model"]["backend"]}
+
+
+# -- agreement --------------------------------------------------------------------------------
+def iou(a, b) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, iw) * max(0.0, ih)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def agreement(a: dict, b: dict) -> dict:
+    matched = n_a = n_b = 0
+    same_words = word_matches = words_a = words_b = 0
+    for index, fa in a["frames"].items():
+        fb = b["frames"].get(index, {"detections": [], "words": []})
+        n_a += len(fa["detections"])
+        n_b += len(fb["detections"])
+        used = set()
+        for cls, box in fa["detections"]:
+            best, best_iou = None, 0.5
+            for j, (cls_b, box_b) in enumerate(fb["detections"]):
+                if j not in used and cls_b == cls and iou(box, box_b) >= best_iou:
+                    best, best_iou = j, iou(box, box_b)
+            if best is not None:
+                used.add(best)
+                matched += 1
+        wa, wb = Counter(fa["words"]), Counter(fb["words"])
+        words_a += sum(wa.values())
+        words_b += sum(wb.values())
+        word_matches += sum((wa & wb).values())
+        same_words += wa == wb
+    frames = len(a["frames"])
+    return {
+        "frames_compared": frames,
+        "frames_missing_in_b": sum(1 for i in a["frames"] if i not in b["frames"]),
+        "detections_a": n_a,
+        "detections_b": n_b,
+        "detections_matched": matched,
+        # Matched pairs over the larger side: a box found by only one side counts against.
+        "detection_agreement": round(matched / max(n_a, n_b), 4) if max(n_a, n_b) else 1.0,
+        "ocr_words_a": words_a,
+        "ocr_words_b": words_b,
+        "ocr_words_matched": word_matches,
+        "ocr_word_agreement": round(word_matches / max(words_a, words_b), 4) if max(words_a, words_b) else 1.0,
+        "ocr_frames_same_words": same_words,
+    }
+
+
+# -- RSS child --------------------------------------------------------------------------------
+def rss_child(path: str, model: str, cache: str, sample_fps: float) -> None:
+    from videojobs.common.options import AnalysisOptions
+    from videojobs.common.results import results_to_bytes
+    from videojobs.worker.pipeline import VideoFilePipelineService
+
+    service = VideoFilePipelineService(model, Path(cache))
+    t0 = time.perf_counter()
+    doc = service.run_on_file("yolo_ocr", Path(path), AnalysisOptions(sample_fps=sample_fps))
+    size = len(results_to_bytes(doc))
+    seconds = time.perf_counter() - t0
+    service.close()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1), "frames": len(doc["frames"]),
+                      "seconds": round(seconds, 2), "results_bytes": size}))
+
+
+def measure_rss(path: Path, model: str, cache: Path, sample_fps: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(path), "--model", model, "--cache", str(cache),
+         "--sample-fps", str(sample_fps)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- main -------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sample", type=Path, default=SHARED / "media" / "bottle-detection.mp4")
+    p.add_argument("--model", default=str(SHARED / "models" / "yolov8n_fp32.onnx"))
+    p.add_argument("--out", type=Path, default=REPO / "bench-results" / "pipeline.json")
+    p.add_argument("--sample-fps", type=float, default=1.0)
+    p.add_argument("--max-frames", type=int, default=0, help="bound analysed frames per clip (0 = all sampled)")
+    p.add_argument("--text-seconds", type=int, default=32, help="length of the generated text clip")
+    p.add_argument("--long-factor", type=int, default=10, help="the long clip is the sample this many times over")
+    p.add_argument("--every-frame", type=int, default=300, help="frames for the every-frame yolo timing")
+    p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--quick", action="store_true", help="max 12 frames per clip, no RSS runs")
+    p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.rss_child:
+        rss_child(args.rss_child, args.model, args.cache, args.sample_fps)
+        return 0
+    if args.quick:
+        args.max_frames = args.max_frames or 12
+        args.skip_rss = True
+        args.every_frame = min(args.every_frame, 60)
+
+    import logging
+
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    from videojobs.worker.pipeline import VideoFilePipelineService
+    from videojobs.worker.pipeline.video import SamplingPlan
+
+    report: dict = {"cpu_count": os.cpu_count(), "model": Path(args.model).name, "sample_fps": args.sample_fps}
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
+        tmp = Path(tmp_name)
+        cache = tmp / "models"
+        text_clip = make_text_clip(tmp / "text-1280x720.avi", args.text_seconds)
+        service = VideoFilePipelineService(args.model, cache)
+        # Warm-up: conversion, model compile and Tesseract start are one-off costs.
+        run_pipeline(service, args.sample, args.sample_fps, 2)
+        run_pipeline(service, text_clip, args.sample_fps, 2)
+
+        clips = {}
+        for name, path in (("sample", args.sample), ("text_1280x720", text_clip)):
+            a = run_baseline(path, args.model, args.sample_fps, args.max_frames)
+            b = run_pipeline(service, path, args.sample_fps, args.max_frames)
+            n = len(b["frames"])
+            t = b["timings"]
+            clips[name] = {
+                "frames": n,
+                "a_backend": a["backend"],
+                "b_backend": b["backend"],
+                "a_frames_per_s": round(len(a["frames"]) / a["seconds"], 2),
+                "b_frames_per_s": round(n / b["seconds"], 2),
+                "ratio_b_over_a": round((n / b["seconds"]) / (len(a["frames"]) / a["seconds"]), 2),
+                "b_stage_ms_per_frame": {
+                    k: round(t[k] * 1000 / n, 2) for k in ("decode", "detect", "track", "ocr", "write")
+                },
+                "b_wall_ms_per_frame": round(b["seconds"] * 1000 / n, 2),
+                "b_ocr_frames_read": int(t.get("ocr_frames_read", 0)),
+                "b_ocr_frames_reused": int(t.get("ocr_frames_reused", 0)),
+                "agreement": agreement(a, b),
+            }
+
+        # The yolo pipeline per frame against the bare model forward on the same frames.
+        first = next(sampled_frames(args.sample, 1.0, 1))[1]
+        forward = service.detector.forward_seconds(first, repeat=30)
+        yolo = {"bare_forward_ms": round(forward * 1000, 2)}
+        for label, fps, limit in (("sampled", args.sample_fps, args.max_frames), ("every_frame", 0.0, args.every_frame)):
+            r = run_pipeline(service, args.sample, fps, limit, pipeline="yolo")
+            per = r["seconds"] / len(r["frames"])
+            yolo[label] = {
+                "frames": len(r["frames"]),
+                "ms_per_frame": round(per * 1000, 2),
+                "ratio_to_bare_forward": round(per / forward, 3),
+                "stage_ms_per_frame": {k: round(r["timings"][k] * 1000 / len(r["frames"]), 2)
+                                       for k in ("decode", "detect", "track", "write")},
+            }
+        report["clips"] = clips
+        report["yolo_pipeline"] = yolo
+        service.close()
+
+        if not args.skip_rss:
+            long_clip = make_repeated_clip(args.sample, tmp / "long.mp4", args.long_factor)
+            short_clip = make_repeated_clip(args.sample, tmp / "short.mp4", 1)
+            rss = {
+                "sample_h264_40s": measure_rss(args.sample, args.model, cache, args.sample_fps),
+                "mp4v_40s": measure_rss(short_clip, args.model, cache, args.sample_fps),
+                f"mp4v_{40 * args.long_factor}s": measure_rss(long_clip, args.model, cache, args.sample_fps),
+            }
+            s, l_ = rss["mp4v_40s"]["peak_rss_mib"], rss[f"mp4v_{40 * args.long_factor}s"]["peak_rss_mib"]
+            rss["long_over_short"] = round(l_ / s, 3)
+            report["peak_rss"] = rss
+        report["sampled_frames_sample"] = len(SamplingPlan(1189, 29.8333, args.sample_fps, args.max_frames))
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_summary(report)
+    print(f"\nwritten: {args.out}")
+    return 0
+
+
+def print_summary(r: dict) -> None:
+    print(f"cores: {r['cpu_count']}  model: {r['model']}  sample_fps: {r['sample_fps']}")
+    for name, c in r["clips"].items():
+        ag = c["agreement"]
+        print(f"\n[{name}] {c['frames']} frames  (a: {c['a_backend']}, b: {c['b_backend']})")
+        print(f"  a {c['a_frames_per_s']:.2f} frames/s   b {c['b_frames_per_s']:.2f} frames/s   b/a = {c['ratio_b_over_a']:.2f}x")
+        print(f"  b per frame {c['b_wall_ms_per_frame']} ms; stages (ms/frame): {c['b_stage_ms_per_frame']}")
+        print(f"  b OCR frames read {c['b_ocr_frames_read']}, reused (identical to the last) {c['b_ocr_frames_reused']}")
+        print(f"  detections a={ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']}"
+              f" agreement={ag['detection_agreement']:.4f}")
+        print(f"  OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
+              f" agreement={ag['ocr_word_agreement']:.4f}; frames with the same words "
+              f"{ag['ocr_frames_same_words']}/{ag['frames_compared']}")
+    y = r["yolo_pipeline"]
+    print(f"\n[yolo pipeline] bare forward {y['bare_forward_ms']} ms/frame")
+    for label in ("sampled", "every_frame"):
+        v = y[label]
+        print(f"  {label}: {v['frames']} frames, {v['ms_per_frame']} ms/frame = "
+              f"{v['ratio_to_bare_forward']}x bare forward; stages {v['stage_ms_per_frame']}")
+    if "peak_rss" in r:
+        print("\n[peak RSS, yolo_ocr in its own process]")
+        for k, v in r["peak_rss"].items():
+            print(f"  {k}: {v}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
