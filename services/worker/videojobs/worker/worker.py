@@ -98,6 +98,10 @@ class JobWorker:
         while not self.stop_event.is_set():
             try:
                 handled = self.run_once(timeout=backoff)
+            except TemporaryFault as exc:  # queue or database unreachable: wait, then try again
+                log.warning("worker loop: %s", exc)
+                handled = False
+                self.stop_event.wait(self._policy.idle_backoff_max)
             except Exception:  # noqa: BLE001 -- a worker must not die on one bad delivery
                 log.exception("worker loop error")
                 handled = False
