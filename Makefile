@@ -11,7 +11,7 @@ MODEL       ?= $(SHARED)/models/yolov8n_fp32.onnx
 SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
 TOOLS       := .tools
 BUF         := $(TOOLS)/node_modules/.bin/buf
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config
 
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
@@ -39,7 +39,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU inference only; these two come from the machine's local wheel store.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-binary tesserocr -e '.[dev]'
 	@touch $@
 
 $(BUF):
