@@ -28,26 +28,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Service:
-    """One `videojobs serve` process; restartable on the same data folder."""
+class JobsClient:
+    """REST and gRPC client of a running videojobs (embedded or the stack)."""
 
-    def __init__(self, data_dir: Path, model_cache: Path) -> None:
-        self.data_dir = data_dir
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.env = {
-            **os.environ,
-            "VIDEOJOBS_DATA_DIR": str(data_dir),
-            "VIDEOJOBS_MODEL": str(MODEL),
-            "VIDEOJOBS_MODEL_CACHE_DIR": str(model_cache),
-            "VIDEOJOBS_HTTP_PORT": str(self.http_port),
-            "VIDEOJOBS_GRPC_PORT": str(self.grpc_port),
-            "YOLO_OFFLINE": "1",
-            "YOLO_AUTOINSTALL": "0",
-            "OMP_THREAD_LIMIT": "1",
-        }
-        self.proc: subprocess.Popen | None = None
-        self.log = data_dir / "serve.log"
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=60)
+    def __init__(self, http_port: int, grpc_port: int) -> None:
+        self.http_port, self.grpc_port = http_port, grpc_port
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60)
         self._channel: grpc.Channel | None = None
 
     @property
@@ -56,36 +42,11 @@ class Service:
             self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         return jobs_pb2_grpc.JobServiceStub(self._channel)
 
-    def start(self, timeout: float = 120) -> "Service":
-        log = open(self.log, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "videojobs.cli", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-        )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.proc.poll() is None, f"service exited early:\n{self.tail()}"
-            try:
-                if self.http.get("/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"service not ready in {timeout}s:\n{self.tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+    def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        return code
 
-    def tail(self, n: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
-
-    # -- client helpers -------------------------------------------------------------------
     def submit_rest(self, path: Path = SAMPLE, **fields) -> str:
         with open(path, "rb") as f:
             r = self.http.post("/video/submit", files={"file": (path.name, f, "video/mp4")},
@@ -109,12 +70,64 @@ class Service:
 
     def wait_for(self, job_id: str, statuses=("COMPLETED", "FAILED"), timeout: float = 300) -> dict:
         deadline = time.time() + timeout
-        while time.time() < deadline:
+        while True:
             status = self.status(job_id)
             if status["status"] in statuses:
                 return status
+            if time.time() > deadline:
+                raise AssertionError(f"job {job_id} not {statuses} in {timeout}s: {status}\n{self.diagnostics()}")
+            time.sleep(0.2)
+
+    def diagnostics(self) -> str:
+        return ""
+
+
+class Service(JobsClient):
+    """One `videojobs serve` process; restartable on the same data folder."""
+
+    def __init__(self, data_dir: Path, model_cache: Path) -> None:
+        super().__init__(free_port(), free_port())
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "VIDEOJOBS_DATA_DIR": str(data_dir),
+            "VIDEOJOBS_MODEL": str(MODEL),
+            "VIDEOJOBS_MODEL_CACHE_DIR": str(model_cache),
+            "VIDEOJOBS_HTTP_PORT": str(self.http_port),
+            "VIDEOJOBS_GRPC_PORT": str(self.grpc_port),
+            "YOLO_OFFLINE": "1",
+            "YOLO_AUTOINSTALL": "0",
+            "OMP_THREAD_LIMIT": "1",
+        }
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir / "serve.log"
+
+    def start(self, timeout: float = 120) -> "Service":
+        log = open(self.log, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "videojobs.cli", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.proc.poll() is None, f"service exited early:\n{self.diagnostics()}"
+            try:
+                if self.http.get("/readyz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
             time.sleep(0.3)
-        raise AssertionError(f"job {job_id} not {statuses} in {timeout}s: {status}\n{self.tail()}")
+        raise AssertionError(f"service not ready in {timeout}s:\n{self.diagnostics()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.close()
+        return code
+
+    def diagnostics(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
-import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.conftest import MODEL, SAMPLE, free_port
-from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
+from tests.e2e.conftest import MODEL, SAMPLE, JobsClient, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -31,39 +28,6 @@ _spec.loader.exec_module(stack_module)
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NATS_SERVER = "/usr/sbin/nats-server"
 SHARED_NATS = "nats://127.0.0.1:4222"
-
-
-class Client:
-    def __init__(self, stack) -> None:
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{stack.http_port}", timeout=60)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{stack.grpc_port}")
-        self.stub = jobs_pb2_grpc.JobServiceStub(self.channel)
-
-    def submit_rest(self, path: Path = SAMPLE, **fields) -> str:
-        with open(path, "rb") as f:
-            r = self.http.post("/video/submit", files={"file": (path.name, f, "video/mp4")},
-                               data={k: str(v) for k, v in fields.items()})
-        assert r.status_code == 202, r.text
-        return r.json()["job_id"]
-
-    def submit_grpc(self, path: Path = SAMPLE, pipeline_id="yolo", **options) -> str:
-        def messages():
-            yield jobs_pb2.SubmitRequest(spec=jobs_pb2.JobSpec(pipeline_id=pipeline_id,
-                                                               options=jobs_pb2.AnalysisOptions(**options)))
-            yield jobs_pb2.SubmitRequest(chunk=path.read_bytes())
-        return self.stub.Submit(messages()).job_id
-
-    def wait(self, job_id: str, statuses=("COMPLETED", "FAILED"), timeout: float = 180) -> dict:
-        deadline = time.time() + timeout
-        while True:
-            status = self.http.get(f"/video/status/{job_id}").json()
-            if status["status"] in statuses or time.time() > deadline:
-                return status
-            time.sleep(0.2)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.http.close()
 
 
 def make_stack(tmp_path: Path, name: str, nats_url: str = SHARED_NATS, **env):
@@ -134,13 +98,13 @@ def _delete_stream(url: str, name: str) -> None:
 def test_thirty_jobs_over_three_workers(stack_factory):
     stack = stack_factory("spread")
     stack.up(workers=3)
-    client = Client(stack)
+    client = JobsClient(stack.http_port, stack.grpc_port)
     with ThreadPoolExecutor(4) as pool:
         rest = [pool.submit(client.submit_rest, SAMPLE, pipeline_id="yolo", max_frames=2) for _ in range(15)]
-        rpc = [pool.submit(client.submit_grpc, SAMPLE, max_frames=2) for _ in range(15)]
+        rpc = [pool.submit(client.submit_grpc, SAMPLE, "yolo", max_frames=2) for _ in range(15)]
         ids = [f.result() for f in rest + rpc]
     assert len(set(ids)) == 30
-    statuses = [client.wait(job_id) for job_id in ids]
+    statuses = [client.wait_for(job_id) for job_id in ids]
     assert [s["status"] for s in statuses] == ["COMPLETED"] * 30, [s for s in statuses if s["status"] != "COMPLETED"]
     rows = jobs_table(stack)
     assert len(rows) == 30 and all(r["attempt"] == 1 for r in rows)  # each job ran once
@@ -165,14 +129,14 @@ def test_job_submitted_while_nats_is_down_completes_when_it_is_back(stack_factor
         time.sleep(0.5)
         stack = stack_factory("natsdown", nats_url=f"nats://127.0.0.1:{port}")
         stack.up(workers=1)
-        client = Client(stack)
+        client = JobsClient(stack.http_port, stack.grpc_port)
         nats.send_signal(signal.SIGTERM)
         nats.wait(10)
         job_id = client.submit_rest(SAMPLE, pipeline_id="yolo", max_frames=2)  # accepted: row + outbox committed
         time.sleep(3)
-        assert client.wait(job_id, timeout=1)["status"] == "PENDING"
+        assert client.status(job_id)["status"] == "PENDING"
         nats = start_nats()
-        status = client.wait(job_id, timeout=120)
+        status = client.wait_for(job_id, timeout=120)
         assert status["status"] == "COMPLETED", (status, stack.tail("api"), stack.tail("worker0"))
         client.close()
     finally:
@@ -184,17 +148,17 @@ def test_killed_worker_job_completes_on_another_after_the_lease(stack_factory):
     stack = stack_factory("sigkill", VIDEOJOBS_ACK_WAIT_SECONDS=4, VIDEOJOBS_LEASE_SECONDS=4,
                           VIDEOJOBS_HEARTBEAT_SECONDS=1)
     stack.up(workers=2)
-    client = Client(stack)
+    client = JobsClient(stack.http_port, stack.grpc_port)
     job_id = client.submit_rest(SAMPLE, pipeline_id="yolo", sample_fps=0, max_frames=400)
-    status = client.wait(job_id, statuses=("RUNNING",), timeout=60)
+    status = client.wait_for(job_id, statuses=("RUNNING",), timeout=60)
     assert status["status"] == "RUNNING"
-    while client.wait(job_id, timeout=0)["frames_done"] == 0:
+    while client.status(job_id)["frames_done"] == 0:
         time.sleep(0.1)
     holder = next(r for r in jobs_table(stack) if r["job_id"] == job_id)["worker_id"].split("-")[0]
     victim = stack.procs[holder]
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(10)
-    status = client.wait(job_id, timeout=180)
+    status = client.wait_for(job_id, timeout=180)
     row = next(r for r in jobs_table(stack) if r["job_id"] == job_id)
     assert status["status"] == "COMPLETED" and row["attempt"] == 2 and not row["worker_id"].startswith(holder)
     assert len(client.http.get(f"/video/results/{job_id}").json()["results"]) == 400
@@ -204,12 +168,12 @@ def test_killed_worker_job_completes_on_another_after_the_lease(stack_factory):
 def test_poison_file_fails_after_one_attempt(stack_factory, tmp_path):
     stack = stack_factory("poison")
     stack.up(workers=1)
-    client = Client(stack)
+    client = JobsClient(stack.http_port, stack.grpc_port)
     bad = tmp_path / "truncated.mp4"
     bad.write_bytes(SAMPLE.read_bytes()[:30_000])
     job_id = client.submit_rest(bad)
-    status = client.wait(job_id, timeout=60)
+    status = client.wait_for(job_id, timeout=60)
     assert status["status"] == "FAILED" and status["attempt"] == 1 and status["error_message"]
     time.sleep(2)  # a redelivery would have bumped the attempt
-    assert client.wait(job_id, timeout=0)["attempt"] == 1
+    assert client.status(job_id)["attempt"] == 1
     client.close()

@@ -167,12 +167,14 @@ class JobWorker:
             return
         except _POISON as exc:
             guard.stop()
-            self._finish(job, guard, lambda: job.fail(str(exc)), poison=True)
+            reason = str(exc)
+            self._finish(job, guard, lambda: job.fail(reason), poison=True)
             return
         except Exception as exc:  # noqa: BLE001 -- every other error ends the job FAILED, never RUNNING
             guard.stop()
             log.exception("job %s: pipeline error", job.job_id)
-            self._finish(job, guard, lambda: job.fail(f"{type(exc).__name__}: {exc}"))
+            reason = f"{type(exc).__name__}: {exc}"
+            self._finish(job, guard, lambda: job.fail(reason))
             return
         guard.stop()
         self._finish(job, guard, lambda: job.complete(output_key))
