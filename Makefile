@@ -19,12 +19,12 @@ export OMP_THREAD_LIMIT := 1
 export VIDEOJOBS_MODEL ?= $(MODEL)
 
 # Fragments in mk/ add targets and may append checks to TEST_CHECKS.
-TEST_CHECKS := proto-check lint-proto scan
+TEST_CHECKS := proto-check lint-proto lint scan
 -include mk/*.mk
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit integration e2e proto proto-check lint-proto scan clean up down stack-status bench-throughput
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan clean up down stack-status bench-throughput
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ proto-check: $(VENV)/.installed ## Fail if regenerating the gRPC code changes it
 
 lint-proto: $(BUF) ## buf lint (STANDARD)
 	$(BUF) lint
+
+lint: $(VENV)/.installed ## ruff: pyflakes-level errors in the Python code
+	$(VENV)/bin/ruff check libs services tests scripts deploy
 
 scan: ## Governance scanner: forbidden vocabulary and phase-named files
 	$(PY) scripts/governance_scan.py

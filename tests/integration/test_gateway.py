@@ -97,3 +97,60 @@ def test_readyz_is_503_when_the_api_is_unreachable():
         assert c.get("/readyz").status_code == 503
         r = c.get("/video/status/0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b")
         assert r.status_code == 503
+
+
+def _streamed_upload(size_mb: int, boundary: str = "vjboundary"):
+    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.mp4\"\r\n"
+           "Content-Type: video/mp4\r\n\r\n").encode() + MP4_HEAD
+    block = b"\x00" * (1024 * 1024)
+    for _ in range(size_mb):
+        yield block
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_upload_memory_does_not_grow_with_file_size(tmp_path):
+    """The gateway spools the file part to disk and forwards it in chunks; the api stores it in chunks.
+
+    Real HTTP (uvicorn in a thread, a streaming httpx client): the test client would buffer the body itself.
+    """
+    import socket
+    import threading
+    import tracemalloc
+
+    import httpx
+    import uvicorn
+
+    from videojobs.api.bootstrap import build_api
+    from videojobs.common.config import Settings
+
+    limit = 512 * 1024 * 1024
+    api = build_api(Settings(data_dir=tmp_path, grpc_port=0, max_upload_bytes=limit))
+    api.start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(f"127.0.0.1:{api.port}", max_upload_bytes=limit),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    peaks = {}
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            for size_mb in (8, 96):
+                tracemalloc.start()
+                r = client.post("/video/submit", content=_streamed_upload(size_mb),
+                                headers={"content-type": "multipart/form-data; boundary=vjboundary"})
+                peaks[size_mb] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                assert r.status_code == 202, r.text
+                stored = api.storage.root / "inputs" / f"{r.json()['job_id']}.mp4"
+                assert stored.stat().st_size == size_mb * 1024 * 1024 + len(MP4_HEAD)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        api.stop(grace=0)
+    # 12x the bytes, about the same peak: nothing holds the whole upload.
+    assert peaks[96] < peaks[8] + 8 * 1024 * 1024, peaks
+    assert peaks[96] < 32 * 1024 * 1024, peaks
