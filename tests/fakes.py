@@ -52,6 +52,16 @@ class FakeJobRepository(JobRepository):
     def unfinished_job_ids(self) -> list[str]:
         return [j.job_id for j in self.rows.values() if not j.status.is_final]
 
+    def stranded_job_ids(self, idle_since, limit: int = 100) -> list[str]:
+        self._check()
+        out = []
+        for job in sorted(self.rows.values(), key=lambda j: j.created_at):
+            if job.status is JobStatus.PENDING and job.updated_at < idle_since:
+                out.append(job.job_id)
+            elif job.status is JobStatus.RUNNING and job.lease_expires_at and job.lease_expires_at < idle_since:
+                out.append(job.job_id)
+        return out[:limit]
+
     def unpublished_job_ids(self, limit: int = 100) -> list[str]:
         self._check()
         return [k for k, v in self.outbox.items() if not v][:limit]

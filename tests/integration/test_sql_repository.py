@@ -126,3 +126,20 @@ def test_concurrent_migrator_processes_do_not_collide(pg_engine):
 def _schema_of(engine):
     with engine.connect() as conn:
         return conn.execute(sa.text("select current_schema()")).scalar()
+
+
+def test_stranded_jobs(repo):
+    from datetime import datetime, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    waiting = Job.submit("yolo", {}, now=t0)
+    orphan = Job.submit("yolo", {}, now=t0)
+    alive = Job.submit("yolo", {}, now=t0)
+    for job in (waiting, orphan, alive):
+        repo.add(job)
+    for job, lease in ((orphan, timedelta(seconds=30)), (alive, timedelta(days=3650))):
+        job.start("w", lease, now=t0)
+        repo.save(job, JobStatus.PENDING, 0)
+    cutoff = t0 + timedelta(minutes=10)
+    assert set(repo.stranded_job_ids(cutoff)) == {waiting.job_id, orphan.job_id}
+    assert repo.stranded_job_ids(t0 - timedelta(minutes=1)) == []

@@ -61,3 +61,29 @@ def test_results_serialisation_keeps_producer_key_order_and_is_compact():
     assert results_to_bytes({"b": 1, "a": [1.5, "é"]}) == '{"b":1,"a":[1.5,"é"]}'.encode()
     with pytest.raises(ValueError):
         results_to_bytes({"x": float("nan")})
+
+
+def test_reconciler_republishes_stranded_jobs_only_when_the_queue_is_idle():
+    from datetime import timedelta
+
+    from videojobs.common.job import JobStatus
+
+    repo, queue = FakeJobRepository(), InMemoryQueue()
+    old = Job.submit("yolo", {})
+    running = Job.submit("yolo", {})
+    fresh = Job.submit("yolo", {})
+    for job in (old, running, fresh):
+        repo.add(job)
+    repo.mark_published([old.job_id, running.job_id, fresh.job_id])
+    hour = timedelta(hours=1)
+    repo.rows[old.job_id].updated_at -= hour  # published long ago, message lost
+    repo.rows[running.job_id].status = JobStatus.RUNNING
+    repo.rows[running.job_id].lease_expires_at = running.created_at - hour  # its worker died long ago
+    relay = OutboxRelay(repo, queue, stranded_after=timedelta(minutes=5))
+
+    queue.enqueue(fresh.job_id)  # backlog: nothing is republished
+    assert relay.republish_stranded() == 0
+    assert queue.dequeue() == fresh.job_id
+    assert relay.republish_stranded() == 2
+    assert {queue.dequeue(), queue.dequeue()} == {old.job_id, running.job_id}
+    assert queue.dequeue() is None

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     ack_wait_seconds: float = 30.0
     # Deliveries before a job is given up (ends FAILED with a reason).
     max_attempts: int = 3
+    # An unfinished job untouched this long (PENDING not updated, RUNNING past its lease)
+    # is published again by the api's reconciler when the queue has no backlog.
+    stranded_after_seconds: float = 300.0
 
     # -- upload limits -------------------------------------------------------------
     max_upload_bytes: int = 1024 * 1024 * 1024

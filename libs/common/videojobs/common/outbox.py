@@ -1,17 +1,26 @@
-"""Outbox relay: publishes committed publish intents to the queue, so no accepted job is lost.
+"""Outbox relay: publishes committed publish intents to the queue, so no accepted job is lost or stuck.
 
 The job row and its outbox row are written in one transaction. The relay hands
 each unpublished job id to the queue (which drops duplicates by job id) and
 then stamps it published. If the queue is down, the rows wait and the next
 pass publishes them.
+
+It also reconciles: a job can lose its message after it was published (the
+queue gave up redelivering, a queue was rebuilt empty). When the queue has no
+backlog, unfinished jobs that nothing touched for `stranded_after` (PENDING not
+updated, or RUNNING with a lease that ran out) are published again. Workers
+treat duplicates safely (the claim is a compare-and-set; final jobs are dropped).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import timedelta
 
 from videojobs.common.errors import TemporaryFault
+from videojobs.common.job import utcnow
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 
@@ -19,10 +28,20 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelay:
-    def __init__(self, repo: JobRepository, queue: QueueService, interval_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        repo: JobRepository,
+        queue: QueueService,
+        interval_seconds: float = 1.0,
+        stranded_after: timedelta = timedelta(minutes=5),
+        reconcile_every_seconds: float = 60.0,
+    ) -> None:
         self._repo = repo
         self._queue = queue
         self._interval = interval_seconds
+        self._stranded_after = stranded_after
+        self._reconcile_every = reconcile_every_seconds
+        self._last_reconcile = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -57,6 +76,21 @@ class OutboxRelay:
                 if len(done) < len(ids) or len(ids) < batch:
                     return published
 
+    def republish_stranded(self, batch: int = 100) -> int:
+        """One reconcile pass; only while the queue has no backlog, so duplicates stay bounded."""
+        try:
+            if self._queue.size() > 0:
+                return 0
+            ids = self._repo.stranded_job_ids(utcnow() - self._stranded_after, batch)
+            for job_id in ids:
+                self._queue.enqueue(job_id)
+        except TemporaryFault as exc:
+            log.warning("reconcile: skipped: %s", exc)
+            return 0
+        if ids:
+            log.warning("reconcile: republished %d stranded job(s): %s", len(ids), ", ".join(ids[:10]))
+        return len(ids)
+
     def kick(self) -> None:
         """Ask the background loop for a pass now (after a submit)."""
         self._wake.set()
@@ -75,6 +109,9 @@ class OutboxRelay:
         while not self._stop.is_set():
             try:
                 self.publish_pending()
+                if time.monotonic() - self._last_reconcile >= self._reconcile_every:
+                    self._last_reconcile = time.monotonic()
+                    self.republish_stranded()
             except Exception:  # noqa: BLE001 -- the relay must outlive any one bad pass
                 log.exception("outbox relay pass failed")
             self._wake.wait(self._interval)

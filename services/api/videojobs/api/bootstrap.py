@@ -8,6 +8,7 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -71,7 +72,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     repo = make_repository(settings)
     storage = make_storage(settings)
     queue = queue or make_queue(settings)
-    relay = OutboxRelay(repo, queue)
+    relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds))
     jobs = JobsService(repo, storage, relay, max_upload_bytes=settings.max_upload_bytes)
     readiness = ReadinessMonitor(
         {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
 
 from videojobs.common.job import Job, JobStatus
 
@@ -36,6 +37,12 @@ class JobRepository(ABC):
     @abstractmethod
     def unfinished_job_ids(self) -> list[str]:
         """Ids of PENDING and RUNNING jobs, oldest first."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def stranded_job_ids(self, idle_since: datetime, limit: int = 100) -> list[str]:
+        """Unfinished jobs nothing has touched since `idle_since`: PENDING ones not updated
+        since then, RUNNING ones whose lease ran out before then. Oldest first."""
         raise NotImplementedError
 
     @abstractmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
@@ -70,6 +70,22 @@ class SqlJobRepository(JobRepository):
             sa.select(jobs.c.job_id)
             .where(jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
             .order_by(jobs.c.created_at, jobs.c.job_id)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    @_temporary_on_disconnect
+    def stranded_job_ids(self, idle_since: datetime, limit: int = 100) -> list[str]:
+        stmt = (
+            sa.select(jobs.c.job_id)
+            .where(
+                sa.or_(
+                    sa.and_(jobs.c.status == JobStatus.PENDING.value, jobs.c.updated_at < idle_since),
+                    sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < idle_since),
+                )
+            )
+            .order_by(jobs.c.created_at, jobs.c.job_id)
+            .limit(limit)
         )
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
