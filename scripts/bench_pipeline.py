@@ -12,8 +12,15 @@ and of a generated 1280x720 clip with rendered text. Prints a summary and writes
 JSON (default ``bench-results/pipeline.json``). Peak RSS is measured in child
 processes (one per clip) for the 40 s clip and a 10x longer one.
 
+The baseline runs in a child process, by default twice: once with
+``OMP_THREAD_LIMIT=1`` (what the Makefile exports, and what the pipeline's OCR
+uses) and once with the environment's defaults (``OMP_THREAD_LIMIT`` unset, as a
+user writing the first approach would run it: Tesseract then starts one OpenMP
+thread per core). Both ratios are reported, each under its own label.
+
     python scripts/bench_pipeline.py                 # everything, a few minutes
     python scripts/bench_pipeline.py --quick         # fewer frames, no RSS runs
+    python scripts/bench_pipeline.py --baseline omp1 # only the OMP_THREAD_LIMIT=1 baseline
 """
 
 from __future__ import annotations
@@ -132,6 +139,75 @@ def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int) -> 
     return {"frames": frames, "seconds": seconds, "backend": backend}
 
 
+BASELINES = {
+    # key: (label, OMP_THREAD_LIMIT for the child; None = removed from its environment)
+    "omp_thread_limit_1": ("baseline with OMP_THREAD_LIMIT=1", "1"),
+    "environment_defaults": ("baseline, environment defaults (OMP_THREAD_LIMIT unset)", None),
+}
+
+
+def baseline_child(path: str, model: str, sample_fps: float, max_frames: int) -> None:
+    """--baseline-child: run the baseline here and print its result as JSON (last stdout line)."""
+    import logging
+
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    r = run_baseline(Path(path), model, sample_fps, max_frames)
+    r["frames"] = {str(k): v for k, v in r["frames"].items()}
+    r["omp_thread_limit"] = os.environ.get("OMP_THREAD_LIMIT")
+    print(json.dumps(r))
+
+
+def measure_baseline(kind: str, path: Path, model: str, sample_fps: float, max_frames: int) -> dict:
+    """The baseline in a fresh process, with OMP_THREAD_LIMIT as `kind` says."""
+    _, omp = BASELINES[kind]
+    env = dict(os.environ)
+    env.pop("OMP_THREAD_LIMIT", None)
+    if omp is not None:
+        env["OMP_THREAD_LIMIT"] = omp
+    out = subprocess.run(
+        [sys.executable, __file__, "--baseline-child", str(path), "--model", model,
+         "--sample-fps", str(sample_fps), "--max-frames", str(max_frames)],
+        capture_output=True, text=True, env=env,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"baseline child failed:\n{out.stderr[-3000:]}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["frames"] = {int(k): {"detections": [(c, b) for c, b in v["detections"]], "words": v["words"]}
+                   for k, v in r["frames"].items()}
+    return r
+
+
+def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -> dict:
+    """Pipeline words against plain ``pytesseract.image_to_data`` on the very same decoded pixels.
+
+    Untimed. The baseline OCRs a JPEG round trip of each frame; this separates
+    "different engine or settings" from "different input pixels".
+    """
+    import pytesseract
+    from PIL import Image
+
+    same = total = 0
+    matched = words_a = words_b = 0
+    for index, frame in sampled_frames(path, sample_fps, max_frames):
+        data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)),
+                                         output_type=pytesseract.Output.DICT)
+        wa = Counter(w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0)
+        wb = Counter(b["frames"].get(index, {"words": []})["words"])
+        total += 1
+        same += wa == wb
+        words_a += sum(wa.values())
+        words_b += sum(wb.values())
+        matched += sum((wa & wb).values())
+    return {
+        "frames": total,
+        "frames_same_words": same,
+        "words_pytesseract_raw_frame": words_a,
+        "words_pipeline": words_b,
+        "words_matched": matched,
+        "cli_tesseract": pytesseract.get_tesseract_version().base_version,
+    }
+
+
 # -- (b) pipeline ----------------------------------------------------------------------------
 def run_pipeline(service, path: Path, sample_fps: float, max_frames: int, pipeline: str = "yolo_ocr") -> dict:
     from videojobs.common.options import AnalysisOptions
@@ -241,11 +317,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every-frame", type=int, default=300, help="frames for the every-frame yolo timing")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--quick", action="store_true", help="max 12 frames per clip, no RSS runs")
+    p.add_argument("--baseline", choices=("both", *BASELINES), default="both",
+                   help="which baseline(s) to run, each in its own process (default both)")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--baseline-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rss_child:
         rss_child(args.rss_child, args.model, args.cache, args.sample_fps)
+        return 0
+    if args.baseline_child:
+        baseline_child(args.baseline_child, args.model, args.sample_fps, args.max_frames)
         return 0
     if args.quick:
         args.max_frames = args.max_frames or 12
@@ -268,27 +350,39 @@ def main(argv: list[str] | None = None) -> int:
         run_pipeline(service, args.sample, args.sample_fps, 2)
         run_pipeline(service, text_clip, args.sample_fps, 2)
 
+        kinds = list(BASELINES) if args.baseline == "both" else [args.baseline]
         clips = {}
         for name, path in (("sample", args.sample), ("text_1280x720", text_clip)):
-            a = run_baseline(path, args.model, args.sample_fps, args.max_frames)
+            baselines = {kind: measure_baseline(kind, path, args.model, args.sample_fps, args.max_frames)
+                         for kind in kinds}
             b = run_pipeline(service, path, args.sample_fps, args.max_frames)
             n = len(b["frames"])
             t = b["timings"]
-            clips[name] = {
+            b_fps = n / b["seconds"]
+            clip = {
                 "frames": n,
-                "a_backend": a["backend"],
                 "b_backend": b["backend"],
-                "a_frames_per_s": round(len(a["frames"]) / a["seconds"], 2),
-                "b_frames_per_s": round(n / b["seconds"], 2),
-                "ratio_b_over_a": round((n / b["seconds"]) / (len(a["frames"]) / a["seconds"]), 2),
+                "b_frames_per_s": round(b_fps, 2),
                 "b_stage_ms_per_frame": {
                     k: round(t[k] * 1000 / n, 2) for k in ("decode", "detect", "track", "ocr", "write")
                 },
                 "b_wall_ms_per_frame": round(b["seconds"] * 1000 / n, 2),
                 "b_ocr_frames_read": int(t.get("ocr_frames_read", 0)),
                 "b_ocr_frames_reused": int(t.get("ocr_frames_reused", 0)),
-                "agreement": agreement(a, b),
+                "baselines": {},
             }
+            for kind, a in baselines.items():
+                a_fps = len(a["frames"]) / a["seconds"]
+                clip["baselines"][kind] = {
+                    "label": BASELINES[kind][0],
+                    "omp_thread_limit": a["omp_thread_limit"],
+                    "a_backend": a["backend"],
+                    "a_frames_per_s": round(a_fps, 2),
+                    "ratio_b_over_a": round(b_fps / a_fps, 2),
+                    "agreement": agreement(a, b),
+                }
+            clip["ocr_engine_parity"] = ocr_engine_parity(path, b, args.sample_fps, args.max_frames)
+            clips[name] = clip
 
         # The yolo pipeline per frame against the bare model forward on the same frames.
         first = next(sampled_frames(args.sample, 1.0, 1))[1]
@@ -331,16 +425,23 @@ def main(argv: list[str] | None = None) -> int:
 def print_summary(r: dict) -> None:
     print(f"cores: {r['cpu_count']}  model: {r['model']}  sample_fps: {r['sample_fps']}")
     for name, c in r["clips"].items():
-        ag = c["agreement"]
-        print(f"\n[{name}] {c['frames']} frames  (a: {c['a_backend']}, b: {c['b_backend']})")
-        print(f"  a {c['a_frames_per_s']:.2f} frames/s   b {c['b_frames_per_s']:.2f} frames/s   b/a = {c['ratio_b_over_a']:.2f}x")
-        print(f"  b per frame {c['b_wall_ms_per_frame']} ms; stages (ms/frame): {c['b_stage_ms_per_frame']}")
+        print(f"\n[{name}] {c['frames']} frames  (b: {c['b_backend']})")
+        print(f"  b {c['b_frames_per_s']:.2f} frames/s, {c['b_wall_ms_per_frame']} ms/frame; "
+              f"stages (ms/frame): {c['b_stage_ms_per_frame']}")
         print(f"  b OCR frames read {c['b_ocr_frames_read']}, reused (identical to the last) {c['b_ocr_frames_reused']}")
-        print(f"  detections a={ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']}"
-              f" agreement={ag['detection_agreement']:.4f}")
-        print(f"  OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
-              f" agreement={ag['ocr_word_agreement']:.4f}; frames with the same words "
-              f"{ag['ocr_frames_same_words']}/{ag['frames_compared']}")
+        for kind, v in c["baselines"].items():
+            ag = v["agreement"]
+            print(f"  {v['label']}: a ({v['a_backend']}) {v['a_frames_per_s']:.2f} frames/s   "
+                  f"b/a = {v['ratio_b_over_a']:.2f}x")
+            print(f"    detections a={ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']}"
+                  f" agreement={ag['detection_agreement']:.4f}")
+            print(f"    OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
+                  f" agreement={ag['ocr_word_agreement']:.4f}; frames with the same words "
+                  f"{ag['ocr_frames_same_words']}/{ag['frames_compared']}")
+        p = c["ocr_engine_parity"]
+        print(f"  OCR engine parity (pytesseract, Tesseract {p['cli_tesseract']} CLI, on the same decoded pixels, "
+              f"no JPEG): words {p['words_pytesseract_raw_frame']} vs pipeline {p['words_pipeline']}, "
+              f"matched {p['words_matched']}; frames with the same words {p['frames_same_words']}/{p['frames']}")
     y = r["yolo_pipeline"]
     print(f"\n[yolo pipeline] bare forward {y['bare_forward_ms']} ms/frame")
     for label in ("sampled", "every_frame"):
