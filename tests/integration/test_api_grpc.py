@@ -141,6 +141,8 @@ def test_health_reflects_readiness_and_reflection_lists_the_service(api):
     api.readiness.check_now()
     assert health.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert "database" in api.readiness.failures
+    # not ready, but alive: Kubernetes must not restart the pod for a database outage
+    assert health.Check(health_pb2.HealthCheckRequest(service="liveness")).status == health_pb2.HealthCheckResponse.SERVING
     refl = reflection_pb2_grpc.ServerReflectionStub(channel)
     reply = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in reply.list_services_response.service}

@@ -10,6 +10,10 @@ from grpc_health.v1 import health, health_pb2
 
 log = logging.getLogger(__name__)
 
+# SERVING while the process runs, whatever its dependencies: Kubernetes liveness probes
+# ask for it, so a database outage makes pods unready instead of restarting them.
+LIVENESS_SERVICE = "liveness"
+
 
 class ReadinessMonitor:
     """Runs every check periodically; SERVING only while all of them pass."""
@@ -28,6 +32,7 @@ class ReadinessMonitor:
         self._thread: threading.Thread | None = None
         self.failures: dict[str, str] = {}
         self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
 
     def check_now(self) -> bool:
         failures: dict[str, str] = {}
