@@ -7,16 +7,6 @@ on this class of CPU OpenVINO runs the same fp32 network about 3x faster than
 ONNX Runtime and 4x faster than PyTorch. A ``.pt`` model is exported to the same
 kind of folder through Ultralytics' own exporter. If conversion is impossible the
 model is loaded as given.
-
-Inference on an OpenVINO folder with a fixed input shape does not go through
-``YOLO.predict``: frames are letterboxed with OpenCV exactly as Ultralytics'
-``LetterBox`` does, run on a model compiled with OpenVINO's THROUGHPUT hint (one
-stream per core) by one synchronous infer request per stream, each on its own
-thread (not ``AsyncInferQueue``, which Ultralytics reports hanging on some x86
-CPUs), and post-processed by Ultralytics' own NMS and box scaling. On a batch of
-frames this is ~20% faster than the LATENCY-mode predictor on 2 cores with the
-same boxes. Ultralytics still loads the model and supplies its metadata; other
-backends use ``YOLO.predict``.
 """
 
 from __future__ import annotations
@@ -28,7 +18,6 @@ import os
 import shutil
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -202,7 +191,6 @@ class Detector:
         self._yolo: Any = None
         self._ref: Optional[ModelRef] = None
         self._lock = threading.Lock()
-        self._fast: Optional[_OpenVinoStreams] = None
 
     @property
     def loaded(self) -> bool:
@@ -230,12 +218,6 @@ class Detector:
         if getattr(yolo, "task", "detect") != "detect":
             raise DetectorUnavailable(f"{self.model_spec!r} is a {yolo.task} model, not a detector")
         self._yolo = yolo
-        if backend_name == "openvino":
-            try:
-                self._fast = _OpenVinoStreams.open(Path(load_path))
-            except Exception as exc:  # an unusual IR: Ultralytics' predictor still runs it
-                log.warning("OpenVINO stream runner unavailable (%s); using YOLO.predict", exc)
-                self._fast = None
         self._ref = ModelRef(
             file=Path(self.model_spec).name,
             sha256=digest,
@@ -267,16 +249,12 @@ class Detector:
     ) -> list[np.ndarray]:
         """Run the model on BGR frames; one detections array per frame."""
         self.load()
-        if self._fast is not None and self._fast.accepts(imgsz):
-            raw = self._fast.detect(list(frames), conf=conf, classes=classes, nc=len(self._yolo.names))
-        else:
-            results = self._yolo.predict(
-                list(frames), conf=conf, imgsz=imgsz, classes=classes, verbose=False, save=False, batch=len(frames)
-            )
-            raw = [r.boxes.data.cpu().numpy() for r in results]
+        results = self._yolo.predict(
+            list(frames), conf=conf, imgsz=imgsz, classes=classes, verbose=False, save=False, batch=len(frames)
+        )
         out = []
-        for data in raw:
-            data = data.astype(np.float64, copy=False)
+        for r in results:
+            data = r.boxes.data.cpu().numpy().astype(np.float64, copy=False)
             dets = data[:, :6] if len(data) else np.zeros((0, 6))
             if len(dets):
                 order = np.lexsort((dets[:, 1], dets[:, 0], dets[:, 5], -dets[:, 4]))
@@ -287,8 +265,6 @@ class Detector:
     def input_size(self) -> Optional[int]:
         """The size the model runs at when its input shape is fixed (an export's imgsz), else None."""
         self.load()
-        if self._fast is not None:
-            return max(self._fast.size)
         predictor = getattr(self._yolo, "predictor", None)
         backend = getattr(predictor, "model", None)
         if backend is not None and not getattr(backend, "dynamic", False):
@@ -304,8 +280,7 @@ class Detector:
         import torch
 
         self.load()
-        # Ultralytics' own predictor, LATENCY hint (all cores on one frame): the fastest single forward.
-        self._yolo.predict([frame], conf=0.25, imgsz=640, verbose=False, save=False)
+        self.detect([frame], conf=0.25, imgsz=640)
         predictor = self._yolo.predictor
         im = predictor.preprocess([frame])
         times = []
@@ -316,73 +291,3 @@ class Detector:
                 times.append(time.perf_counter() - t0)
         times.sort()
         return times[len(times) // 2]
-
-
-class _OpenVinoStreams:
-    """A fixed-shape OpenVINO detector run as one synchronous infer request per stream."""
-
-    def __init__(self, compiled: Any, size: tuple[int, int]) -> None:
-        self.compiled = compiled
-        self.size = size  # (height, width) of the model input
-        n = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self.requests = [compiled.create_infer_request() for _ in range(n)]
-        self.pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="detect") if n > 1 else None
-
-    @classmethod
-    def open(cls, folder: Path) -> "_OpenVinoStreams":
-        import openvino as ov
-
-        xml = folder if folder.is_file() else next(folder.glob("*.xml"))
-        core = ov.Core()
-        model = core.read_model(str(xml))
-        shape = model.input(0).get_partial_shape()
-        if shape.is_dynamic or len(shape) != 4 or shape[0].get_length() != 1:
-            raise DetectorUnavailable("input shape is not fixed 1x3xHxW")
-        size = (shape[2].get_length(), shape[3].get_length())
-        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
-        return cls(compiled, size)
-
-    def accepts(self, imgsz: int) -> bool:
-        """Ultralytics runs a fixed-shape model at its own size whatever `imgsz` says; so does this."""
-        return True
-
-    def letterbox(self, frame: np.ndarray) -> np.ndarray:
-        """Ultralytics' ``LetterBox(new_shape, auto=False, center=True)``, to a 1x3xHxW float tensor (RGB, 0..1)."""
-        import cv2
-
-        h, w = frame.shape[:2]
-        nh_, nw_ = self.size
-        r = min(nh_ / h, nw_ / w)
-        nw, nh = int(round(w * r)), int(round(h * r))
-        dw, dh = (nw_ - nw) / 2, (nh_ - nh) / 2
-        im = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR) if (w, h) != (nw, nh) else frame
-        top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-        left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
-        im = cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
-        chw = np.ascontiguousarray(im[:, :, ::-1].transpose(2, 0, 1))
-        return (chw[None].astype(np.float32)) / 255.0
-
-    def detect(self, frames: list[np.ndarray], conf: float, classes: Optional[list[int]], nc: int) -> list[np.ndarray]:
-        import torch
-        from ultralytics.utils import nms, ops
-
-        outputs: list[Any] = [None] * len(frames)
-        n = len(self.requests)
-
-        def work(k: int) -> None:
-            request = self.requests[k]
-            for i in range(k, len(frames), n):
-                outputs[i] = request.infer({0: self.letterbox(frames[i])})[0].copy()
-
-        if self.pool is None or len(frames) == 1:
-            for i, frame in enumerate(frames):
-                outputs[i] = self.requests[0].infer({0: self.letterbox(frame)})[0].copy()
-        else:
-            for f in [self.pool.submit(work, k) for k in range(min(n, len(frames)))]:
-                f.result()
-        out = []
-        for frame, raw in zip(frames, outputs):
-            pred = nms.non_max_suppression(torch.from_numpy(raw), conf, 0.7, classes=classes, max_det=300, nc=nc)[0]
-            pred[:, :4] = ops.scale_boxes(self.size, pred[:, :4], frame.shape)
-            out.append(pred.numpy())
-        return out
