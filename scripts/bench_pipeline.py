@@ -146,10 +146,22 @@ BASELINES = {
 }
 
 
-def baseline_child(path: str, model: str, sample_fps: float, max_frames: int) -> None:
-    """--baseline-child: run the baseline here and print its result as JSON (last stdout line)."""
+def baseline_child(path: str, model: str, sample_fps: float, max_frames: int, omp: str) -> None:
+    """--baseline-child: run the baseline here and print its result as JSON (last stdout line).
+
+    This script (and the pipeline's OCR module, imported for the sampling plan)
+    default OMP_THREAD_LIMIT to 1 on import; the variable is set or removed here,
+    after those imports, so the tesseract processes pytesseract starts see `omp`.
+    """
     import logging
 
+    import videojobs.worker.pipeline.ocr  # noqa: F401  (its import-time default, then ours)
+    import videojobs.worker.pipeline.video  # noqa: F401
+
+    if omp == "unset":
+        os.environ.pop("OMP_THREAD_LIMIT", None)
+    else:
+        os.environ["OMP_THREAD_LIMIT"] = omp
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
     r = run_baseline(Path(path), model, sample_fps, max_frames)
     r["frames"] = {str(k): v for k, v in r["frames"].items()}
@@ -166,7 +178,8 @@ def measure_baseline(kind: str, path: Path, model: str, sample_fps: float, max_f
         env["OMP_THREAD_LIMIT"] = omp
     out = subprocess.run(
         [sys.executable, __file__, "--baseline-child", str(path), "--model", model,
-         "--sample-fps", str(sample_fps), "--max-frames", str(max_frames)],
+         "--sample-fps", str(sample_fps), "--max-frames", str(max_frames),
+         "--baseline-omp", "unset" if omp is None else omp],
         capture_output=True, text=True, env=env,
     )
     if out.returncode != 0:
@@ -321,13 +334,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="which baseline(s) to run, each in its own process (default both)")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--baseline-omp", default="1", help=argparse.SUPPRESS)
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rss_child:
         rss_child(args.rss_child, args.model, args.cache, args.sample_fps)
         return 0
     if args.baseline_child:
-        baseline_child(args.baseline_child, args.model, args.sample_fps, args.max_frames)
+        baseline_child(args.baseline_child, args.model, args.sample_fps, args.max_frames, args.baseline_omp)
         return 0
     if args.quick:
         args.max_frames = args.max_frames or 12
@@ -340,7 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     from videojobs.worker.pipeline import VideoFilePipelineService
     from videojobs.worker.pipeline.video import SamplingPlan
 
-    report: dict = {"cpu_count": os.cpu_count(), "model": Path(args.model).name, "sample_fps": args.sample_fps}
+    import pytesseract
+
+    from videojobs.worker.pipeline.ocr import tesseract_version
+
+    report: dict = {"cpu_count": os.cpu_count(), "model": Path(args.model).name, "sample_fps": args.sample_fps,
+                    "tesseract": {"pipeline_tesserocr": tesseract_version(),
+                                  "baseline_cli": pytesseract.get_tesseract_version().base_version}}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         cache = tmp / "models"
@@ -423,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_summary(r: dict) -> None:
-    print(f"cores: {r['cpu_count']}  model: {r['model']}  sample_fps: {r['sample_fps']}")
+    print(f"cores: {r['cpu_count']}  model: {r['model']}  sample_fps: {r['sample_fps']}  Tesseract: pipeline "
+          f"{r['tesseract']['pipeline_tesserocr']} (tesserocr), baseline {r['tesseract']['baseline_cli']} (CLI)")
     for name, c in r["clips"].items():
         print(f"\n[{name}] {c['frames']} frames  (b: {c['b_backend']})")
         print(f"  b {c['b_frames_per_s']:.2f} frames/s, {c['b_wall_ms_per_frame']} ms/frame; "
@@ -431,7 +452,8 @@ def print_summary(r: dict) -> None:
         print(f"  b OCR frames read {c['b_ocr_frames_read']}, reused (identical to the last) {c['b_ocr_frames_reused']}")
         for kind, v in c["baselines"].items():
             ag = v["agreement"]
-            print(f"  {v['label']}: a ({v['a_backend']}) {v['a_frames_per_s']:.2f} frames/s   "
+            print(f"  {v['label']} [child saw OMP_THREAD_LIMIT={v['omp_thread_limit']}]: "
+                  f"a ({v['a_backend']}) {v['a_frames_per_s']:.2f} frames/s   "
                   f"b/a = {v['ratio_b_over_a']:.2f}x")
             print(f"    detections a={ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']}"
                   f" agreement={ag['detection_agreement']:.4f}")
