@@ -4,6 +4,11 @@ Measured here on a 1280x720 frame with ``OMP_THREAD_LIMIT=1``: ~190 ms per frame
 through ``pytesseract`` (a process start and a PNG round trip per call) against
 ~70 ms with one long-lived ``tesserocr`` API, same engine settings (PSM 3, the
 default LSTM engine); on 640x360 footage ~150 ms against ~10 ms.
+
+tesserocr is built from source against the system libtesseract (``pip install
+--no-binary tesserocr``, as the Makefile does), so it runs the same Tesseract as
+the ``tesseract`` CLI; PyPI's binary wheel bundles its own, newer Tesseract,
+which reads real footage differently.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def find_tessdata(explicit: Optional[str] = None) -> Path:
 
 
 def tesseract_version() -> str:
-    """Version of the Tesseract library the binding runs, e.g. "5.5.4"."""
+    """Version of the Tesseract library the binding runs, e.g. "5.3.0"."""
     import tesserocr
 
     first = tesserocr.tesseract_version().splitlines()[0]
