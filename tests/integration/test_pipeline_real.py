@@ -164,4 +164,3 @@ def test_frames_are_not_kept_in_memory(pipeline_service, sample_video):
     pipeline_service.run_on_file("yolo", sample_video, AnalysisOptions(sample_fps=0, max_frames=40))
     assert pipeline_service.batch_size * 2 <= 16
     assert np.isfinite(pipeline_service.last_timings["decode"])
-
