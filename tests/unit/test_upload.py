@@ -84,3 +84,11 @@ def test_boundary_requires_multipart():
     assert boundary_of("multipart/form-data; boundary=abc") == b"abc"
     with pytest.raises(InvalidUpload):
         boundary_of("application/json")
+
+
+def test_repeated_classes_fields_accumulate():
+    body = multipart([("classes", b"bottle", None), ("classes", b"person", None), ("file", MP4_HEAD + b"x", "a.mp4")])
+    spool = MultipartSpool(b"BOUND", 100_000)
+    spool.write(body)
+    spool.finish()
+    assert spool.fields == {"classes": "bottle,person"}

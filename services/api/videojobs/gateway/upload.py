@@ -11,6 +11,7 @@ from videojobs.common.errors import InvalidUpload
 from videojobs.common.upload import UploadChecker
 
 FILE_FIELD = "file"
+REPEATABLE_FIELDS = {"classes"}
 MAX_FIELD_BYTES = 64 * 1024
 
 
@@ -105,4 +106,7 @@ class MultipartSpool:
         if self._part_name == FILE_FIELD and self._checker:
             self.file.write(self._checker.end())  # type: ignore[union-attr]
         elif self._part_name:
-            self.fields[self._part_name] = self._part_value.decode("utf-8", "replace").strip()
+            value = self._part_value.decode("utf-8", "replace").strip()
+            if self._part_name in REPEATABLE_FIELDS and self.fields.get(self._part_name):
+                value = f"{self.fields[self._part_name]},{value}"  # -F classes=a -F classes=b
+            self.fields[self._part_name] = value
