@@ -105,7 +105,7 @@ class Job:
     def lease_expired(self, now: datetime | None = None) -> bool:
         if self.lease_expires_at is None:
             return True
-        return (now or utcnow()) >= _aware(self.lease_expires_at)
+        return (now or utcnow()) >= as_utc(self.lease_expires_at)
 
     def can_be_taken(self, now: datetime | None = None) -> bool:
         """True if a worker may start (or restart after a lost lease) this job."""
@@ -183,6 +183,6 @@ class Job:
             raise IllegalTransition(self.job_id, self.status.value, wanted.value)
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything here is UTC.
+def as_utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything here is UTC."""
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterable
+from typing import Any, Iterable
 
 from videojobs.common.errors import InvalidOptions, ResultsNotReady, StorageObjectNotFound
 from videojobs.common.job import Job, JobStatus, parse_job_id
@@ -69,10 +69,6 @@ class JobsService:
         log.info("job %s submitted (%d bytes, pipeline %s)", job.job_id, upload.bytes_read, job.pipeline_id)
         self._relay.kick()
         return job
-
-    def submit_file(self, request: JobRequest, src: BinaryIO) -> Job:
-        """Convenience for callers holding a file object."""
-        return self.submit_upload(request, iter(lambda: src.read(1024 * 1024), b""))
 
     def submit_from_storage(self, request: JobRequest, input_key: str) -> Job:
         """Create a job for a video already in storage (its key is kept as the input)."""

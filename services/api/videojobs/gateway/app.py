@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from videojobs.common import wire
 from videojobs.common.errors import InvalidOptions, InvalidUpload, UploadTooLarge
-from videojobs.common.options import AnalysisOptions, validate_pipeline_id
+from videojobs.common.options import validate_pipeline_id
 from videojobs.common.results import MAX_PAGE_SIZE
 from videojobs.gateway.upload import MultipartSpool, boundary_of
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -175,9 +175,8 @@ def _job_spec(fields: dict[str, str], filename: str) -> jobs_pb2.JobSpec:
         if unknown:
             raise InvalidOptions(f"unknown form field(s): {', '.join(unknown)}")
         pipeline_id = validate_pipeline_id(fields.get("pipeline_id"))
-        raw = {k: fields[k] for k in OPTION_FIELDS if fields.get(k)}
-        AnalysisOptions.parse(raw)  # reject bad values here, before the upload is forwarded
-        options = wire.options_to_pb(raw)
+        # Validated here (options_to_pb parses them), so a bad value costs no upload to the api.
+        options = wire.options_to_pb({k: fields[k] for k in OPTION_FIELDS if fields.get(k)})
     except InvalidOptions as exc:
         raise ApiError(422, "invalid_options", str(exc)) from None
     return jobs_pb2.JobSpec(pipeline_id=pipeline_id, options=options, filename=filename)

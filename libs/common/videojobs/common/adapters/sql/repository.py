@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, TypeVar
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 from videojobs.common.adapters.sql.tables import job_outbox, jobs
 from videojobs.common.errors import JobNotFound, TemporaryFault
-from videojobs.common.job import Job, JobStatus, utcnow
+from videojobs.common.job import Job, JobStatus, as_utc, utcnow
 from videojobs.common.ports.jobs import JobRepository
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -138,8 +138,8 @@ def _row_from_job(job: Job) -> dict[str, Any]:
     }
 
 
-def _aware(ts):  # noqa: ANN001, ANN202
-    return ts.replace(tzinfo=timezone.utc) if ts is not None and ts.tzinfo is None else ts
+def _opt_utc(ts: datetime | None) -> datetime | None:
+    return as_utc(ts) if ts is not None else None
 
 
 def _job_from_row(row: Any) -> Job:
@@ -155,7 +155,7 @@ def _job_from_row(row: Any) -> Job:
         frames_total=row["frames_total"],
         attempt=row["attempt"],
         worker_id=row["worker_id"],
-        lease_expires_at=_aware(row["lease_expires_at"]),
-        created_at=_aware(row["created_at"]),
-        updated_at=_aware(row["updated_at"]),
+        lease_expires_at=_opt_utc(row["lease_expires_at"]),
+        created_at=_opt_utc(row["created_at"]),
+        updated_at=_opt_utc(row["updated_at"]),
     )
