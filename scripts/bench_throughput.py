@@ -77,11 +77,7 @@ def run(workers: int, jobs: int, state_root: Path) -> dict:
                 "elapsed_s": round(elapsed, 3), "jobs_per_s": round(jobs / elapsed, 3)}
     finally:
         stack.down()
-        import sqlalchemy as sa
-        engine = sa.create_engine(stack.database_url)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{stack.env()["VIDEOJOBS_DATABASE_SCHEMA"]}" CASCADE'))
-        engine.dispose()
+        stack.purge()
 
 
 def main(argv: list[str] | None = None) -> int:

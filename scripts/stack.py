@@ -193,6 +193,34 @@ class Stack:
             except subprocess.TimeoutExpired:
                 pass
 
+    def purge(self, delete_stream: bool = True) -> None:
+        """Drop this stack's database schema and (optionally) its JetStream stream: tests, benchmarks."""
+        import asyncio
+
+        import sqlalchemy as sa
+
+        env = self.env()
+        engine = sa.create_engine(self.database_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{env["VIDEOJOBS_DATABASE_SCHEMA"]}" CASCADE'))
+        engine.dispose()
+        if not delete_stream:
+            return
+
+        async def drop_stream() -> None:
+            import nats
+            from nats.js.errors import NotFoundError
+
+            nc = await nats.connect(self.nats_url, connect_timeout=2)
+            try:
+                await nc.jetstream().delete_stream(env["VIDEOJOBS_NATS_STREAM"])
+            except NotFoundError:
+                pass
+            finally:
+                await nc.close()
+
+        asyncio.run(drop_stream())
+
     def status(self) -> dict[str, bool]:
         return {p.stem: _alive(int(p.read_text())) for p in sorted(self.state_dir.glob("*.pid"))}
 

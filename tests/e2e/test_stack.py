@@ -68,31 +68,8 @@ def stack_factory(tmp_path):
     yield make
     for stack in made:
         stack.down(timeout=30)
-        env = stack.env()
-        engine = sa.create_engine(PG)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{env["VIDEOJOBS_DATABASE_SCHEMA"]}" CASCADE'))
-        engine.dispose()
-        if stack.nats_url == SHARED_NATS:  # a private server took its streams with it
-            _delete_stream(stack.nats_url, env["VIDEOJOBS_NATS_STREAM"])
-
-
-def _delete_stream(url: str, name: str) -> None:
-    import asyncio
-
-    import nats
-    from nats.js.errors import NotFoundError
-
-    async def run() -> None:
-        nc = await nats.connect(url, connect_timeout=2)
-        try:
-            await nc.jetstream().delete_stream(name)
-        except NotFoundError:
-            pass
-        finally:
-            await nc.close()
-
-    asyncio.run(run())
+        # a private NATS server took its streams with it
+        stack.purge(delete_stream=stack.nats_url == SHARED_NATS)
 
 
 def test_thirty_jobs_over_three_workers(stack_factory):
