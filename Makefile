@@ -39,7 +39,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# CPU inference only; these two come from the machine's local wheel store.
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q --no-binary tesserocr -e '.[dev]'
+	$(PIP) install -q --no-binary tesserocr -e '.[worker,dev]'
 	@touch $@
 
 $(BUF):

@@ -445,10 +445,10 @@ def test_dockerfile_passes_the_checks() -> None:
     assert checker.dockerfile_findings(DOCKERFILE, ROOT) == []
 
 
-def test_dockerfile_targets_share_one_build_and_run_non_root() -> None:
+def test_dockerfile_targets_share_one_package_and_run_non_root() -> None:
     args, stages = checker.parse_dockerfile(DOCKERFILE.read_text())
     names = {s.name: s for s in stages}
-    assert {"build", "runtime", "api", "gateway", "worker"} <= set(names)
+    assert {"build-service", "build-worker", "runtime", "api", "gateway", "worker"} <= set(names)
     for target in ("api", "gateway", "worker"):
         assert names[target].base == "runtime", "every service image derives from the one shared runtime"
         instrs = dict(names[target].instructions)
@@ -456,7 +456,12 @@ def test_dockerfile_targets_share_one_build_and_run_non_root() -> None:
         assert "HEALTHCHECK" in instrs
         copies = [rest for i, rest in names[target].instructions if i == "COPY"]
         assert not any("libs" in c or "services" in c for c in copies), "shared code is not copied per service"
-    assert "pip install ." in " ".join(r for i, r in names["build"].instructions if i == "RUN")
+    # One package, two virtualenvs: the services without the ML stack, the worker with it.
+    assert "pip install ." in " ".join(r for i, r in names["build-service"].instructions if i == "RUN")
+    assert "'.[worker]'" in " ".join(r for i, r in names["build-worker"].instructions if i == "RUN")
+    for target, build in (("api", "build-service"), ("gateway", "build-service"), ("worker", "build-worker")):
+        copies = [rest for i, rest in names[target].instructions if i == "COPY"]
+        assert f"--from={build} /opt/venv /opt/venv" in copies, (target, copies)
     base = checker._expand(stages[0].base, args)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base), base
     # The user the manifests run as is the image's user.
