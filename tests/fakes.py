@@ -5,13 +5,17 @@ from __future__ import annotations
 import copy
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from videojobs.common.errors import JobInterrupted, JobNotFound, TemporaryFault
 from videojobs.common.job import Job, JobStatus
-from videojobs.common.options import AnalysisOptions, validate_pipeline_id
-from videojobs.common.ports.analysis import VideoAnalyzer
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.pipelines import get_pipeline
+from videojobs.common.ports.analysis import AnalyzerCapabilities, VideoAnalyzer
+from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.resources import WorkerCapabilities
+from videojobs.common.results import FrameAnalysis, FrameResult, Provenance, ResultsDocument, Sampling, VideoMetadata
 
 
 class FakeJobRepository(JobRepository):
@@ -84,8 +88,8 @@ class FakeAnalyzer(VideoAnalyzer):
         self.raise_error: Exception | None = None
         self.on_frame: Callable[[int], None] | None = None  # hook run before each frame
 
-    def run_on_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None) -> dict[str, Any]:
-        validate_pipeline_id(pipeline_id)
+    def run_on_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None) -> ResultsDocument:
+        get_pipeline(pipeline_id)
         self.calls.append((pipeline_id, Path(file_path), options))
         assert Path(file_path).is_file()
         frames = []
@@ -96,12 +100,30 @@ class FakeAnalyzer(VideoAnalyzer):
                 raise JobInterrupted("stop requested")
             if self.raise_error is not None and i == self.frames // 2:
                 raise self.raise_error
-            frames.append({"frame_index": i * 30, "timestamp_ms": i * 1000,
-                           "result": {"detections": [], "text": "", "ocr": []}})
+            frames.append(FrameResult(frame_index=i * 30, timestamp_ms=i * 1000.0, result=FrameAnalysis()))
             if on_progress:
                 on_progress(i + 1, self.frames)
-        return {"schema_version": 1, "pipeline_id": pipeline_id,
-                "video": {"width": 64, "height": 48, "fps": 30.0, "frame_count": self.frames * 30,
-                          "duration_ms": self.frames * 1000, "codec": "fake"},
-                "sampling": {"sample_fps": 1.0}, "provenance": {"model": {"file": "fake"}},
-                "frames": frames, "tracks": []}
+        return ResultsDocument(
+            pipeline_id=pipeline_id,
+            video=VideoMetadata(width=64, height=48, fps=30.0, frame_count=self.frames * 30,
+                                duration_ms=self.frames * 1000.0, codec="fake"),
+            sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=self.frames,
+                              requested_sample_fps=1.0, every_frame=False),
+            provenance=Provenance(options=options or AnalysisOptions()),
+            results=frames,
+        )
+
+    def describe(self) -> AnalyzerCapabilities:
+        return AnalyzerCapabilities(model_file="fake.pt", model_sha256="0" * 64,
+                                    class_names=["bottle", "person"], ocr_languages=["eng"])
+
+
+class FakeCapabilityStore(CapabilityStore):
+    def __init__(self) -> None:
+        self.entries: dict[str, WorkerCapabilities] = {}
+
+    def publish(self, capabilities: WorkerCapabilities) -> None:
+        self.entries[capabilities.worker_id] = capabilities
+
+    def latest(self) -> WorkerCapabilities | None:
+        return max(self.entries.values(), key=lambda c: c.published_at, default=None)

@@ -10,6 +10,7 @@ from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.adapters.sql.migrate import current_revision, downgrade, upgrade
 from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.errors import JobNotFound, TemporaryFault
+from videojobs.common.options import AnalysisOptions
 from videojobs.common.job import Job, JobStatus
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -59,7 +60,7 @@ def test_migrations_go_up_and_down_repeatably(engine):
 
 
 def test_add_get_round_trip(repo):
-    job = Job.submit("yolo", {"sample_fps": 2.0, "classes": ["bottle"]})
+    job = Job.submit("yolo", AnalysisOptions(sample_fps=2.0, classes=("bottle",)))
     repo.add(job)
     got = repo.get(job.job_id)
     assert got == job
@@ -68,7 +69,7 @@ def test_add_get_round_trip(repo):
 
 
 def test_guarded_save_lets_exactly_one_writer_win(repo):
-    job = Job.submit("yolo", {})
+    job = Job.submit("yolo")
     repo.add(job)
     a, b = repo.get(job.job_id), repo.get(job.job_id)
     a.start("w-a", timedelta(seconds=30))
@@ -88,7 +89,7 @@ def test_guarded_save_lets_exactly_one_writer_win(repo):
 
 
 def test_outbox_and_unfinished(repo):
-    jobs = [Job.submit("yolo", {}) for _ in range(3)]
+    jobs = [Job.submit("yolo") for _ in range(3)]
     for j in jobs:
         repo.add(j)
     assert repo.unpublished_job_ids() == [j.job_id for j in jobs]
@@ -132,9 +133,9 @@ def test_stranded_jobs(repo):
     from datetime import datetime, timezone
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    waiting = Job.submit("yolo", {}, now=t0)
-    orphan = Job.submit("yolo", {}, now=t0)
-    alive = Job.submit("yolo", {}, now=t0)
+    waiting = Job.submit("yolo", now=t0)
+    orphan = Job.submit("yolo", now=t0)
+    alive = Job.submit("yolo", now=t0)
     for job in (waiting, orphan, alive):
         repo.add(job)
     for job, lease in ((orphan, timedelta(seconds=30)), (alive, timedelta(days=3650))):

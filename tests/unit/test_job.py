@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from videojobs.common.errors import IllegalTransition, InvalidJobId
+from videojobs.common.options import AnalysisOptions
 from videojobs.common.job import Job, JobStatus, parse_job_id
 
 LEASE = timedelta(seconds=30)
@@ -10,13 +11,13 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def running_job() -> Job:
-    job = Job.submit("yolo_ocr", {}, now=T0)
+    job = Job.submit("yolo_ocr", now=T0)
     job.start("w1", LEASE, now=T0)
     return job
 
 
 def test_submit_creates_pending_job_with_input_key():
-    job = Job.submit("yolo", {"sample_fps": 1.0})
+    job = Job.submit("yolo", AnalysisOptions(sample_fps=1.0))
     assert job.status is JobStatus.PENDING
     assert job.input_key == f"inputs/{job.job_id}.mp4"
     assert job.attempt == 0 and job.progress == 0.0
@@ -52,7 +53,7 @@ def test_running_to_failed_keeps_reason():
     ],
 )
 def test_illegal_transitions_are_rejected(prepare, transition):
-    job = Job.submit("yolo_ocr", {}, now=T0)
+    job = Job.submit("yolo_ocr", now=T0)
     prepare(job)
     before = (job.status, job.attempt, job.output_key, job.error_message)
     with pytest.raises(IllegalTransition):
@@ -87,7 +88,7 @@ def test_progress_must_be_consistent():
 
 
 def test_give_up_ends_pending_or_running_job_failed():
-    job = Job.submit("yolo", {})
+    job = Job.submit("yolo")
     job.give_up("too many attempts")
     assert job.status is JobStatus.FAILED and "too many" in job.error_message
 

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from videojobs.common.adapters.factory import make_queue
 from videojobs.common.adapters.nats_queue import JetStreamQueue
 from videojobs.common.config import Settings
 from videojobs.common.errors import TemporaryFault
@@ -19,8 +20,8 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_from_settings_maps_every_field():
-    q = JetStreamQueue.from_settings(
+def test_the_factory_maps_every_setting():
+    q = make_queue(
         Settings(
             queue_url="nats://a:4222, nats://b:4222",
             nats_stream="S",

@@ -1,13 +1,16 @@
+import argparse
+
 import pytest
 
 from videojobs.common.errors import InvalidOptions
-from videojobs.common.options import AnalysisOptions, validate_pipeline_id
+from videojobs.common.options import AnalysisOptions, add_option_arguments, options_from_arguments
+from videojobs.common.pipelines import PIPELINES, Stage, get_pipeline
 
 
 def test_defaults_are_documented_values():
     opts = AnalysisOptions.parse({})
-    assert opts.to_dict() == {"sample_fps": 1.0, "max_frames": 0, "min_confidence": 0.25,
-                              "classes": [], "ocr_lang": "eng", "imgsz": 640}
+    assert opts.to_dict() == {"sample_fps": 1.0, "max_frames": 0, "min_confidence": 0.25, "classes": [],
+                              "ocr_lang": "eng", "imgsz": 640, "min_text_confidence": 0.6}
 
 
 def test_form_strings_are_parsed():
@@ -17,19 +20,48 @@ def test_form_strings_are_parsed():
         2.5, 10, 0.4, ("bottle", "person"), 320)
 
 
-@pytest.mark.parametrize("raw", [
-    {"sample_fps": "-1"}, {"sample_fps": "fast"}, {"sample_fps": "nan"}, {"sample_fps": 1000},
-    {"max_frames": "-3"}, {"max_frames": "2.5"}, {"min_confidence": "1.5"}, {"imgsz": "100"},
-    {"imgsz": "4096"}, {"ocr_lang": "english; rm -rf"}, {"classes": ["ok", "<script>"]}, {"colour": "red"},
+def test_repeated_class_fields_and_comma_lists_mix():
+    assert AnalysisOptions.parse({"classes": ["bottle,cup", " person", ""]}).classes == ("bottle", "cup", "person")
+
+
+@pytest.mark.parametrize("raw, field", [
+    ({"sample_fps": "-1"}, "sample_fps"), ({"sample_fps": "fast"}, "sample_fps"), ({"sample_fps": "nan"}, "sample_fps"),
+    ({"sample_fps": "inf"}, "sample_fps"), ({"sample_fps": 1000}, "sample_fps"), ({"sample_fps": "1e-320"}, "sample_fps"),
+    ({"max_frames": "-3"}, "max_frames"), ({"max_frames": "2.5"}, "max_frames"),
+    ({"max_frames": str(2**31)}, "max_frames"), ({"min_confidence": "1.5"}, "min_confidence"),
+    ({"imgsz": "100"}, "imgsz"), ({"imgsz": "4096"}, "imgsz"), ({"ocr_lang": "english; rm -rf"}, "ocr_lang"),
+    ({"classes": ["ok", "<script>"]}, "classes"), ({"classes": ["x" * 65]}, "classes"),
+    ({"classes": [f"c{i}" for i in range(101)]}, "classes"), ({"colour": "red"}, "colour"),
+    ({"min_text_confidence": "2"}, "min_text_confidence"),
 ])
-def test_invalid_values_are_rejected_with_a_message(raw):
+def test_invalid_values_are_rejected_naming_the_field(raw, field):
     with pytest.raises(InvalidOptions) as err:
         AnalysisOptions.parse(raw)
-    assert str(err.value)
+    assert [v.field for v in err.value.violations] == [field]
+    assert field in str(err.value)
+    assert err.value.extensions()["invalid_params"][0]["name"] == field
 
 
-def test_pipeline_ids():
-    assert validate_pipeline_id("") == "yolo_ocr"
-    assert validate_pipeline_id("ocr") == "ocr"
-    with pytest.raises(InvalidOptions, match="unknown pipeline_id"):
-        validate_pipeline_id("sam2")
+def test_sample_fps_zero_means_every_frame_and_small_rates_are_allowed():
+    assert AnalysisOptions.parse({"sample_fps": "0"}).sample_fps == 0.0
+    assert AnalysisOptions.parse({"sample_fps": "0.01"}).sample_fps == 0.01
+
+
+def test_cli_flags_derive_from_the_fields():
+    parser = argparse.ArgumentParser()
+    add_option_arguments(parser)
+    flags = {a.dest for a in parser._actions if a.option_strings}
+    assert set(AnalysisOptions.field_names()) <= flags
+    args = parser.parse_args(["--sample-fps", "2", "--classes", "bottle,cup", "--min-text-confidence", "0.3"])
+    opts = options_from_arguments(args)
+    assert (opts.sample_fps, opts.classes, opts.min_text_confidence, opts.imgsz) == (2.0, ("bottle", "cup"), 0.3, 640)
+
+
+def test_pipeline_registry():
+    assert get_pipeline("").pipeline_id == "yolo_ocr"
+    assert get_pipeline("ocr").stages == (Stage.OCR,)
+    assert get_pipeline("yolo").runs(Stage.DETECT) and not get_pipeline("yolo").runs(Stage.OCR)
+    with pytest.raises(InvalidOptions, match="unknown pipeline_id") as err:
+        get_pipeline("sam2")
+    assert err.value.violations[0].field == "pipeline_id"
+    assert set(PIPELINES) == {"yolo_ocr", "yolo", "ocr"}

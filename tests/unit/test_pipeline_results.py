@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from videojobs.common.results import results_to_bytes
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.results import Provenance, ResultsDocument, Sampling, VideoMetadata
 from videojobs.worker.pipeline import document as doc
 from videojobs.worker.pipeline.ocr import OcrLine, OcrWord, group_lines, link_line
 from videojobs.worker.pipeline.tracking import JobTracker
@@ -46,7 +47,7 @@ def test_ocr_items_carry_detection_index():
         np.array([[0, 0, 300, 300, 0.9, 39], [50, 50, 200, 120, 0.8, 0]]), [1, None], {0: "person", 39: "bottle"}, 640, 360
     )
     line = OcrLine("LABEL", 0.93, (60, 60, 180, 100), ())
-    items = doc.ocr_items([line], dets)
+    items = [i.model_dump() for i in doc.ocr_items([line], dets)]
     assert items == [
         {"text": "LABEL", "confidence": 0.93, "box": {"x1": 60.0, "y1": 60.0, "x2": 180.0, "y2": 100.0},
          "detection_index": 1}
@@ -57,7 +58,8 @@ def test_rounding_and_clipping_are_stable():
     assert str(doc.rnd(-0.0001, 2)) == "0.0"
     assert doc.timestamp_ms(30, 29.833333333333332) == 1005.587
     assert doc.timestamp_ms(0, 0.0) == 0.0
-    items = doc.detection_items(np.array([[-3.0, 10.123456, 700.0, 200.5, 0.912345678, 39]]), [7], {39: "bottle"}, 640, 360)
+    items = [d.model_dump() for d in
+             doc.detection_items(np.array([[-3.0, 10.123456, 700.0, 200.5, 0.912345678, 39]]), [7], {39: "bottle"}, 640, 360)]
     assert items == [
         {
             "class_id": 39,
@@ -73,13 +75,22 @@ def test_rounding_and_clipping_are_stable():
 
 def test_document_key_order_and_bytes():
     frame = doc.frame_item(0, 0.0, [], [OcrLine("A B", 0.5, (1, 2, 3, 4), ())])
-    d = doc.document("ocr", {"width": 1}, {"sample_fps": 1.0}, {"model": None}, [frame], [])
-    assert list(d) == ["schema_version", "pipeline_id", "video", "sampling", "provenance", "frames", "tracks"]
-    assert list(frame) == ["frame_index", "timestamp_ms", "result"]
-    assert list(frame["result"]) == ["detections", "text", "ocr"]
-    assert frame["result"]["text"] == "A B"
-    assert results_to_bytes(d) == results_to_bytes(doc.document("ocr", {"width": 1}, {"sample_fps": 1.0},
-                                                                {"model": None}, [frame], []))
+
+    def document():
+        return ResultsDocument(
+            pipeline_id="ocr",
+            video=VideoMetadata(width=1, height=1, fps=1.0, frame_count=1, duration_ms=1000.0, codec="x"),
+            sampling=Sampling(sample_fps=1.0, frame_step=1.0, max_frames=0, frames_analysed=1,
+                              requested_sample_fps=1.0, every_frame=True, first_frame_index=0, last_frame_index=0),
+            provenance=Provenance(options=AnalysisOptions()), results=[frame], tracks=[])
+
+    d = document().model_dump(mode="json")
+    assert list(d) == ["schema_version", "pipeline_id", "video", "sampling", "provenance", "results", "tracks"]
+    assert list(d["results"][0]) == ["frame_index", "timestamp_ms", "result"]
+    assert list(d["results"][0]["result"]) == ["detections", "text", "ocr"]
+    assert d["results"][0]["result"]["text"] == "A B"
+    assert document().to_bytes() == document().to_bytes()
+    assert ResultsDocument.from_bytes(document().to_bytes()) == document()
 
 
 def test_tracker_keeps_ids_for_a_moving_box_and_numbers_from_one():
@@ -96,7 +107,7 @@ def test_tracker_keeps_ids_for_a_moving_box_and_numbers_from_one():
     assert ids_per_frame[0] == [1, 2]
     assert all(ids == [1, 2] for ids in ids_per_frame)
     summary = tracker.summaries({0: "person", 39: "bottle"})
-    assert [(s["track_id"], s["class_name"], s["frames"], s["first_frame_index"], s["last_frame_index"])
+    assert [(s.track_id, s.class_name, s.frames, s.first_frame_index, s.last_frame_index)
             for s in summary] == [(1, "bottle", 6, 0, 50), (2, "person", 6, 0, 50)]
 
 

@@ -30,9 +30,9 @@ def test_zero_or_at_least_the_video_rate_means_every_frame(sample_fps):
 def test_integer_step_and_max_frames():
     plan = SamplingPlan(frame_count=250, fps=25.0, sample_fps=2.5, max_frames=7)
     assert list(plan) == [0, 10, 20, 30, 40, 50, 60]
-    assert plan.to_dict(7)["frame_step"] == 10.0
-    assert plan.to_dict(7)["sample_fps"] == 2.5
-    assert plan.to_dict(7)["last_frame_index"] == 60
+    assert plan.sampling(7).frame_step == 10.0
+    assert plan.sampling(7).sample_fps == 2.5
+    assert plan.sampling(7).last_frame_index == 60
 
 
 def test_last_sample_never_points_past_the_end():

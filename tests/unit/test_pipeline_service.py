@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from tests.integration.conftest_pipeline import write_clip
-from videojobs.common.errors import InvalidOptions, JobInterrupted
+from videojobs.common.errors import InvalidOptions, JobInterrupted, UnknownClass
 from videojobs.common.options import AnalysisOptions
-from videojobs.common.results import results_to_bytes
 from videojobs.worker.pipeline import VideoFilePipelineService
 from videojobs.worker.pipeline.detector import ModelRef
 from videojobs.worker.pipeline.ocr import OcrLine
@@ -29,8 +28,9 @@ class FakeDetector:
         if not names:
             return None
         by = {v: k for k, v in self.names.items()}
-        if any(n not in by for n in names):
-            raise InvalidOptions("unknown class")
+        unknown = [n for n in names if n not in by]
+        if unknown:
+            raise UnknownClass(unknown, sorted(by))
         return [by[n] for n in names]
 
     def detect(self, frames, conf, imgsz, classes=None):
@@ -81,15 +81,17 @@ def service(tmp_path):
 
 def test_samples_progress_and_document_shape(service, clip):
     progress = []
-    doc = service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=2.0), on_progress=lambda d, t: progress.append((d, t)))
-    assert [f["frame_index"] for f in doc["frames"]] == [0, 5, 10, 15, 20, 25]
-    assert [f["timestamp_ms"] for f in doc["frames"]] == [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0]
+    doc = service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=2.0),
+                              on_progress=lambda d, t: progress.append((d, t))).model_dump(mode="json")
+    assert [f["frame_index"] for f in doc["results"]] == [0, 5, 10, 15, 20, 25]
+    assert [f["timestamp_ms"] for f in doc["results"]] == [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0]
     assert progress == [(0, 6), (4, 6), (6, 6)]
     video = dict(doc["video"])
     assert video.pop("codec") in ("mp4v", "FMP4")  # the tag FFmpeg reports for OpenCV's MPEG-4 part 2
-    assert video == {"width": 64, "height": 48, "fps": 10.0, "frame_count": 30, "duration_ms": 3000.0}
+    assert video == {"width": 64, "height": 48, "fps": 10.0, "frame_count": 30, "duration_ms": 3000.0,
+                     "container": "iso-bmff"}
     assert doc["sampling"]["frames_analysed"] == 6
-    first = doc["frames"][0]["result"]
+    first = doc["results"][0]["result"]
     # The 0.2 box is below min_confidence: gone; the bottle box is tracked.
     assert [d["class_name"] for d in first["detections"]] == ["bottle"]
     assert first["detections"][0]["track_id"] == 1
@@ -104,19 +106,19 @@ def test_samples_progress_and_document_shape(service, clip):
 
 
 def test_same_input_same_bytes(service, clip):
-    a = results_to_bytes(service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0)))
-    b = results_to_bytes(service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0)))
+    a = service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0)).to_bytes()
+    b = service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0)).to_bytes()
     assert a == b
 
 
 def test_pipelines_run_only_their_stages(service, clip):
-    yolo = service.run_on_file("yolo", clip, AnalysisOptions(max_frames=2))
-    assert all(f["result"]["text"] == "" and f["result"]["ocr"] == [] for f in yolo["frames"])
+    yolo = service.run_on_file("yolo", clip, AnalysisOptions(max_frames=2)).model_dump(mode="json")
+    assert all(f["result"]["text"] == "" and f["result"]["ocr"] == [] for f in yolo["results"])
     assert yolo["provenance"]["ocr_lang"] is None
     calls = len(service.detector.calls)
-    ocr = service.run_on_file("ocr", clip, AnalysisOptions(max_frames=2))
+    ocr = service.run_on_file("ocr", clip, AnalysisOptions(max_frames=2)).model_dump(mode="json")
     assert len(service.detector.calls) == calls
-    assert all(f["result"]["detections"] == [] for f in ocr["frames"])
+    assert all(f["result"]["detections"] == [] for f in ocr["results"])
     assert ocr["tracks"] == [] and ocr["provenance"]["model"] is None
 
 
@@ -126,9 +128,10 @@ def test_unknown_pipeline_fails_before_touching_the_file(service, tmp_path):
     assert service.detector.calls == []
 
 
-def test_unknown_class_is_invalid_options(service, clip):
-    with pytest.raises(InvalidOptions):
+def test_unknown_class_is_invalid_options_naming_the_valid_ones(service, clip):
+    with pytest.raises(UnknownClass) as err:
         service.run_on_file("yolo", clip, AnalysisOptions(classes=("unicorn",)))
+    assert err.value.unknown == ("unicorn",) and "bottle" in err.value.valid
 
 
 def test_stop_between_batches(service, clip):
@@ -140,7 +143,7 @@ def test_stop_between_batches(service, clip):
         )
     assert progress == [0, 4]
     # The service is usable again afterwards.
-    assert len(service.run_on_file("yolo", clip, AnalysisOptions(max_frames=3))["frames"]) == 3
+    assert len(service.run_on_file("yolo", clip, AnalysisOptions(max_frames=3)).results) == 3
 
 
 def test_missing_file_is_not_poison(service, tmp_path):
@@ -148,11 +151,12 @@ def test_missing_file_is_not_poison(service, tmp_path):
         service.run_on_file("yolo", tmp_path / "nope.mp4")
 
 
-def test_from_settings_reads_the_worker_settings(tmp_path):
+def test_the_worker_builds_the_analyzer_from_its_settings(tmp_path):
     from videojobs.common.config import Settings
+    from videojobs.worker.bootstrap import build_analyzer
 
     settings = Settings(model="m.onnx", model_cache_dir=tmp_path, detector_backend="onnx", decode_timeout_seconds=3)
-    svc = VideoFilePipelineService.from_settings(settings)
+    svc = build_analyzer(settings)
     assert svc.detector.model_spec == "m.onnx" and svc.detector.backend == "onnx"
     assert svc.detector.cache_dir == tmp_path and svc.decode_timeout_seconds == 3.0
     assert not svc.detector.loaded  # nothing loaded until a job needs it

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# gRPC's fork handlers warn on every subprocess a library starts while RPCs run;
+# no videojobs process forks into gRPC, so they are off (read when grpc is imported).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from videojobs.common.serving import PortInUse  # noqa: E402
 
 # sub-command -> (module with `main(argv)`, help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     args, rest = parser.parse_known_args(argv[:1])
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.main(argv[1:]) or 0)
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except PortInUse as exc:
+        print(f"videojobs {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

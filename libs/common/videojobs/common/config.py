@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every setting the services read. Defaults are the embedded, one-machine shape."""
 
-    model_config = SettingsConfigDict(env_prefix="VIDEOJOBS_", extra="ignore", frozen=True)
+    # The environment wins over `.env` in the working directory (`make install` writes one
+    # naming the shared model, so every `videojobs` command run from the checkout finds it).
+    model_config = SettingsConfigDict(env_prefix="VIDEOJOBS_", env_file=".env", extra="ignore", frozen=True)
 
     # -- network -----------------------------------------------------------------
     bind_host: str = "127.0.0.1"

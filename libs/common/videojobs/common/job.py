@@ -18,9 +18,8 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
-
 from videojobs.common.errors import IllegalTransition, InvalidJobId
+from videojobs.common.options import AnalysisOptions
 
 
 class JobStatus(str, enum.Enum):
@@ -40,14 +39,21 @@ def utcnow() -> datetime:
 
 def parse_job_id(raw: str) -> str:
     """Canonical form of a job id, or InvalidJobId."""
+    text = str(raw)
+    if len(text) > 64:  # no UUID spelling is this long; don't parse megabytes
+        raise InvalidJobId(text)
     try:
-        return str(uuid.UUID(str(raw)))
+        return str(uuid.UUID(text))
     except (ValueError, AttributeError, TypeError):
-        raise InvalidJobId(str(raw)) from None
+        raise InvalidJobId(text) from None
 
 
-def input_key_for(job_id: str) -> str:
-    return f"inputs/{job_id}.mp4"
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def input_key_for(job_id: str, extension: str = "mp4") -> str:
+    return f"inputs/{job_id}.{extension}"
 
 
 def output_key_for(job_id: str) -> str:
@@ -58,7 +64,7 @@ def output_key_for(job_id: str) -> str:
 class Job:
     job_id: str
     pipeline_id: str
-    options: dict[str, Any]
+    options: AnalysisOptions
     input_key: str
     status: JobStatus = JobStatus.PENDING
     output_key: str | None = None
@@ -75,18 +81,18 @@ class Job:
     def submit(
         cls,
         pipeline_id: str,
-        options: dict[str, Any],
+        options: AnalysisOptions | None = None,
         input_key: str | None = None,
         job_id: str | None = None,
         now: datetime | None = None,
     ) -> "Job":
         """A new PENDING job. Its input lives at `input_key` (default: inputs/{id}.mp4)."""
-        job_id = parse_job_id(job_id) if job_id else str(uuid.uuid4())
+        job_id = parse_job_id(job_id) if job_id else new_job_id()
         now = now or utcnow()
         return cls(
             job_id=job_id,
             pipeline_id=pipeline_id,
-            options=dict(options),
+            options=options if options is not None else AnalysisOptions(),
             input_key=input_key or input_key_for(job_id),
             created_at=now,
             updated_at=now,

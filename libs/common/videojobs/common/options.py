@@ -1,125 +1,125 @@
-"""Analysis options: one validated value object shared by the edges and the worker."""
+"""Analysis options: one typed, validated value defined once.
+
+Edges parse loosely typed input (form fields, CLI flags, proto messages) into an
+:class:`AnalysisOptions` exactly once, with :meth:`AnalysisOptions.parse`; the
+api, the worker and the pipeline then pass it around typed. The field list, the
+defaults, the ranges and the descriptions below are the single source: the REST
+form, the OpenAPI document, the CLI flags, the capabilities answer and the proto
+conversion all derive from them (the proto message mirrors the field names).
+"""
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+import argparse
+from typing import Annotated, Any, Mapping
 
-from videojobs.common.errors import InvalidOptions
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-PIPELINES = ("yolo_ocr", "yolo", "ocr")
-DEFAULT_PIPELINE = "yolo_ocr"
+from videojobs.common.errors import FieldViolation, InvalidOptions
 
-DEFAULT_SAMPLE_FPS = 1.0
-DEFAULT_MIN_CONFIDENCE = 0.25
-DEFAULT_OCR_LANG = "eng"
-DEFAULT_IMGSZ = 640
+INT32_MAX = 2**31 - 1
+MIN_SAMPLE_FPS = 0.01
 MAX_SAMPLE_FPS = 240.0
-MAX_IMGSZ = 2048
+MIN_IMGSZ, MAX_IMGSZ, IMGSZ_MULTIPLE = 32, 2048, 32
+MAX_CLASSES = 100
 
-_LANG_RE = re.compile(r"^[A-Za-z_]{3,16}(\+[A-Za-z_]{3,16}){0,4}$")
-_CLASS_RE = re.compile(r"^[\w .\-]{1,64}$")
-
-
-def validate_pipeline_id(pipeline_id: str | None) -> str:
-    pipeline_id = (pipeline_id or DEFAULT_PIPELINE).strip()
-    if pipeline_id not in PIPELINES:
-        raise InvalidOptions(f"unknown pipeline_id {pipeline_id!r}; expected one of {', '.join(PIPELINES)}")
-    return pipeline_id
+ClassName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64,
+                                             pattern=r"^[\w .\-]+$")]
+_LANG_PATTERN = r"^[A-Za-z_]{3,16}(\+[A-Za-z_]{3,16}){0,4}$"
 
 
-@dataclass(frozen=True)
-class AnalysisOptions:
-    """What to analyse and how. Every field has a documented default.
+class AnalysisOptions(BaseModel):
+    """What to analyse and how. Every field has a default; unknown fields are an error."""
 
-    sample_fps: frames analysed per second of video (0 = every frame), default 1.0.
-    max_frames: upper bound on analysed frames (0 = no bound).
-    min_confidence: detections below it are dropped (0..1), default 0.25.
-    classes: keep only these class names (empty = all).
-    ocr_lang: Tesseract language(s), e.g. "eng" or "eng+deu".
-    imgsz: detector input size in pixels (multiple of 32).
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    sample_fps: float = DEFAULT_SAMPLE_FPS
-    max_frames: int = 0
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE
-    classes: tuple[str, ...] = field(default_factory=tuple)
-    ocr_lang: str = DEFAULT_OCR_LANG
-    imgsz: int = DEFAULT_IMGSZ
+    sample_fps: float = Field(
+        1.0, ge=0.0, le=MAX_SAMPLE_FPS,
+        description=f"Frames analysed per second of video; 0 analyses every frame (else {MIN_SAMPLE_FPS:g}.."
+                    f"{MAX_SAMPLE_FPS:g}).")
+    max_frames: int = Field(0, ge=0, le=INT32_MAX, description="Upper bound on analysed frames; 0 means no bound.")
+    min_confidence: float = Field(0.25, ge=0.0, le=1.0,
+                                  description="Detections below this confidence (0..1) are dropped.")
+    classes: tuple[ClassName, ...] = Field(
+        (), max_length=MAX_CLASSES,
+        description="Keep only detections of these class names (comma-separated; empty keeps all). "
+                    "GET /video/capabilities lists the names.")
+    ocr_lang: str = Field("eng", pattern=_LANG_PATTERN,
+                          description="Tesseract language(s), e.g. eng or eng+deu (installed ones: capabilities).")
+    imgsz: int = Field(640, ge=MIN_IMGSZ, le=MAX_IMGSZ, multiple_of=IMGSZ_MULTIPLE,
+                       description="Detector input size in pixels (longest side, a multiple of 32).")
+    min_text_confidence: float = Field(
+        0.6, ge=0.0, le=1.0,
+        description="OCR lines whose mean word confidence (0..1) is below this are dropped, as are lines "
+                    "with no letter or digit.")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.sample_fps, (int, float)) or not math.isfinite(self.sample_fps):
-            raise InvalidOptions("sample_fps must be a finite number")
-        if not 0 <= self.sample_fps <= MAX_SAMPLE_FPS:
-            raise InvalidOptions(f"sample_fps must be between 0 and {MAX_SAMPLE_FPS:g} (0 = every frame)")
-        if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 0:
-            raise InvalidOptions("max_frames must be a whole number >= 0 (0 = no bound)")
-        if not isinstance(self.min_confidence, (int, float)) or not 0.0 <= self.min_confidence <= 1.0:
-            raise InvalidOptions("min_confidence must be between 0 and 1")
-        for name in self.classes:
-            if not isinstance(name, str) or not _CLASS_RE.match(name):
-                raise InvalidOptions(f"class name {name!r} is not valid")
-        if not isinstance(self.ocr_lang, str) or not _LANG_RE.match(self.ocr_lang):
-            raise InvalidOptions(f"ocr_lang {self.ocr_lang!r} is not a Tesseract language code like 'eng'")
-        if isinstance(self.imgsz, bool) or not isinstance(self.imgsz, int) or not 32 <= self.imgsz <= MAX_IMGSZ or self.imgsz % 32:
-            raise InvalidOptions(f"imgsz must be a multiple of 32 between 32 and {MAX_IMGSZ}")
+    @field_validator("sample_fps")
+    @classmethod
+    def _sample_fps_zero_or_sane(cls, value: float) -> float:
+        if 0.0 < value < MIN_SAMPLE_FPS:
+            raise ValueError(f"must be 0 (every frame) or at least {MIN_SAMPLE_FPS:g}")
+        return value
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _split_classes(cls, value: Any) -> Any:
+        """'a,b' and ['a', 'b,c'] both mean a list of names; blanks and repeats are dropped."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            names: list[Any] = []
+            for item in value:
+                parts = item.split(",") if isinstance(item, str) else [item]
+                names.extend(p.strip() if isinstance(p, str) else p for p in parts)
+                if len(names) > MAX_CLASSES * 4:
+                    break  # the length check below reports it; no need to read further
+            return tuple(dict.fromkeys(n for n in names if n != ""))
+        return value
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> "AnalysisOptions":
-        """Build from loosely typed input (form fields, JSON); unknown keys are an error."""
-        raw = {k: v for k, v in (raw or {}).items() if v is not None and v != ""}
-        unknown = set(raw) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
-        kwargs: dict[str, Any] = {}
+        """Build from loosely typed input; None and '' mean "unset". Raises InvalidOptions with field violations."""
+        values = {k: v for k, v in (raw or {}).items() if v is not None and v != ""}
         try:
-            if "sample_fps" in raw:
-                kwargs["sample_fps"] = float(raw["sample_fps"])
-            if "max_frames" in raw:
-                kwargs["max_frames"] = _to_int(raw["max_frames"], "max_frames")
-            if "min_confidence" in raw:
-                kwargs["min_confidence"] = float(raw["min_confidence"])
-            if "imgsz" in raw:
-                kwargs["imgsz"] = _to_int(raw["imgsz"], "imgsz")
-        except (TypeError, ValueError):
-            raise InvalidOptions(f"options must be numbers where numbers are expected: {raw}") from None
-        if "classes" in raw:
-            kwargs["classes"] = _to_classes(raw["classes"])
-        if "ocr_lang" in raw:
-            kwargs["ocr_lang"] = str(raw["ocr_lang"]).strip()
-        return cls(**kwargs)
+            return cls(**values)
+        except ValidationError as exc:
+            raise invalid_options(exc) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form with a fixed key order (stored with the job, echoed in provenance)."""
-        d = asdict(self)
-        d["classes"] = list(self.classes)
-        return d
+        """Plain JSON-able form in field order (stored with the job, echoed in provenance)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
 
 
-def _to_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidOptions(f"{name} must be a whole number")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise InvalidOptions(f"{name} must be a whole number")
-        return int(value)
-    return int(str(value).strip())
+def invalid_options(exc: ValidationError) -> InvalidOptions:
+    """A pydantic ValidationError as InvalidOptions: one field violation per error."""
+    violations = []
+    for err in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "options"
+        reason = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+        if reason.startswith("Value error, "):
+            reason = reason[len("Value error, "):]
+        violations.append(FieldViolation(name, reason))
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return InvalidOptions(f"invalid analysis options: {summary}", violations)
 
 
-def _to_classes(value: Any) -> tuple[str, ...]:
-    items: Iterable[Any]
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, (list, tuple)):
-        items = [p for v in value for p in (v.split(",") if isinstance(v, str) else [v])]
-    else:
-        raise InvalidOptions("classes must be a list of class names or a comma-separated string")
-    out = []
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidOptions(f"class name {item!r} is not a string")
-        if item.strip():
-            out.append(item.strip())
-    return tuple(dict.fromkeys(out))
+def _cli_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per option (e.g. --sample-fps), help and default from the field."""
+    group = parser.add_argument_group("analysis options")
+    for name, info in AnalysisOptions.model_fields.items():
+        default = info.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        group.add_argument(_cli_flag(name), dest=name, default=None, metavar=name.upper(),
+                           help=f"{info.description} Default: {shown if shown != '' else 'none'}.")
+
+
+def options_from_arguments(args: argparse.Namespace) -> AnalysisOptions:
+    return AnalysisOptions.parse({name: getattr(args, name, None) for name in AnalysisOptions.model_fields})

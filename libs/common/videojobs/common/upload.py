@@ -1,53 +1,61 @@
-"""Checking an upload while it streams: MP4 by content (not extension), not empty, under the limit."""
+"""Checking an upload while it streams: an accepted container by content, not empty, under the limit."""
 
 from __future__ import annotations
 
 import io
 from typing import Iterable, Iterator
 
-from videojobs.common.errors import InvalidUpload, UploadTooLarge
-
-# An ISO-BMFF file starts with a box: a 4-byte big-endian size, then its type; MP4 starts with 'ftyp'.
-_HEADER_LEN = 12
+from videojobs.common.errors import InvalidUpload, UnsupportedMediaType, UploadTooLarge
+from videojobs.common.formats import FORMATS, SNIFF_BYTES, ContainerFormat, accepted_formats_text, sniff
 
 
-def looks_like_mp4(head: bytes) -> bool:
-    return len(head) >= _HEADER_LEN and head[4:8] == b"ftyp" and 8 <= int.from_bytes(head[:4], "big") <= 4096
+def not_a_video(head: bytes) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        f"the upload is not a video container the service reads; accepted: {accepted_formats_text()} "
+        "(checked by content, not by file name)",
+        accepted=[f.name for f in FORMATS],
+    )
 
 
 class UploadChecker:
     """Push-style checker: feed chunks, get back the bytes that may be kept.
 
-    The first bytes are held until the header can be judged; a violation raises
-    at once (InvalidUpload or UploadTooLarge), before anything else is read.
+    The first bytes are held until the container can be judged; a violation
+    raises at once (UnsupportedMediaType, InvalidUpload or UploadTooLarge),
+    before anything else is read.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
         self._head = b""
-        self._checked = False
+        self.format: ContainerFormat | None = None
         self.total = 0
+
+    @property
+    def judged(self) -> bool:
+        return self.format is not None
 
     def feed(self, chunk: bytes) -> bytes:
         self.total += len(chunk)
         if self.total > self._max:
             raise UploadTooLarge(self._max)
-        if self._checked:
+        if self.format is not None:
             return chunk
         self._head += chunk
-        if len(self._head) < _HEADER_LEN:
+        if len(self._head) < SNIFF_BYTES:
             return b""
         return self._release()
 
     def end(self) -> bytes:
         if self.total == 0:
             raise InvalidUpload("the upload is empty")
-        return b"" if self._checked else self._release()
+        return b"" if self.format is not None else self._release()
 
     def _release(self) -> bytes:
-        if not looks_like_mp4(self._head):
-            raise InvalidUpload("the upload is not an MP4 video (no ISO-BMFF 'ftyp' box at its start)")
-        self._checked = True
+        fmt = sniff(self._head)
+        if fmt is None:
+            raise not_a_video(self._head)
+        self.format = fmt
         head, self._head = self._head, b""
         return head
 
@@ -69,18 +77,33 @@ class CheckedUpload(io.RawIOBase):
     def bytes_read(self) -> int:
         return self._checker.total
 
+    def container(self) -> ContainerFormat:
+        """Read ahead until the container is known (or the upload is refused) and return it."""
+        while not self._checker.judged:
+            if not self._pull():
+                break
+        assert self._checker.format is not None  # _pull raised otherwise
+        return self._checker.format
+
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:  # noqa: ANN001
-        while not self._buf and not self._eof:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._eof = True
-                self._buf = self._checker.end()
-            else:
-                self._buf = self._checker.feed(chunk)
+        while not self._buf and self._pull():
+            pass
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+    def _pull(self) -> bool:
+        """Move one chunk through the checker into the buffer; False once the source is done."""
+        if self._eof:
+            return False
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            self._eof = True
+            self._buf += self._checker.end()
+            return False
+        self._buf += self._checker.feed(chunk)
+        return True

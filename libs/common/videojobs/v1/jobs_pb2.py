@@ -22,49 +22,76 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17videojobs/v1/jobs.proto\x12\x0cvideojobs.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x01\n\x0f\x41nalysisOptions\x12\x17\n\nsample_fps\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_frames\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0emin_confidence\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x15\n\x08ocr_lang\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x12\n\x05imgsz\x18\x06 \x01(\x05H\x04\x88\x01\x01\x42\r\n\x0b_sample_fpsB\r\n\x0b_max_framesB\x11\n\x0f_min_confidenceB\x0b\n\t_ocr_langB\x08\n\x06_imgsz\"`\n\x07JobSpec\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12.\n\x07options\x18\x02 \x01(\x0b\x32\x1d.videojobs.v1.AnalysisOptions\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"R\n\rSubmitRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x15.videojobs.v1.JobSpecH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"I\n\x0eSubmitResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\"R\n\x18SubmitFromStorageRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.videojobs.v1.JobSpec\x12\x11\n\tinput_key\x18\x02 \x01(\t\"T\n\x19SubmitFromStorageResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\"\"\n\x10GetStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa6\x02\n\x11GetStatusResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x13\n\x0b\x66rames_done\x18\x04 \x01(\x05\x12\x14\n\x0c\x66rames_total\x18\x05 \x01(\x05\x12\x13\n\x0bpipeline_id\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\x05\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x11GetResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x01\x12\n\n\x02y1\x18\x02 \x01(\x01\x12\n\n\x02x2\x18\x03 \x01(\x01\x12\n\n\x02y2\x18\x04 \x01(\x01\"\xae\x01\n\tDetection\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x11.videojobs.v1.Box\x12#\n\x08\x62ox_norm\x18\x05 \x01(\x0b\x32\x11.videojobs.v1.Box\x12\x15\n\x08track_id\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_track_id\"}\n\x07OcrLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x1e\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x11.videojobs.v1.Box\x12\x1c\n\x0f\x64\x65tection_index\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_detection_index\"\x97\x01\n\x0b\x46rameResult\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x01\x12+\n\ndetections\x18\x03 \x03(\x0b\x32\x17.videojobs.v1.Detection\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\"\n\x03ocr\x18\x05 \x03(\x0b\x32\x15.videojobs.v1.OcrLine\"t\n\rVideoMetadata\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x12\r\n\x05\x63odec\x18\x06 \x01(\t\"\xec\x02\n\x12GetResultsResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\x12)\n\x06\x66rames\x18\x03 \x03(\x0b\x32\x19.videojobs.v1.FrameResult\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x14\n\x0ctotal_frames\x18\x05 \x01(\x05\x12*\n\x05video\x18\x06 \x01(\x0b\x32\x1b.videojobs.v1.VideoMetadata\x12)\n\x08sampling\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nprovenance\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x06tracks\x18\t \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\x13\n\x0bpipeline_id\x18\n \x01(\t*\x88\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x32\xd8\x02\n\nJobService\x12\x45\n\x06Submit\x12\x1b.videojobs.v1.SubmitRequest\x1a\x1c.videojobs.v1.SubmitResponse(\x01\x12\x64\n\x11SubmitFromStorage\x12&.videojobs.v1.SubmitFromStorageRequest\x1a\'.videojobs.v1.SubmitFromStorageResponse\x12L\n\tGetStatus\x12\x1e.videojobs.v1.GetStatusRequest\x1a\x1f.videojobs.v1.GetStatusResponse\x12O\n\nGetResults\x12\x1f.videojobs.v1.GetResultsRequest\x1a .videojobs.v1.GetResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17videojobs/v1/jobs.proto\x12\x0cvideojobs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x02\n\x0f\x41nalysisOptions\x12\x17\n\nsample_fps\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_frames\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x1b\n\x0emin_confidence\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t\x12\x15\n\x08ocr_lang\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x12\n\x05imgsz\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12 \n\x13min_text_confidence\x18\x07 \x01(\x01H\x05\x88\x01\x01\x42\r\n\x0b_sample_fpsB\r\n\x0b_max_framesB\x11\n\x0f_min_confidenceB\x0b\n\t_ocr_langB\x08\n\x06_imgszB\x16\n\x14_min_text_confidence\"`\n\x07JobSpec\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12.\n\x07options\x18\x02 \x01(\x0b\x32\x1d.videojobs.v1.AnalysisOptions\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"R\n\rSubmitRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x15.videojobs.v1.JobSpecH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"I\n\x0eSubmitResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\"R\n\x18SubmitFromStorageRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.videojobs.v1.JobSpec\x12\x11\n\tinput_key\x18\x02 \x01(\t\"T\n\x19SubmitFromStorageResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\"\xdf\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x13\n\x0b\x66rames_done\x18\x04 \x01(\x05\x12\x14\n\x0c\x66rames_total\x18\x05 \x01(\x05\x12\x13\n\x0bpipeline_id\x18\x06 \x01(\t\x12.\n\x07options\x18\x07 \x01(\x0b\x32\x1d.videojobs.v1.AnalysisOptions\x12\x1a\n\rerror_message\x18\x08 \x01(\tH\x00\x88\x01\x01\x12\x0f\n\x07\x61ttempt\x18\t \x01(\x05\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x10\n\x0e_error_message\"\"\n\x10GetStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"3\n\x11GetStatusResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.videojobs.v1.Job\"J\n\x11GetResultsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x01\x12\n\n\x02y1\x18\x02 \x01(\x01\x12\n\n\x02x2\x18\x03 \x01(\x01\x12\n\n\x02y2\x18\x04 \x01(\x01\"\xae\x01\n\tDetection\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x11.videojobs.v1.Box\x12#\n\x08\x62ox_norm\x18\x05 \x01(\x0b\x32\x11.videojobs.v1.Box\x12\x15\n\x08track_id\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_track_id\"}\n\x07OcrLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\x1e\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x11.videojobs.v1.Box\x12\x1c\n\x0f\x64\x65tection_index\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x12\n\x10_detection_index\"n\n\rFrameAnalysis\x12+\n\ndetections\x18\x01 \x03(\x0b\x32\x17.videojobs.v1.Detection\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\"\n\x03ocr\x18\x03 \x03(\x0b\x32\x15.videojobs.v1.OcrLine\"e\n\x0b\x46rameResult\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x05\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x01\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x1b.videojobs.v1.FrameAnalysis\"\x87\x01\n\rVideoMetadata\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x05 \x01(\x01\x12\r\n\x05\x63odec\x18\x06 \x01(\t\x12\x11\n\tcontainer\x18\x07 \x01(\t\"\xfc\x01\n\x08Sampling\x12\x12\n\nsample_fps\x18\x01 \x01(\x01\x12\x12\n\nframe_step\x18\x02 \x01(\x01\x12\x12\n\nmax_frames\x18\x03 \x01(\x05\x12\x17\n\x0f\x66rames_analysed\x18\x04 \x01(\x05\x12\x1c\n\x14requested_sample_fps\x18\x05 \x01(\x01\x12\x13\n\x0b\x65very_frame\x18\x06 \x01(\x08\x12\x1e\n\x11\x66irst_frame_index\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10last_frame_index\x18\x08 \x01(\x05H\x01\x88\x01\x01\x42\x14\n\x12_first_frame_indexB\x13\n\x11_last_frame_index\"b\n\tModelInfo\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x17\n\ninput_size\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\r\n\x0b_input_size\"\xf6\x01\n\nProvenance\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.videojobs.v1.ModelInfo\x12:\n\tlibraries\x18\x02 \x03(\x0b\x32\'.videojobs.v1.Provenance.LibrariesEntry\x12\x15\n\x08ocr_lang\x18\x03 \x01(\tH\x00\x88\x01\x01\x12.\n\x07options\x18\x04 \x01(\x0b\x32\x1d.videojobs.v1.AnalysisOptions\x1a\x30\n\x0eLibrariesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\t_ocr_lang\"\xa6\x01\n\x05Track\x12\x10\n\x08track_id\x18\x01 \x01(\x05\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\x12\x12\n\nclass_name\x18\x03 \x01(\t\x12\x19\n\x11\x66irst_frame_index\x18\x04 \x01(\x05\x12\x18\n\x10last_frame_index\x18\x05 \x01(\x05\x12\x10\n\x08start_ms\x18\x06 \x01(\x01\x12\x0e\n\x06\x65nd_ms\x18\x07 \x01(\x01\x12\x0e\n\x06\x66rames\x18\x08 \x01(\x05\"\xb0\x03\n\x12GetResultsResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.videojobs.v1.JobStatus\x12\x16\n\x0eschema_version\x18\x0b \x01(\x05\x12\x13\n\x0bpipeline_id\x18\n \x01(\t\x12*\n\x05video\x18\x06 \x01(\x0b\x32\x1b.videojobs.v1.VideoMetadata\x12(\n\x08sampling\x18\x0c \x01(\x0b\x32\x16.videojobs.v1.Sampling\x12,\n\nprovenance\x18\r \x01(\x0b\x32\x18.videojobs.v1.Provenance\x12*\n\x07results\x18\x0e \x03(\x0b\x32\x19.videojobs.v1.FrameResult\x12#\n\x06tracks\x18\x0f \x03(\x0b\x32\x13.videojobs.v1.Track\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x12\n\ntotal_size\x18\x10 \x01(\x05J\x04\x08\x03\x10\x04J\x04\x08\x05\x10\x06J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tJ\x04\x08\t\x10\nR\x06\x66ramesR\x0ctotal_frames\"\x18\n\x16GetCapabilitiesRequest\"H\n\x0cPipelineInfo\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x03(\t\"A\n\nFormatInfo\x12\x11\n\tformat_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nextensions\x18\x03 \x03(\t\"M\n\x0c\x44\x65tectorInfo\x12\x12\n\nmodel_file\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\"\xbf\x01\n\x06Limits\x12\x18\n\x10max_upload_bytes\x18\x01 \x01(\x03\x12\x16\n\x0esample_fps_min\x18\x02 \x01(\x01\x12\x16\n\x0esample_fps_max\x18\x03 \x01(\x01\x12\x16\n\x0emax_frames_max\x18\x04 \x01(\x05\x12\x11\n\timgsz_min\x18\x05 \x01(\x05\x12\x11\n\timgsz_max\x18\x06 \x01(\x05\x12\x16\n\x0eimgsz_multiple\x18\x07 \x01(\x05\x12\x15\n\rpage_size_max\x18\x08 \x01(\x05\"\xb0\x02\n\x17GetCapabilitiesResponse\x12-\n\tpipelines\x18\x01 \x03(\x0b\x32\x1a.videojobs.v1.PipelineInfo\x12\x18\n\x10\x64\x65\x66\x61ult_pipeline\x18\x02 \x01(\t\x12\x36\n\x0f\x64\x65\x66\x61ult_options\x18\x03 \x01(\x0b\x32\x1d.videojobs.v1.AnalysisOptions\x12,\n\x08\x64\x65tector\x18\x04 \x01(\x0b\x32\x1a.videojobs.v1.DetectorInfo\x12\x15\n\rocr_languages\x18\x05 \x03(\t\x12$\n\x06limits\x18\x06 \x01(\x0b\x32\x14.videojobs.v1.Limits\x12)\n\x07\x66ormats\x18\x07 \x03(\x0b\x32\x18.videojobs.v1.FormatInfo*\x88\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x32\xb8\x03\n\nJobService\x12\x45\n\x06Submit\x12\x1b.videojobs.v1.SubmitRequest\x1a\x1c.videojobs.v1.SubmitResponse(\x01\x12\x64\n\x11SubmitFromStorage\x12&.videojobs.v1.SubmitFromStorageRequest\x1a\'.videojobs.v1.SubmitFromStorageResponse\x12L\n\tGetStatus\x12\x1e.videojobs.v1.GetStatusRequest\x1a\x1f.videojobs.v1.GetStatusResponse\x12O\n\nGetResults\x12\x1f.videojobs.v1.GetResultsRequest\x1a .videojobs.v1.GetResultsResponse\x12^\n\x0fGetCapabilities\x12$.videojobs.v1.GetCapabilitiesRequest\x1a%.videojobs.v1.GetCapabilitiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'videojobs.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=2170
-  _globals['_JOBSTATUS']._serialized_end=2306
-  _globals['_ANALYSISOPTIONS']._serialized_start=105
-  _globals['_ANALYSISOPTIONS']._serialized_end=333
-  _globals['_JOBSPEC']._serialized_start=335
-  _globals['_JOBSPEC']._serialized_end=431
-  _globals['_SUBMITREQUEST']._serialized_start=433
-  _globals['_SUBMITREQUEST']._serialized_end=515
-  _globals['_SUBMITRESPONSE']._serialized_start=517
-  _globals['_SUBMITRESPONSE']._serialized_end=590
-  _globals['_SUBMITFROMSTORAGEREQUEST']._serialized_start=592
-  _globals['_SUBMITFROMSTORAGEREQUEST']._serialized_end=674
-  _globals['_SUBMITFROMSTORAGERESPONSE']._serialized_start=676
-  _globals['_SUBMITFROMSTORAGERESPONSE']._serialized_end=760
-  _globals['_GETSTATUSREQUEST']._serialized_start=762
-  _globals['_GETSTATUSREQUEST']._serialized_end=796
-  _globals['_GETSTATUSRESPONSE']._serialized_start=799
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1093
-  _globals['_GETRESULTSREQUEST']._serialized_start=1095
-  _globals['_GETRESULTSREQUEST']._serialized_end=1169
-  _globals['_BOX']._serialized_start=1171
-  _globals['_BOX']._serialized_end=1224
-  _globals['_DETECTION']._serialized_start=1227
-  _globals['_DETECTION']._serialized_end=1401
-  _globals['_OCRLINE']._serialized_start=1403
-  _globals['_OCRLINE']._serialized_end=1528
-  _globals['_FRAMERESULT']._serialized_start=1531
-  _globals['_FRAMERESULT']._serialized_end=1682
-  _globals['_VIDEOMETADATA']._serialized_start=1684
-  _globals['_VIDEOMETADATA']._serialized_end=1800
-  _globals['_GETRESULTSRESPONSE']._serialized_start=1803
-  _globals['_GETRESULTSRESPONSE']._serialized_end=2167
-  _globals['_JOBSERVICE']._serialized_start=2309
-  _globals['_JOBSERVICE']._serialized_end=2653
+  _globals['_PROVENANCE_LIBRARIESENTRY']._loaded_options = None
+  _globals['_PROVENANCE_LIBRARIESENTRY']._serialized_options = b'8\001'
+  _globals['_JOBSTATUS']._serialized_start=3977
+  _globals['_JOBSTATUS']._serialized_end=4113
+  _globals['_ANALYSISOPTIONS']._serialized_start=75
+  _globals['_ANALYSISOPTIONS']._serialized_end=361
+  _globals['_JOBSPEC']._serialized_start=363
+  _globals['_JOBSPEC']._serialized_end=459
+  _globals['_SUBMITREQUEST']._serialized_start=461
+  _globals['_SUBMITREQUEST']._serialized_end=543
+  _globals['_SUBMITRESPONSE']._serialized_start=545
+  _globals['_SUBMITRESPONSE']._serialized_end=618
+  _globals['_SUBMITFROMSTORAGEREQUEST']._serialized_start=620
+  _globals['_SUBMITFROMSTORAGEREQUEST']._serialized_end=702
+  _globals['_SUBMITFROMSTORAGERESPONSE']._serialized_start=704
+  _globals['_SUBMITFROMSTORAGERESPONSE']._serialized_end=788
+  _globals['_JOB']._serialized_start=791
+  _globals['_JOB']._serialized_end=1142
+  _globals['_GETSTATUSREQUEST']._serialized_start=1144
+  _globals['_GETSTATUSREQUEST']._serialized_end=1178
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1180
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1231
+  _globals['_GETRESULTSREQUEST']._serialized_start=1233
+  _globals['_GETRESULTSREQUEST']._serialized_end=1307
+  _globals['_BOX']._serialized_start=1309
+  _globals['_BOX']._serialized_end=1362
+  _globals['_DETECTION']._serialized_start=1365
+  _globals['_DETECTION']._serialized_end=1539
+  _globals['_OCRLINE']._serialized_start=1541
+  _globals['_OCRLINE']._serialized_end=1666
+  _globals['_FRAMEANALYSIS']._serialized_start=1668
+  _globals['_FRAMEANALYSIS']._serialized_end=1778
+  _globals['_FRAMERESULT']._serialized_start=1780
+  _globals['_FRAMERESULT']._serialized_end=1881
+  _globals['_VIDEOMETADATA']._serialized_start=1884
+  _globals['_VIDEOMETADATA']._serialized_end=2019
+  _globals['_SAMPLING']._serialized_start=2022
+  _globals['_SAMPLING']._serialized_end=2274
+  _globals['_MODELINFO']._serialized_start=2276
+  _globals['_MODELINFO']._serialized_end=2374
+  _globals['_PROVENANCE']._serialized_start=2377
+  _globals['_PROVENANCE']._serialized_end=2623
+  _globals['_PROVENANCE_LIBRARIESENTRY']._serialized_start=2562
+  _globals['_PROVENANCE_LIBRARIESENTRY']._serialized_end=2610
+  _globals['_TRACK']._serialized_start=2626
+  _globals['_TRACK']._serialized_end=2792
+  _globals['_GETRESULTSRESPONSE']._serialized_start=2795
+  _globals['_GETRESULTSRESPONSE']._serialized_end=3227
+  _globals['_GETCAPABILITIESREQUEST']._serialized_start=3229
+  _globals['_GETCAPABILITIESREQUEST']._serialized_end=3253
+  _globals['_PIPELINEINFO']._serialized_start=3255
+  _globals['_PIPELINEINFO']._serialized_end=3327
+  _globals['_FORMATINFO']._serialized_start=3329
+  _globals['_FORMATINFO']._serialized_end=3394
+  _globals['_DETECTORINFO']._serialized_start=3396
+  _globals['_DETECTORINFO']._serialized_end=3473
+  _globals['_LIMITS']._serialized_start=3476
+  _globals['_LIMITS']._serialized_end=3667
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_start=3670
+  _globals['_GETCAPABILITIESRESPONSE']._serialized_end=3974
+  _globals['_JOBSERVICE']._serialized_start=4116
+  _globals['_JOBSERVICE']._serialized_end=4556
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,5 @@
 import datetime
 
-from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -25,20 +24,22 @@ JOB_STATUS_COMPLETED: JobStatus
 JOB_STATUS_FAILED: JobStatus
 
 class AnalysisOptions(_message.Message):
-    __slots__ = ("sample_fps", "max_frames", "min_confidence", "classes", "ocr_lang", "imgsz")
+    __slots__ = ("sample_fps", "max_frames", "min_confidence", "classes", "ocr_lang", "imgsz", "min_text_confidence")
     SAMPLE_FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     OCR_LANG_FIELD_NUMBER: _ClassVar[int]
     IMGSZ_FIELD_NUMBER: _ClassVar[int]
+    MIN_TEXT_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     sample_fps: float
     max_frames: int
     min_confidence: float
     classes: _containers.RepeatedScalarFieldContainer[str]
     ocr_lang: str
     imgsz: int
-    def __init__(self, sample_fps: _Optional[float] = ..., max_frames: _Optional[int] = ..., min_confidence: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., ocr_lang: _Optional[str] = ..., imgsz: _Optional[int] = ...) -> None: ...
+    min_text_confidence: float
+    def __init__(self, sample_fps: _Optional[float] = ..., max_frames: _Optional[int] = ..., min_confidence: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., ocr_lang: _Optional[str] = ..., imgsz: _Optional[int] = ..., min_text_confidence: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("pipeline_id", "options", "filename")
@@ -82,20 +83,15 @@ class SubmitFromStorageResponse(_message.Message):
     status: JobStatus
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ...) -> None: ...
 
-class GetStatusRequest(_message.Message):
-    __slots__ = ("job_id",)
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
-
-class GetStatusResponse(_message.Message):
-    __slots__ = ("job_id", "status", "progress", "frames_done", "frames_total", "pipeline_id", "error_message", "attempt", "created_at", "updated_at")
+class Job(_message.Message):
+    __slots__ = ("job_id", "status", "progress", "frames_done", "frames_total", "pipeline_id", "options", "error_message", "attempt", "created_at", "updated_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -106,11 +102,24 @@ class GetStatusResponse(_message.Message):
     frames_done: int
     frames_total: int
     pipeline_id: str
+    options: AnalysisOptions
     error_message: str
     attempt: int
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[float] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., error_message: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[float] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., error_message: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class GetResultsRequest(_message.Message):
     __slots__ = ("job_id", "page_size", "page_token")
@@ -162,56 +171,209 @@ class OcrLine(_message.Message):
     detection_index: int
     def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., detection_index: _Optional[int] = ...) -> None: ...
 
-class FrameResult(_message.Message):
-    __slots__ = ("frame_index", "timestamp_ms", "detections", "text", "ocr")
-    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
-    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+class FrameAnalysis(_message.Message):
+    __slots__ = ("detections", "text", "ocr")
     DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     OCR_FIELD_NUMBER: _ClassVar[int]
-    frame_index: int
-    timestamp_ms: float
     detections: _containers.RepeatedCompositeFieldContainer[Detection]
     text: str
     ocr: _containers.RepeatedCompositeFieldContainer[OcrLine]
-    def __init__(self, frame_index: _Optional[int] = ..., timestamp_ms: _Optional[float] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., text: _Optional[str] = ..., ocr: _Optional[_Iterable[_Union[OcrLine, _Mapping]]] = ...) -> None: ...
+    def __init__(self, detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., text: _Optional[str] = ..., ocr: _Optional[_Iterable[_Union[OcrLine, _Mapping]]] = ...) -> None: ...
+
+class FrameResult(_message.Message):
+    __slots__ = ("frame_index", "timestamp_ms", "result")
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    frame_index: int
+    timestamp_ms: float
+    result: FrameAnalysis
+    def __init__(self, frame_index: _Optional[int] = ..., timestamp_ms: _Optional[float] = ..., result: _Optional[_Union[FrameAnalysis, _Mapping]] = ...) -> None: ...
 
 class VideoMetadata(_message.Message):
-    __slots__ = ("width", "height", "fps", "frame_count", "duration_ms", "codec")
+    __slots__ = ("width", "height", "fps", "frame_count", "duration_ms", "codec", "container")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     fps: float
     frame_count: int
     duration_ms: float
     codec: str
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., frame_count: _Optional[int] = ..., duration_ms: _Optional[float] = ..., codec: _Optional[str] = ...) -> None: ...
+    container: str
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., frame_count: _Optional[int] = ..., duration_ms: _Optional[float] = ..., codec: _Optional[str] = ..., container: _Optional[str] = ...) -> None: ...
+
+class Sampling(_message.Message):
+    __slots__ = ("sample_fps", "frame_step", "max_frames", "frames_analysed", "requested_sample_fps", "every_frame", "first_frame_index", "last_frame_index")
+    SAMPLE_FPS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_STEP_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_ANALYSED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_SAMPLE_FPS_FIELD_NUMBER: _ClassVar[int]
+    EVERY_FRAME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    sample_fps: float
+    frame_step: float
+    max_frames: int
+    frames_analysed: int
+    requested_sample_fps: float
+    every_frame: bool
+    first_frame_index: int
+    last_frame_index: int
+    def __init__(self, sample_fps: _Optional[float] = ..., frame_step: _Optional[float] = ..., max_frames: _Optional[int] = ..., frames_analysed: _Optional[int] = ..., requested_sample_fps: _Optional[float] = ..., every_frame: _Optional[bool] = ..., first_frame_index: _Optional[int] = ..., last_frame_index: _Optional[int] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("file", "sha256", "backend", "input_size")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    sha256: str
+    backend: str
+    input_size: int
+    def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., backend: _Optional[str] = ..., input_size: _Optional[int] = ...) -> None: ...
+
+class Provenance(_message.Message):
+    __slots__ = ("model", "libraries", "ocr_lang", "options")
+    class LibrariesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    OCR_LANG_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    model: ModelInfo
+    libraries: _containers.ScalarMap[str, str]
+    ocr_lang: str
+    options: AnalysisOptions
+    def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ..., libraries: _Optional[_Mapping[str, str]] = ..., ocr_lang: _Optional[str] = ..., options: _Optional[_Union[AnalysisOptions, _Mapping]] = ...) -> None: ...
+
+class Track(_message.Message):
+    __slots__ = ("track_id", "class_id", "class_name", "first_frame_index", "last_frame_index", "start_ms", "end_ms", "frames")
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    track_id: int
+    class_id: int
+    class_name: str
+    first_frame_index: int
+    last_frame_index: int
+    start_ms: float
+    end_ms: float
+    frames: int
+    def __init__(self, track_id: _Optional[int] = ..., class_id: _Optional[int] = ..., class_name: _Optional[str] = ..., first_frame_index: _Optional[int] = ..., last_frame_index: _Optional[int] = ..., start_ms: _Optional[float] = ..., end_ms: _Optional[float] = ..., frames: _Optional[int] = ...) -> None: ...
 
 class GetResultsResponse(_message.Message):
-    __slots__ = ("job_id", "status", "frames", "next_page_token", "total_frames", "video", "sampling", "provenance", "tracks", "pipeline_id")
+    __slots__ = ("job_id", "status", "schema_version", "pipeline_id", "video", "sampling", "provenance", "results", "tracks", "next_page_token", "total_size")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
-    FRAMES_FIELD_NUMBER: _ClassVar[int]
-    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     TRACKS_FIELD_NUMBER: _ClassVar[int]
-    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: JobStatus
-    frames: _containers.RepeatedCompositeFieldContainer[FrameResult]
-    next_page_token: str
-    total_frames: int
-    video: VideoMetadata
-    sampling: _struct_pb2.Struct
-    provenance: _struct_pb2.Struct
-    tracks: _struct_pb2.ListValue
+    schema_version: int
     pipeline_id: str
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., frames: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_frames: _Optional[int] = ..., video: _Optional[_Union[VideoMetadata, _Mapping]] = ..., sampling: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., provenance: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., tracks: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., pipeline_id: _Optional[str] = ...) -> None: ...
+    video: VideoMetadata
+    sampling: Sampling
+    provenance: Provenance
+    results: _containers.RepeatedCompositeFieldContainer[FrameResult]
+    tracks: _containers.RepeatedCompositeFieldContainer[Track]
+    next_page_token: str
+    total_size: int
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., schema_version: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., video: _Optional[_Union[VideoMetadata, _Mapping]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., results: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., tracks: _Optional[_Iterable[_Union[Track, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetCapabilitiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PipelineInfo(_message.Message):
+    __slots__ = ("pipeline_id", "description", "stages")
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    pipeline_id: str
+    description: str
+    stages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pipeline_id: _Optional[str] = ..., description: _Optional[str] = ..., stages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FormatInfo(_message.Message):
+    __slots__ = ("format_id", "name", "extensions")
+    FORMAT_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    format_id: str
+    name: str
+    extensions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, format_id: _Optional[str] = ..., name: _Optional[str] = ..., extensions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DetectorInfo(_message.Message):
+    __slots__ = ("model_file", "model_sha256", "class_names")
+    MODEL_FILE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    model_file: str
+    model_sha256: str
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_file: _Optional[str] = ..., model_sha256: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_upload_bytes", "sample_fps_min", "sample_fps_max", "max_frames_max", "imgsz_min", "imgsz_max", "imgsz_multiple", "page_size_max")
+    MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FPS_MIN_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FPS_MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_MAX_FIELD_NUMBER: _ClassVar[int]
+    IMGSZ_MIN_FIELD_NUMBER: _ClassVar[int]
+    IMGSZ_MAX_FIELD_NUMBER: _ClassVar[int]
+    IMGSZ_MULTIPLE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_MAX_FIELD_NUMBER: _ClassVar[int]
+    max_upload_bytes: int
+    sample_fps_min: float
+    sample_fps_max: float
+    max_frames_max: int
+    imgsz_min: int
+    imgsz_max: int
+    imgsz_multiple: int
+    page_size_max: int
+    def __init__(self, max_upload_bytes: _Optional[int] = ..., sample_fps_min: _Optional[float] = ..., sample_fps_max: _Optional[float] = ..., max_frames_max: _Optional[int] = ..., imgsz_min: _Optional[int] = ..., imgsz_max: _Optional[int] = ..., imgsz_multiple: _Optional[int] = ..., page_size_max: _Optional[int] = ...) -> None: ...
+
+class GetCapabilitiesResponse(_message.Message):
+    __slots__ = ("pipelines", "default_pipeline", "default_options", "detector", "ocr_languages", "limits", "formats")
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PIPELINE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DETECTOR_FIELD_NUMBER: _ClassVar[int]
+    OCR_LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    FORMATS_FIELD_NUMBER: _ClassVar[int]
+    pipelines: _containers.RepeatedCompositeFieldContainer[PipelineInfo]
+    default_pipeline: str
+    default_options: AnalysisOptions
+    detector: DetectorInfo
+    ocr_languages: _containers.RepeatedScalarFieldContainer[str]
+    limits: Limits
+    formats: _containers.RepeatedCompositeFieldContainer[FormatInfo]
+    def __init__(self, pipelines: _Optional[_Iterable[_Union[PipelineInfo, _Mapping]]] = ..., default_pipeline: _Optional[str] = ..., default_options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., detector: _Optional[_Union[DetectorInfo, _Mapping]] = ..., ocr_languages: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., formats: _Optional[_Iterable[_Union[FormatInfo, _Mapping]]] = ...) -> None: ...

@@ -28,6 +28,12 @@ if _version_not_supported:
 class JobServiceStub:
     """JobService accepts videos for analysis and reports on the resulting jobs.
     A job moves PENDING -> RUNNING -> COMPLETED or FAILED.
+
+    The messages mirror the REST gateway's JSON field for field, with the same
+    names (libs/common/videojobs/common: results.py, resources.py, options.py).
+    Errors carry a google.rpc.Status with an ErrorInfo (domain "videojobs",
+    reason = the problem type, e.g. JOB_NOT_FOUND) and, for bad fields, a
+    BadRequest with one field violation each.
     """
 
     def __init__(self, channel):
@@ -56,11 +62,22 @@ class JobServiceStub:
                 request_serializer=videojobs_dot_v1_dot_jobs__pb2.GetResultsRequest.SerializeToString,
                 response_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetResultsResponse.FromString,
                 _registered_method=True)
+        self.GetCapabilities = channel.unary_unary(
+                '/videojobs.v1.JobService/GetCapabilities',
+                request_serializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesRequest.SerializeToString,
+                response_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
     """JobService accepts videos for analysis and reports on the resulting jobs.
     A job moves PENDING -> RUNNING -> COMPLETED or FAILED.
+
+    The messages mirror the REST gateway's JSON field for field, with the same
+    names (libs/common/videojobs/common: results.py, resources.py, options.py).
+    Errors carry a google.rpc.Status with an ErrorInfo (domain "videojobs",
+    reason = the problem type, e.g. JOB_NOT_FOUND) and, for bad fields, a
+    BadRequest with one field violation each.
     """
 
     def Submit(self, request_iterator, context):
@@ -92,6 +109,13 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapabilities(self, request, context):
+        """GetCapabilities lists pipelines, detector classes, OCR languages, limits and formats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +139,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetResultsRequest.FromString,
                     response_serializer=videojobs_dot_v1_dot_jobs__pb2.GetResultsResponse.SerializeToString,
             ),
+            'GetCapabilities': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapabilities,
+                    request_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesRequest.FromString,
+                    response_serializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'videojobs.v1.JobService', rpc_method_handlers)
@@ -126,6 +155,12 @@ def add_JobServiceServicer_to_server(servicer, server):
 class JobService:
     """JobService accepts videos for analysis and reports on the resulting jobs.
     A job moves PENDING -> RUNNING -> COMPLETED or FAILED.
+
+    The messages mirror the REST gateway's JSON field for field, with the same
+    names (libs/common/videojobs/common: results.py, resources.py, options.py).
+    Errors carry a google.rpc.Status with an ErrorInfo (domain "videojobs",
+    reason = the problem type, e.g. JOB_NOT_FOUND) and, for bad fields, a
+    BadRequest with one field violation each.
     """
 
     @staticmethod
@@ -226,6 +261,33 @@ class JobService:
             '/videojobs.v1.JobService/GetResults',
             videojobs_dot_v1_dot_jobs__pb2.GetResultsRequest.SerializeToString,
             videojobs_dot_v1_dot_jobs__pb2.GetResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapabilities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojobs.v1.JobService/GetCapabilities',
+            videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesRequest.SerializeToString,
+            videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from videojobs.api.grpc_service import JobServiceServicer
 from videojobs.api.service import JobsService
-from videojobs.common.adapters.factory import make_queue, make_repository
+from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common.logs import configure_logging
@@ -24,6 +23,7 @@ from videojobs.common.outbox import OutboxRelay
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
+from videojobs.common.serving import bind_grpc, grpc_server
 from videojobs.storage.factory import make_storage
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -44,20 +44,24 @@ class Api:
     server: grpc.Server | None = None
     port: int = 0
 
-    def start(self) -> None:
-        self.relay.start()
-        self.readiness.start()
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
-        )
+    def bind(self) -> int:
+        """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
+        self.server = grpc_server(max_workers=16)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
         reflection.enable_server_reflection(
             (JOB_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{self.settings.bind_host}:{self.settings.grpc_port}")
+        self.port = bind_grpc(self.server, self.settings.bind_host, self.settings.grpc_port, "gRPC (JobService)")
+        return self.port
+
+    def start(self) -> None:
+        if self.server is None:
+            self.bind()
+        assert self.server is not None
+        self.relay.start()
+        self.readiness.start()
         self.server.start()
         log.info("gRPC JobService on %s:%d", self.settings.bind_host, self.port)
 
@@ -73,7 +77,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     storage = make_storage(settings)
     queue = queue or make_queue(settings)
     relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds))
-    jobs = JobsService(repo, storage, relay, max_upload_bytes=settings.max_upload_bytes)
+    jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes)
     readiness = ReadinessMonitor(
         {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
     )
@@ -85,6 +89,7 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     api = build_api(settings)
+    api.bind()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -13,8 +13,8 @@ import threading
 from videojobs.api.bootstrap import build_api
 from videojobs.common.config import load_settings
 from videojobs.common.logs import configure_logging
+from videojobs.gateway import bootstrap as gateway
 from videojobs.gateway.app import create_app
-from videojobs.gateway.bootstrap import serve_http
 from videojobs.worker.bootstrap import build_workers, start_threads
 from videojobs.worker.worker import hand_back_orphans
 
@@ -25,7 +25,14 @@ def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="videojobs serve", description="Everything in one process.").parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log_level)
+    # Both ports first: a taken one stops the process before anything starts or says it serves.
+    http_socket = gateway.bind(settings)
     api = build_api(settings)
+    try:
+        api.bind()
+    except BaseException:
+        http_socket.close()
+        raise
     if settings.is_embedded_queue:
         orphans = hand_back_orphans(api.repo)
         for job_id in api.repo.unfinished_job_ids():
@@ -37,11 +44,11 @@ def main(argv: list[str]) -> int:
     workers = build_workers(settings, api.repo, api.queue, api.storage, stop)
     threads = start_threads(workers)
 
-    gateway_target = f"127.0.0.1:{api.port}"
-    app = create_app(gateway_target, max_upload_bytes=settings.max_upload_bytes, chunk_bytes=settings.upload_chunk_bytes)
+    app = create_app(f"127.0.0.1:{api.port}", max_upload_bytes=settings.max_upload_bytes,
+                     chunk_bytes=settings.upload_chunk_bytes)
     log.info("REST gateway on http://%s:%d  (gRPC on :%d, %d worker thread(s))",
              settings.bind_host, settings.http_port, api.port, len(threads))
-    serve_http(app, settings)  # returns on SIGTERM/SIGINT; the rest then shuts down in order
+    gateway.serve_http(app, settings, http_socket)  # returns on SIGTERM/SIGINT; the rest then shuts down in order
     log.info("stopping: workers finish or hand back their jobs")
     stop.set()
     for t in threads:

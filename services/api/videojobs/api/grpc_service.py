@@ -1,64 +1,64 @@
-"""The gRPC edge: JobService RPCs mapped onto the JobsService use cases."""
+"""The gRPC edge: JobService RPCs mapped onto the JobsService use cases.
+
+Errors follow AIP-193: the status code of the error's problem, a message a
+client may read, an ``ErrorInfo`` (domain ``videojobs``, reason = the problem,
+metadata = its extension members as JSON) and a ``BadRequest`` with one field
+violation per bad field.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any, Callable, Iterator
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from videojobs.api.service import JobRequest, JobsService
 from videojobs.common import wire
-from videojobs.common.errors import (
-    IllegalTransition,
-    InvalidJobId,
-    InvalidOptions,
-    InvalidUpload,
-    JobNotFound,
-    ResultsNotReady,
-    StorageObjectNotFound,
-    TemporaryFault,
-    UploadTooLarge,
-)
+from videojobs.common.errors import BadRequest, VideoJobsError
+from videojobs.common.resources import JobResource
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-# Most specific first: UploadTooLarge is an InvalidUpload.
-_ERROR_CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
-    (UploadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (InvalidJobId, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidOptions, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidUpload, grpc.StatusCode.INVALID_ARGUMENT),
-    (JobNotFound, grpc.StatusCode.NOT_FOUND),
-    (StorageObjectNotFound, grpc.StatusCode.NOT_FOUND),
-    (ResultsNotReady, grpc.StatusCode.FAILED_PRECONDITION),
-    (IllegalTransition, grpc.StatusCode.FAILED_PRECONDITION),
-    (TemporaryFault, grpc.StatusCode.UNAVAILABLE),
-]
+ERROR_DOMAIN = "videojobs"
 
 
-def status_code_for(exc: Exception) -> grpc.StatusCode:
-    for kind, code in _ERROR_CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+def rpc_status_for(exc: VideoJobsError) -> status_pb2.Status:
+    """The google.rpc.Status a domain error travels as."""
+    problem = exc.problem
+    code = grpc.StatusCode[problem.grpc_code]
+    status = status_pb2.Status(code=code.value[0], message=exc.public_detail)
+    metadata = {k: json.dumps(v) for k, v in exc.extensions().items() if k != "invalid_params"}
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=problem.reason, domain=ERROR_DOMAIN,
+                                                          metadata=metadata))
+    if exc.violations:
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in exc.violations
+        ]))
+    return status
 
 
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Domain errors become a gRPC status with a readable message; anything else is INTERNAL."""
+    """Domain errors become their rich gRPC status; anything else is INTERNAL (logged, not shown)."""
 
     @functools.wraps(method)
     def wrapper(self: "JobServiceServicer", request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001
-            code = status_code_for(exc)
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", method.__name__)
-                context.abort(code, f"internal error: {type(exc).__name__}")
-            context.abort(code, str(exc))
+        except VideoJobsError as exc:
+            if exc.problem.http_status >= 500:
+                log.warning("%s: %s", method.__name__, exc)
+            context.abort_with_status(rpc_status.to_status(rpc_status_for(exc)))
+        except Exception:  # noqa: BLE001
+            log.exception("%s failed", method.__name__)
+            internal = VideoJobsError("internal error; the server's logs have the detail")
+            context.abort_with_status(rpc_status.to_status(rpc_status_for(internal)))
 
     return wrapper
 
@@ -72,7 +72,7 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
         """Upload stream: a JobSpec first, then the video bytes in order."""
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("payload") != "spec":
-            raise InvalidOptions("the first Submit message must carry the job spec")
+            raise BadRequest("the first Submit message must carry the job spec")
         job = self._jobs.submit_upload(_job_request(first.spec), _chunks(request_iterator))
         return jobs_pb2.SubmitResponse(job_id=job.job_id, status=wire.status_to_pb(job.status))
 
@@ -85,22 +85,28 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
     @_rpc
     def GetStatus(self, request: jobs_pb2.GetStatusRequest, context: grpc.ServicerContext):
         """A job's status and progress."""
-        return wire.status_response(self._jobs.get_status(request.job_id))
+        job = self._jobs.get_status(request.job_id)
+        return jobs_pb2.GetStatusResponse(job=wire.job_to_pb(JobResource.from_job(job)))
 
     @_rpc
     def GetResults(self, request: jobs_pb2.GetResultsRequest, context: grpc.ServicerContext):
-        """One page of a COMPLETED job's frames, with the video metadata and provenance."""
+        """One page of a COMPLETED job's results document."""
         page = self._jobs.get_results(request.job_id, request.page_size, request.page_token)
-        return wire.results_response(page.job, page.document, page.frames, page.next_page_token)
+        return wire.results_page_to_pb(page.job.job_id, page.job.status, page.document, page.start, page.end,
+                                       page.next_page_token)
+
+    @_rpc
+    def GetCapabilities(self, request: jobs_pb2.GetCapabilitiesRequest, context: grpc.ServicerContext):
+        """Pipelines, detector classes, OCR languages, limits and accepted formats."""
+        return wire.capabilities_to_pb(self._jobs.capabilities())
 
 
 def _job_request(spec: jobs_pb2.JobSpec) -> JobRequest:
-    options = wire.options_from_pb(spec.options) if spec.HasField("options") else {}
-    return JobRequest(pipeline_id=spec.pipeline_id, options=options)
+    return JobRequest(pipeline_id=spec.pipeline_id, options=wire.options_from_pb(spec.options))
 
 
 def _chunks(request_iterator: Iterator[jobs_pb2.SubmitRequest]) -> Iterator[bytes]:
     for message in request_iterator:
         if message.WhichOneof("payload") != "chunk":
-            raise InvalidOptions("only the first Submit message may carry the job spec")
+            raise BadRequest("only the first Submit message may carry the job spec")
         yield message.chunk

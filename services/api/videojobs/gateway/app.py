@@ -1,69 +1,77 @@
-"""The REST gateway: /video/* routes mapped onto the gRPC JobService (a client, not a second implementation)."""
+"""The REST gateway: /video/* routes mapped onto the gRPC JobService (a client, not a second implementation).
+
+REST shapes live here: the multipart form, the response envelopes and the
+problem+json errors. The documents themselves (job, results, capabilities) are
+the contract's types from ``videojobs.common``; gRPC answers are converted by
+``videojobs.common.wire``.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncIterator, BinaryIO
+from typing import Any, AsyncIterator, BinaryIO, Optional
 
 import anyio
 import grpc
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException
 
-from videojobs.common import wire
-from videojobs.common.errors import InvalidOptions, InvalidUpload, UploadTooLarge
-from videojobs.common.options import validate_pipeline_id
-from videojobs.common.results import MAX_PAGE_SIZE
-from videojobs.gateway.upload import MultipartSpool, boundary_of
+from videojobs.common import errors, schemas, wire
+from videojobs.common.errors import FieldViolation, InvalidOptions, UploadTooLarge
+from videojobs.common.job import JobStatus
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
+from videojobs.common.resources import Capabilities, JobResource
+from videojobs.common.results import MAX_PAGE_SIZE, ResultsDocument
+from videojobs.gateway.problems import (
+    ProblemType,
+    install_problem_handlers,
+    problem_catalogue,
+    problem_responses,
+)
+from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, boundary_of
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
-OPTION_FIELDS = ("sample_fps", "max_frames", "min_confidence", "classes", "ocr_lang", "imgsz")
 
-_HTTP_FOR_GRPC = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.FAILED_PRECONDITION: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-}
+class SubmitAccepted(BaseModel):
+    job_id: str
 
-_SUBMIT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "An MP4 video (checked by content)."},
-                        "pipeline_id": {"type": "string", "enum": ["yolo_ocr", "yolo", "ocr"], "default": "yolo_ocr"},
-                        "sample_fps": {"type": "number", "minimum": 0, "description": "Frames per second to analyse; 0 = every frame. Default 1."},
-                        "max_frames": {"type": "integer", "minimum": 0, "description": "Upper bound on analysed frames; 0 = none."},
-                        "min_confidence": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.25},
-                        "classes": {"type": "string", "description": "Comma-separated class names to keep, e.g. 'bottle,person'."},
-                        "ocr_lang": {"type": "string", "default": "eng"},
-                        "imgsz": {"type": "integer", "default": 640},
-                    },
-                }
-            }
+
+# The results answer: the results document with the job's id and status first and the
+# paging members last (built from the document's own fields, so the two cannot drift).
+JobResults = create_model(
+    "JobResults",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A finished job's results document, plus its id, status and paging.",
+    job_id=(str, ...),
+    status=(JobStatus, ...),
+    **{name: (info.annotation, info) for name, info in ResultsDocument.model_fields.items()},
+    next_page_token=(str, Field("", description="Pass as page_token for the next page; empty on the last.")),
+    total_size=(int, Field(description="Analysed frames in the whole document.")),
+)
+
+
+def submit_form_schema() -> dict[str, Any]:
+    """The multipart form, derived from the pipeline registry and the AnalysisOptions fields."""
+    option_props = AnalysisOptions.model_json_schema()["properties"]
+    return {
+        "type": "object",
+        "required": [FILE_FIELD],
+        "properties": {
+            FILE_FIELD: {"type": "string", "format": "binary",
+                         "description": "The video: MP4/MOV/M4V, MKV, WebM or AVI, recognised by content."},
+            "pipeline_id": {"type": "string", "enum": list(PIPELINES), "default": DEFAULT_PIPELINE,
+                            "description": "; ".join(f"{p.pipeline_id}: {p.description}" for p in PIPELINES.values())},
+            **{name: {k: v for k, v in prop.items() if k != "title"} for name, prop in option_props.items()},
         },
     }
-}
 
 
-class ApiError(Exception):
-    def __init__(self, http_status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.code = code
-        self.message = message
-
-
-def _error(http_status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=http_status, content={"error": code, "detail": message})
+_JOB_ID_PROBLEMS = (errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE)
 
 
 def create_app(api_target: str, max_upload_bytes: int, chunk_bytes: int = 1024 * 1024) -> FastAPI:
@@ -80,78 +88,96 @@ def create_app(api_target: str, max_upload_bytes: int, chunk_bytes: int = 1024 *
         finally:
             await channel.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="videojobs",
         version="1",
         summary="Asynchronous video analysis: YOLO detections and Tesseract OCR per frame.",
+        description="Errors are RFC 9457 `application/problem+json`; GET a problem's `type` for its description.",
         lifespan=lifespan,
     )
+    install_problem_handlers(app)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.http_status, exc.code, exc.message)
-
-    @app.exception_handler(grpc.aio.AioRpcError)
-    async def _rpc_error(_request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
-        code = exc.code()
-        return _error(_HTTP_FOR_GRPC.get(code, 502), code.name.lower(), exc.details() or code.name)
-
-    @app.post("/video/submit", status_code=202, openapi_extra=_SUBMIT_BODY, summary="Submit an MP4 for analysis")
-    async def submit(request: Request) -> dict[str, str]:
+    @app.post(
+        "/video/submit", status_code=202, response_model=SubmitAccepted, summary="Submit a video for analysis",
+        openapi_extra={"requestBody": {"required": True,
+                                       "content": {"multipart/form-data": {"schema": submit_form_schema()}}}},
+        responses=problem_responses(errors.BAD_REQUEST, errors.INVALID_UPLOAD, errors.UPLOAD_TOO_LARGE,
+                                    errors.UNSUPPORTED_MEDIA_TYPE, errors.INVALID_OPTIONS, errors.UNKNOWN_CLASS,
+                                    errors.UNKNOWN_LANGUAGE, errors.SERVICE_UNAVAILABLE),
+    )
+    async def submit(request: Request) -> JSONResponse:
         """Upload a video as multipart `file` (+ `pipeline_id` and options). Returns the job id at once."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
-            raise ApiError(413, "upload_too_large", str(UploadTooLarge(max_upload_bytes)))
+            raise UploadTooLarge(max_upload_bytes)
+        spool = MultipartSpool(boundary_of(request.headers.get("content-type", "")), max_upload_bytes)
         try:
-            spool = MultipartSpool(boundary_of(request.headers.get("content-type", "")), max_upload_bytes)
-        except InvalidUpload as exc:
-            raise ApiError(415, "unsupported_media_type", str(exc)) from None
-        try:
-            try:
-                async for chunk in request.stream():
-                    spool.write(chunk)
-                video = spool.finish()
-            except UploadTooLarge as exc:
-                raise ApiError(413, "upload_too_large", str(exc)) from None
-            except InvalidUpload as exc:
-                status = 415 if "not an MP4" in str(exc) else 400
-                raise ApiError(status, "invalid_upload", str(exc)) from None
+            async for chunk in request.stream():
+                spool.write(chunk)
+            video = spool.finish()
             spec = _job_spec(spool.fields, spool.filename or "")
             response = await state["stub"].Submit(_upload_messages(spec, video, chunk_bytes))
-            return {"job_id": response.job_id}
         finally:
             spool.close()
+        return JSONResponse({"job_id": response.job_id}, status_code=202,
+                            headers={"Location": f"/video/status/{response.job_id}"})
 
-    @app.get("/video/status/{job_id}", summary="A job's status and progress")
-    async def status(job_id: str) -> dict[str, Any]:
+    @app.get("/video/status/{job_id}", response_model=JobResource, summary="A job's status and progress",
+             responses=problem_responses(*_JOB_ID_PROBLEMS))
+    async def status(job_id: str) -> JobResource:
         """`progress` is the fraction of the frames to analyse that are done (0.0..1.0)."""
         response = await state["stub"].GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id))
-        return wire.status_to_json(response)
+        return wire.job_from_pb(response.job)
 
-    @app.get("/video/results/{job_id}", summary="Per-frame results of a finished job")
+    @app.get("/video/results/{job_id}", response_model=JobResults, summary="Results of a finished job",
+             responses=problem_responses(errors.BAD_REQUEST, *_JOB_ID_PROBLEMS, errors.RESULTS_NOT_READY,
+                                         errors.INVALID_REQUEST))
     async def results(
         job_id: str,
-        page_size: int | None = Query(default=None, ge=1, le=MAX_PAGE_SIZE, description="Frames per page; omit for all frames."),
-        page_token: str = Query(default="", description="next_page_token of the previous page"),
+        page_size: Optional[int] = Query(default=None, ge=1, le=MAX_PAGE_SIZE,
+                                         description="Frames per page; omit for all frames in one answer."),
+        page_token: str = Query(default="", max_length=64, description="next_page_token of the previous page."),
     ) -> dict[str, Any]:
-        """`results` is the list of analysed frames in order; without `page_size` it holds all of them."""
+        """The results document: `results` is the list of analysed frames in order."""
         stub = state["stub"]
         first = await stub.GetResults(
-            jobs_pb2.GetResultsRequest(job_id=job_id, page_size=page_size or MAX_PAGE_SIZE, page_token=page_token)
-        )
-        frames = [wire.frame_to_json(f) for f in first.frames]
+            jobs_pb2.GetResultsRequest(job_id=job_id, page_size=page_size or MAX_PAGE_SIZE, page_token=page_token))
+        document = wire.results_page_from_pb(first)
+        frames = list(document.results)
         token = first.next_page_token
         while token and page_size is None:
-            page = await stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=MAX_PAGE_SIZE, page_token=token))
-            frames.extend(wire.frame_to_json(f) for f in page.frames)
+            page = await stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=MAX_PAGE_SIZE,
+                                                                    page_token=token))
+            frames.extend(wire.results_page_from_pb(page).results)
             token = page.next_page_token
         return {
             "job_id": first.job_id,
-            "status": wire.status_from_pb(first.status).value,
-            **wire.results_meta_to_json(first),
-            "results": frames,
-            "next_page_token": token or None,
+            "status": wire.status_from_pb(first.status),
+            **dict(document.model_copy(update={"results": frames})),
+            "next_page_token": token,
+            "total_size": first.total_size,
         }
+
+    @app.get("/video/capabilities", response_model=Capabilities, summary="What the service can do",
+             responses=problem_responses(errors.SERVICE_UNAVAILABLE))
+    async def capabilities() -> Capabilities:
+        """Pipelines, the detector's class names, installed OCR languages, limits and accepted formats."""
+        return wire.capabilities_from_pb(await state["stub"].GetCapabilities(jobs_pb2.GetCapabilitiesRequest()))
+
+    @app.get("/video/schemas/{name}.json", summary="JSON Schema of a contract document",
+             responses=problem_responses(errors.ROUTE_NOT_FOUND))
+    async def schema(name: str) -> FileResponse:
+        """`results` (the results document), `job` (the status answer) or `capabilities`."""
+        if name not in schemas.SCHEMAS:
+            raise _not_found(f"no schema {name[:64]!r}; available: {', '.join(schemas.SCHEMAS)}")
+        return FileResponse(schemas.path_of(name), media_type="application/schema+json")
+
+    @app.get("/problems/{slug}", response_model=ProblemType, summary="Description of an error type")
+    async def problem_type(slug: str) -> ProblemType:
+        for entry in problem_catalogue():
+            if entry.type == f"/problems/{slug}":
+                return entry
+        raise _not_found(f"no problem type {slug[:64]!r}")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -169,17 +195,27 @@ def create_app(api_target: str, max_upload_bytes: int, chunk_bytes: int = 1024 *
     return app
 
 
-def _job_spec(fields: dict[str, str], filename: str) -> jobs_pb2.JobSpec:
-    unknown = sorted(set(fields) - {"pipeline_id", *OPTION_FIELDS})
-    try:
-        if unknown:
-            raise InvalidOptions(f"unknown form field(s): {', '.join(unknown)}")
-        pipeline_id = validate_pipeline_id(fields.get("pipeline_id"))
-        # Validated here (options_to_pb parses them), so a bad value costs no upload to the api.
-        options = wire.options_to_pb({k: fields[k] for k in OPTION_FIELDS if fields.get(k)})
-    except InvalidOptions as exc:
-        raise ApiError(422, "invalid_options", str(exc)) from None
-    return jobs_pb2.JobSpec(pipeline_id=pipeline_id, options=options, filename=filename)
+def _not_found(detail: str) -> Exception:
+    return HTTPException(404, detail)
+
+
+def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
+    """The form fields parsed once: pipeline from the registry, options into AnalysisOptions."""
+    allowed = {"pipeline_id", *AnalysisOptions.field_names()}
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        shown = ", ".join(repr(u[:64]) for u in unknown[:10])
+        raise InvalidOptions(f"unknown form field(s): {shown}",
+                             [FieldViolation(u[:64], "unknown form field") for u in unknown[:10]])
+    repeated = [name for name, values in fields.items() if len(values) > 1 and name != "classes"]
+    if repeated:
+        raise InvalidOptions(f"form field(s) given more than once: {', '.join(repeated)}",
+                             [FieldViolation(name, "given more than once") for name in repeated])
+    pipeline = get_pipeline((fields.get("pipeline_id") or [""])[0])
+    raw: dict[str, Any] = {name: values if name == "classes" else values[0] for name, values in fields.items()
+                           if name != "pipeline_id"}
+    options = AnalysisOptions.parse(raw)
+    return jobs_pb2.JobSpec(pipeline_id=pipeline.pipeline_id, options=wire.options_to_pb(options), filename=filename)
 
 
 async def _upload_messages(spec: jobs_pb2.JobSpec, video: BinaryIO, chunk_bytes: int) -> AsyncIterator[jobs_pb2.SubmitRequest]:

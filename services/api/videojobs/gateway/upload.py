@@ -1,4 +1,9 @@
-"""Streaming multipart parsing for /video/submit: the file part is checked and spooled to disk as it arrives."""
+"""Streaming multipart parsing for /video/submit: the file part is checked and spooled to disk as it arrives.
+
+Everything a client sends is bounded: part headers, the number of form fields,
+each field's size and their total, and the file itself (by the upload limit).
+A malformed body is a 400, never a parser error escaping as a 500.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +12,50 @@ from typing import BinaryIO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from videojobs.common.errors import InvalidUpload
+from videojobs.common.errors import BadRequest, InvalidUpload, UnsupportedMediaType, VideoJobsError
 from videojobs.common.upload import UploadChecker
 
 FILE_FIELD = "file"
-REPEATABLE_FIELDS = {"classes"}
+MAX_BOUNDARY_BYTES = 200  # RFC 2046 allows 70
+MAX_HEADER_BYTES = 8 * 1024  # one part header line (a file name included)
 MAX_FIELD_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 64
+MAX_FORM_BYTES = 256 * 1024  # all non-file fields together
 
 
 def boundary_of(content_type: str) -> bytes:
     kind, params = parse_options_header(content_type or "")
-    if kind != b"multipart/form-data" or not params.get(b"boundary"):
-        raise InvalidUpload("expected a multipart/form-data body with a 'file' field")
-    return params[b"boundary"]
+    boundary = params.get(b"boundary") or b""
+    if kind != b"multipart/form-data" or not boundary:
+        raise UnsupportedMediaType("expected a multipart/form-data body with a 'file' field")
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise BadRequest(f"the multipart boundary is longer than {MAX_BOUNDARY_BYTES} bytes")
+    return boundary
 
 
 class MultipartSpool:
     """Feeds body chunks through a multipart parser.
 
-    Form fields are collected (small, bounded); the `file` part goes through a
-    CheckedUpload (MP4 by content, size limit) into an anonymous temp file, so
-    a bad upload is rejected while it streams and nothing stays on disk.
+    Form fields are collected as lists of values (a field may repeat, e.g.
+    ``classes``); the `file` part goes through an UploadChecker (an accepted
+    container by content, the size limit) into an anonymous temp file, so a bad
+    upload is rejected while it streams and nothing stays on disk.
     """
 
     def __init__(self, boundary: bytes, max_bytes: int) -> None:
-        self.fields: dict[str, str] = {}
+        self.fields: dict[str, list[str]] = {}
         self.filename: str | None = None
         self.file: BinaryIO | None = None
         self._max = max_bytes
         self._checker: UploadChecker | None = None
-        self._header_field = b""
-        self._header_value = b""
+        self._header_field = bytearray()
+        self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
         self._part_name: str | None = None
         self._part_value = bytearray()
+        self._parts = 0
+        self._form_bytes = 0
+        self._file_done = False
         self._parser = MultipartParser(
             boundary,
             {
@@ -55,12 +70,14 @@ class MultipartSpool:
         )
 
     def write(self, chunk: bytes) -> None:
-        self._parser.write(chunk)
+        self._guarded(self._parser.write, chunk)
 
     def finish(self) -> BinaryIO:
-        self._parser.finalize()
+        self._guarded(self._parser.finalize)
         if self.file is None:
             raise InvalidUpload("the form has no 'file' field")
+        if not self._file_done:
+            raise BadRequest("the multipart body ends inside the 'file' part (no closing boundary)")
         self.file.seek(0)
         return self.file
 
@@ -68,21 +85,40 @@ class MultipartSpool:
         if self.file is not None:
             self.file.close()
 
+    @staticmethod
+    def _guarded(step, *args) -> None:  # noqa: ANN001
+        try:
+            step(*args)
+        except VideoJobsError:
+            raise
+        except Exception as exc:  # the parser's own errors: the body is malformed
+            raise BadRequest(f"malformed multipart body ({type(exc).__name__})") from exc
+
     # -- parser callbacks ------------------------------------------------------------------
     def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_FORM_FIELDS + 1:
+            raise BadRequest(f"the form has more than {MAX_FORM_FIELDS} fields")
         self._headers = {}
         self._part_name = None
         self._part_value = bytearray()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
+        self._check_header()
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        self._check_header()
+
+    def _check_header(self) -> None:
+        if len(self._header_field) + len(self._header_value) > MAX_HEADER_BYTES:
+            raise BadRequest(f"a multipart part header is longer than {MAX_HEADER_BYTES} bytes")
 
     def _on_header_end(self) -> None:
-        self._headers[self._header_field.lower()] = self._header_value
-        self._header_field = self._header_value = b""
+        self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_field = bytearray()
+        self._header_value = bytearray()
 
     def _on_headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
@@ -97,16 +133,18 @@ class MultipartSpool:
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._part_name == FILE_FIELD and self._checker:
             self.file.write(self._checker.feed(data[start:end]))  # type: ignore[union-attr]
-        else:
-            self._part_value += data[start:end]
-            if len(self._part_value) > MAX_FIELD_BYTES:
-                raise InvalidUpload(f"form field {self._part_name!r} is too long")
+            return
+        self._part_value += data[start:end]
+        self._form_bytes += end - start
+        if len(self._part_value) > MAX_FIELD_BYTES:
+            raise BadRequest(f"form field {self._part_name[:64]!r} is longer than {MAX_FIELD_BYTES} bytes")
+        if self._form_bytes > MAX_FORM_BYTES:
+            raise BadRequest(f"the form fields exceed {MAX_FORM_BYTES} bytes in total")
 
     def _on_part_end(self) -> None:
         if self._part_name == FILE_FIELD and self._checker:
             self.file.write(self._checker.end())  # type: ignore[union-attr]
+            self._file_done = True
         elif self._part_name:
             value = self._part_value.decode("utf-8", "replace").strip()
-            if self._part_name in REPEATABLE_FIELDS and self.fields.get(self._part_name):
-                value = f"{self.fields[self._part_name]},{value}"  # -F classes=a -F classes=b
-            self.fields[self._part_name] = value
+            self.fields.setdefault(self._part_name, []).append(value)

@@ -20,5 +20,16 @@ def make_storage(settings: Settings) -> StorageService:
     if parsed.scheme == "s3":
         from videojobs.storage.s3 import S3Storage
 
-        return S3Storage.from_settings(settings)
+        bucket_url = urlparse(settings.storage_url)
+        if not bucket_url.netloc:
+            raise ValueError(f"storage_url {settings.storage_url!r} is not s3://bucket[/prefix]")
+        return S3Storage(
+            settings.s3_endpoint,
+            bucket_url.netloc,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            prefix=bucket_url.path,
+        )
     raise ValueError(f"unsupported VIDEOJOBS_STORAGE_URL {url!r} (expected file:///path or s3://bucket)")

@@ -7,8 +7,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, NoReturn, Optional
-from urllib.parse import urlsplit
+from typing import BinaryIO, NoReturn, Optional
 
 import certifi
 import urllib3
@@ -91,22 +90,6 @@ class S3Storage(StorageService):
         self._lock = threading.Lock()
         self._bucket_ready = False
         self._locals: set[Path] = set()
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> "S3Storage":
-        """Build from ``Settings``: ``storage_url`` is ``s3://bucket`` or ``s3://bucket/prefix``."""
-        url = urlsplit(settings.storage_url)
-        if url.scheme != "s3" or not url.netloc:
-            raise ValueError(f"storage_url {settings.storage_url!r} is not s3://bucket[/prefix]")
-        return cls(
-            settings.s3_endpoint,
-            url.netloc,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            prefix=url.path,
-        )
 
     @property
     def bucket(self) -> str:

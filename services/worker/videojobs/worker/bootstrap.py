@@ -6,20 +6,24 @@ import argparse
 import logging
 import signal
 import threading
-from concurrent import futures
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import grpc
+from grpc_health.v1 import health_pb2_grpc
 
-from videojobs.common.adapters.factory import make_queue, make_repository
+from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common.logs import configure_logging
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
 from videojobs.storage.factory import make_storage
+from videojobs.common.serving import bind_grpc, grpc_server
 from videojobs.worker.worker import JobWorker, WorkerPolicy
+
+if TYPE_CHECKING:
+    from videojobs.worker.pipeline.service import VideoFilePipelineService
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +38,28 @@ def policy_from_settings(settings: Settings) -> WorkerPolicy:
     )
 
 
+def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
+    """The analysis pipeline with the worker's settings (model, cache, backend, decode bound)."""
+    from videojobs.worker.pipeline.service import VideoFilePipelineService
+
+    return VideoFilePipelineService(
+        model=settings.model,
+        model_cache_dir=settings.model_cache_dir,
+        detector_backend=settings.detector_backend,
+        decode_timeout_seconds=settings.decode_timeout_seconds,
+    )
+
+
 def build_workers(
     settings: Settings,
-    repo: JobRepository,
+    repo: SqlJobRepository,
     queue: QueueService,
     storage: StorageService,
     stop_event: threading.Event,
 ) -> list[JobWorker]:
     """One JobWorker (with its own analyzer and model) per worker thread."""
-    from videojobs.worker.pipeline.service import VideoFilePipelineService
-
     policy = policy_from_settings(settings)
+    capabilities = make_capability_store(repo)
     workers = []
     for i in range(settings.worker_threads):
         worker_id = f"{settings.worker_id}-{i}" if settings.worker_id else None
@@ -53,10 +68,11 @@ def build_workers(
                 queue=queue,
                 storage=storage,
                 repo=repo,
-                analyzer=VideoFilePipelineService.from_settings(settings),
+                analyzer=build_analyzer(settings),
                 policy=policy,
                 worker_id=worker_id,
                 stop_event=stop_event,
+                capabilities=capabilities,
             )
         )
     return workers
@@ -82,11 +98,9 @@ def main(argv: list[str]) -> int:
     readiness = ReadinessMonitor(
         {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=["videojobs.worker"]
     )
-    health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    from grpc_health.v1 import health_pb2_grpc
-
+    health_server = grpc_server(max_workers=2, thread_name_prefix="health")
     health_pb2_grpc.add_HealthServicer_to_server(readiness.servicer, health_server)
-    health_server.add_insecure_port(f"{settings.bind_host}:{settings.worker_health_port}")
+    bind_grpc(health_server, settings.bind_host, settings.worker_health_port, "the worker's gRPC health")
     health_server.start()
     readiness.start()
 

@@ -25,14 +25,15 @@ from videojobs.common.errors import (
     PoisonInput,
     StorageObjectNotFound,
     TemporaryFault,
+    VideoJobsError,
 )
-from videojobs.common.job import Job, JobStatus, output_key_for
-from videojobs.common.options import AnalysisOptions
+from videojobs.common.job import Job, JobStatus, output_key_for, utcnow
 from videojobs.common.ports.analysis import VideoAnalyzer
+from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
-from videojobs.common.results import results_to_bytes
+from videojobs.common.resources import WorkerCapabilities
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,13 @@ class JobWorker:
         policy: WorkerPolicy | None = None,
         worker_id: str | None = None,
         stop_event: threading.Event | None = None,
+        capabilities: CapabilityStore | None = None,
     ) -> None:
         self._queue = queue
         self._storage = storage
         self._repo = repo
         self._analyzer = analyzer
+        self._capabilities = capabilities
         self._policy = policy or WorkerPolicy()
         self.worker_id = worker_id or default_worker_id()
         self.stop_event = stop_event or threading.Event()
@@ -92,10 +95,30 @@ class JobWorker:
             self._queue.nak(job_id, self._policy.retry_delay(self._queue.delivery_count(job_id)))
         return True
 
+    def publish_capabilities(self) -> bool:
+        """Tell the api what this worker can do (model, class names, OCR languages). False if it could not."""
+        if self._capabilities is None:
+            return True
+        try:
+            described = self._analyzer.describe()
+            self._capabilities.publish(WorkerCapabilities(
+                worker_id=self.worker_id, model_file=described.model_file, model_sha256=described.model_sha256,
+                class_names=described.class_names, ocr_languages=described.ocr_languages, published_at=utcnow(),
+            ))
+        except TemporaryFault as exc:
+            log.warning("capabilities not published yet: %s", exc)
+            return False
+        except Exception:  # noqa: BLE001 -- e.g. the model cannot load: jobs will fail with the reason
+            log.exception("cannot describe this worker's analyzer; capabilities not published")
+        return True
+
     def run_forever(self) -> None:
         """Loop until stop_event is set; waits on the queue with a growing backoff while idle."""
         backoff = self._policy.idle_backoff_min
+        published = self.publish_capabilities()
         while not self.stop_event.is_set():
+            if not published:
+                published = self.publish_capabilities()
             try:
                 handled = self.run_once(timeout=backoff)
             except TemporaryFault as exc:  # queue or database unreachable: wait, then try again
@@ -149,14 +172,13 @@ class JobWorker:
         guard = _LeaseKeeper(job, self._repo, self._queue, self._policy, self.stop_event)
         guard.start()
         try:
-            options = AnalysisOptions.parse(job.options)
             with self._storage.local_copy(job.input_key) as path:
                 document = self._analyzer.run_on_file(
-                    job.pipeline_id, path, options, on_progress=guard.progress, should_stop=guard.should_stop
+                    job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop
                 )
             output_key = output_key_for(job.job_id)
             # Same input, options and model give the same bytes, so a duplicate write is harmless.
-            self._storage.save_bytes(results_to_bytes(document), output_key)
+            self._storage.save_bytes(document.to_bytes(), output_key)
         except JobInterrupted:
             guard.stop()
             self._hand_back(job, guard)
@@ -167,13 +189,17 @@ class JobWorker:
             return
         except _POISON as exc:
             guard.stop()
-            reason = str(exc)
+            reason = ("the job's input is no longer in storage" if isinstance(exc, StorageObjectNotFound)
+                      else exc.public_detail)
+            log.warning("job %s: poison input: %s", job.job_id, exc)
             self._finish(job, guard, lambda: job.fail(reason), poison=True)
             return
         except Exception as exc:  # noqa: BLE001 -- every other error ends the job FAILED, never RUNNING
             guard.stop()
             log.exception("job %s: pipeline error", job.job_id)
-            reason = f"{type(exc).__name__}: {exc}"
+            # The stored message is shown to clients: no paths or hosts, the logs have the detail.
+            reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
+                f"internal error during analysis ({type(exc).__name__}); the worker's logs have the detail")
             self._finish(job, guard, lambda: job.fail(reason))
             return
         guard.stop()
@@ -212,7 +238,7 @@ class JobWorker:
         if guard.lost:
             return
         if job.attempt >= self._policy.max_attempts:
-            self._finish(job, guard, lambda: job.fail(f"gave up after {job.attempt} attempt(s): {exc}"))
+            self._finish(job, guard, lambda: job.fail(f"gave up after {job.attempt} attempt(s): {exc.public_detail}"))
             return
         delay = self._policy.retry_delay(job.attempt)
         log.warning("job %s: temporary fault on attempt %d, retry in %.1fs: %s", job.job_id, job.attempt, delay, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from videojobs.common.adapters.sql.capabilities import SqlCapabilityStore
 from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.adapters.sql.migrate import upgrade
 from videojobs.common.adapters.sql.repository import SqlJobRepository
@@ -17,6 +18,11 @@ def make_repository(settings: Settings, migrate: bool | None = None) -> SqlJobRe
     return SqlJobRepository(engine)
 
 
+def make_capability_store(repo: SqlJobRepository) -> SqlCapabilityStore:
+    """Worker capabilities live in the job database."""
+    return SqlCapabilityStore(repo.engine)
+
+
 def make_queue(settings: Settings) -> QueueService:
     """memory:// -> in-process queue; nats:// -> JetStream work queue."""
     url = settings.queue_url
@@ -27,5 +33,14 @@ def make_queue(settings: Settings) -> QueueService:
     if url.startswith(("nats:", "tls:")):
         from videojobs.common.adapters.nats_queue import JetStreamQueue
 
-        return JetStreamQueue.from_settings(settings)
+        return JetStreamQueue(
+            url,
+            stream=settings.nats_stream,
+            subject=settings.nats_subject,
+            durable=settings.nats_durable,
+            ack_wait=settings.ack_wait_seconds,
+            # One delivery beyond the last attempt, so a worker killed during that attempt
+            # is followed by a delivery that records the give-up instead of a stuck RUNNING job.
+            max_deliver=settings.max_attempts + 1,
+        )
     raise ValueError(f"unsupported VIDEOJOBS_QUEUE_URL {url!r} (expected memory:// or nats://host:port)")

@@ -123,20 +123,6 @@ class JetStreamQueue(QueueService):
         self._declared = False
         self._setup_lock: Optional[asyncio.Lock] = None
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> "JetStreamQueue":
-        """Build from ``Settings`` (queue_url may list several servers, comma-separated)."""
-        return cls(
-            settings.queue_url,
-            stream=settings.nats_stream,
-            subject=settings.nats_subject,
-            durable=settings.nats_durable,
-            ack_wait=settings.ack_wait_seconds,
-            # One delivery beyond the last attempt, so a worker killed during that attempt
-            # is followed by a delivery that records the give-up instead of a stuck RUNNING job.
-            max_deliver=settings.max_attempts + 1,
-        )
-
     @property
     def stream(self) -> str:
         return self._stream

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from videojobs.common.options import AnalysisOptions
+from videojobs.common.results import ResultsDocument
 
 # on_progress(frames_done, frames_total) is called after every analysed batch.
 ProgressCallback = Callable[[int, int], None]
 # should_stop() is polled between batches; True makes run_on_file raise JobInterrupted.
 StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class AnalyzerCapabilities:
+    """What an analyzer can do: its detector model and the OCR languages installed beside it."""
+
+    model_file: str
+    model_sha256: str
+    class_names: list[str]
+    ocr_languages: list[str]
 
 
 class VideoAnalyzer(ABC):
@@ -25,12 +37,16 @@ class VideoAnalyzer(ABC):
         options: Optional[AnalysisOptions] = None,
         on_progress: Optional[ProgressCallback] = None,
         should_stop: Optional[StopCheck] = None,
-    ) -> dict[str, Any]:
+    ) -> ResultsDocument:
         """Analyse the sampled frames of `file_path`.
 
-        Returns the results document (see ``videojobs.common.results``). Raises
-        InvalidOptions for an unknown pipeline (before any work), BadVideo (a
+        Raises InvalidOptions for an unknown pipeline (before any work), BadVideo (a
         PoisonInput) for inputs that can never be analysed, JobInterrupted when
         `should_stop` turns True.
         """
+        raise NotImplementedError
+
+    @abstractmethod
+    def describe(self) -> AnalyzerCapabilities:
+        """Load what is needed and say what this analyzer can do (published for the api)."""
         raise NotImplementedError

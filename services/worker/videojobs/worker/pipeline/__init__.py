@@ -12,6 +12,7 @@ from videojobs.worker.pipeline.errors import (
     EmptyVideo,
     NoVideoStream,
     NotAVideo,
+    TooManyFrames,
     TruncatedVideo,
 )
 from videojobs.worker.pipeline.service import VideoFilePipelineService
@@ -24,6 +25,7 @@ __all__ = [
     "EmptyVideo",
     "NoVideoStream",
     "NotAVideo",
+    "TooManyFrames",
     "TruncatedVideo",
     "VideoFilePipelineService",
 ]

@@ -1,44 +1,63 @@
-"""``videojobs analyze FILE``: analyse one local video and print the results JSON on stdout."""
+"""``videojobs analyze FILE``: analyse one local video and print the results document on stdout.
+
+The document is the one ``GET /video/results/{id}`` returns (without ``job_id``,
+``status`` and paging). The model is resolved like the service's: ``--model``,
+else ``VIDEOJOBS_MODEL`` from the environment or the ``.env`` file in the working
+directory (``make install`` writes one naming ``../shared/models``), else the
+production default ``yolov8n.pt``. On a terminal a progress bar goes to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from videojobs.common.errors import VideoJobsError
-from videojobs.common.options import DEFAULT_PIPELINE, PIPELINES, AnalysisOptions
+from videojobs.common.options import add_option_arguments, options_from_arguments
+from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES
+from videojobs.common.ports.analysis import ProgressCallback
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="videojobs analyze",
-        description="Analyse one local video file and print the results JSON to stdout.",
+        description="Analyse one local video file and print the results document (JSON) to stdout.",
     )
-    p.add_argument("file", type=Path, help="video file (MP4 or anything OpenCV decodes)")
-    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"one of {', '.join(PIPELINES)} (default {DEFAULT_PIPELINE})")
-    p.add_argument("--sample-fps", type=float, default=None, help="frames analysed per second of video; 0 = every frame (default 1)")
-    p.add_argument("--max-frames", type=int, default=None, help="analyse at most this many frames (0 = no bound)")
-    p.add_argument("--min-confidence", type=float, default=None, help="drop detections below this (default 0.25)")
-    p.add_argument("--classes", default=None, help="comma-separated class names to keep, e.g. bottle,person")
-    p.add_argument("--ocr-lang", default=None, help="Tesseract language(s), e.g. eng or eng+deu")
-    p.add_argument("--imgsz", type=int, default=None, help="detector input size (multiple of 32)")
-    p.add_argument("--model", default=None, help="Ultralytics-loadable model (default: $VIDEOJOBS_MODEL or yolov8n.pt)")
-    p.add_argument("--backend", default=None, help="detector backend: auto, openvino, onnx or native")
+    p.add_argument("file", type=Path, help="video file (MP4/MOV/M4V, MKV, WebM, AVI)")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=list(PIPELINES),
+                   help=f"default {DEFAULT_PIPELINE}")
+    p.add_argument("--model", default=None, help="Ultralytics-loadable model (default: VIDEOJOBS_MODEL)")
+    p.add_argument("--backend", default=None, help="detector backend (default: VIDEOJOBS_DETECTOR_BACKEND)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    add_option_arguments(p)
     return p
 
 
-def _quiet_ultralytics() -> None:
-    # Ultralytics logs to stdout, which carries the JSON here; its handler exists once it is imported.
-    import ultralytics.utils  # noqa: F401
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Optional[ProgressCallback]]:
+    """A rich progress bar on stderr (frames done / total, rate, time left), or nothing."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    logger = logging.getLogger("ultralytics")
-    logger.setLevel(logging.WARNING)
-    for handler in logger.handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setStream(sys.stderr)
+    columns = (TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task("frames", total=None, rate="")
+        started = time.monotonic()
+
+        def update(done: int, total: int) -> None:
+            elapsed = time.monotonic() - started
+            rate = f"{done / elapsed:.1f} frames/s" if done and elapsed > 0 else ""
+            progress.update(task, completed=done, total=total or None, rate=rate)
+
+        yield update
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -46,31 +65,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from videojobs.common.config import load_settings
-        from videojobs.common.results import results_to_bytes
-        from videojobs.worker.pipeline.service import VideoFilePipelineService
+        from videojobs.worker.bootstrap import build_analyzer
 
+        options = options_from_arguments(args)
         overrides = {k: v for k, v in (("model", args.model), ("detector_backend", args.backend)) if v}
-        settings = load_settings(**overrides)
-        options = AnalysisOptions.parse(
-            {
-                "sample_fps": args.sample_fps,
-                "max_frames": args.max_frames,
-                "min_confidence": args.min_confidence,
-                "classes": args.classes,
-                "ocr_lang": args.ocr_lang,
-                "imgsz": args.imgsz,
-            }
-        )
-        _quiet_ultralytics()
-        service = VideoFilePipelineService.from_settings(settings)
+        service = build_analyzer(load_settings(**overrides))
         try:
-            document = service.run_on_file(args.pipeline, args.file, options)
+            with progress_bar(sys.stderr.isatty() and not args.no_progress) as on_progress:
+                document = service.run_on_file(args.pipeline, args.file, options, on_progress=on_progress)
         finally:
             service.close()
     except (VideoJobsError, FileNotFoundError) as exc:
-        print(f"videojobs analyze: {type(exc).__name__}: {exc}", file=sys.stderr)
+        detail = exc.public_detail if isinstance(exc, VideoJobsError) else str(exc)
+        print(f"videojobs analyze: {detail}", file=sys.stderr)
         return 2
-    sys.stdout.buffer.write(results_to_bytes(document) + b"\n")
+    sys.stdout.buffer.write(document.to_bytes() + b"\n")
     sys.stdout.flush()
     return 0
 

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from videojobs.common.errors import InvalidOptions
+from videojobs.common.errors import UnknownClass
 from videojobs.worker.pipeline.errors import DetectorUnavailable
 
 log = logging.getLogger(__name__)
@@ -239,9 +239,7 @@ class Detector:
         by_name = {v: k for k, v in self.names.items()}
         unknown = [c for c in class_names if c not in by_name]
         if unknown:
-            raise InvalidOptions(
-                f"unknown class name(s) {', '.join(map(repr, unknown))} for model {Path(self.model_spec).name}"
-            )
+            raise UnknownClass(unknown, [self.names[k] for k in sorted(self.names)])
         return sorted(by_name[c] for c in class_names)
 
     def detect(

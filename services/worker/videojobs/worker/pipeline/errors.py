@@ -33,6 +33,10 @@ class AbsurdDimensions(BadVideo):
     """The frame size is outside what the service accepts (see ``MIN_SIDE``/``MAX_SIDE`` in video.py)."""
 
 
+class TooManyFrames(BadVideo):
+    """The video announces more frames than results can index (2^31 - 1)."""
+
+
 class DecodeStalled(BadVideo):
     """Opening or decoding made no progress within the decode timeout."""
 

@@ -26,7 +26,7 @@ from typing import Optional, Sequence  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from videojobs.common.errors import InvalidOptions  # noqa: E402
+from videojobs.common.errors import InvalidOptions, UnknownLanguage  # noqa: E402
 
 TESSDATA_CANDIDATES = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -99,6 +99,17 @@ def group_lines(words: Sequence[tuple[OcrWord, bool]]) -> list[OcrLine]:
     return out
 
 
+def is_worth_reading(line: OcrLine, min_confidence: float) -> bool:
+    """Keep a line a reader would call text: a letter or digit in it, confident enough."""
+    return line.confidence >= min_confidence and any(ch.isalnum() for ch in line.text)
+
+
+def installed_languages(tessdata: Optional[str] = None) -> list[str]:
+    """Tesseract languages with data in the tessdata folder ('osd' is a script detector, not a language)."""
+    folder = find_tessdata(tessdata)
+    return sorted(p.stem for p in folder.glob("*.traineddata") if p.stem != "osd")
+
+
 def link_line(box: Sequence[float], detection_boxes: Sequence[Sequence[float]]) -> Optional[int]:
     """Index of the smallest detection box containing the line box, or None.
 
@@ -139,9 +150,7 @@ class OcrEngine:
         self.tessdata = find_tessdata(tessdata)
         missing = [part for part in lang.split("+") if not (self.tessdata / f"{part}.traineddata").is_file()]
         if missing:
-            raise InvalidOptions(
-                f"ocr_lang {lang!r}: no Tesseract data for {', '.join(missing)} in {self.tessdata}"
-            )
+            raise UnknownLanguage(missing, installed_languages(tessdata))
         self._api = tesserocr.PyTessBaseAPI(
             path=str(self.tessdata) + os.sep, lang=lang, psm=tesserocr.PSM.AUTO, oem=tesserocr.OEM.DEFAULT
         )

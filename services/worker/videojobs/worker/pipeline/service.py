@@ -7,21 +7,22 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Optional
 
 import numpy as np
 
 from videojobs.common.errors import InvalidOptions, JobInterrupted
-from videojobs.common.options import AnalysisOptions, validate_pipeline_id
-from videojobs.common.ports.analysis import ProgressCallback, StopCheck, VideoAnalyzer
+from videojobs.common.formats import SNIFF_BYTES, sniff
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
+from videojobs.common.ports.analysis import AnalyzerCapabilities, ProgressCallback, StopCheck, VideoAnalyzer
+from videojobs.common.results import Detection, ModelInfo, Provenance, ResultsDocument
 from videojobs.worker.pipeline import document as doc
 from videojobs.worker.pipeline.detector import Detector
-from videojobs.worker.pipeline.ocr import OcrEngine, OcrLine, tesseract_version
+from videojobs.worker.pipeline.noise import quiet_third_party
+from videojobs.worker.pipeline.ocr import OcrEngine, OcrLine, installed_languages, is_worth_reading, tesseract_version
 from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
 from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
-
-if TYPE_CHECKING:
-    from videojobs.common.config import Settings
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -71,6 +72,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         batch_size: int = DEFAULT_BATCH_SIZE,
         tessdata_dir: Optional[str] = None,
     ) -> None:
+        quiet_third_party()
         self.detector = Detector(model, Path(model_cache_dir), detector_backend)
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
@@ -80,16 +82,6 @@ class VideoFilePipelineService(VideoAnalyzer):
         self._lock = threading.Lock()
         self._versions: Optional[dict[str, str]] = None
         self.last_timings: dict[str, float] = {}
-
-    @classmethod
-    def from_settings(cls, settings: "Settings") -> "VideoFilePipelineService":
-        """Build from the worker's settings (model, model_cache_dir, detector_backend, decode_timeout_seconds)."""
-        return cls(
-            model=settings.model,
-            model_cache_dir=settings.model_cache_dir,
-            detector_backend=settings.detector_backend,
-            decode_timeout_seconds=settings.decode_timeout_seconds,
-        )
 
     def close(self) -> None:
         """Release the OCR thread and engines."""
@@ -108,9 +100,9 @@ class VideoFilePipelineService(VideoAnalyzer):
         options: Optional[AnalysisOptions] = None,
         on_progress: Optional[ProgressCallback] = None,
         should_stop: Optional[StopCheck] = None,
-    ) -> dict[str, Any]:
+    ) -> ResultsDocument:
         """Analyse the sampled frames of `file_path`; see ``VideoAnalyzer.run_on_file``."""
-        pipeline_id = validate_pipeline_id(pipeline_id)
+        pipeline = get_pipeline(pipeline_id)
         if options is None:
             options = AnalysisOptions()
         if not isinstance(options, AnalysisOptions):
@@ -119,7 +111,18 @@ class VideoFilePipelineService(VideoAnalyzer):
         if not path.exists() or path.is_dir():
             raise FileNotFoundError(f"no input file at {path}")
         with self._lock:
-            return self._run(pipeline_id, path, options, on_progress, should_stop)
+            return self._run(pipeline, path, options, on_progress, should_stop)
+
+    def describe(self) -> AnalyzerCapabilities:
+        """Loads the detector (so the first job does not wait for it) and lists the OCR languages."""
+        ref = self.detector.load()
+        names = self.detector.names
+        return AnalyzerCapabilities(
+            model_file=ref.file,
+            model_sha256=ref.sha256,
+            class_names=[names[k] for k in sorted(names)],
+            ocr_languages=installed_languages(self.tessdata_dir),
+        )
 
     # -- internals ----------------------------------------------------------------------
     def _ocr_engine(self, lang: str) -> OcrEngine:
@@ -138,16 +141,18 @@ class VideoFilePipelineService(VideoAnalyzer):
 
     def _run(
         self,
-        pipeline_id: str,
+        pipeline: Pipeline,
         path: Path,
         options: AnalysisOptions,
         on_progress: Optional[ProgressCallback],
         should_stop: Optional[StopCheck],
-    ) -> dict[str, Any]:
+    ) -> ResultsDocument:
         t_start = time.perf_counter()
-        use_detector = pipeline_id in ("yolo_ocr", "yolo")
-        use_ocr = pipeline_id in ("yolo_ocr", "ocr")
-        timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0}
+        use_detector = pipeline.runs(Stage.DETECT)
+        use_tracker = pipeline.runs(Stage.TRACK)
+        use_ocr = pipeline.runs(Stage.OCR)
+        timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0,
+                   "ocr_lines_read": 0.0, "ocr_lines_dropped": 0.0}
 
         with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2) as reader:
             info = reader.open()
@@ -161,12 +166,12 @@ class VideoFilePipelineService(VideoAnalyzer):
             engine = self._ocr_engine(options.ocr_lang) if use_ocr else None
             plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
             total = len(plan)
-            tracker = JobTracker(plan.effective_sample_fps) if use_detector else None
+            tracker = JobTracker(plan.effective_sample_fps) if use_tracker else None
             detect_conf = min(options.min_confidence, TRACK_LOW_CONFIDENCE)
             if on_progress:
                 on_progress(0, total)
 
-            frames_out: list[dict[str, Any]] = []
+            frames_out: list = []
             batch: list[tuple[int, np.ndarray]] = []
             source = reader.frames(plan)
             done = 0
@@ -184,7 +189,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                     break
                 frames_out.extend(
                     self._analyse_batch(batch, info.fps, info.width, info.height, options, names, class_ids,
-                                        detect_conf, tracker, engine, timings)
+                                        detect_conf, use_detector, tracker, engine, timings)
                 )
                 done += len(batch)
                 if on_progress:
@@ -192,22 +197,20 @@ class VideoFilePipelineService(VideoAnalyzer):
             timings["decode"] = reader.decode_seconds
 
         t0 = time.perf_counter()
-        model_ref = None
+        model_info = None
         if use_detector:
-            model_ref = self.detector.load().to_dict()
-            model_ref["input_size"] = self.detector.input_size()
-        provenance = {
-            "model": model_ref,
-            "libraries": self._library_versions(),
-            "ocr_lang": options.ocr_lang if use_ocr else None,
-            "options": options.to_dict(),
-        }
-        result = doc.document(
-            pipeline_id=pipeline_id,
-            video=info.to_dict(),
-            sampling=plan.to_dict(done),
-            provenance=provenance,
-            frames=frames_out,
+            model_info = ModelInfo(**{**self.detector.load().to_dict(), "input_size": self.detector.input_size()})
+        result = ResultsDocument(
+            pipeline_id=pipeline.pipeline_id,
+            video=info.metadata(container=_container_of(path)),
+            sampling=plan.sampling(done),
+            provenance=Provenance(
+                model=model_info,
+                libraries=self._library_versions(),
+                ocr_lang=options.ocr_lang if use_ocr else None,
+                options=options,
+            ),
+            results=frames_out,
             tracks=tracker.summaries(names) if tracker is not None else [],
         )
         timings["write"] += time.perf_counter() - t0
@@ -229,10 +232,11 @@ class VideoFilePipelineService(VideoAnalyzer):
         names: dict[int, str],
         class_ids: Optional[list[int]],
         detect_conf: float,
+        use_detector: bool,
         tracker: Optional[JobTracker],
         engine: Optional[OcrEngine],
         timings: dict[str, float],
-    ) -> list[dict[str, Any]]:
+    ) -> list:
         frames = [frame for _, frame in batch]
         ocr_future: Optional[Future] = None
         if engine is not None:
@@ -240,22 +244,30 @@ class VideoFilePipelineService(VideoAnalyzer):
             # OCR of this batch runs on its own thread while the detector works here.
             ocr_future = self._ocr_pool.submit(_read_all, engine, frames)
 
-        per_frame_dets: list[list[dict[str, Any]]] = [[] for _ in batch]
-        if tracker is not None:
+        per_frame_dets: list[list[Detection]] = [[] for _ in batch]
+        if use_detector:
             t0 = time.perf_counter()
             raw = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
             t1 = time.perf_counter()
             timings["detect"] += t1 - t0
             for k, ((index, _), dets) in enumerate(zip(batch, raw)):
                 reported = dets[:, 4] >= options.min_confidence
-                ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
+                if tracker is not None:
+                    ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
+                else:
+                    ids = [None] * int(reported.sum())
                 per_frame_dets[k] = doc.detection_items(dets[reported], ids, names, width, height)
             timings["track"] += time.perf_counter() - t1
 
         lines_per_frame: list[list[OcrLine]] = [[] for _ in batch]
         if ocr_future is not None:
-            lines_per_frame, ocr_seconds = ocr_future.result()
+            read, ocr_seconds = ocr_future.result()
             timings["ocr"] += ocr_seconds
+            for k, lines in enumerate(read):
+                kept = [line for line in lines if is_worth_reading(line, options.min_text_confidence)]
+                timings["ocr_lines_read"] += len(lines)
+                timings["ocr_lines_dropped"] += len(lines) - len(kept)
+                lines_per_frame[k] = kept
 
         t0 = time.perf_counter()
         out = [
@@ -268,7 +280,13 @@ class VideoFilePipelineService(VideoAnalyzer):
     def _library_versions(self) -> dict[str, str]:
         if self._versions is None:
             self._versions = library_versions()
-        return dict(self._versions)
+        return dict(sorted(self._versions.items()))
+
+
+def _container_of(path: Path) -> str:
+    with path.open("rb") as f:
+        fmt = sniff(f.read(SNIFF_BYTES))
+    return fmt.format_id if fmt is not None else ""
 
 
 def _read_all(engine: OcrEngine, frames: list[np.ndarray]) -> tuple[list[list[OcrLine]], float]:

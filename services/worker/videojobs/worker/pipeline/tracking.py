@@ -14,6 +14,8 @@ from typing import Optional
 
 import numpy as np
 
+from videojobs.common.results import Track
+
 # ByteTrack's second association stage uses detections down to this score, so the
 # detector is run at min(min_confidence, TRACK_LOW_CONFIDENCE).
 TRACK_LOW_CONFIDENCE = 0.1
@@ -100,7 +102,7 @@ class JobTracker:
             summary.classes[int(dets[det_index, 5])] += 1
         return out
 
-    def summaries(self, names: dict[int, str]) -> list[dict]:
+    def summaries(self, names: dict[int, str]) -> list[Track]:
         """The ``tracks`` list of the results document, by track id."""
         out = []
         for track_id in sorted(self.tracks):
@@ -108,15 +110,15 @@ class JobTracker:
             # The class seen most often; ties go to the lowest id so the answer is stable.
             class_id = min(t.classes, key=lambda c: (-t.classes[c], c))
             out.append(
-                {
-                    "track_id": t.track_id,
-                    "class_id": class_id,
-                    "class_name": names.get(class_id, str(class_id)),
-                    "first_frame_index": t.first_frame_index,
-                    "last_frame_index": t.last_frame_index,
-                    "start_ms": t.start_ms,
-                    "end_ms": t.end_ms,
-                    "frames": t.frames,
-                }
+                Track(
+                    track_id=t.track_id,
+                    class_id=class_id,
+                    class_name=names.get(class_id, str(class_id)),
+                    first_frame_index=t.first_frame_index,
+                    last_frame_index=t.last_frame_index,
+                    start_ms=t.start_ms,
+                    end_ms=t.end_ms,
+                    frames=t.frames,
+                )
             )
         return out

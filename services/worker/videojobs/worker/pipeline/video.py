@@ -21,12 +21,16 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
+from videojobs.common.options import INT32_MAX
+from videojobs.common.results import Sampling, VideoMetadata
+
 from videojobs.worker.pipeline.errors import (
     AbsurdDimensions,
     DecodeStalled,
     EmptyVideo,
     NoVideoStream,
     NotAVideo,
+    TooManyFrames,
     TruncatedVideo,
 )
 
@@ -55,16 +59,17 @@ class VideoInfo:
     def duration_ms(self) -> float:
         return self.frame_count * 1000.0 / self.fps if self.fps > 0 else 0.0
 
-    def to_dict(self) -> dict:
-        """Results-document form (key order is part of the contract)."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "fps": round(self.fps, 4),
-            "frame_count": self.frame_count,
-            "duration_ms": round(self.duration_ms, 3),
-            "codec": self.codec,
-        }
+    def metadata(self, container: str) -> VideoMetadata:
+        """Results-document form."""
+        return VideoMetadata(
+            width=self.width,
+            height=self.height,
+            fps=round(self.fps, 4),
+            frame_count=self.frame_count,
+            duration_ms=round(self.duration_ms, 3),
+            codec=self.codec,
+            container=container,
+        )
 
 
 class SamplingPlan:
@@ -121,18 +126,18 @@ class SamplingPlan:
     def __iter__(self) -> Iterator[int]:
         return (self.index(k) for k in range(self.count))
 
-    def to_dict(self, frames_analysed: int) -> dict:
+    def sampling(self, frames_analysed: int) -> Sampling:
         """Results-document form."""
-        return {
-            "sample_fps": round(self.effective_sample_fps, 4),
-            "frame_step": round(self.step, 4),
-            "max_frames": self.max_frames,
-            "frames_analysed": frames_analysed,
-            "requested_sample_fps": round(self.requested_sample_fps, 4),
-            "every_frame": self.every_frame,
-            "first_frame_index": self.index(0) if frames_analysed else None,
-            "last_frame_index": self.index(frames_analysed - 1) if frames_analysed else None,
-        }
+        return Sampling(
+            sample_fps=round(self.effective_sample_fps, 4),
+            frame_step=round(self.step, 4),
+            max_frames=self.max_frames,
+            frames_analysed=frames_analysed,
+            requested_sample_fps=round(self.requested_sample_fps, 4),
+            every_frame=self.every_frame,
+            first_frame_index=self.index(0) if frames_analysed else None,
+            last_frame_index=self.index(frames_analysed - 1) if frames_analysed else None,
+        )
 
 
 def fourcc_to_str(value: float) -> str:
@@ -216,41 +221,45 @@ def describe_unopenable(path: Path) -> Exception:
     """The most specific error for a file OpenCV could not open."""
     try:
         st = path.stat()
-    except OSError as exc:
-        return NotAVideo(f"cannot read {path.name}: {exc.strerror or exc}")
+    except OSError:
+        return NotAVideo("the input file cannot be read")
     if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-        return NotAVideo(f"{path.name} is empty (0 bytes)")
+        return NotAVideo("the file is empty (0 bytes)")
     layout = mp4_layout(path)
     if layout is None:
-        return NotAVideo(f"{path.name} is not a video file OpenCV can decode")
+        return NotAVideo("the file is not a video the decoder can read (corrupt, or an unsupported codec or container)")
     if not layout.has_moov:
         if layout.cut_short:
-            return TruncatedVideo(f"{path.name} is cut off: the MP4 ends inside its media data, before its index")
-        return NotAVideo(f"{path.name} is an MP4 without an index (moov box); it cannot be decoded")
+            return TruncatedVideo("the MP4 is cut off: it ends inside its media data, before its index (truncated upload?)")
+        return NotAVideo("the MP4 has no index (moov box); it cannot be decoded")
     handlers = [h for h, _ in layout.tracks]
     if not handlers:
-        return EmptyVideo(f"{path.name} is an MP4 with no tracks: it holds no frames")
+        return EmptyVideo("the MP4 has no tracks: it holds no frames")
     if "vide" not in handlers:
         kinds = ", ".join(sorted(set(handlers))) or "none"
-        return NoVideoStream(f"{path.name} has no video track (tracks: {kinds})")
+        return NoVideoStream(f"the file has no video track (tracks: {kinds})")
     if all(n == 0 for h, n in layout.tracks if h == "vide"):
-        return EmptyVideo(f"{path.name}: the video track has no frames")
+        return EmptyVideo("the video track has no frames")
     if layout.cut_short:
-        return TruncatedVideo(f"{path.name} is cut off before the end of its boxes")
-    return NotAVideo(f"{path.name} is an MP4 whose video track cannot be decoded (corrupt or unsupported codec)")
+        return TruncatedVideo("the MP4 is cut off before the end of its boxes (truncated upload?)")
+    return NotAVideo("the MP4's video track cannot be decoded (corrupt or an unsupported codec)")
 
 
 def check_info(path: Path, info: VideoInfo) -> None:
     """Reject videos the pipeline must not try to analyse."""
     if not (MIN_SIDE <= info.width <= MAX_SIDE and MIN_SIDE <= info.height <= MAX_SIDE):
         raise AbsurdDimensions(
-            f"{path.name}: frame size {info.width}x{info.height} is outside "
+            f"the frame size {info.width}x{info.height} is outside "
             f"{MIN_SIDE}..{MAX_SIDE} pixels per side"
         )
     if not (0 < info.fps <= MAX_FPS) or not math.isfinite(info.fps):
-        raise NotAVideo(f"{path.name}: frame rate {info.fps!r} is not usable")
+        raise NotAVideo(f"the frame rate {info.fps!r} is not usable")
     if info.frame_count <= 0:
-        raise EmptyVideo(f"{path.name}: the video track has no frames")
+        raise EmptyVideo("the video track has no frames")
+    if info.frame_count > INT32_MAX:
+        raise TooManyFrames(
+            f"the video claims {info.frame_count} frames; the service analyses at most {INT32_MAX} per video"
+        )
 
 
 _END = object()
@@ -282,7 +291,7 @@ class FrameReader:
         """Open the file and read its metadata (bounded by the timeout)."""
         self._thread = threading.Thread(target=self._run, name=f"decode-{self.path.name}", daemon=True)
         self._thread.start()
-        item = self._get("opening")
+        item = self._get("opening the video")
         if isinstance(item, BaseException):
             raise item
         assert isinstance(item, VideoInfo)
@@ -290,7 +299,7 @@ class FrameReader:
         layout = mp4_layout(self.path)
         if layout is not None and layout.cut_short:
             # Caught here rather than frames later when decoding runs dry.
-            raise TruncatedVideo(f"{self.path.name} is cut off: its media data runs past the end of the file")
+            raise TruncatedVideo("the MP4 is cut off: its media data runs past the end of the file (truncated upload?)")
         return item
 
     def frames(self, plan: SamplingPlan) -> Iterator[tuple[int, np.ndarray]]:
@@ -298,7 +307,7 @@ class FrameReader:
         self._plan = plan
         self._plan_ready.set()
         while True:
-            item = self._get("decoding")
+            item = self._get("decoding the video")
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -330,7 +339,7 @@ class FrameReader:
             if remaining <= 0:
                 self._stop.set()
                 raise DecodeStalled(
-                    f"{self.path.name}: {what} made no progress for {self.timeout:g} s; giving up"
+                    f"{what} made no progress for {self.timeout:g} s; giving up"
                 )
             try:
                 return self._queue.get(timeout=min(remaining, 0.5))
@@ -378,7 +387,7 @@ class FrameReader:
                 return
             self._decode(cap, plan, info)
         except Exception as exc:  # reported to the consumer, never lost in the thread
-            self._put(NotAVideo(f"{self.path.name}: decoding failed: {exc}"))
+            self._put(NotAVideo(f"decoding failed: {type(exc).__name__}"))
         finally:
             if cap is not None:
                 cap.release()
@@ -400,7 +409,7 @@ class FrameReader:
             if index == target:
                 if frame is None or frame.shape[0] != info.height or frame.shape[1] != info.width:
                     shape = None if frame is None else frame.shape
-                    self._put(NotAVideo(f"{self.path.name}: frame {index} decoded as {shape}, "
+                    self._put(NotAVideo(f"frame {index} decoded as {shape}, "
                                         f"not {info.width}x{info.height}"))
                     return
                 if not self._put((index, frame)):
@@ -413,11 +422,11 @@ class FrameReader:
     def _early_end(self, index: int, plan: SamplingPlan, info: VideoInfo) -> object:
         """The stream ran out at `index` before the plan was done."""
         if index == 0:
-            return EmptyVideo(f"{self.path.name}: no frame could be decoded")
+            return EmptyVideo("no frame could be decoded")
         shortfall = info.frame_count - index
         if shortfall <= max(1, TRUNCATION_TOLERANCE * info.frame_count):
             return _END  # frame count was an estimate; the frames before are fine
         return TruncatedVideo(
-            f"{self.path.name}: the data ends after frame {index} of the "
+            f"the data ends after frame {index} of the "
             f"{info.frame_count} its header announces (file truncated or corrupt)"
         )

@@ -10,14 +10,15 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from videojobs.common.adapters.sql.tables import job_outbox, jobs
-from videojobs.common.errors import JobNotFound, TemporaryFault
+from videojobs.common.errors import InvalidOptions, JobNotFound, TemporaryFault
 from videojobs.common.job import Job, JobStatus, as_utc, utcnow
+from videojobs.common.options import AnalysisOptions
 from videojobs.common.ports.jobs import JobRepository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _temporary_on_disconnect(fn: F) -> F:
+def temporary_on_disconnect(fn: F) -> F:
     """Connection-level database errors are temporary faults: callers retry them."""
 
     @functools.wraps(fn)
@@ -36,13 +37,13 @@ class SqlJobRepository(JobRepository):
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def add(self, job: Job) -> None:
         with self._engine.begin() as conn:
             conn.execute(jobs.insert().values(**_row_from_job(job)))
             conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at))
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def get(self, job_id: str) -> Job:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
@@ -50,7 +51,7 @@ class SqlJobRepository(JobRepository):
             raise JobNotFound(job_id)
         return _job_from_row(row)
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def save(self, job: Job, expected_status: JobStatus, expected_attempt: int) -> bool:
         values = _row_from_job(job)
         del values["job_id"], values["created_at"]
@@ -64,7 +65,7 @@ class SqlJobRepository(JobRepository):
         with self._engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def unfinished_job_ids(self) -> list[str]:
         stmt = (
             sa.select(jobs.c.job_id)
@@ -74,7 +75,7 @@ class SqlJobRepository(JobRepository):
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def stranded_job_ids(self, idle_since: datetime, limit: int = 100) -> list[str]:
         stmt = (
             sa.select(jobs.c.job_id)
@@ -90,7 +91,7 @@ class SqlJobRepository(JobRepository):
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def unpublished_job_ids(self, limit: int = 100) -> list[str]:
         stmt = (
             sa.select(job_outbox.c.job_id)
@@ -101,7 +102,7 @@ class SqlJobRepository(JobRepository):
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def mark_published(self, job_ids: list[str]) -> None:
         if not job_ids:
             return
@@ -110,10 +111,14 @@ class SqlJobRepository(JobRepository):
                 job_outbox.update().where(job_outbox.c.job_id.in_(job_ids)).values(published_at=utcnow())
             )
 
-    @_temporary_on_disconnect
+    @temporary_on_disconnect
     def ping(self) -> None:
         with self._engine.connect() as conn:
             conn.execute(sa.select(sa.func.count()).select_from(jobs))
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
 
     def dispose(self) -> None:
         self._engine.dispose()
@@ -124,7 +129,7 @@ def _row_from_job(job: Job) -> dict[str, Any]:
         "job_id": job.job_id,
         "status": job.status.value,
         "pipeline_id": job.pipeline_id,
-        "options": job.options,
+        "options": job.options.to_dict(),
         "input_key": job.input_key,
         "output_key": job.output_key,
         "error_message": job.error_message,
@@ -138,6 +143,14 @@ def _row_from_job(job: Job) -> dict[str, Any]:
     }
 
 
+def _options(raw: dict[str, Any] | None) -> AnalysisOptions:
+    try:
+        return AnalysisOptions.parse(raw)
+    except InvalidOptions:
+        # Stored before a validation rule tightened: keep what was asked; the worker fails it.
+        return AnalysisOptions.model_construct(**(raw or {}))
+
+
 def _opt_utc(ts: datetime | None) -> datetime | None:
     return as_utc(ts) if ts is not None else None
 
@@ -147,7 +160,7 @@ def _job_from_row(row: Any) -> Job:
         job_id=row["job_id"],
         status=JobStatus(row["status"]),
         pipeline_id=row["pipeline_id"],
-        options=dict(row["options"] or {}),
+        options=_options(row["options"]),
         input_key=row["input_key"],
         output_key=row["output_key"],
         error_message=row["error_message"],

@@ -34,3 +34,16 @@ job_outbox = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True, index=True),
 )
+
+# What each worker published about itself; the api validates class names and OCR
+# languages at submit against the newest row.
+worker_capabilities = sa.Table(
+    "worker_capabilities",
+    metadata,
+    sa.Column("worker_id", sa.String(128), primary_key=True),
+    sa.Column("model_file", sa.String(512), nullable=False),
+    sa.Column("model_sha256", sa.String(64), nullable=False),
+    sa.Column("class_names", sa.JSON, nullable=False),
+    sa.Column("ocr_languages", sa.JSON, nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)

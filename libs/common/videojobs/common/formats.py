@@ -1,0 +1,71 @@
+"""Video containers the service accepts, recognised by their first bytes (never by file name).
+
+The decoder (OpenCV's FFmpeg) reads more than these; the list is what the service
+promises and tests end to end. Adding a container is one entry in ``FORMATS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+# Bytes needed to judge a file (Matroska's DocType sits inside its first few dozen bytes).
+SNIFF_BYTES = 64
+
+# First box types of ISO-BMFF / QuickTime files: MP4 and M4V start with 'ftyp'; QuickTime
+# .mov files from older cameras may start with 'wide', 'free', 'mdat' or 'moov'.
+_ISO_BMFF_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"}
+
+
+def _is_iso_bmff(head: bytes) -> bool:
+    if len(head) < 8 or head[4:8] not in _ISO_BMFF_FIRST_BOXES:
+        return False
+    size = int.from_bytes(head[:4], "big")
+    if head[4:8] == b"ftyp":
+        return 8 <= size <= 4096
+    return size in (0, 1) or size >= 8
+
+
+def _is_matroska(head: bytes) -> bool:
+    return head[:4] == b"\x1a\x45\xdf\xa3" and b"webm" not in head[:SNIFF_BYTES]
+
+
+def _is_webm(head: bytes) -> bool:
+    return head[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in head[:SNIFF_BYTES]
+
+
+def _is_avi(head: bytes) -> bool:
+    return len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"AVI "
+
+
+@dataclass(frozen=True)
+class ContainerFormat:
+    """A container the service accepts."""
+
+    format_id: str
+    name: str  # in plain words, for people
+    extension: str  # of the stored input object
+    extensions: tuple[str, ...]  # what such files are usually called
+    matches: Callable[[bytes], bool]
+
+
+FORMATS: tuple[ContainerFormat, ...] = (
+    ContainerFormat("iso-bmff", "MP4, MOV or M4V (ISO-BMFF)", "mp4", (".mp4", ".mov", ".m4v"), _is_iso_bmff),
+    ContainerFormat("matroska", "Matroska (MKV)", "mkv", (".mkv",), _is_matroska),
+    ContainerFormat("webm", "WebM", "webm", (".webm",), _is_webm),
+    ContainerFormat("avi", "AVI", "avi", (".avi",), _is_avi),
+)
+
+
+def sniff(head: bytes) -> ContainerFormat | None:
+    """The accepted container these first bytes belong to, or None."""
+    for fmt in FORMATS:
+        if fmt.matches(head):
+            return fmt
+    return None
+
+
+def accepted_formats_text() -> str:
+    """'MP4, MOV or M4V (ISO-BMFF), Matroska (MKV), WebM or AVI'."""
+    names = [f.name for f in FORMATS]
+    return ", ".join(names[:-1]) + " or " + names[-1]

@@ -1,0 +1,66 @@
+"""Listening sockets for the composition roots: exclusive ports, clear failures.
+
+gRPC turns SO_REUSEPORT on by default, so a second server on the same port binds
+silently and the two share the traffic. Every server here turns it off and binds
+before anything announces itself, so a taken port stops the process at start
+with a readable message and a non-zero exit (``videojobs.cli`` prints it).
+"""
+
+from __future__ import annotations
+
+import socket
+from concurrent import futures
+
+import grpc
+
+# Messages are at most one upload chunk plus framing; results pages stay far below.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+class PortInUse(Exception):
+    """A port this process must listen on cannot be bound."""
+
+    def __init__(self, what: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen for {what} on {host}:{port}: {reason} "
+                         f"(is another videojobs process running? choose another port in the settings)")
+
+
+def grpc_server(max_workers: int, thread_name_prefix: str = "grpc") -> grpc.Server:
+    """A gRPC server that does not share its port with other processes."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix),
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+
+
+def bind_grpc(server: grpc.Server, host: str, port: int, what: str = "gRPC") -> int:
+    """Bind `server` to host:port (0 = any free port); the bound port, or PortInUse."""
+    try:
+        bound = server.add_insecure_port(f"{_bracketed(host)}:{port}")
+    except RuntimeError as exc:
+        raise PortInUse(what, host, port, str(exc).splitlines()[0]) from None
+    if bound == 0:
+        raise PortInUse(what, host, port, "address already in use")
+    return bound
+
+
+def bind_http(host: str, port: int, what: str = "HTTP") -> socket.socket:
+    """A listening TCP socket on host:port for uvicorn, or PortInUse."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only; never a live listener
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(what, host, port, exc.strerror or str(exc)) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
