@@ -47,7 +47,7 @@ def wait_all(stub, ids: list[str], timeout: float) -> dict[str, int]:
     deadline = time.time() + timeout
     while pending and time.time() < deadline:
         for job_id in list(pending):
-            status = stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id)).status
+            status = stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id)).job.status
             if status in DONE:
                 outcome[job_id] = status
                 pending.discard(job_id)

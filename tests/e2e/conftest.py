@@ -63,6 +63,9 @@ class JobsClient:
                     yield jobs_pb2.SubmitRequest(chunk=chunk)
         return self.stub.Submit(messages()).job_id
 
+    def grpc_status(self, job_id: str):
+        return self.stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id)).job
+
     def status(self, job_id: str) -> dict:
         r = self.http.get(f"/video/status/{job_id}")
         assert r.status_code == 200, r.text
@@ -85,7 +88,7 @@ class JobsClient:
 class Service(JobsClient):
     """One `videojobs serve` process; restartable on the same data folder."""
 
-    def __init__(self, data_dir: Path, model_cache: Path) -> None:
+    def __init__(self, data_dir: Path, model_cache: Path, **extra_env: str) -> None:
         super().__init__(free_port(), free_port())
         self.data_dir = data_dir
         self.env = {
@@ -98,6 +101,7 @@ class Service(JobsClient):
             "YOLO_OFFLINE": "1",
             "YOLO_AUTOINSTALL": "0",
             "OMP_THREAD_LIMIT": "1",
+            **extra_env,
         }
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / "serve.log"

@@ -38,17 +38,17 @@ def test_sample_video_over_rest_and_grpc(service_factory):
 
     status = svc.wait_for(grpc_id)
     assert status["status"] == "COMPLETED" and status["progress"] == 1.0
-    grpc_status = svc.stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=grpc_id))
+    grpc_status = svc.grpc_status(grpc_id)
     assert grpc_status.status == jobs_pb2.JOB_STATUS_COMPLETED and grpc_status.progress == 1.0
     frames, token = [], ""
     while True:
         page = svc.stub.GetResults(jobs_pb2.GetResultsRequest(job_id=grpc_id, page_size=16, page_token=token))
-        frames.extend(page.frames)
+        frames.extend(page.results)
         token = page.next_page_token
         if not token:
             break
     assert [f.frame_index for f in frames] == [f["frame_index"] for f in body["results"]]
-    assert all(any(d.class_name == "bottle" for d in f.detections) for f in frames)
+    assert all(any(d.class_name == "bottle" for d in f.result.detections) for f in frames)
     # same input, options and model: the same results document
     inputs = svc.data_dir / "storage" / "results"
     assert (inputs / f"{rest_id}.json").read_bytes() == (inputs / f"{grpc_id}.json").read_bytes()
@@ -98,7 +98,8 @@ def test_corrupt_upload_fails_cleanly_and_the_service_keeps_working(service_fact
     status = svc.wait_for(bad, timeout=60)
     assert status["status"] == "FAILED" and status["error_message"]
     r = svc.http.get(f"/video/results/{bad}")
-    assert r.status_code == 409 and "FAILED" in r.json()["detail"]
+    assert r.status_code == 409 and r.json()["job_status"] == "FAILED"
+    assert "truncated" in status["error_message"] and ".mp4" not in status["error_message"]
     good = svc.submit_rest(SAMPLE, pipeline_id="yolo", max_frames=3)
     assert svc.wait_for(good)["status"] == "COMPLETED"
     assert svc.stop() == 0

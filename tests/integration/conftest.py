@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes import FakeAnalyzer
 from videojobs.api.bootstrap import build_api
+from videojobs.common.adapters.factory import make_capability_store
 from videojobs.common.config import Settings
 from videojobs.v1 import jobs_pb2_grpc
 from videojobs.worker.worker import JobWorker, WorkerPolicy
@@ -41,7 +42,8 @@ def fake_worker(api):
     """A worker thread on the api's queue with a fake analyzer (no model needed)."""
     analyzer = FakeAnalyzer(frames=5)
     worker = JobWorker(api.queue, api.storage, api.repo, analyzer,
-                       WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.1))
+                       WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.1),
+                       capabilities=make_capability_store(api.repo))
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     yield worker

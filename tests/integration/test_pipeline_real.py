@@ -19,16 +19,20 @@ from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
     write_clip,
 )
 from videojobs.common.options import AnalysisOptions
-from videojobs.common.results import results_to_bytes
 
 pytestmark = pytest.mark.slow
+
+
+def analysed(service, *args, **kwargs) -> dict:
+    """The results document as JSON-shaped data (what REST returns)."""
+    return service.run_on_file(*args, **kwargs).model_dump(mode="json")
 
 
 @pytest.fixture(scope="module")
 def default_run(pipeline_service, sample_video):
     """yolo_ocr at the default options over the whole ~40 s clip, with its progress calls."""
     progress = []
-    doc = pipeline_service.run_on_file(
+    doc = analysed(pipeline_service, 
         "yolo_ocr", sample_video, AnalysisOptions(), on_progress=lambda d, t: progress.append((d, t))
     )
     return doc, progress
@@ -36,8 +40,8 @@ def default_run(pipeline_service, sample_video):
 
 def test_bottle_in_every_analysed_frame_at_default_confidence(default_run):
     doc, _ = default_run
-    assert doc["frames"]
-    for frame in doc["frames"]:
+    assert doc["results"]
+    for frame in doc["results"]:
         names = [d["class_name"] for d in frame["result"]["detections"]]
         assert "bottle" in names, f"no bottle in frame {frame['frame_index']}: {names}"
         assert all(d["confidence"] >= 0.25 for d in frame["result"]["detections"])
@@ -45,7 +49,7 @@ def test_bottle_in_every_analysed_frame_at_default_confidence(default_run):
 
 def test_one_fps_on_the_forty_second_clip_gives_about_forty_frames(default_run):
     doc, progress = default_run
-    n = len(doc["frames"])
+    n = len(doc["results"])
     assert 39 <= n <= 41
     assert doc["sampling"]["frames_analysed"] == n
     assert progress[0] == (0, n) and progress[-1] == (n, n)
@@ -57,9 +61,9 @@ def test_timestamps_match_the_frame_rate(default_run):
     fps = doc["video"]["fps"]
     assert abs(fps - 29.8333) < 1e-3 and doc["video"]["frame_count"] == 1189
     assert doc["video"]["width"] == 640 and doc["video"]["height"] == 360 and doc["video"]["codec"] == "h264"
-    indices = [f["frame_index"] for f in doc["frames"]]
+    indices = [f["frame_index"] for f in doc["results"]]
     assert indices == sorted(set(indices))
-    for k, frame in enumerate(doc["frames"]):
+    for k, frame in enumerate(doc["results"]):
         assert abs(frame["timestamp_ms"] - frame["frame_index"] * 1000 / 29.833333333) < 0.01
         assert abs(frame["timestamp_ms"] - k * 1000) <= 1000 / 29.83 / 2 + 0.01  # one sample per second
 
@@ -69,7 +73,7 @@ def test_tracks_and_provenance(default_run):
     tracks = doc["tracks"]
     assert tracks and tracks[0]["track_id"] == 1
     assert any(t["class_name"] == "bottle" and t["frames"] >= 3 for t in tracks)
-    ids = {d["track_id"] for f in doc["frames"] for d in f["result"]["detections"]} - {None}
+    ids = {d["track_id"] for f in doc["results"] for d in f["result"]["detections"]} - {None}
     assert ids == {t["track_id"] for t in tracks}
     prov = doc["provenance"]
     assert prov["model"]["file"] == "yolov8n_fp32.onnx"
@@ -83,22 +87,22 @@ def test_same_run_twice_is_byte_identical(pipeline_service, sample_video, model_
     from videojobs.worker.pipeline import VideoFilePipelineService
 
     options = AnalysisOptions(sample_fps=2.0, max_frames=12)
-    a = results_to_bytes(pipeline_service.run_on_file("yolo_ocr", sample_video, options))
-    b = results_to_bytes(pipeline_service.run_on_file("yolo_ocr", sample_video, options))
+    a = pipeline_service.run_on_file("yolo_ocr", sample_video, options).to_bytes()
+    b = pipeline_service.run_on_file("yolo_ocr", sample_video, options).to_bytes()
     # A fresh service (model converted and loaded anew) gives the same bytes too.
     other = VideoFilePipelineService(str(model_path), tmp_path / "cache")
     try:
-        c = results_to_bytes(other.run_on_file("yolo_ocr", sample_video, options))
+        c = other.run_on_file("yolo_ocr", sample_video, options).to_bytes()
     finally:
         other.close()
     assert a == b == c
 
 
 def test_classes_filter_and_every_frame_sampling(pipeline_service, sample_video):
-    doc = pipeline_service.run_on_file("yolo", sample_video, AnalysisOptions(sample_fps=0, max_frames=5, classes=("bottle",)))
-    assert [f["frame_index"] for f in doc["frames"]] == [0, 1, 2, 3, 4]
-    assert {d["class_name"] for f in doc["frames"] for d in f["result"]["detections"]} == {"bottle"}
-    assert all(f["result"]["ocr"] == [] for f in doc["frames"])
+    doc = analysed(pipeline_service, "yolo", sample_video, AnalysisOptions(sample_fps=0, max_frames=5, classes=("bottle",)))
+    assert [f["frame_index"] for f in doc["results"]] == [0, 1, 2, 3, 4]
+    assert {d["class_name"] for f in doc["results"] for d in f["result"]["detections"]} == {"bottle"}
+    assert all(f["result"]["ocr"] == [] for f in doc["results"])
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +112,11 @@ def text_clip(tmp_path_factory):
 
 
 def test_ocr_reads_rendered_text_exactly(pipeline_service, text_clip):
-    doc = pipeline_service.run_on_file("ocr", text_clip, AnalysisOptions(sample_fps=0))
-    texts = [f["result"]["text"] for f in doc["frames"]]
+    doc = analysed(pipeline_service, "ocr", text_clip, AnalysisOptions(sample_fps=0))
+    texts = [f["result"]["text"] for f in doc["results"]]
     assert texts[:5] == ["HELLO WORLD\nVIDEO JOBS 2024"] * 5
     assert texts[5:] == ["SECOND SLIDE"] * 5
-    first = doc["frames"][0]["result"]["ocr"]
+    first = doc["results"][0]["result"]["ocr"]
     assert [line["text"] for line in first] == ["HELLO WORLD", "VIDEO JOBS 2024"]
     for line in first:
         assert 0.8 <= line["confidence"] <= 1.0
@@ -125,7 +129,7 @@ def test_skipping_identical_frames_changes_nothing(pipeline_service, tmp_path):
 
     frame = text_frame(["SAME TEXT"])
     clip = write_clip(tmp_path / "still.avi", [frame] * 6, fps=6.0, fourcc="MJPG")
-    doc = pipeline_service.run_on_file("ocr", clip, AnalysisOptions(sample_fps=0))
+    doc = analysed(pipeline_service, "ocr", clip, AnalysisOptions(sample_fps=0))
     assert pipeline_service.last_timings["ocr_frames_reused"] >= 1
     engine = OcrEngine("eng")
     try:
@@ -134,7 +138,7 @@ def test_skipping_identical_frames_changes_nothing(pipeline_service, tmp_path):
         fresh = [[line.text for line in engine._recognize(f)] for f in read_frames(clip, range(6))]
     finally:
         engine.close()
-    assert [[o["text"] for o in f["result"]["ocr"]] for f in doc["frames"]] == fresh
+    assert [[o["text"] for o in f["result"]["ocr"]] for f in doc["results"]] == fresh
 
 
 def test_cli_prints_results_json(sample_video, model_path, tmp_path):
@@ -145,18 +149,21 @@ def test_cli_prints_results_json(sample_video, model_path, tmp_path):
     )
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     doc = json.loads(run.stdout)
-    assert len(doc["frames"]) == 2 and doc["pipeline_id"] == "yolo_ocr"
+    assert len(doc["results"]) == 2 and doc["pipeline_id"] == "yolo_ocr"
+    assert run.stderr == b""  # quiet: no progress bar off a terminal, no third-party chatter
     bad = subprocess.run(
         [sys.executable, "-m", "videojobs.cli", "analyze", str(tmp_path / "x.mp4")], capture_output=True, env=env, timeout=120
     )
     assert bad.returncode == 2 and b"x.mp4" in bad.stderr and bad.stdout == b""
 
 
-def test_unknown_ocr_language_is_invalid_options(pipeline_service, text_clip):
-    from videojobs.common.errors import InvalidOptions
+def test_unknown_ocr_language_names_the_installed_ones(pipeline_service, text_clip):
+    from videojobs.common.errors import UnknownLanguage
 
-    with pytest.raises(InvalidOptions):
+    with pytest.raises(UnknownLanguage) as err:
         pipeline_service.run_on_file("ocr", text_clip, AnalysisOptions(ocr_lang="klingon"))
+    assert err.value.unknown == ("klingon",) and "eng" in err.value.valid
+    assert "/" not in str(err.value)  # no tessdata path in what clients read
 
 
 def test_frames_are_not_kept_in_memory(pipeline_service, sample_video):

@@ -132,7 +132,13 @@ class Track(_Part):
 
 
 class ResultsDocument(_Part):
-    """A finished job's results: per analysed frame, what the detector saw and what OCR read."""
+    """A finished job's results: per analysed frame, what the detector saw and what OCR read.
+
+    Its parts refuse unknown members; the document itself ignores them, so an answer
+    that wraps it (REST adds ``job_id``, ``status`` and paging) still validates.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     schema_version: int = SCHEMA_VERSION
     pipeline_id: str

@@ -41,9 +41,15 @@ def bind_grpc(server: grpc.Server, host: str, port: int, what: str = "gRPC") -> 
     try:
         bound = server.add_insecure_port(f"{_bracketed(host)}:{port}")
     except RuntimeError as exc:
-        raise PortInUse(what, host, port, str(exc).splitlines()[0]) from None
+        bound, reason = 0, str(exc).splitlines()[0]
+    else:
+        reason = "address already in use"
     if bound == 0:
-        raise PortInUse(what, host, port, "address already in use")
+        try:  # gRPC's own message does not say why; a plain bind does
+            bind_http(host, port, what).close()
+        except PortInUse as exc:
+            raise exc from None
+        raise PortInUse(what, host, port, reason)
     return bound
 
 

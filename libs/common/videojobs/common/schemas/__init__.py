@@ -55,6 +55,3 @@ def main(argv: list[str] | None = None) -> int:
     print("schemas: " + ("up to date" if args.check else "written") + f" ({', '.join(SCHEMAS)})")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

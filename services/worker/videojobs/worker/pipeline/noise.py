@@ -2,7 +2,7 @@
 
 Leptonica (under Tesseract) prints "Error in boxClipToRectangle: box outside
 rectangle" for harmless clipping on real footage, straight to stderr from C;
-Ultralytics logs "Loading ... for ... inference" at INFO to stdout, which carries
+OpenCV warns about FFmpeg probing it then recovers from. Ultralytics logs "Loading ... for ... inference" at INFO to stdout, which carries
 the results JSON of ``videojobs analyze`` (``YOLO_VERBOSE=False`` keeps it to errors). Both are turned down here, once per
 process; real failures still surface as exceptions.
 """
@@ -34,3 +34,6 @@ def quiet_third_party() -> None:
     # Read when Ultralytics is first imported: its logger then passes errors only.
     os.environ.setdefault("YOLO_VERBOSE", "False")
     logging.getLogger("ultralytics").setLevel(logging.WARNING)  # in case it was imported already
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # FFmpeg probing chatter

@@ -1,0 +1,5 @@
+import sys
+
+from videojobs.common.schemas import main
+
+sys.exit(main())
