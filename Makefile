@@ -11,7 +11,7 @@ MODEL       ?= $(SHARED)/models/yolov8n_fp32.onnx
 SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
 TOOLS       := .tools
 BUF         := $(TOOLS)/node_modules/.bin/buf
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl
 
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
@@ -24,13 +24,18 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan clean up down stack-status bench-throughput
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed $(BUF) ## Install apt packages, the Python env in .venv and the tools
+install: $(VENV)/.installed $(BUF) .env ## Install apt packages, the Python env in .venv and the tools
 	@true
+
+# Settings for `videojobs` commands run from this checkout (the environment still wins).
+.env:
+	@echo "VIDEOJOBS_MODEL=$(MODEL)" > $@
+	@echo "wrote .env: VIDEOJOBS_MODEL=$(MODEL)"
 
 $(VENV)/.installed: pyproject.toml
 	@command -v tesseract >/dev/null && dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || \
@@ -55,6 +60,9 @@ serve: ## Serve without the install step
 proto: $(VENV)/.installed ## Regenerate the gRPC code from protos/
 	$(PY) -m grpc_tools.protoc -I protos --python_out=libs/common --pyi_out=libs/common \
 	  --grpc_python_out=libs/common protos/videojobs/v1/jobs.proto
+
+schemas: $(VENV)/.installed ## Regenerate the contract's JSON Schemas from its types
+	$(PY) -m videojobs.common.schemas
 
 proto-check: $(VENV)/.installed ## Fail if regenerating the gRPC code changes it
 	@tmp=$$(mktemp -d); $(PY) -m grpc_tools.protoc -I protos --python_out=$$tmp --pyi_out=$$tmp \

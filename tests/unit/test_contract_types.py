@@ -1,0 +1,116 @@
+"""The contract's types: published schemas current, proto conversion lossless, problem catalogue sound."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import grpc
+import pytest
+from google.protobuf.json_format import MessageToDict
+
+from videojobs.common import schemas, wire
+from videojobs.common.errors import PROBLEMS, PROBLEMS_BY_REASON
+from videojobs.common.job import Job, JobStatus
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.resources import Capabilities, JobResource, WorkerCapabilities
+from videojobs.common.results import (
+    Box,
+    Detection,
+    FrameAnalysis,
+    FrameResult,
+    ModelInfo,
+    OcrLine,
+    Provenance,
+    ResultsDocument,
+    Sampling,
+    Track,
+    VideoMetadata,
+)
+from videojobs.v1 import jobs_pb2
+
+
+def test_published_schemas_match_the_types():
+    assert schemas.main(["--check"]) == 0
+    for name in schemas.SCHEMAS:
+        assert schemas.path_of(name).read_text(encoding="utf-8") == schemas.render(name)
+
+
+def document() -> ResultsDocument:
+    box = Box(x1=1.5, y1=2.0, x2=30.25, y2=40.0)
+    return ResultsDocument(
+        pipeline_id="yolo_ocr",
+        video=VideoMetadata(width=640, height=360, fps=29.8333, frame_count=1189, duration_ms=39854.749, codec="h264",
+                            container="iso-bmff"),
+        sampling=Sampling(sample_fps=1.0, frame_step=29.8333, max_frames=0, frames_analysed=2,
+                          requested_sample_fps=1.0, every_frame=False, first_frame_index=0, last_frame_index=30),
+        provenance=Provenance(model=ModelInfo(file="m.pt", sha256="ab" * 32, backend="openvino", input_size=None),
+                              libraries={"opencv": "5.0", "ultralytics": "8.4"}, ocr_lang="eng",
+                              options=AnalysisOptions(classes=("bottle",))),
+        results=[
+            FrameResult(frame_index=0, timestamp_ms=0.0, result=FrameAnalysis(
+                detections=[Detection(class_id=39, class_name="bottle", confidence=0.9, box=box,
+                                      box_norm=Box(x1=0.0, y1=0.01, x2=0.05, y2=0.11), track_id=1),
+                            Detection(class_id=39, class_name="bottle", confidence=0.3, box=box, box_norm=box)],
+                text="LABEL", ocr=[OcrLine(text="LABEL", confidence=0.88, box=box, detection_index=0),
+                                   OcrLine(text="FREE", confidence=0.7, box=box)])),
+            FrameResult(frame_index=30, timestamp_ms=1005.587, result=FrameAnalysis()),
+        ],
+        tracks=[Track(track_id=1, class_id=39, class_name="bottle", first_frame_index=0, last_frame_index=0,
+                      start_ms=0.0, end_ms=0.0, frames=1)],
+    )
+
+
+def test_results_pages_convert_to_proto_and_back_without_loss():
+    doc = document()
+    first = wire.results_page_to_pb("j", JobStatus.COMPLETED, doc, 0, 1, "tok")
+    second = wire.results_page_to_pb("j", JobStatus.COMPLETED, doc, 1, 2, "")
+    assert (first.job_id, first.status, first.next_page_token, first.total_size) == ("j", jobs_pb2.JOB_STATUS_COMPLETED,
+                                                                                    "tok", 2)
+    back = wire.results_page_from_pb(first)
+    assert back.results == doc.results[:1]
+    assert back.model_copy(update={"results": doc.results}) == doc
+    assert wire.results_page_from_pb(second).results == doc.results[1:]
+    # Unset optional members stay unset on the wire (MessageToDict omits them; REST shows null).
+    as_dict = MessageToDict(first, preserving_proto_field_name=True)
+    assert "track_id" not in as_dict["results"][0]["result"]["detections"][1]
+    assert "detection_index" not in as_dict["results"][0]["result"]["ocr"][1]
+    # Field names are the document's own.
+    assert set(doc.model_dump()) <= set(jobs_pb2.GetResultsResponse.DESCRIPTOR.fields_by_name)
+
+
+def test_job_resource_round_trip():
+    job = Job.submit("yolo", AnalysisOptions(sample_fps=2.5, classes=("cup",)),
+                     now=datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=timezone.utc))
+    resource = JobResource.from_job(job)
+    assert wire.job_from_pb(wire.job_to_pb(resource)) == resource
+    failed = resource.model_copy(update={"status": JobStatus.FAILED, "error_message": "the file is empty"})
+    assert wire.job_from_pb(wire.job_to_pb(failed)) == failed
+    assert set(JobResource.model_fields) == set(jobs_pb2.Job.DESCRIPTOR.fields_by_name)
+
+
+def test_capabilities_round_trip_with_and_without_a_worker():
+    worker = WorkerCapabilities(worker_id="w", model_file="m.pt", model_sha256="0" * 64, class_names=["a", "b"],
+                                ocr_languages=["eng"], published_at=datetime.now(timezone.utc))
+    for caps in (Capabilities.build(1 << 30, None), Capabilities.build(1 << 30, worker)):
+        assert wire.capabilities_from_pb(wire.capabilities_to_pb(caps)) == caps
+
+
+def test_options_travel_only_when_set():
+    options = AnalysisOptions.parse({"sample_fps": "2"})
+    message = wire.options_to_pb(options)
+    assert message.HasField("sample_fps") and not message.HasField("imgsz")
+    assert wire.options_from_pb(message) == options
+    assert set(AnalysisOptions.model_fields) == set(jobs_pb2.AnalysisOptions.DESCRIPTOR.fields_by_name)
+
+
+def test_problem_catalogue_is_consistent():
+    assert len(PROBLEMS_BY_REASON) == len(PROBLEMS)
+    for slug, problem in PROBLEMS.items():
+        assert problem.slug == slug and problem.type_uri == f"/problems/{slug}"
+        assert grpc.StatusCode[problem.grpc_code]
+        assert 400 <= problem.http_status < 600 and problem.title and problem.description
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_every_status_has_a_wire_spelling(status):
+    assert wire.status_from_pb(wire.status_to_pb(status)) is status
