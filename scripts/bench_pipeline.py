@@ -224,17 +224,17 @@ def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -
 # -- (b) pipeline ----------------------------------------------------------------------------
 def run_pipeline(service, path: Path, sample_fps: float, max_frames: int, pipeline: str = "yolo_ocr") -> dict:
     from videojobs.common.options import AnalysisOptions
-    from videojobs.common.results import results_to_bytes
 
     t0 = time.perf_counter()
-    doc = service.run_on_file(pipeline, path, AnalysisOptions(sample_fps=sample_fps, max_frames=max_frames))
+    document = service.run_on_file(pipeline, path, AnalysisOptions(sample_fps=sample_fps, max_frames=max_frames))
     t1 = time.perf_counter()
-    results_to_bytes(doc)
+    document.to_bytes()
     t2 = time.perf_counter()
+    doc = document.model_dump(mode="json")
     timings = dict(service.last_timings)
     timings["write"] += t2 - t1
     frames = {}
-    for f in doc["frames"]:
+    for f in doc["results"]:
         r = f["result"]
         frames[f["frame_index"]] = {
             "detections": [(d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in r["detections"]],
@@ -294,17 +294,17 @@ def agreement(a: dict, b: dict) -> dict:
 # -- RSS child --------------------------------------------------------------------------------
 def rss_child(path: str, model: str, cache: str, sample_fps: float) -> None:
     from videojobs.common.options import AnalysisOptions
-    from videojobs.common.results import results_to_bytes
     from videojobs.worker.pipeline import VideoFilePipelineService
 
     service = VideoFilePipelineService(model, Path(cache))
     t0 = time.perf_counter()
-    doc = service.run_on_file("yolo_ocr", Path(path), AnalysisOptions(sample_fps=sample_fps))
-    size = len(results_to_bytes(doc))
+    document = service.run_on_file("yolo_ocr", Path(path), AnalysisOptions(sample_fps=sample_fps))
+    size = len(document.to_bytes())
+    doc = document.model_dump(mode="json")
     seconds = time.perf_counter() - t0
     service.close()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1), "frames": len(doc["frames"]),
+    print(json.dumps({"peak_rss_mib": round(peak_kib / 1024, 1), "frames": len(doc["results"]),
                       "seconds": round(seconds, 2), "results_bytes": size}))
 
 

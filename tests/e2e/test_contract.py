@@ -196,3 +196,12 @@ def test_a_second_server_on_taken_ports_exits_at_once(svc, command, taken):
     assert "serving" not in stderr.lower() and "gateway on" not in stderr
     # the first service is untouched
     assert svc.http.get("/readyz").status_code == 200
+
+
+def test_a_normal_run_is_quiet(svc):
+    """After the jobs above (OCR, detection, every container): no third-party chatter in the service's output."""
+    output = svc.log.read_text(errors="replace")
+    assert "COMPLETED" in output or "submitted" in output  # the log is the service's
+    for noise in ("boxClipToRectangle", "pixScanForForeground", "Other threads are currently calling into gRPC",
+                  "for OpenVINO inference", "Ultralytics", "[ WARN:"):
+        assert noise not in output, noise

@@ -171,3 +171,36 @@ def test_frames_are_not_kept_in_memory(pipeline_service, sample_video):
     pipeline_service.run_on_file("yolo", sample_video, AnalysisOptions(sample_fps=0, max_frames=40))
     assert pipeline_service.batch_size * 2 <= 16
     assert np.isfinite(pipeline_service.last_timings["decode"])
+
+
+def test_cli_shows_a_progress_bar_on_a_terminal(sample_video, model_path, tmp_path):
+    import pty
+    import threading
+
+    env = dict(os.environ, VIDEOJOBS_MODEL=str(model_path), VIDEOJOBS_MODEL_CACHE_DIR=str(tmp_path / "cache"),
+               COLUMNS="100", TERM="xterm")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "videojobs.cli", "analyze", str(sample_video), "--max-frames", "4",
+                             "--pipeline", "yolo"], stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    stdout, _ = proc.communicate(timeout=240)
+    reader.join(10)
+    os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, terminal[-2000:]
+    assert "analysing" in terminal and "4/4" in terminal and "frames" in terminal
+    assert json.loads(stdout)["sampling"]["frames_analysed"] == 4  # stdout still carries only the document

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from videojobs.common.config import Settings
+from videojobs.storage.factory import make_storage
 from videojobs.storage.s3 import MIN_PART_SIZE, S3Storage
 
 MiB = 1024 * 1024
@@ -114,14 +115,14 @@ def test_downloads_are_temp_copies_removed_on_release(s3_endpoint, bucket, tmp_p
     assert foreign.exists()
 
 
-def test_from_settings_with_a_prefix(s3_endpoint, bucket):
+def test_the_factory_with_a_prefix(s3_endpoint, bucket):
     settings = Settings(
         storage_url=f"s3://{bucket}/tenant-a",
         s3_endpoint=f"http://{s3_endpoint}",
         s3_access_key="testing",
         s3_secret_key="testing",
     )
-    storage = S3Storage.from_settings(settings)
+    storage = make_storage(settings)
     storage.save_bytes(b"{}", "results/r.json")
     assert [o.object_name for o in storage.client.list_objects(bucket, recursive=True)] == [
         "tenant-a/results/r.json"

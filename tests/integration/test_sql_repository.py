@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from videojobs.common.adapters.sql.engine import make_engine
-from videojobs.common.adapters.sql.migrate import current_revision, downgrade, upgrade
+from videojobs.common.adapters.sql.migrate import head_revision, current_revision, downgrade, upgrade
 from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.errors import JobNotFound, TemporaryFault
 from videojobs.common.options import AnalysisOptions
@@ -52,11 +52,11 @@ def tables(engine):
 def test_migrations_go_up_and_down_repeatably(engine):
     for _ in range(2):
         upgrade(engine)
-        assert current_revision(engine) == "0001"
-        assert {"jobs", "job_outbox"} <= tables(engine)
+        assert current_revision(engine) == head_revision()
+        assert {"jobs", "job_outbox", "worker_capabilities"} <= tables(engine)
         downgrade(engine, "base")
         assert current_revision(engine) is None
-        assert not {"jobs", "job_outbox"} & tables(engine)
+        assert not {"jobs", "job_outbox", "worker_capabilities"} & tables(engine)
 
 
 def test_add_get_round_trip(repo):
@@ -120,8 +120,8 @@ def test_concurrent_migrator_processes_do_not_collide(pg_engine):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
-    assert all("revision 0001" in out for out in outputs)
-    assert current_revision(engine) == "0001"
+    assert all(f"revision {head_revision()}" in out for out in outputs)
+    assert current_revision(engine) == head_revision()
 
 
 def _schema_of(engine):
@@ -144,3 +144,24 @@ def test_stranded_jobs(repo):
     cutoff = t0 + timedelta(minutes=10)
     assert set(repo.stranded_job_ids(cutoff)) == {waiting.job_id, orphan.job_id}
     assert repo.stranded_job_ids(t0 - timedelta(minutes=1)) == []
+
+
+def test_capability_store_keeps_the_newest_entry_per_worker(repo):
+    from datetime import datetime, timedelta, timezone
+
+    from videojobs.common.adapters.sql.capabilities import SqlCapabilityStore
+    from videojobs.common.resources import WorkerCapabilities
+
+    store = SqlCapabilityStore(repo.engine)
+    assert store.latest() is None
+    t0 = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
+
+    def entry(worker, classes, at):
+        return WorkerCapabilities(worker_id=worker, model_file="m.pt", model_sha256="a" * 64, class_names=classes,
+                                  ocr_languages=["eng", "deu"], published_at=at)
+
+    store.publish(entry("w1", ["bottle"], t0))
+    store.publish(entry("w2", ["bottle", "cup"], t0 + timedelta(seconds=5)))
+    assert store.latest() == entry("w2", ["bottle", "cup"], t0 + timedelta(seconds=5))
+    store.publish(entry("w1", ["person"], t0 + timedelta(seconds=9)))  # a worker re-publishes: replaced, not added
+    assert store.latest().class_names == ["person"] and store.latest().worker_id == "w1"

@@ -16,6 +16,7 @@ from videojobs.common.errors import (
     StorageObjectNotFound,
     UnknownClass,
     UnknownLanguage,
+    VideoJobsError,
 )
 from videojobs.common.job import Job, JobStatus, input_key_for, new_job_id, parse_job_id
 from videojobs.common.options import AnalysisOptions
@@ -151,7 +152,11 @@ class JobsService:
             if job.job_id in self._cache:
                 self._cache.move_to_end(job.job_id)
                 return self._cache[job.job_id]
-        document = ResultsDocument.from_bytes(self._storage.read_bytes(job.output_key or ""))
+        try:
+            document = ResultsDocument.from_bytes(self._storage.read_bytes(job.output_key or ""))
+        except StorageObjectNotFound:
+            log.error("job %s: COMPLETED but its results object %s is missing", job.job_id, job.output_key)
+            raise VideoJobsError("the results of this job are missing from storage") from None
         with self._cache_lock:
             self._cache[job.job_id] = document
             while len(self._cache) > self._cache_size:
