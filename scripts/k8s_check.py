@@ -53,7 +53,8 @@ DEFAULT_DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 # The schemas of the kubectl we render with (v1.35 from the npm layer package).
 KUBE_VERSION = "1.35.0"
 # Checkov runs offline: no update check on PyPI, no download of guidelines or ID
-# mappings, no package scan (both need the vendor's platform), no platform API key.
+# mappings from the vendor's platform, no package scan; run_checkov also drops any
+# platform API key from its environment.
 CHECKOV_ENV = {
     "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true",
     "BC_SKIP_MAPPING": "TRUE",
@@ -241,6 +242,7 @@ def own_policy_findings(obj: dict[str, Any]) -> list[Finding]:
     return out
 
 
+# ------------------------------------------------------------------------- references
 def _labels_match(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     for k, v in (selector.get("matchLabels") or {}).items():
         if labels.get(k) != v:
@@ -581,6 +583,8 @@ def checkov_findings(result: CheckovFile, where: str, k8s: bool) -> list[Finding
     out: list[Finding] = []
     if result.parse_error:
         out.append(Finding(where, "checkov could not parse it"))
+    elif not result.passed and not result.failed:
+        out.append(Finding(where, "checkov checked nothing in it"))
     for r in result.failed:
         if r.check_id.startswith("CKV_SECRET"):
             place = f"{where} (line {r.line} of the {'rendered overlay' if k8s else 'file'})"
