@@ -114,6 +114,7 @@ class Tree:
     k8s_dir: Path | None = DEFAULT_K8S_DIR
     dockerfile: Path | None = DEFAULT_DOCKERFILE
     context: Path = ROOT  # Docker build context
+    only: tuple[str, ...] = ()  # the overlays to check (default: all)
 
 
 @dataclass
@@ -626,7 +627,7 @@ def check_trees(trees: dict[str, Tree], kubectl: Path, checkov: Path, config: Pa
             (out / "docker").mkdir(parents=True)
             if tree.k8s_dir is not None:
                 k8s_dir = tree.k8s_dir.resolve()
-                for overlay in overlays(k8s_dir):
+                for overlay in [o for o in overlays(k8s_dir) if not tree.only or o.name in tree.only]:
                     report, text = check_overlay(overlay, kubectl, k8s_dir)
                     reports[key].overlays.append(report)
                     if text is not None:

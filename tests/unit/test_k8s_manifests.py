@@ -99,10 +99,11 @@ def test_overlays_are_dev_and_prod() -> None:
     assert [o.name for o in checker.overlays(K8S)] == ["dev", "prod"]
 
 
-def test_k8s_check_passes_on_the_repository(kubectl: Path, checkov: Path) -> None:
-    proc = run_checker()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "k8s-check: OK" in proc.stdout
+def test_k8s_check_passes_on_the_repository(checks) -> None:
+    repo = checks["repo"]
+    assert [str(e) for e in repo.errors] == []
+    assert [o.name for o in repo.overlays] == ["dev", "prod"]
+    assert all(f and len(f.passed) > 200 for f in [*(o.checkov for o in repo.overlays), repo.dockerfile_checkov])
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
@@ -421,13 +422,14 @@ DOCKERFILE_BREAKAGE = {
 
 @pytest.fixture(scope="module")
 def checks(tmp_path_factory: pytest.TempPathFactory, kubectl: Path, checkov: Path) -> dict[str, Any]:
-    """Reports of every broken copy, from one checkov run."""
-    trees = {}
+    """Reports of the repository ("repo") and of every broken copy, from one checkov run.
+    The copies are checked in the dev overlay alone: it renders every file they break."""
+    trees = {"repo": checker.Tree()}
     for name, breakage in K8S_BREAKAGE.items():
         k8s = tmp_path_factory.mktemp(name) / "k8s"
         shutil.copytree(K8S, k8s)
         breakage(k8s)
-        trees[name] = checker.Tree(k8s_dir=k8s, dockerfile=None)
+        trees[name] = checker.Tree(k8s_dir=k8s, dockerfile=None, only=("dev",))
     text = DOCKERFILE.read_text()
     for name, (old, new) in DOCKERFILE_BREAKAGE.items():
         assert old in text, old
@@ -445,7 +447,7 @@ def messages(report: Any) -> list[str]:
     ("case", "expected"),
     [
         ("no-limits", ["dev Deployment/videojobs-gateway: checkov CKV_K8S_11 CPU limits should be set",
-                       "prod Deployment/videojobs-gateway: checkov CKV_K8S_13 Memory limits should be set"]),
+                       "dev Deployment/videojobs-gateway: checkov CKV_K8S_13 Memory limits should be set"]),
         ("invalid-field", ["Deployment/videojobs-worker: schema: spec: Additional properties are not allowed ('replicaz'"]),
         ("numeric-lagThreshold", ["ScaledObject/videojobs-worker: schema: spec.triggers.0.metadata.lagThreshold"]),
         ("unknown-setting", ["VIDEOJOBS_NO_SUCH_SETTING is not a field of videojobs.common.config.Settings"]),
@@ -525,14 +527,16 @@ def test_every_skipped_check_has_a_reason() -> None:
         assert lines[at - 1].strip().startswith("# ") and len(lines[at - 1]) > 40, f"{check}: no reason on the line above"
 
 
-def test_checker_exits_1_on_a_broken_copy(tmp_path: Path, kubectl: Path, checkov: Path) -> None:
+def test_checker_command_exits_1_on_a_broken_copy(tmp_path: Path, kubectl: Path, checkov: Path) -> None:
+    # `make k8s-check` runs the command on the repository (exit 0) before the tests.
     k8s = tmp_path / "k8s"
     shutil.copytree(K8S, k8s)
     K8S_BREAKAGE["no-limits"](k8s)
     proc = run_checker("--k8s-dir", str(k8s))
     assert proc.returncode == 1, proc.stdout
-    assert "ERROR dev Deployment/videojobs-gateway: checkov CKV_K8S_11 CPU limits should be set" in proc.stdout
-    assert "k8s-check: FAILED" in proc.stdout
+    for overlay in ("dev", "prod"):
+        assert f"ERROR {overlay} Deployment/videojobs-gateway: checkov CKV_K8S_11 CPU limits should be set" in proc.stdout
+    assert "checkov 3." in proc.stdout and "k8s-check: FAILED" in proc.stdout
 
 
 @pytest.mark.parametrize("tool", ["--kubectl", "--checkov"])
