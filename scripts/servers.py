@@ -32,6 +32,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
@@ -89,7 +90,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 # -- processes ---------------------------------------------------------------------------------
-_LIVE: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
+_LIVE: "set[ServerProcess]" = set()  # strong references: a server a failed test forgot still dies
 
 
 @atexit.register
@@ -242,10 +243,10 @@ class ServerProcess:
         began = time.monotonic()
         if not self._leader_exited():
             if self.frozen:
-                self._signal_group(signal.SIGCONT)
+                self._signal_all(signal.SIGCONT)
             self._signal_leader(self.stop_signal)
             if not self._wait_exit(self.stop_timeout if timeout is None else timeout):
-                self._signal_group(signal.SIGKILL)
+                self._signal_all(signal.SIGKILL)
         self._reap()
         self.last_stop_seconds = time.monotonic() - began
 
@@ -253,7 +254,7 @@ class ServerProcess:
         """SIGKILL every process of the server (a crash: nothing is flushed or shut down)."""
         if self.proc is None:
             return
-        self._signal_group(signal.SIGKILL)
+        self._signal_all(signal.SIGKILL)
         self._reap()
 
     def restart(self, *, hard: bool = False) -> "ServerProcess":
@@ -265,15 +266,21 @@ class ServerProcess:
         """SIGSTOP the whole group: connections are still accepted by the kernel, nothing answers."""
         if not self.running:
             raise ServerError(f"{self.name} is not running")
-        self._signal_group(signal.SIGSTOP)
+        self._signal_all(signal.SIGSTOP)
         self.frozen = True
-        wait_for(lambda: _proc_state(self.proc.pid) in ("T", "t"), 5, f"{self.name} stopped")
+        leader = self.proc.pid
+        wait_for(lambda: all(_proc_stat(pid)[0] in "Tt" for pid in _process_tree(leader)), 5,
+                 f"{self.name} stopped")
 
     def thaw(self) -> None:
         """SIGCONT after ``freeze``."""
         if self.running:
-            self._signal_group(signal.SIGCONT)
+            self._signal_all(signal.SIGCONT)
         self.frozen = False
+
+    def detach(self) -> None:
+        """Let the server outlive this Python process (``make up``): no kill at exit."""
+        _LIVE.discard(self)
 
     def close(self) -> None:
         """Stop the server; remove its data if it lives in a folder of our own."""
@@ -305,15 +312,22 @@ class ServerProcess:
         except ProcessLookupError:
             pass
 
-    def _signal_group(self, sig: int) -> None:
-        # The leader is not reaped before the group is signalled (see _reap), so the group id
-        # cannot have been recycled for someone else's processes.
+    def _signal_all(self, sig: int) -> None:
+        """Signal the leader, its descendants and its process group.
+
+        Descendants are looked up because a process group is not enough: PostgreSQL's
+        postmaster puts every child in a session of its own. The leader is stopped first
+        for SIGSTOP and SIGKILL so that it forks nothing while its children are listed.
+        It is never reaped before this runs (see ``_reap``), so its pid cannot have been
+        recycled for someone else's process.
+        """
         if self.proc.returncode is not None:  # reaped by someone's Popen.poll: too late to be sure
             return
-        try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        leader = self.proc.pid
+        if sig in (signal.SIGSTOP, signal.SIGKILL):
+            _send(leader, signal.SIGSTOP)
+        for pid in _process_tree(leader):
+            _send(pid, sig)
 
     def _leader_exited(self) -> bool:
         """Whether the leader has exited, without reaping it: its pid keeps naming our group."""
@@ -334,7 +348,7 @@ class ServerProcess:
 
     def _reap(self) -> int:
         self._wait_exit(30)
-        self._signal_group(signal.SIGKILL)  # whatever the leader left behind in its group
+        self._signal_all(signal.SIGKILL)  # whatever the leader left behind in its group
         code = self.proc.wait()
         self.proc = None
         self.frozen = False
@@ -355,11 +369,43 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _proc_state(pid: int) -> str:
+def _send(pid: int, sig: int) -> None:
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _proc_stat(pid: int | str) -> tuple[str, int, int]:
+    """(state, parent pid, process group) of a process; ("", 0, 0) if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1]), int(fields[2])
+    except (OSError, IndexError, ValueError):
+        return "", 0, 0
+
+
+def _process_tree(leader: int) -> list[int]:
+    """``leader``, the members of its process group and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    members = {leader}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        state, ppid, pgrp = _proc_stat(entry)
+        if not state or state in "ZX":
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        if pgrp == leader:
+            members.add(int(entry))
+    seen: set[int] = set()
+    todo = list(members)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(children.get(pid, []))
+    return sorted(seen)
 
 
 # -- SeaweedFS (S3) ----------------------------------------------------------------------------
@@ -485,10 +531,25 @@ class SeaweedS3(ServerProcess):
         return {"env": {**os.environ, "GOMEMLIMIT": self.memory_limit}, "cwd": self.data_dir}
 
     def _ready(self) -> bool:
-        # A signed request through the S3 gateway, the filer and the master: the identities are
-        # loaded and the storage behind the gateway answers.
+        # A signed request through the S3 gateway and the filer: the identities are loaded.
         self.client(timeout=2.0).list_buckets()
-        return True
+        # After a restart the gateway answers before the volume server has told the master
+        # about its volumes; until then reads of existing objects fail with 500.
+        on_disk = {int(m.group(1)) for f in self.weed_dir.glob("*.dat")
+                   if (m := re.fullmatch(r"(?:.*_)?(\d+)\.dat", f.name))}
+        if not on_disk:
+            return True
+        url = f"http://{self.host}:{self.ports['master']}/dir/status"
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            topology = json.load(answer)["Topology"]
+        known: set[int] = set()
+        for dc in topology.get("DataCenters") or []:
+            for rack in dc.get("Racks") or []:
+                for node in rack.get("DataNodes") or []:
+                    for ids in node.get("VolumeIds", "").split():  # " 1-3 7": ranges and single ids
+                        first, _, last = ids.partition("-")
+                        known.update(range(int(first), int(last or first) + 1))
+        return on_disk <= known
 
     def client(self, timeout: float = 10.0):
         """A ``minio.Minio`` client for this server (no retries: tests see failures as they are)."""

@@ -117,6 +117,7 @@ class Stack:
             s3.start()
         except servers.ServerError as exc:
             raise RuntimeError(f"S3 server did not start: {exc}") from exc
+        s3.detach()  # `make up` returns; the server stays up until `make down`
         self.procs["s3"] = s3.proc
         (self.state_dir / "s3.pid").write_text(str(s3.pid))
         endpoint_file.write_text(s3.endpoint + "\n")
