@@ -254,8 +254,10 @@ class ServerProcess:
         """SIGKILL every process of the server (a crash: nothing is flushed or shut down)."""
         if self.proc is None:
             return
-        self._signal_all(signal.SIGKILL)
+        victims = self._signal_all(signal.SIGKILL)
         self._reap()
+        wait_for(lambda: not any(_proc_stat(pid)[0] not in ("", "Z", "X") for pid in victims), 10,
+                 f"every process of {self.name} gone")
 
     def restart(self, *, hard: bool = False) -> "ServerProcess":
         """Stop (``hard``: kill) and start again on the same ports and data."""
@@ -312,7 +314,7 @@ class ServerProcess:
         except ProcessLookupError:
             pass
 
-    def _signal_all(self, sig: int) -> None:
+    def _signal_all(self, sig: int) -> list[int]:
         """Signal the leader, its descendants and its process group.
 
         Descendants are looked up because a process group is not enough: PostgreSQL's
@@ -322,12 +324,14 @@ class ServerProcess:
         recycled for someone else's process.
         """
         if self.proc.returncode is not None:  # reaped by someone's Popen.poll: too late to be sure
-            return
+            return []
         leader = self.proc.pid
         if sig in (signal.SIGSTOP, signal.SIGKILL):
             _send(leader, signal.SIGSTOP)
-        for pid in _process_tree(leader):
+        pids = _process_tree(leader)
+        for pid in pids:
             _send(pid, sig)
+        return pids
 
     def _leader_exited(self) -> bool:
         """Whether the leader has exited, without reaping it: its pid keeps naming our group."""
@@ -525,6 +529,9 @@ class SeaweedS3(ServerProcess):
             "-master.telemetry=false",  # no reports to the internet
             f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",  # volumes grow on demand up to this
             "-volume.preStopSeconds=0",
+            # Internal HTTP connections (gateway/filer to volume server) idle this long are closed:
+            # a graceful stop otherwise waits up to 30 s for one of them now and then.
+            "-idleTimeout=2",
         ]
 
     def _popen_kwargs(self) -> dict[str, Any]:
