@@ -8,19 +8,21 @@
         s3.restart()             # SIGTERM, wait, start again on the same ports: data kept
         nats.freeze()            # SIGSTOP: the port still accepts, nothing answers
         nats.thaw()
-        pg.kill()                # SIGKILL the whole process group (a crash)
+        pg.kill()                # SIGKILL the postmaster and every backend (a crash)
         pg.start()               # crash recovery on the same data
 
-Each server runs in a session of its own (``start_new_session``) so that ``stop``,
-``kill`` and ``freeze`` reach every process it forked, and nothing outlives it: the
-context manager (or ``close``) stops it, and an ``atexit`` hook kills whatever a
-crashed test left running. Ports are picked once (free loopback ports) and kept
+Each server runs in a session of its own (``start_new_session``); ``kill`` and
+``freeze`` signal its process group and every descendant, so they reach every process
+it forked, and nothing outlives it: the context manager (or ``close``) stops it, and an
+``atexit`` hook kills (and removes the temporary data of) whatever a failed test left
+running. Ports are picked once (free loopback ports) and kept
 across restarts, so clients and proxies pointed at a server find it again. Without
 a ``data_dir`` a server keeps its data in a temporary folder that ``close`` removes.
 
 This module uses the standard library only at import time (the readiness probes
 import ``minio`` and ``psycopg`` lazily), so scripts can load it by file path
-(``scripts/`` is not a package): see ``load`` in ``stack.py``.
+(``scripts/`` is not a package): see ``_load_sibling`` in ``stack.py`` and
+``load_script`` in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ LOOPBACK = "127.0.0.1"
 
 class ServerError(RuntimeError):
     """A private server did not start, or died while it was expected to run."""
+
+
+class _PortTaken(Exception):
+    """The server exited at start because one of its ports was taken meanwhile."""
 
 
 # -- ports -------------------------------------------------------------------------------------
@@ -98,6 +104,8 @@ def _kill_leftovers() -> None:
     for server in list(_LIVE):
         try:
             server.kill()
+            if server._owns_dir:
+                shutil.rmtree(server.data_dir, ignore_errors=True)
         except Exception:  # interpreter shutdown: best effort
             pass
 
@@ -201,9 +209,28 @@ class ServerProcess:
         return self.proc is not None and not self._leader_exited()
 
     def start(self) -> "ServerProcess":
-        """Start the server and return once it answers (``ServerError`` otherwise). No-op if running."""
+        """Start the server and return once it answers (``ServerError`` otherwise). No-op if running.
+
+        Ports picked by this object are free when picked, but another process may take one
+        before the server binds it: the first start then tries once more on new ports.
+        Later starts keep the ports (clients and proxies point at them).
+        """
         if self.running:
             return self
+        first = not self.ports
+        try:
+            return self._start_once()
+        except _PortTaken:
+            if not (first and not self._requested_port):
+                raise ServerError(f"{self.name}: a port of {self.ports} is taken:\n{self.log_tail()}") from None
+            self.ports = {}
+            self._forget_ports()
+            try:
+                return self._start_once()
+            except _PortTaken:
+                raise ServerError(f"{self.name}: ports taken twice in a row:\n{self.log_tail()}") from None
+
+    def _start_once(self) -> "ServerProcess":
         began = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +239,7 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:
             log.write(f"\n---- {time.strftime('%H:%M:%S')} starting {self.name}\n".encode())
             log.flush()
+            log_offset = log.tell()
             self.proc = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_die_with_parent if self.die_with_parent else None,
@@ -223,6 +251,8 @@ class ServerProcess:
         while True:
             if self._leader_exited():
                 code = self._reap()
+                if self._port_taken(self._log_since(log_offset)):
+                    raise _PortTaken()
                 raise ServerError(f"{self.name} exited with {code} while starting:\n{self.log_tail()}")
             try:
                 if self._ready():
@@ -236,8 +266,23 @@ class ServerProcess:
         self.last_start_seconds = time.monotonic() - began
         return self
 
+    def _forget_ports(self) -> None:
+        """Drop any record of the ports (subclasses that save them)."""
+
+    def _port_taken(self, log: str) -> bool:
+        """Whether the log of a failed start says a port was taken."""
+        return "address already in use" in log.lower()
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def stop(self, timeout: Optional[float] = None) -> None:
-        """Graceful stop: ``stop_signal`` to the server, wait for it; SIGKILL the group after ``timeout``."""
+        """Graceful stop: ``stop_signal`` to the server and wait; after ``timeout``, SIGKILL every process."""
         if self.proc is None:
             return
         began = time.monotonic()
@@ -265,7 +310,7 @@ class ServerProcess:
         return self.start()
 
     def freeze(self) -> None:
-        """SIGSTOP the whole group: connections are still accepted by the kernel, nothing answers."""
+        """SIGSTOP every process of the server: the kernel still accepts connections, nothing answers."""
         if not self.running:
             raise ServerError(f"{self.name} is not running")
         self._signal_all(signal.SIGSTOP)
@@ -291,7 +336,11 @@ class ServerProcess:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -500,6 +549,12 @@ class SeaweedS3(ServerProcess):
             raise ServerError("no free ports for SeaweedFS")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "ports.json").write_text(json.dumps(self.ports))
+
+    def _forget_ports(self) -> None:
+        (self.data_dir / "ports.json").unlink(missing_ok=True)
+
+    def _port_taken(self, log: str) -> bool:
+        return "address already in use" in log.lower() or "is not available on" in log
 
     def _prepare(self) -> None:
         self.weed_dir.mkdir(parents=True, exist_ok=True)
