@@ -641,8 +641,8 @@ def remove_weed_sockets(ports: Iterable[int]) -> None:
 class PrivateNats(ServerProcess):
     """``nats-server`` with JetStream (file storage under ``data_dir/jetstream``) on loopback.
 
-        with PrivateNats() as nats:
-            nc = await nats_py.connect(nats.url)
+        with PrivateNats() as server:
+            nc = await nats.connect(server.url)   # nats-py
     """
 
     name = "nats"

@@ -52,8 +52,10 @@ def test_seaweedfs_restart_keeps_objects(s3, tmp_path):
 
     s3.stop()
     assert not s3.running
-    with pytest.raises(TemporaryFault):  # nothing listens: the adapter says so, quickly
+    began = time.monotonic()
+    with pytest.raises(TemporaryFault):  # nothing listens: refused at once, a few quick retries
         storage.read_bytes("results/r.json")
+    assert time.monotonic() - began < 5
 
     s3.start()
     assert s3.pid != first_pid and s3.endpoint == endpoint  # a new process on the same port
@@ -87,7 +89,7 @@ def test_frozen_s3_makes_the_adapter_raise_temporary_fault_then_recovers(s3):
     s3.freeze()
     try:
         for attempt in (lambda: storage.read_bytes("results/r.json"),
-                        lambda: storage.save_bytes(b"during", "results/r.json")):
+                        lambda: storage.save_bytes(b"during", "results/other.json")):
             began = time.monotonic()
             with pytest.raises(TemporaryFault):
                 attempt()
@@ -97,7 +99,8 @@ def test_frozen_s3_makes_the_adapter_raise_temporary_fault_then_recovers(s3):
     finally:
         s3.thaw()
 
-    assert storage.read_bytes("results/r.json") in (b"before", b"during")
+    # Requests the kernel queued meanwhile may still run after the thaw: hence another key above.
+    assert storage.read_bytes("results/r.json") == b"before"
     storage.save_bytes(b"after", "results/r.json")
     assert storage.read_bytes("results/r.json") == b"after"
 
