@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """Run the production shape on this machine as separate processes (`make up` / `make down`).
 
-    scripts/stack.py up --workers 3        # S3 server (moto), api, gateway, N workers
+    scripts/stack.py up --workers 3        # S3 server (SeaweedFS), api, gateway, N workers
     scripts/stack.py down                  # SIGTERM everything, wait, clean pid files
     scripts/stack.py status
 
 Uses the machine's Postgres (database `test`, its own schema) and NATS JetStream
-(its own stream/subject/consumer), and an S3-compatible server for MinIO's role.
-Process ids, logs and the environment live in the state folder (default var/stack).
+(its own stream/subject/consumer), and SeaweedFS's S3 gateway in MinIO's role (its
+objects kept in STATE/s3 across `down` and `up`). Process ids, logs and the
+environment live in the state folder (default var/stack).
 The `Stack` class is also what the stack e2e tests and the throughput benchmark use.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -29,6 +31,19 @@ import urllib.request
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+
+
+def _load_sibling(name: str):
+    """``scripts/<name>.py``, once, whether this file runs as a script or is loaded by path."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+servers = _load_sibling("servers")
 
 
 def free_port() -> int:
@@ -90,17 +105,23 @@ class Stack:
         (self.state_dir / f"{name}.pid").write_text(str(proc.pid))
         return proc
 
+    def s3_server(self) -> "servers.SeaweedS3":
+        """SeaweedFS on STATE/s3 (its process outlives this object: `down` stops it by pid)."""
+        return servers.SeaweedS3(self.state_dir / "s3", log_path=self.state_dir / "s3.log")
+
     def start_s3(self) -> str:
         endpoint_file = self.state_dir / "s3.endpoint"
         endpoint_file.unlink(missing_ok=True)
-        self._spawn("s3", [PYTHON, str(ROOT / "scripts" / "s3_server.py"), "--port", "0",
-                           "--endpoint-file", str(endpoint_file)], env=dict(os.environ))
-        deadline = time.time() + 30
-        while not endpoint_file.exists() or not endpoint_file.read_text().strip():
-            if time.time() > deadline:
-                raise RuntimeError(f"S3 server did not start: {self.tail('s3')}")
-            time.sleep(0.1)
-        return endpoint_file.read_text().strip()
+        s3 = self.s3_server()
+        try:
+            s3.start()
+        except servers.ServerError as exc:
+            raise RuntimeError(f"S3 server did not start: {exc}") from exc
+        s3.detach()  # `make up` returns; the server stays up until `make down`
+        self.procs["s3"] = s3.proc
+        (self.state_dir / "s3.pid").write_text(str(s3.pid))
+        endpoint_file.write_text(s3.endpoint + "\n")
+        return s3.endpoint
 
     def start_api(self) -> None:
         self._spawn("api", [PYTHON, "-m", "videojobs.cli", "api"])
@@ -192,6 +213,9 @@ class Stack:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        if "s3" in pids:
+            ports = self.s3_server().saved_ports()
+            servers.remove_weed_sockets(ports.values())
 
     def purge(self, delete_stream: bool = True) -> None:
         """Drop this stack's database schema and (optionally) its JetStream stream: tests, benchmarks."""
