@@ -99,3 +99,15 @@ def zip_file(path: Path, inner: Path) -> Path:
         z.write(inner, inner.name)
     path.write_bytes(buffer.getvalue())
     return path
+
+
+def frame_count_bomb(src: Path, dst: Path) -> Path:
+    """A decodable AVI whose headers claim 4294967040 frames (more than results can index: int32)."""
+    import struct
+
+    data = bytearray(transcode(src, dst, "avi", "mpeg4", seconds=2.0, options={"qscale": "4"}).read_bytes())
+    avih, strh = data.find(b"avih"), data.find(b"strh")
+    struct.pack_into("<I", data, avih + 8 + 16, 0xFFFFFF00)  # MainAVIHeader.dwTotalFrames
+    struct.pack_into("<I", data, strh + 8 + 32, 0xFFFFFF00)  # AVIStreamHeader.dwLength
+    dst.write_bytes(bytes(data))
+    return dst

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from tests.integration.conftest import MAX_UPLOAD, SAMPLE
 from videojobs.common import schemas
+from videojobs.common.config import Settings
 from videojobs.common.errors import PROBLEMS
 from videojobs.gateway.app import create_app
 
@@ -17,7 +18,7 @@ PROBLEM_JSON = "application/problem+json"
 
 @pytest.fixture
 def client(api):
-    app = create_app(f"127.0.0.1:{api.port}", max_upload_bytes=MAX_UPLOAD, chunk_bytes=64 * 1024)
+    app = create_app(Settings(max_upload_bytes=MAX_UPLOAD, upload_chunk_bytes=64 * 1024), f"127.0.0.1:{api.port}")
     with TestClient(app) as c:
         yield c
 
@@ -177,7 +178,7 @@ def test_schemas_are_served_and_current(client):
 
 
 def test_readyz_and_status_are_problems_when_the_api_is_unreachable():
-    app = create_app("127.0.0.1:1", max_upload_bytes=MAX_UPLOAD)
+    app = create_app(Settings(max_upload_bytes=MAX_UPLOAD), "127.0.0.1:1")
     with TestClient(app) as c:
         assert c.get("/readyz").status_code == 503
         body = assert_problem(c.get("/video/status/0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b"), 503, "service-unavailable")
@@ -214,7 +215,7 @@ def test_upload_memory_does_not_grow_with_file_size(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(f"127.0.0.1:{api.port}", max_upload_bytes=limit),
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(max_upload_bytes=limit), f"127.0.0.1:{api.port}"),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

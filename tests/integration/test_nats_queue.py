@@ -82,22 +82,54 @@ def test_threads_sharing_one_instance_get_each_job_once(shared_names):
     assert sorted(seen) == sorted(jobs)
 
 
-def test_max_deliver_stops_redelivery(shared_names):
-    # The worker marks the job FAILED at delivery_count == max_attempts; this is the
-    # server-side backstop: after max_deliver deliveries the message is not delivered again.
+def test_max_deliver_exhaustion_is_reclaimed_and_nothing_stays_dead(shared_names):
+    """A message JetStream stops delivering is deleted by reclaim_dead, which hands back its job id."""
     q = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5, max_deliver=2)
     try:
+        assert q.reclaim_dead() == []  # subscribes to the advisories
         job = str(uuid.uuid4())
-        q.enqueue(job)
+        assert q.enqueue(job) is True
         assert q.dequeue(timeout=2) == job
         q.nak(job)
         assert q.dequeue(timeout=2) == job
         assert q.delivery_count(job) == 2
         q.nak(job)
-        assert q.dequeue(timeout=0.5) is None
-        assert q.size() == 0
+        assert q.dequeue(timeout=0.5) is None  # MaxDeliver reached: not delivered again
+        deadline = time.time() + 5
+        reclaimed: list[str] = []
+        while not reclaimed and time.time() < deadline:
+            reclaimed = q.reclaim_dead()
+            time.sleep(0.1)
+        assert reclaimed == [job]
+        assert stream_messages(q) == 0  # the dead message is gone from the stream
+        # A republish under a fresh id is delivered; the same id again is a duplicate.
+        assert q.enqueue(job, f"{job}.again") is True and q.enqueue(job, f"{job}.again") is False
+        assert q.dequeue(timeout=2) == job
+        q.ack(job)
     finally:
         q.close()
+
+
+def test_purge_removes_messages_of_final_jobs_only(shared_names):
+    q = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5)
+    try:
+        done, alive = str(uuid.uuid4()), str(uuid.uuid4())
+        q.enqueue(done)
+        q.enqueue(alive)
+        assert q.purge(lambda job_id: job_id == done) == 1
+        assert stream_messages(q) == 1
+        assert q.dequeue(timeout=2) == alive
+        q.ack(alive)
+    finally:
+        q.close()
+
+
+def stream_messages(q: JetStreamQueue) -> int:
+    async def count() -> int:
+        await q._connected()
+        return (await q._js.stream_info(q.stream)).state.messages
+
+    return q._call(count(), 5)
 
 
 def test_redeclaring_updates_the_consumer(shared_names):

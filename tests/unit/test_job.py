@@ -101,3 +101,23 @@ def test_malformed_job_ids_are_rejected(raw):
 
 def test_job_id_is_canonicalised():
     assert parse_job_id("A0B1C2D3-E4F5-4A6B-8C7D-0E1F2A3B4C5D") == "a0b1c2d3-e4f5-4a6b-8c7d-0e1f2a3b4c5d"
+
+
+def test_retaking_an_expired_attempt_counts_a_crash_but_not_a_hand_back():
+    job = running_job()
+    job.start("w2", LEASE, now=T0 + LEASE * 2)  # the first worker's lease ran out
+    assert job.crashes == 1 and job.attempt == 2
+    job.release(now=T0 + LEASE * 2)
+    job.start("w3", LEASE, now=T0 + LEASE * 3)
+    assert job.crashes == 1 and job.attempt == 3
+
+
+def test_faults_form_a_streak_with_its_start():
+    job = running_job()
+    assert job.faulting_for(T0) == timedelta(0)
+    job.release_after_fault(now=T0 + timedelta(seconds=5))
+    assert job.status is JobStatus.PENDING and job.faults == 1
+    job.start("w", LEASE, now=T0 + timedelta(seconds=10))
+    job.release_after_fault(now=T0 + timedelta(seconds=20))
+    assert job.faults == 2 and job.faulting_for(T0 + timedelta(seconds=65)) == timedelta(seconds=60)
+    assert job.crashes == 0

@@ -28,11 +28,11 @@ def test_the_factory_maps_every_setting():
             nats_subject="s.jobs",
             nats_durable="d",
             ack_wait_seconds=12,
-            max_attempts=4,
+            nats_max_deliver=40,
         )
     )
     assert q.servers == ["nats://a:4222", "nats://b:4222"]
-    assert (q.stream, q._subject, q._durable, q._ack_wait, q._max_deliver) == ("S", "s.jobs", "d", 12.0, 5)
+    assert (q.stream, q._subject, q._durable, q._ack_wait, q._max_deliver) == ("S", "s.jobs", "d", 12.0, 40)
     q.close()
 
 

@@ -82,3 +82,58 @@ def test_reconciler_republishes_stranded_jobs_only_when_the_queue_is_idle():
     assert relay.republish_stranded() == 2
     assert {queue.dequeue(), queue.dequeue()} == {old.job_id, running.job_id}
     assert queue.dequeue() is None
+
+
+class RecordingQueue(InMemoryQueue):
+    """An in-memory queue that also records message ids and can hand out 'dead' messages."""
+
+    def __init__(self):
+        super().__init__()
+        self.published: list[tuple[str, str | None]] = []
+        self.dead: list[str] = []
+        self.messages_of: dict[str, int] = {}
+
+    def enqueue(self, job_id, dedupe_id=None):
+        self.published.append((job_id, dedupe_id))
+        return super().enqueue(job_id, dedupe_id)
+
+    def reclaim_dead(self):
+        dead, self.dead = self.dead, []
+        return dead
+
+    def purge(self, is_final, limit=1000):
+        final = [j for j in self.messages_of if is_final(j)]
+        for j in final:
+            del self.messages_of[j]
+        return len(final)
+
+
+def test_republishes_carry_fresh_message_ids():
+    from datetime import timedelta
+
+    repo, queue = FakeJobRepository(), RecordingQueue()
+    job = Job.submit("yolo")
+    repo.add(job)
+    repo.mark_published([job.job_id])
+    repo.rows[job.job_id].updated_at -= timedelta(hours=1)
+    relay = OutboxRelay(repo, queue, stranded_after=timedelta(minutes=5))
+    assert relay.republish_stranded() == 1
+    (job_id, message_id), = queue.published
+    assert job_id == job.job_id and message_id.startswith(job.job_id + ".") and message_id != job.job_id
+
+
+def test_dead_messages_are_reclaimed_and_final_ones_purged():
+    from videojobs.common.job import JobStatus
+
+    repo, queue = FakeJobRepository(), RecordingQueue()
+    alive, done = Job.submit("yolo"), Job.submit("yolo")
+    for job in (alive, done):
+        repo.add(job)
+    repo.rows[done.job_id].status = JobStatus.COMPLETED
+    queue.dead = [alive.job_id, done.job_id, "0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b"]  # the last: no such job
+    queue.messages_of = {done.job_id: 7}
+    relay = OutboxRelay(repo, queue)
+    assert relay.reclaim_dead_messages() == 1
+    assert [j for j, _ in queue.published] == [alive.job_id]  # only the unfinished job comes back
+    assert queue.messages_of == {}  # the final job's leftover message is gone
+    assert queue.dequeue() == alive.job_id

@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from videojobs.common.adapters.memory_queue import InMemoryQueue
 from videojobs.common.errors import PoisonInput, TemporaryFault
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.job import Job, JobStatus
+from videojobs.common.retry import Backoff
 from videojobs.storage.local import LocalFolderStorage
 from videojobs.worker.worker import JobWorker, WorkerPolicy, hand_back_orphans
 
@@ -21,7 +23,8 @@ def env(tmp_path):
     storage = LocalFolderStorage(tmp_path / "store")
     analyzer = FakeAnalyzer(frames=4)
     policy = WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=0.05, max_attempts=3,
-                          progress_interval_seconds=0.0, retry_backoff_base=0.01)
+                          progress_interval_seconds=0.0, backoff=Backoff(0.01, 0.02),
+                          commit_backoff=Backoff(0.01, 0.02), fault_window=timedelta(seconds=0.5))
     worker = JobWorker(queue, storage, repo, analyzer, policy, worker_id="w1")
 
     def submit(**options):
@@ -129,24 +132,99 @@ def test_worker_that_lost_its_lease_cannot_overwrite_the_winner(env):
     assert job.status is JobStatus.RUNNING and job.worker_id == "w2" and job.attempt == 2
 
 
-def test_temporary_fault_is_retried_with_backoff_then_given_up(env):
+def test_temporary_faults_are_not_attempts_and_fail_only_after_the_window(env):
     job_id = env.submit()
-    env.analyzer.raise_error = TemporaryFault("storage unavailable")
-    for attempt in range(1, 4):
+    env.analyzer.raise_error = TemporaryFault("storage at 10.0.0.7:9000 unavailable")
+    started = time.monotonic()
+    while env.repo.get(job_id).status is not JobStatus.FAILED:
         assert env.worker.run_once(timeout=2)  # redelivered after the (short) backoff
         job = env.repo.get(job_id)
-        if attempt < 3:
-            assert job.status is JobStatus.PENDING and job.attempt == attempt
-    assert job.status is JobStatus.FAILED and "gave up after 3" in job.error_message
+        if job.status is JobStatus.PENDING:
+            assert job.crashes == 0 and job.faults >= 1
+        assert time.monotonic() - started < 10
+    job = env.repo.get(job_id)
+    assert time.monotonic() - started >= 0.5  # not before the window
+    assert job.faults >= 3 and job.crashes == 0
+    assert "unavailable for more than" in job.error_message and "10.0.0.7" not in job.error_message
+
+
+def test_a_short_outage_is_survived_and_the_job_completes(env):
+    job_id = env.submit()
+    env.analyzer.raise_error = TemporaryFault("storage unavailable")
+    assert env.worker.run_once(timeout=2) and env.worker.run_once(timeout=2)
+    env.analyzer.raise_error = None  # the storage is back
+    assert env.worker.run_once(timeout=2)
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.COMPLETED and job.faults == 2 and job.crashes == 0
+
+
+def test_deliveries_that_never_reached_the_job_do_not_count(env):
+    """Deliveries lost before the claim (database down, worker killed before reading) are not attempts."""
+    job_id = env.submit()
+    for _ in range(6):
+        assert env.queue.dequeue() == job_id
+        env.queue.nak(job_id)
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.COMPLETED and job.attempt == 1
+
+
+def test_a_database_outage_before_the_claim_is_a_redelivery_not_an_attempt(env):
+    job_id = env.submit()
+    env.repo.down = True
+    assert env.worker.run_once()  # cannot read the job: nak'ed with a backoff
+    env.repo.down = False
+    assert env.repo.get(job_id).attempt == 0
+    assert env.worker.run_once(timeout=2)
+    assert env.repo.get(job_id).status is JobStatus.COMPLETED
+
+
+def test_results_and_outcome_are_written_in_place_through_a_blip(env):
+    """A finished analysis is never redone because storage or the database blinked at the end."""
+    job_id = env.submit()
+    real_save = env.storage.save_bytes
+    failures = {"storage": 2, "database": 2}
+
+    def flaky_save_bytes(data, key):
+        if failures["storage"]:
+            failures["storage"] -= 1
+            raise TemporaryFault("storage unavailable")
+        return real_save(data, key)
+
+    real_repo_save = env.repo.save
+
+    def flaky_repo_save(job, status, attempt):
+        if job.status is JobStatus.COMPLETED and failures["database"]:
+            failures["database"] -= 1
+            raise TemporaryFault("database unavailable")
+        return real_repo_save(job, status, attempt)
+
+    env.storage.save_bytes = flaky_save_bytes
+    env.repo.save = flaky_repo_save
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.COMPLETED and len(env.analyzer.calls) == 1 and job.faults == 0
+    assert failures == {"storage": 0, "database": 0}
 
 
 def test_exhausted_attempts_after_crashes_end_failed(env):
     job_id = env.submit()
     row = env.repo.rows[job_id]
-    row.status, row.attempt, row.lease_expires_at = JobStatus.RUNNING, 3, None  # three crashed attempts
+    # Three attempts whose workers died: the third take finds its lease expired too.
+    row.status, row.attempt, row.crashes, row.lease_expires_at = JobStatus.RUNNING, 3, 2, None
     env.worker.run_once()
     job = env.repo.get(job_id)
-    assert job.status is JobStatus.FAILED and "gave up after 3" in job.error_message
+    assert job.status is JobStatus.FAILED and "lost 3 times" in job.error_message
+    assert env.analyzer.calls == [] and env.queue.dequeue() is None  # terminated
+
+
+def test_a_crash_counts_but_a_hand_back_does_not(env):
+    job_id = env.submit()
+    row = env.repo.rows[job_id]
+    row.status, row.attempt, row.lease_expires_at = JobStatus.RUNNING, 1, None  # one crashed attempt
+    env.worker.run_once()
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.COMPLETED and job.crashes == 1 and job.attempt == 2
 
 
 def test_live_lease_of_another_worker_is_respected(env):
@@ -194,12 +272,3 @@ def test_orphans_are_handed_back_at_embedded_start(env):
     assert env.repo.get(job_id).status is JobStatus.PENDING
 
 
-def test_delivery_beyond_the_attempt_budget_records_the_give_up(env):
-    """The queue allows one delivery more than max_attempts: it ends the job instead of running it."""
-    job_id = env.submit()
-    for _ in range(3):  # three deliveries that never reached the job (e.g. lost before the claim)
-        assert env.queue.dequeue() == job_id
-        env.queue.nak(job_id)
-    env.worker.run_once()
-    job = env.repo.get(job_id)
-    assert job.status is JobStatus.FAILED and env.analyzer.calls == []

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     # -- adapters (chosen by URL scheme) --------------------------------------------
     data_dir: Path = Path("var")
+    # Downloaded copies of inputs while a job runs (default: <data_dir>/scratch); each process
+    # uses a folder of its own and empties it, and those of dead processes, at start.
+    scratch_dir: str = ""
     # sqlite:///path.db (embedded) or postgresql+psycopg://user@host/db
     database_url: str = ""
     # Apply Alembic migrations when the api starts (Kubernetes runs them in a Job instead).
@@ -39,6 +42,10 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    # One S3 call gives up after about connect + read timeout times (retries + 1).
+    s3_connect_timeout_seconds: float = 3.0
+    s3_read_timeout_seconds: float = 20.0
+    s3_retries: int = 1
     # memory:// (in-process, embedded) or nats://host:4222 (JetStream)
     queue_url: str = "memory://"
     nats_stream: str = "VIDEOJOBS"
@@ -46,8 +53,17 @@ class Settings(BaseSettings):
     nats_durable: str = "workers"
     # Seconds a delivered job may go without a heartbeat before redelivery.
     ack_wait_seconds: float = 30.0
-    # Deliveries before a job is given up (ends FAILED with a reason).
+    # Analysis attempts lost to a crashed or killed worker before the job is FAILED.
+    # Hand-backs (shutdown) and temporary faults of backing services do not count.
     max_attempts: int = 3
+    # JetStream MaxDeliver: a safety net far above what retries use (the job store counts
+    # attempts); messages that exhaust it are reclaimed by the api, never left behind.
+    nats_max_deliver: int = 200
+    # Temporary faults (storage, database) are retried with capped exponential backoff and
+    # jitter for this long (not counted as attempts); after it the job is FAILED with the reason.
+    fault_window_seconds: float = 600.0
+    retry_backoff_base_seconds: float = 1.0
+    retry_backoff_max_seconds: float = 30.0
     # An unfinished job untouched this long (PENDING not updated, RUNNING past its lease)
     # is published again by the api's reconciler when the queue has no backlog.
     stranded_after_seconds: float = 300.0
@@ -55,6 +71,15 @@ class Settings(BaseSettings):
     # -- upload limits -------------------------------------------------------------
     max_upload_bytes: int = 1024 * 1024 * 1024
     upload_chunk_bytes: int = 1024 * 1024
+    # Uploads received at once (gRPC Submit streams; the gateway's own bound is the same
+    # setting); beyond it, 429 / RESOURCE_EXHAUSTED at once. Status reads never wait on them.
+    max_concurrent_uploads: int = 8
+    # An upload that sends nothing for this long, or is still open after the total, is cut.
+    upload_idle_timeout_seconds: float = 30.0
+    upload_total_timeout_seconds: float = 3600.0
+    # SubmitFromStorage takes only keys under this prefix (written by clients, e.g. through
+    # presigned URLs), never another job's inputs/ or results/.
+    upload_prefix: str = "uploads/"
 
     # -- worker ----------------------------------------------------------------------
     # Ultralytics-loadable model: yolov8n.pt, an .onnx file, an OpenVINO folder...
@@ -80,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'videojobs.db').resolve()}"
+
+    @property
+    def effective_scratch_dir(self) -> Path:
+        return Path(self.scratch_dir) if self.scratch_dir else self.data_dir / "scratch"
 
     @property
     def effective_storage_url(self) -> str:

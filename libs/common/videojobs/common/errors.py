@@ -63,6 +63,10 @@ JOB_STATE_CONFLICT = _p("job-state-conflict", "Job state does not allow this", 4
                         "The job is not in a state that allows this request; `job_status` says which it is in.")
 UPLOAD_TOO_LARGE = _p("upload-too-large", "Upload too large", 413, "RESOURCE_EXHAUSTED",
                       "The upload exceeds the service's size limit (GET /video/capabilities).")
+UPLOAD_TIMEOUT = _p("upload-timeout", "Upload too slow", 408, "DEADLINE_EXCEEDED",
+                    "The upload stopped sending, or took longer than the service allows; nothing was kept.")
+TOO_MANY_UPLOADS = _p("too-many-uploads", "Too many uploads in progress", 429, "RESOURCE_EXHAUSTED",
+                      "The service is receiving as many uploads as it accepts at once; retry after `Retry-After`.")
 UNSUPPORTED_MEDIA_TYPE = _p("unsupported-media-type", "Unsupported media type", 415, "INVALID_ARGUMENT",
                             "The file is not a video container the service reads (checked by content).")
 INVALID_OPTIONS = _p("invalid-options", "Invalid analysis options", 422, "INVALID_ARGUMENT",
@@ -87,6 +91,7 @@ PROBLEMS: dict[str, Problem] = {
     for p in (
         BAD_REQUEST, INVALID_JOB_ID, INVALID_UPLOAD, UNAUTHENTICATED, JOB_NOT_FOUND, INPUT_NOT_FOUND,
         ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESULTS_NOT_READY, JOB_STATE_CONFLICT, UPLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
+        TOO_MANY_UPLOADS, UPLOAD_TIMEOUT,
         INVALID_OPTIONS, UNKNOWN_CLASS, UNKNOWN_LANGUAGE, INVALID_REQUEST, SERVICE_UNAVAILABLE, TIMEOUT,
         INTERNAL, UPSTREAM_ERROR,
     )
@@ -226,6 +231,25 @@ class UploadTooLarge(InvalidUpload):
 
     def extensions(self) -> dict[str, Any]:
         return {"max_upload_bytes": self.limit_bytes}
+
+
+class UploadTimeout(InvalidUpload):
+    """The client stalled or dragged on while uploading."""
+
+    problem = UPLOAD_TIMEOUT
+
+
+class TooManyUploads(VideoJobsError):
+    """Every upload slot is taken: back-pressure, not a fault of the request."""
+
+    problem = TOO_MANY_UPLOADS
+
+    def __init__(self, limit: int, retry_after_seconds: int = 5) -> None:
+        super().__init__(f"{limit} uploads are in progress, the most this service accepts at once; retry later")
+        self.retry_after_seconds = retry_after_seconds
+
+    def extensions(self) -> dict[str, Any]:
+        return {"retry_after_seconds": self.retry_after_seconds}
 
 
 class ResultsNotReady(VideoJobsError):

@@ -8,8 +8,10 @@ States and transitions follow the seed's worker state machine:
     pipeline fails              RUNNING -> FAILED
 
 A worker crash leaves the row as it was. The retry policy is expressed here too:
-a RUNNING job whose lease ran out may be taken again (the attempt number grows),
-and a worker that stops on purpose hands its job back (RUNNING -> PENDING).
+a RUNNING job whose lease ran out may be taken again (the attempt number grows and
+the lost attempt counts as a crash), a worker that stops on purpose hands its job
+back (RUNNING -> PENDING, not counted), and a temporary fault of a backing service
+hands it back too, counted as a fault of the current streak, not as an attempt.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ class Job:
     error_message: str | None = None
     frames_done: int = 0
     frames_total: int = 0
-    attempt: int = 0
+    attempt: int = 0  # claims by workers; the fencing token of every later write
+    crashes: int = 0  # attempts whose worker was lost (lease ran out while RUNNING)
+    faults: int = 0  # temporary faults (storage, database) in the current streak
+    faulting_since: datetime | None = None  # when the current streak of faults began
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
     created_at: datetime = field(default_factory=utcnow)
@@ -125,6 +130,8 @@ class Job:
         now = now or utcnow()
         if not self.can_be_taken(now):
             raise IllegalTransition(self.job_id, self.status.value, JobStatus.RUNNING.value)
+        if self.status is JobStatus.RUNNING:  # its worker was lost: that attempt ended in a crash
+            self.crashes += 1
         self.status = JobStatus.RUNNING
         self.attempt += 1
         self.worker_id = worker_id
@@ -176,6 +183,20 @@ class Job:
         self.lease_expires_at = None
         self.frames_done = 0
         self.updated_at = now or utcnow()
+
+    def release_after_fault(self, now: datetime | None = None) -> None:
+        """RUNNING -> PENDING because a backing service failed: one more fault in the current streak."""
+        now = now or utcnow()
+        self.release(now)
+        self.faults += 1
+        if self.faulting_since is None:
+            self.faulting_since = now
+
+    def faulting_for(self, now: datetime | None = None) -> timedelta:
+        """How long the current streak of temporary faults has lasted (zero without one)."""
+        if self.faulting_since is None:
+            return timedelta(0)
+        return (now or utcnow()) - as_utc(self.faulting_since)
 
     # -- helpers ---------------------------------------------------------------------
     def _fail(self, error_message: str, now: datetime | None) -> None:

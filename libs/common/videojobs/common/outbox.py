@@ -6,10 +6,13 @@ then stamps it published. If the queue is down, the rows wait and the next
 pass publishes them.
 
 It also reconciles: a job can lose its message after it was published (the
-queue gave up redelivering, a queue was rebuilt empty). When the queue has no
+queue gave up redelivering, a queue was rebuilt empty). Messages the queue gave
+up on are reclaimed (removed; their unfinished jobs published again) and messages
+of final jobs purged, so none stays dead in the stream. When the queue has no
 backlog, unfinished jobs that nothing touched for `stranded_after` (PENDING not
-updated, or RUNNING with a lease that ran out) are published again. Workers
-treat duplicates safely (the claim is a compare-and-set; final jobs are dropped).
+updated, or RUNNING with a lease that ran out) are published again, each under a
+new message id so duplicate detection cannot swallow it. Workers treat
+duplicates safely (the claim is a compare-and-set; final jobs are dropped).
 """
 
 from __future__ import annotations
@@ -17,14 +20,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from datetime import timedelta
 
-from videojobs.common.errors import TemporaryFault
+from videojobs.common.errors import JobNotFound, TemporaryFault
 from videojobs.common.job import utcnow
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 
 log = logging.getLogger(__name__)
+
+
+def fresh_message_id(job_id: str) -> str:
+    """A message id for a republish that the queue's duplicate detection must not drop."""
+    return f"{job_id}.{uuid.uuid4().hex[:12]}"
 
 
 class OutboxRelay:
@@ -77,19 +86,52 @@ class OutboxRelay:
                     return published
 
     def republish_stranded(self, batch: int = 100) -> int:
-        """One reconcile pass; only while the queue has no backlog, so duplicates stay bounded."""
+        """One reconcile pass; only while the queue has no backlog, so duplicates stay bounded.
+
+        Each republish carries a new message id: the queue would drop a message whose id
+        it saw within its duplicate window, and this one must arrive.
+        """
         try:
             if self._queue.size() > 0:
                 return 0
             ids = self._repo.stranded_job_ids(utcnow() - self._stranded_after, batch)
-            for job_id in ids:
-                self._queue.enqueue(job_id)
+            published = [job_id for job_id in ids if self._queue.enqueue(job_id, fresh_message_id(job_id))]
         except TemporaryFault as exc:
             log.warning("reconcile: skipped: %s", exc)
             return 0
-        if ids:
-            log.warning("reconcile: republished %d stranded job(s): %s", len(ids), ", ".join(ids[:10]))
-        return len(ids)
+        if published:
+            log.warning("reconcile: republished %d stranded job(s): %s", len(published), ", ".join(published[:10]))
+        return len(published)
+
+    def reclaim_dead_messages(self) -> int:
+        """Messages the queue gave up delivering: their unfinished jobs are published again, and
+        messages of jobs already final are removed, so nothing is left stuck or dead."""
+        try:
+            dead = self._queue.reclaim_dead()
+            republished = []
+            for job_id in dead:
+                try:
+                    job = self._repo.get(job_id)
+                except JobNotFound:
+                    continue
+                if not job.status.is_final and self._queue.enqueue(job_id, fresh_message_id(job_id)):
+                    republished.append(job_id)
+            purged = self._queue.purge(self._is_final)
+        except TemporaryFault as exc:
+            log.warning("reconcile: dead messages not reclaimed yet: %s", exc)
+            return 0
+        if dead:
+            log.warning("queue gave up delivering %d message(s); republished %d unfinished job(s): %s",
+                        len(dead), len(republished), ", ".join(republished[:10]))
+        if purged:
+            log.info("removed %d queue message(s) of jobs already final", purged)
+        return len(republished)
+
+    def _is_final(self, job_id: str) -> bool:
+        try:
+            return self._repo.get(job_id).status.is_final
+        except JobNotFound:
+            return True  # no such job any more: nothing to deliver
 
     def kick(self) -> None:
         """Ask the background loop for a pass now (after a submit)."""
@@ -111,6 +153,7 @@ class OutboxRelay:
                 self.publish_pending()
                 if time.monotonic() - self._last_reconcile >= self._reconcile_every:
                     self._last_reconcile = time.monotonic()
+                    self.reclaim_dead_messages()
                     self.republish_stranded()
             except Exception:  # noqa: BLE001 -- the relay must outlive any one bad pass
                 log.exception("outbox relay pass failed")

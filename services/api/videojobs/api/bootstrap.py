@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from videojobs.api.grpc_service import JobServiceServicer
 from videojobs.api.service import JobsService
+from videojobs.api.uploads import UploadLimiter
 from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
@@ -24,6 +25,7 @@ from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
 from videojobs.common.serving import bind_grpc, grpc_server
+from videojobs.common.scratch import prepare_scratch
 from videojobs.storage.factory import make_storage
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -41,13 +43,15 @@ class Api:
     relay: OutboxRelay
     jobs: JobsService
     readiness: ReadinessMonitor
+    uploads: UploadLimiter
     server: grpc.Server | None = None
     port: int = 0
 
     def bind(self) -> int:
         """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
-        self.server = grpc_server(max_workers=16)
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs), self.server)
+        # Uploads take at most their own slots; the other RPCs always keep these threads.
+        self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.uploads), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
         reflection.enable_server_reflection(
             (JOB_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -60,6 +64,7 @@ class Api:
         if self.server is None:
             self.bind()
         assert self.server is not None
+        self.uploads.start()
         self.relay.start()
         self.readiness.start()
         self.server.start()
@@ -67,6 +72,7 @@ class Api:
 
     def stop(self, grace: float = 5.0) -> None:
         self.readiness.stop()
+        self.uploads.stop()
         if self.server:
             self.server.stop(grace).wait()
         self.relay.stop()
@@ -74,14 +80,17 @@ class Api:
 
 def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     repo = make_repository(settings)
-    storage = make_storage(settings)
+    storage = make_storage(settings, prepare_scratch(settings.effective_scratch_dir))
     queue = queue or make_queue(settings)
     relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds))
-    jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes)
+    jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes,
+                       upload_prefix=settings.upload_prefix)
     readiness = ReadinessMonitor(
         {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
     )
-    return Api(settings, repo, storage, queue, relay, jobs, readiness)
+    uploads = UploadLimiter(settings.max_concurrent_uploads, settings.upload_idle_timeout_seconds,
+                            settings.upload_total_timeout_seconds)
+    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads)
 
 
 def main(argv: list[str]) -> int:

@@ -44,8 +44,7 @@ def main(argv: list[str]) -> int:
     workers = build_workers(settings, api.repo, api.queue, api.storage, stop)
     threads = start_threads(workers)
 
-    app = create_app(f"127.0.0.1:{api.port}", max_upload_bytes=settings.max_upload_bytes,
-                     chunk_bytes=settings.upload_chunk_bytes)
+    app = create_app(settings, api_target=f"127.0.0.1:{api.port}")
     log.info("REST gateway on http://%s:%d  (gRPC on :%d, %d worker thread(s))",
              settings.bind_host, settings.http_port, api.port, len(threads))
     gateway.serve_http(app, settings, http_socket)  # returns on SIGTERM/SIGINT; the rest then shuts down in order

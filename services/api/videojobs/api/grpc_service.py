@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from videojobs.api.service import JobRequest, JobsService
+from videojobs.api.uploads import UploadLimiter
 from videojobs.common import wire
 from videojobs.common.errors import BadRequest, VideoJobsError
 from videojobs.common.resources import JobResource
@@ -55,6 +56,11 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             if exc.problem.http_status >= 500:
                 log.warning("%s: %s", method.__name__, exc)
             context.abort_with_status(rpc_status.to_status(rpc_status_for(exc)))
+        except grpc.RpcError:
+            # The call ended under us (client gone, stream cut by the upload watchdog): nothing to answer.
+            if context.is_active():
+                raise
+            context.abort(grpc.StatusCode.CANCELLED, "the stream was cut")
         except Exception:  # noqa: BLE001
             log.exception("%s failed", method.__name__)
             internal = VideoJobsError("internal error; the server's logs have the detail")
@@ -64,16 +70,23 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, jobs: JobsService) -> None:
+    def __init__(self, jobs: JobsService, uploads: UploadLimiter) -> None:
         self._jobs = jobs
+        self._uploads = uploads
 
     @_rpc
     def Submit(self, request_iterator: Iterator[jobs_pb2.SubmitRequest], context: grpc.ServicerContext):
-        """Upload stream: a JobSpec first, then the video bytes in order."""
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("payload") != "spec":
-            raise BadRequest("the first Submit message must carry the job spec")
-        job = self._jobs.submit_upload(_job_request(first.spec), _chunks(request_iterator))
+        """Upload stream: a JobSpec first, then the video bytes in order.
+
+        Bounded: RESOURCE_EXHAUSTED (TOO_MANY_UPLOADS) when every upload slot is taken;
+        a stream idle or open too long is cancelled.
+        """
+        with self._uploads.upload(context) as handle:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("payload") != "spec":
+                raise BadRequest("the first Submit message must carry the job spec")
+            self._uploads.touch(handle)
+            job = self._jobs.submit_upload(_job_request(first.spec), _chunks(request_iterator, self._uploads, handle))
         return jobs_pb2.SubmitResponse(job_id=job.job_id, status=wire.status_to_pb(job.status))
 
     @_rpc
@@ -105,8 +118,9 @@ def _job_request(spec: jobs_pb2.JobSpec) -> JobRequest:
     return JobRequest(pipeline_id=spec.pipeline_id, options=wire.options_from_pb(spec.options))
 
 
-def _chunks(request_iterator: Iterator[jobs_pb2.SubmitRequest]) -> Iterator[bytes]:
+def _chunks(request_iterator: Iterator[jobs_pb2.SubmitRequest], uploads: UploadLimiter, handle: int) -> Iterator[bytes]:
     for message in request_iterator:
+        uploads.touch(handle)
         if message.WhichOneof("payload") != "chunk":
             raise BadRequest("only the first Submit message may carry the job spec")
         yield message.chunk

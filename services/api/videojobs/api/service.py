@@ -62,6 +62,7 @@ class JobsService:
         relay: OutboxRelay,
         capabilities: CapabilityStore,
         max_upload_bytes: int,
+        upload_prefix: str = "uploads/",
         results_cache_size: int = 16,
         capabilities_ttl_seconds: float = 5.0,
     ) -> None:
@@ -70,6 +71,7 @@ class JobsService:
         self._relay = relay
         self._capabilities = capabilities
         self._max_upload_bytes = max_upload_bytes
+        self._upload_prefix = upload_prefix
         self._cache: OrderedDict[str, ResultsDocument] = OrderedDict()
         self._cache_size = results_cache_size
         self._cache_lock = threading.Lock()
@@ -98,7 +100,7 @@ class JobsService:
     def submit_from_storage(self, request: JobRequest, input_key: str) -> Job:
         """Create a job for a video already in storage (its key is kept as the input)."""
         pipeline = self._validated(request)
-        key = check_storage_key(input_key)
+        key = check_storage_key(input_key, self._upload_prefix)
         if not self._storage.exists(key):
             raise StorageObjectNotFound(key)
         job = Job.submit(pipeline.pipeline_id, request.options, key)
@@ -164,8 +166,11 @@ class JobsService:
         return document
 
 
-def check_storage_key(raw: str) -> str:
-    """A key a client may name: relative, slash-separated, no '.'/'..' segments, printable, bounded."""
+def check_storage_key(raw: str, prefix: str) -> str:
+    """A key a client may name: under the upload prefix, relative, slash-separated, printable, bounded.
+
+    Other jobs' `inputs/` and `results/` are never acceptable inputs.
+    """
     key = raw or ""
     problem = ""
     if not key.strip():
@@ -176,6 +181,8 @@ def check_storage_key(raw: str) -> str:
         problem = "contains control characters or backslashes"
     elif key.startswith("/") or any(seg in ("", ".", "..") for seg in key.split("/")):
         problem = "must be a relative path without empty, '.' or '..' segments"
+    elif not key.startswith(prefix) or len(key) == len(prefix):
+        problem = f"must name an object under {prefix!r} (the upload area)"
     if problem:
         raise InvalidOptions(f"input_key {problem}", [FieldViolation("input_key", problem)])
     return key

@@ -8,6 +8,7 @@ the contract's types from ``videojobs.common``; gRPC answers are converted by
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, AsyncIterator, BinaryIO, Optional
 
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
 
 from videojobs.common import errors, schemas, wire
-from videojobs.common.errors import FieldViolation, InvalidOptions, UploadTooLarge
+from videojobs.common.config import Settings
+from videojobs.common.errors import FieldViolation, InvalidOptions, TooManyUploads, UploadTimeout, UploadTooLarge
 from videojobs.common.job import JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
@@ -74,8 +76,17 @@ def submit_form_schema() -> dict[str, Any]:
 _JOB_ID_PROBLEMS = (errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE)
 
 
-def create_app(api_target: str, max_upload_bytes: int, chunk_bytes: int = 1024 * 1024) -> FastAPI:
-    """The gateway app; it opens one gRPC channel to `api_target` for its lifetime."""
+def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
+    """The gateway app; it opens one gRPC channel to the api (`api_target`, default the setting) for its lifetime.
+
+    Uploads are bounded: at most `max_concurrent_uploads` bodies are read at once (429
+    beyond), each must keep sending (idle timeout) and finish in time (total timeout),
+    and the multipart form itself is size-capped (`gateway.upload`).
+    """
+    api_target = api_target or settings.api_target
+    max_upload_bytes = settings.max_upload_bytes
+    chunk_bytes = settings.upload_chunk_bytes
+    upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -103,22 +114,26 @@ def create_app(api_target: str, max_upload_bytes: int, chunk_bytes: int = 1024 *
                                        "content": {"multipart/form-data": {"schema": submit_form_schema()}}}},
         responses=problem_responses(errors.BAD_REQUEST, errors.INVALID_UPLOAD, errors.UPLOAD_TOO_LARGE,
                                     errors.UNSUPPORTED_MEDIA_TYPE, errors.INVALID_OPTIONS, errors.UNKNOWN_CLASS,
-                                    errors.UNKNOWN_LANGUAGE, errors.SERVICE_UNAVAILABLE),
+                                    errors.UNKNOWN_LANGUAGE, errors.UPLOAD_TIMEOUT, errors.TOO_MANY_UPLOADS,
+                                    errors.SERVICE_UNAVAILABLE),
     )
     async def submit(request: Request) -> JSONResponse:
         """Upload a video as multipart `file` (+ `pipeline_id` and options). Returns the job id at once."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
             raise UploadTooLarge(max_upload_bytes)
-        spool = MultipartSpool(boundary_of(request.headers.get("content-type", "")), max_upload_bytes)
-        try:
-            async for chunk in request.stream():
-                spool.write(chunk)
-            video = spool.finish()
-            spec = _job_spec(spool.fields, spool.filename or "")
-            response = await state["stub"].Submit(_upload_messages(spec, video, chunk_bytes))
-        finally:
-            spool.close()
+        if upload_slots.locked():
+            raise TooManyUploads(settings.max_concurrent_uploads)
+        async with upload_slots:
+            spool = MultipartSpool(boundary_of(request.headers.get("content-type", "")), max_upload_bytes)
+            try:
+                await _receive(request, spool, settings.upload_idle_timeout_seconds,
+                               settings.upload_total_timeout_seconds)
+                video = spool.finish()
+                spec = _job_spec(spool.fields, spool.filename or "")
+                response = await state["stub"].Submit(_upload_messages(spec, video, chunk_bytes))
+            finally:
+                spool.close()
         return JSONResponse({"job_id": response.job_id}, status_code=202,
                             headers={"Location": f"/video/status/{response.job_id}"})
 
@@ -197,6 +212,24 @@ def create_app(api_target: str, max_upload_bytes: int, chunk_bytes: int = 1024 *
 
 def _not_found(detail: str) -> Exception:
     return HTTPException(404, detail)
+
+
+async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float, total_timeout: float) -> None:
+    """Feed the body to the spool; a client that stalls or drags on is cut off (408)."""
+    chunks = request.stream().__aiter__()
+    deadline = anyio.current_time() + total_timeout
+    while True:
+        wait = min(idle_timeout, deadline - anyio.current_time())
+        if wait <= 0:
+            raise UploadTimeout(f"the upload took longer than {total_timeout:g} s")
+        try:
+            with anyio.fail_after(wait):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadTimeout(f"the upload sent nothing for {wait:g} s") from None
+        spool.write(chunk)
 
 
 def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:

@@ -38,5 +38,5 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     sock = bind(settings)
-    serve_http(create_app(settings.api_target, settings.max_upload_bytes, settings.upload_chunk_bytes), settings, sock)
+    serve_http(create_app(settings), settings, sock)
     return 0

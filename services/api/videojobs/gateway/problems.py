@@ -73,6 +73,8 @@ def problem_response(
     if request is not None:
         body["instance"] = request.url.path
     body.update(extensions or {})
+    if "retry_after_seconds" in body:  # back-pressure answers say when to come back (RFC 9110 Retry-After)
+        headers = {**(headers or {}), "Retry-After": str(int(body["retry_after_seconds"]))}
     return JSONResponse(body, status_code=problem.http_status, media_type=PROBLEM_JSON, headers=headers)
 
 

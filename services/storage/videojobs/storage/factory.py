@@ -9,8 +9,11 @@ from videojobs.common.config import Settings
 from videojobs.common.ports.storage import StorageService
 
 
-def make_storage(settings: Settings) -> StorageService:
-    """file:///folder or a plain path -> local folder; s3://bucket -> MinIO / S3."""
+def make_storage(settings: Settings, scratch_dir: Path | None = None) -> StorageService:
+    """file:///folder or a plain path -> local folder; s3://bucket -> MinIO / S3.
+
+    `scratch_dir` is where downloaded copies go (a worker passes its own scratch folder).
+    """
     url = settings.effective_storage_url
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
@@ -31,5 +34,9 @@ def make_storage(settings: Settings) -> StorageService:
             secure=settings.s3_secure,
             region=settings.s3_region,
             prefix=bucket_url.path,
+            tmp_dir=scratch_dir,
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_read_timeout_seconds,
+            retries=settings.s3_retries,
         )
     raise ValueError(f"unsupported VIDEOJOBS_STORAGE_URL {url!r} (expected file:///path or s3://bucket)")

@@ -18,7 +18,9 @@ from videojobs.common.logs import configure_logging
 from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
+from videojobs.common.scratch import prepare_scratch
 from videojobs.storage.factory import make_storage
+from videojobs.common.retry import Backoff
 from videojobs.common.serving import bind_grpc, grpc_server
 from videojobs.worker.worker import JobWorker, WorkerPolicy
 
@@ -35,6 +37,8 @@ def policy_from_settings(settings: Settings) -> WorkerPolicy:
         max_attempts=settings.max_attempts,
         idle_backoff_min=settings.idle_backoff_min_seconds,
         idle_backoff_max=settings.idle_backoff_max_seconds,
+        backoff=Backoff(settings.retry_backoff_base_seconds, settings.retry_backoff_max_seconds),
+        fault_window=timedelta(seconds=settings.fault_window_seconds),
     )
 
 
@@ -91,7 +95,7 @@ def main(argv: list[str]) -> int:
     configure_logging(settings.log_level)
     repo = make_repository(settings, migrate=False)
     queue = make_queue(settings)
-    storage = make_storage(settings)
+    storage = make_storage(settings, prepare_scratch(settings.effective_scratch_dir))
     if settings.is_embedded_queue:
         log.warning("VIDEOJOBS_QUEUE_URL is memory://: a standalone worker sees no jobs; use `videojobs serve` or nats://")
 

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, TypeVar
 
 from videojobs.common.errors import (
     InvalidOptions,
@@ -34,8 +34,10 @@ from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
 from videojobs.common.resources import WorkerCapabilities
+from videojobs.common.retry import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Errors that can never succeed on retry: the job fails at once and the message is terminated.
 _POISON = (PoisonInput, InvalidOptions, StorageObjectNotFound)
@@ -43,17 +45,25 @@ _POISON = (PoisonInput, InvalidOptions, StorageObjectNotFound)
 
 @dataclass(frozen=True)
 class WorkerPolicy:
+    """How a worker holds, retries and gives up jobs.
+
+    Attempts lost to a crashed or killed worker count towards ``max_attempts``; a
+    temporary fault of a backing service does not: the job is handed back and
+    retried with ``backoff`` (capped exponential, jittered) until the faults have
+    lasted ``fault_window``, then FAILED with the reason. A finished analysis whose
+    results or final status cannot be written yet is retried in place
+    (``commit_backoff``) within the same window, so an outage never costs the work.
+    """
+
     lease: timedelta = timedelta(seconds=60)
     heartbeat_seconds: float = 10.0
     max_attempts: int = 3
     idle_backoff_min: float = 0.05
     idle_backoff_max: float = 2.0
-    retry_backoff_base: float = 1.0
-    retry_backoff_max: float = 30.0
+    backoff: Backoff = Backoff(base=1.0, cap=30.0)
+    commit_backoff: Backoff = Backoff(base=0.2, cap=5.0)
+    fault_window: timedelta = timedelta(minutes=10)
     progress_interval_seconds: float = 0.5
-
-    def retry_delay(self, attempt: int) -> float:
-        return min(self.retry_backoff_max, self.retry_backoff_base * 2 ** max(0, attempt - 1))
 
 
 def default_worker_id() -> str:
@@ -91,8 +101,10 @@ class JobWorker:
         try:
             self._handle(job_id)
         except TemporaryFault as exc:
-            log.warning("job %s: temporary fault outside the pipeline, retrying later: %s", job_id, exc)
-            self._queue.nak(job_id, self._policy.retry_delay(self._queue.delivery_count(job_id)))
+            # Before the claim (e.g. the database is down): not an attempt; the message comes back later.
+            delay = self._policy.backoff.delay(self._queue.delivery_count(job_id))
+            log.warning("job %s: temporary fault before analysis, redelivery in %.1fs: %s", job_id, delay, exc)
+            self._queue.nak(job_id, delay)
         return True
 
     def publish_capabilities(self) -> bool:
@@ -150,9 +162,6 @@ class JobWorker:
             # Another worker holds a live lease: look again once it could have run out.
             self._queue.nak(job_id, self._policy.lease.total_seconds())
             return
-        if job.attempt >= self._policy.max_attempts or self._queue.delivery_count(job_id) > self._policy.max_attempts:
-            self._give_up(job, f"gave up after {job.attempt} attempt(s): the worker stopped or crashed each time")
-            return
         claimed = self._claim(job)
         if claimed is None:
             self._queue.nak(job_id, self._policy.idle_backoff_max)
@@ -162,6 +171,10 @@ class JobWorker:
     def _claim(self, job: Job) -> Job | None:
         expected = (job.status, job.attempt)
         job.start(self.worker_id, self._policy.lease)
+        if job.crashes >= self._policy.max_attempts:
+            self._give_up(job, expected, f"the worker analysing this job was lost {job.crashes} times "
+                                         "(crashed or killed); giving up")
+            return None
         if not self._repo.save(job, *expected):
             log.info("job %s: another worker claimed it first", job.job_id)
             return None
@@ -177,15 +190,16 @@ class JobWorker:
                     job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop
                 )
             output_key = output_key_for(job.job_id)
-            # Same input, options and model give the same bytes, so a duplicate write is harmless.
-            self._storage.save_bytes(document.to_bytes(), output_key)
+            data = document.to_bytes()
+            # Same input, options and model give the same bytes, so a repeated write is harmless.
+            self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
         except JobInterrupted:
             guard.stop()
             self._hand_back(job, guard)
             return
         except TemporaryFault as exc:
             guard.stop()
-            self._retry_or_fail(job, guard, exc)
+            self._on_temporary_fault(job, guard, exc)
             return
         except _POISON as exc:
             guard.stop()
@@ -213,7 +227,7 @@ class JobWorker:
             return
         with guard.lock:
             transition()
-            saved = self._repo.save(job, JobStatus.RUNNING, job.attempt)
+        saved = self._in_place(job, guard, lambda: self._repo.save(job, JobStatus.RUNNING, job.attempt))
         if not saved:
             log.warning("job %s: attempt %d was superseded; outcome discarded", job.job_id, job.attempt)
             return
@@ -234,24 +248,50 @@ class JobWorker:
         if saved:
             self._queue.nak(job.job_id)
 
-    def _retry_or_fail(self, job: Job, guard: "_LeaseKeeper", exc: TemporaryFault) -> None:
+    def _on_temporary_fault(self, job: Job, guard: "_LeaseKeeper", exc: TemporaryFault) -> None:
+        """Hand the job back for a later retry (not an attempt), or fail it once the faults outlast the window."""
         if guard.lost:
             return
-        if job.attempt >= self._policy.max_attempts:
-            self._finish(job, guard, lambda: job.fail(f"gave up after {job.attempt} attempt(s): {exc.public_detail}"))
+        window = self._policy.fault_window
+        if job.faulting_for() >= window:
+            minutes = window.total_seconds() / 60
+            reason = f"a backing service stayed unavailable for more than {minutes:g} minutes: {exc.public_detail}"
+            log.warning("job %s: %s (%s)", job.job_id, reason, exc)
+            self._finish(job, guard, lambda: job.fail(reason))
             return
-        delay = self._policy.retry_delay(job.attempt)
-        log.warning("job %s: temporary fault on attempt %d, retry in %.1fs: %s", job.job_id, job.attempt, delay, exc)
+        with guard.lock:
+            job.release_after_fault()
+        delay = self._policy.backoff.delay(job.faults)
+        log.warning("job %s: temporary fault %d on attempt %d, retry in %.1fs: %s",
+                    job.job_id, job.faults, job.attempt, delay, exc)
         try:
-            with guard.lock:
-                job.release()
-                self._repo.save(job, JobStatus.RUNNING, job.attempt)
+            self._repo.save(job, JobStatus.RUNNING, job.attempt)
         except TemporaryFault:
-            pass  # the lease runs out and the redelivery takes it again
+            pass  # the database is down too: the lease runs out and a redelivery takes the job again
         self._queue.nak(job.job_id, delay)
 
-    def _give_up(self, job: Job, reason: str) -> None:
-        expected = (job.status, job.attempt)
+    def _in_place(self, job: Job, guard: "_LeaseKeeper", step: Callable[[], T]) -> T:
+        """Run a step that must not cost the analysis (store results, commit the outcome) until it
+        succeeds, retrying temporary faults with a short backoff for up to the fault window while
+        the queue message is kept alive."""
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                return step()
+            except TemporaryFault as exc:
+                failures += 1
+                if time.monotonic() - started >= self._policy.fault_window.total_seconds() or guard.lost:
+                    raise
+                delay = self._policy.commit_backoff.delay(failures)
+                log.warning("job %s: cannot write yet (%s); retrying in %.1fs", job.job_id, exc, delay)
+                try:
+                    self._queue.heartbeat(job.job_id)
+                except TemporaryFault:
+                    pass
+                time.sleep(delay)
+
+    def _give_up(self, job: Job, expected: tuple[JobStatus, int], reason: str) -> None:
         job.give_up(reason)
         if self._repo.save(job, *expected):
             log.warning("job %s: FAILED (%s)", job.job_id, reason)

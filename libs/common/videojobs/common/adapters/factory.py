@@ -39,8 +39,6 @@ def make_queue(settings: Settings) -> QueueService:
             subject=settings.nats_subject,
             durable=settings.nats_durable,
             ack_wait=settings.ack_wait_seconds,
-            # One delivery beyond the last attempt, so a worker killed during that attempt
-            # is followed by a delivery that records the give-up instead of a stuck RUNNING job.
-            max_deliver=settings.max_attempts + 1,
+            max_deliver=settings.nats_max_deliver,
         )
     raise ValueError(f"unsupported VIDEOJOBS_QUEUE_URL {url!r} (expected memory:// or nats://host:port)")

@@ -27,13 +27,15 @@ class InMemoryQueue(QueueService):
         self._delayed: dict[str, float] = {}  # job_id -> time it becomes ready
         self._deliveries: dict[str, int] = {}
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, dedupe_id: str | None = None) -> bool:
+        """Ids still queued or in flight are duplicates whatever the dedupe id (one consumer, no window)."""
         with self._cond:
             if job_id in self._known:
-                return
+                return False
             self._known.add(job_id)
             self._ready.append(job_id)
             self._cond.notify()
+            return True
 
     def dequeue(self, timeout: float = 0.0) -> Optional[str]:
         deadline = self._clock() + max(0.0, timeout)

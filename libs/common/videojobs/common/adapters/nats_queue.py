@@ -13,17 +13,17 @@ Semantics the rest of the service relies on:
 * ``size()`` is the consumer's ``num_pending``: messages published and not yet
   delivered. Messages in flight or nak'ed and waiting for redelivery are counted
   by the server as ``num_ack_pending`` and are NOT part of ``size()``.
-* MaxDeliver = ``max_deliver`` (``Settings.max_attempts``). Once a message has been
-  delivered that many times and is still not acked, JetStream stops delivering it
-  and publishes a ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES`` advisory; the
-  message stays in the stream unacked. The worker is expected to finish the job
-  (FAILED with a reason) and ``ack``/``term`` it when ``delivery_count`` reaches
-  ``max_attempts``. A worker killed during the last delivery leaves a RUNNING job
-  that only the job store's lease expiry can resolve; pass
-  ``max_deliver = max_attempts + 1`` to get one extra delivery for that.
-* Publishing an id that was published within ``duplicate_window`` seconds is a
-  no-op even if that message has since been acked (the in-memory queue only drops
-  duplicates that are still queued or in flight).
+* MaxDeliver = ``max_deliver`` is a safety net, far above what retries use: the
+  job store counts attempts (crashes) and temporary faults, not the queue. Once a
+  message has been delivered that many times unacked, JetStream stops delivering
+  it and publishes a ``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES`` advisory;
+  ``reclaim_dead`` deletes such messages and hands their job ids to the caller
+  (the api republishes or fails the job), and ``purge`` removes messages whose job
+  is already final, so no dead message stays in the stream.
+* Publishing a dedupe id (default: the job id) that was published within
+  ``duplicate_window`` seconds is a no-op even if that message has since been acked
+  (the in-memory queue only drops duplicates that are still queued or in flight);
+  a republish that must not be dropped passes a new dedupe id.
 
 Connection handling: nothing connects until the first call. A call made while
 NATS is unreachable raises ``TemporaryFault`` within about ``connect_timeout``
@@ -37,6 +37,7 @@ the server came back without its state.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -122,6 +123,8 @@ class JetStreamQueue(QueueService):
         self._sub: Any = None
         self._declared = False
         self._setup_lock: Optional[asyncio.Lock] = None
+        self._advisories: Any = None
+        self._advisory_seqs: list[int] = []
 
     @property
     def stream(self) -> str:
@@ -132,8 +135,8 @@ class JetStreamQueue(QueueService):
         return list(self._servers)
 
     # -- QueueService --------------------------------------------------------------
-    def enqueue(self, job_id: str) -> None:
-        self._call(self._publish(job_id), self._op_timeout)
+    def enqueue(self, job_id: str, dedupe_id: str | None = None) -> bool:
+        return self._call(self._publish(job_id, dedupe_id or job_id), self._op_timeout)
 
     def dequeue(self, timeout: float = 0.0) -> Optional[str]:
         timeout = max(0.0, timeout)
@@ -169,6 +172,17 @@ class JetStreamQueue(QueueService):
             msg = self._in_flight.get(job_id)
         if msg is not None:
             self._call(self._respond(msg.in_progress), self._op_timeout)
+
+    def reclaim_dead(self) -> list[str]:
+        """Messages JetStream stopped delivering (MaxDeliver advisories): deleted, their job ids returned.
+
+        The advisory subscription starts on the first call; advisories published
+        while nobody listened are caught later by ``purge`` once their job is final.
+        """
+        return self._call(self._reclaim_dead(), self._op_timeout * 4)
+
+    def purge(self, is_final: Callable[[str], bool], limit: int = 1000) -> int:
+        return self._call(self._purge(is_final, limit), self._op_timeout * 4 + limit * 0.05)
 
     def delivery_count(self, job_id: str) -> int:
         with self._state_lock:
@@ -275,6 +289,7 @@ class JetStreamQueue(QueueService):
         async with self._setup_lock:
             if self._nc is not None and self._nc.is_closed:
                 self._nc, self._js, self._sub, self._declared = None, None, None, False
+                self._advisories = None
             if self._nc is None:
                 self._nc = await self._connect()
                 self._js = self._nc.jetstream(timeout=self._op_timeout)
@@ -384,17 +399,65 @@ class JetStreamQueue(QueueService):
         if self._sub is None:
             self._sub = await self._js.pull_subscribe_bind(durable=self._durable, stream=self._stream)
 
-    async def _publish(self, job_id: str) -> None:
+    async def _publish(self, job_id: str, dedupe_id: str) -> bool:
         await self._connected()
         ack = await self._js.publish(
             self._subject,
             job_id.encode(),
             timeout=self._op_timeout,
             stream=self._stream,
-            headers={"Nats-Msg-Id": job_id},
+            headers={"Nats-Msg-Id": dedupe_id},
         )
         if ack.duplicate:
-            log.debug("job %s already published (dropped as duplicate)", job_id)
+            log.debug("job %s: message %s already published (dropped as a duplicate)", job_id, dedupe_id)
+        return not ack.duplicate
+
+    async def _reclaim_dead(self) -> list[str]:
+        nc = await self._connected()
+        if self._advisories is None:
+            subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self._stream}.{self._durable}"
+            seqs: list[int] = []
+
+            async def on_advisory(msg: Msg) -> None:
+                try:
+                    seqs.append(int(json.loads(msg.data)["stream_seq"]))
+                except (ValueError, KeyError, TypeError):
+                    log.warning("unreadable MaxDeliver advisory: %r", msg.data[:200])
+
+            self._advisory_seqs = seqs
+            self._advisories = await nc.subscribe(subject, cb=on_advisory)
+            await nc.flush(timeout=self._op_timeout)
+        reclaimed: list[str] = []
+        while self._advisory_seqs:
+            seq = self._advisory_seqs.pop(0)
+            job_id = await self._take_message(seq)
+            if job_id is not None:
+                reclaimed.append(job_id)
+        return reclaimed
+
+    async def _purge(self, is_final: Callable[[str], bool], limit: int) -> int:
+        await self._connected()
+        info = await self._js.stream_info(self._stream)
+        first, last = int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+        removed = 0
+        for seq in range(first, min(last, first + limit - 1) + 1):
+            try:
+                raw = await self._js.get_msg(self._stream, seq)
+            except nats.js.errors.NotFoundError:
+                continue  # acked and gone (work-queue retention), or deleted
+            if raw.data and is_final(raw.data.decode()):
+                if await self._js.delete_msg(self._stream, seq):
+                    removed += 1
+        return removed
+
+    async def _take_message(self, seq: int) -> Optional[str]:
+        """Delete the message at `seq` and return its job id (None if it is gone already)."""
+        try:
+            raw = await self._js.get_msg(self._stream, seq)
+            await self._js.delete_msg(self._stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        return raw.data.decode() if raw.data else None
 
     async def _fetch(self, timeout: float) -> Optional[Msg]:
         await self._connected()
@@ -433,7 +496,7 @@ class JetStreamQueue(QueueService):
 
     async def _aclose(self) -> None:
         nc, sub = self._nc, self._sub
-        self._nc, self._js, self._sub = None, None, None
+        self._nc, self._js, self._sub, self._advisories = None, None, None, None
         if nc is None or nc.is_closed:
             return
         if sub is not None and nc.is_connected:

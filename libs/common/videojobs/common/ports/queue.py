@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional
+from typing import Callable, Optional
 
 
 class QueueService(ABC):
@@ -17,8 +17,13 @@ class QueueService(ABC):
     """
 
     @abstractmethod
-    def enqueue(self, job_id: str) -> None:
-        """Push a job_id onto the queue. Publishing the same id twice delivers it once."""
+    def enqueue(self, job_id: str, dedupe_id: str | None = None) -> bool:
+        """Push a job_id onto the queue; False if it was dropped as a duplicate.
+
+        Publishing the same `dedupe_id` (default: the job id) twice delivers it once
+        (JetStream: within its duplicate window). A republish that must not be
+        dropped passes a new `dedupe_id`.
+        """
         raise NotImplementedError
 
     @abstractmethod
@@ -51,6 +56,17 @@ class QueueService(ABC):
     def heartbeat(self, job_id: str) -> None:
         """Extend the lease of an in-flight job (JetStream: in-progress ack)."""
         raise NotImplementedError
+
+    def reclaim_dead(self) -> list[str]:
+        """Job ids of messages the queue gave up delivering (JetStream MaxDeliver), now removed from it.
+
+        The caller decides what becomes of each job (republish it, or fail it).
+        """
+        return []
+
+    def purge(self, is_final: Callable[[str], bool], limit: int = 1000) -> int:
+        """Remove messages whose job is final (left behind by a lost ack); how many were removed."""
+        return 0
 
     def delivery_count(self, job_id: str) -> int:
         """How many times the in-flight job has been delivered (1 on first delivery)."""

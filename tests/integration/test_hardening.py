@@ -1,0 +1,224 @@
+"""Regression tests for the hardening issue: hostile clients and bounded server resources.
+
+The api and the gateway run in this process (embedded adapters, the fake analyzer
+where a worker is needed), the gateway behind real uvicorn so raw sockets can
+misbehave the way hostile clients do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import httpx
+import pytest
+import uvicorn
+
+from tests.integration.conftest import SAMPLE
+from tests.integration.test_api_grpc import rich_error
+from tests.media import frame_count_bomb
+from videojobs.api.bootstrap import build_api
+from videojobs.common.config import Settings
+from videojobs.common.scratch import prepare_scratch
+from videojobs.gateway.app import create_app
+from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
+
+MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def stack(tmp_path):
+    """api (gRPC) + gateway (uvicorn) with small resource bounds."""
+    settings = Settings(data_dir=tmp_path, grpc_port=0, max_concurrent_uploads=3, upload_idle_timeout_seconds=1.5,
+                        upload_total_timeout_seconds=30, max_upload_bytes=64 * 1024 * 1024)
+    api = build_api(settings)
+    api.start()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, f"127.0.0.1:{api.port}"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    channel = grpc.insecure_channel(f"127.0.0.1:{api.port}")
+    yield type("Stack", (), {"api": api, "http_port": port, "stub": jobs_pb2_grpc.JobServiceStub(channel),
+                             "http": httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)})
+    channel.close()
+    server.should_exit = True
+    thread.join(10)
+    api.stop(grace=0)
+
+
+def pending_job(stack) -> str:
+    def messages():
+        yield jobs_pb2.SubmitRequest(spec=jobs_pb2.JobSpec(pipeline_id="yolo"))
+        yield jobs_pb2.SubmitRequest(chunk=SAMPLE.read_bytes())
+    return stack.stub.Submit(messages()).job_id
+
+
+def test_stalled_grpc_uploads_neither_starve_status_nor_hold_slots_forever(stack):
+    job_id = pending_job(stack)
+    release = threading.Event()
+
+    def stalled():
+        yield jobs_pb2.SubmitRequest(spec=jobs_pb2.JobSpec(pipeline_id="yolo"))
+        yield jobs_pb2.SubmitRequest(chunk=MP4_HEAD)
+        release.wait(60)  # then send nothing more
+
+    outcomes: list[grpc.StatusCode] = []
+
+    def upload():
+        try:
+            stack.stub.Submit(stalled(), timeout=60)
+        except grpc.RpcError as err:
+            outcomes.append(err.code())
+            return err
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(upload) for _ in range(16)]
+        time.sleep(0.5)
+        # 13 of 16 are refused at once; the 3 admitted ones hold their slots, yet status answers at once.
+        for _ in range(20):
+            reply = stack.stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id), timeout=1.0)
+            assert reply.job.job_id == job_id
+        exhausted = [f.result(timeout=5) for f in futures if f.done()]
+        assert len(exhausted) == 13
+        assert all(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for e in exhausted)
+        assert rich_error(exhausted[0])[0].reason == "TOO_MANY_UPLOADS"
+        # The idle ones are cut after the idle timeout, and the slots come back.
+        for f in futures:
+            f.result(timeout=20)
+    release.set()
+    assert outcomes.count(grpc.StatusCode.CANCELLED) == 3 and stack.api.uploads.cancelled == 3
+    assert pending_job(stack)  # a normal upload is admitted again
+    assert [p for p in (stack.api.settings.data_dir / "storage").rglob("*.part")] == []  # nothing half-written
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", wait: float = 10.0) -> bytes:
+    """Send a request by hand and read whatever the server answers until it closes (or `wait` runs out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(head + body)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return data
+
+
+def test_an_upload_that_sends_nothing_is_cut_off(stack):
+    head = (b"POST /video/submit HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    started = time.monotonic()
+    answer = raw_request(stack.http_port, head, b"--B\r\n", wait=15)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"/problems/upload-timeout" in answer and time.monotonic() - started < 10
+
+
+def test_slow_uploads_beyond_the_bound_are_refused_and_status_stays_fast(stack):
+    job_id = pending_job(stack)
+    head = (b"POST /video/submit HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            b"Content-Length: 100000\r\n\r\n--B\r\n")
+    socks = []
+    for _ in range(3):  # take every upload slot with a dribbling client
+        s = socket.create_connection(("127.0.0.1", stack.http_port))
+        s.sendall(head)
+        socks.append(s)
+    time.sleep(0.3)
+    r = stack.http.post("/video/submit", files={"file": ("a.mp4", SAMPLE.read_bytes())})
+    assert r.status_code == 429 and r.headers["retry-after"] == "5"
+    assert r.json()["type"] == "/problems/too-many-uploads"
+    for _ in range(10):
+        assert stack.http.get(f"/video/status/{job_id}", timeout=1.0).status_code == 200
+    for s in socks:
+        s.close()
+
+
+@pytest.mark.parametrize("content_type, body", [
+    (b"multipart/form-data; boundary=B", b"--B\r\nContent-Disposition: form-data; name=\"file\"\xff\xfe\x00\r\n\r\n"),
+    (b"multipart/form-data; boundary=WRONG", b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--B--"),
+    (b"multipart/form-data; boundary=" + b"b" * 5000, b"--b\r\n"),
+    (b"multipart/form-data; boundary=B", b"\x00\x01\x02 garbage " * 1000),
+    (b"multipart/form-data; boundary=B",
+     b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" + b"a" * (1 << 20) + b"\"\r\n\r\nx\r\n--B--"),
+    (b"multipart/form-data; boundary=B",
+     b"".join(b"--B\r\nContent-Disposition: form-data; name=\"classes\"\r\n\r\n" + b"x" * 1000 + b"\r\n"
+              for _ in range(2000)) + b"--B--\r\n"),
+])
+def test_malformed_multipart_is_a_4xx_problem(stack, content_type, body):
+    head = (b"POST /video/submit HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " + content_type +
+            b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    answer = raw_request(stack.http_port, head, body)
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:500]
+    if status != 431:  # uvicorn refuses oversized heads itself
+        assert b"application/problem+json" in answer
+
+
+def test_submit_from_storage_only_reads_the_upload_area(stack):
+    api = stack.api
+    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/cam.mp4")
+    other = pending_job(stack)
+    spec = jobs_pb2.JobSpec(pipeline_id="yolo")
+    for key in (api.repo.get(other).input_key, f"results/{other}.json", "uploads/", "uploads/../inputs/x.mp4"):
+        with pytest.raises(grpc.RpcError) as err:
+            stack.stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key=key))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
+    assert stack.stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/cam.mp4"))
+
+
+def test_a_video_claiming_more_frames_than_int32_fails_cleanly(tmp_path):
+    from videojobs.worker.pipeline.errors import TooManyFrames
+    from videojobs.worker.pipeline.video import FrameReader
+
+    bomb = frame_count_bomb(SAMPLE, tmp_path / "bomb.avi")
+    with FrameReader(bomb, timeout=10) as reader:
+        with pytest.raises(TooManyFrames) as err:
+            reader.open()
+    assert "4294967040" in str(err.value) and "bomb" not in str(err.value)
+
+
+def test_scratch_folders_of_dead_processes_are_emptied_at_start(tmp_path):
+    import subprocess
+
+    host = socket.gethostname()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f"{host}-{dead.pid}"
+    (leftover / "videojobs-s3-x").mkdir(parents=True)
+    (leftover / "videojobs-s3-x" / "input.mp4").write_bytes(b"x" * 1000)
+    alive = tmp_path / f"{host}-1"  # pid 1 is alive: not ours to touch
+    alive.mkdir()
+    other_host = tmp_path / "elsewhere-123"
+    other_host.mkdir()
+    mine = prepare_scratch(tmp_path)
+    assert mine == tmp_path / f"{host}-{os.getpid()}" and mine.is_dir()
+    assert not leftover.exists() and alive.exists() and other_host.exists()
+    (mine / "stale").write_text("from a previous life of this pid")
+    assert list(prepare_scratch(tmp_path).iterdir()) == []
+
+
+def test_errors_shown_to_clients_never_carry_hosts(stack):
+    stack.api.repo._engine.dispose()
+
+    class Down:
+        def __getattr__(self, name):
+            def fail(*a, **k):
+                from videojobs.common.errors import TemporaryFault
+                raise TemporaryFault("database unavailable: connection to 10.1.2.3:5432 refused")
+            return fail
+
+    stack.api.jobs._repo = Down()
+    r = stack.http.get("/video/status/0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b")
+    assert r.status_code == 503 and "10.1.2.3" not in r.text and "5432" not in r.text
