@@ -165,3 +165,16 @@ def test_capability_store_keeps_the_newest_entry_per_worker(repo):
     assert store.latest() == entry("w2", ["bottle", "cup"], t0 + timedelta(seconds=5))
     store.publish(entry("w1", ["person"], t0 + timedelta(seconds=9)))  # a worker re-publishes: replaced, not added
     assert store.latest().class_names == ["person"] and store.latest().worker_id == "w1"
+
+
+def test_retry_counters_round_trip(repo):
+    from datetime import datetime, timezone
+
+    job = Job.submit("yolo")
+    repo.add(job)
+    job.start("w", timedelta(seconds=30))
+    assert repo.save(job, JobStatus.PENDING, 0)
+    job.release_after_fault(now=datetime(2026, 11, 30, 12, tzinfo=timezone.utc))
+    assert repo.save(job, JobStatus.RUNNING, 1)
+    back = repo.get(job.job_id)
+    assert (back.faults, back.crashes, back.faulting_since) == (1, 0, datetime(2026, 11, 30, 12, tzinfo=timezone.utc))
