@@ -62,12 +62,14 @@ class Stack:
     http_port: int = 8080
     grpc_port: int = 50051
     extra_env: dict[str, str] = field(default_factory=dict)
+    # An S3 server run by the caller (host:port); None starts SeaweedFS in STATE/s3.
+    s3_endpoint: str | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     # -- configuration ----------------------------------------------------------------------
     def env(self) -> dict[str, str]:
         ident = "".join(c if c.isalnum() else "_" for c in self.name.lower())
-        s3_endpoint = self._read("s3.endpoint")
+        s3_endpoint = self.s3_endpoint or self._read("s3.endpoint")
         return {
             **os.environ,
             "YOLO_OFFLINE": "1",
@@ -135,7 +137,8 @@ class Stack:
 
     def up(self, workers: int, timeout: float = 180) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.start_s3()
+        if self.s3_endpoint is None:
+            self.start_s3()
         self.start_api()
         self.wait_ready("api", timeout)
         self.start_gateway()

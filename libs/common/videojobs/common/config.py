@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # An unfinished job untouched this long (PENDING not updated, RUNNING past its lease)
     # is published again by the api's reconciler when the queue has no backlog.
     stranded_after_seconds: float = 300.0
+    # How often the api reclaims dead queue messages and republishes stranded jobs.
+    reconcile_interval_seconds: float = 60.0
 
     # -- upload limits -------------------------------------------------------------
     max_upload_bytes: int = 1024 * 1024 * 1024

@@ -82,7 +82,8 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     repo = make_repository(settings)
     storage = make_storage(settings, prepare_scratch(settings.effective_scratch_dir))
     queue = queue or make_queue(settings)
-    relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds))
+    relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds),
+                        reconcile_every_seconds=settings.reconcile_interval_seconds)
     jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes,
                        upload_prefix=settings.upload_prefix)
     readiness = ReadinessMonitor(
