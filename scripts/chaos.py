@@ -119,6 +119,10 @@ class Chaos:
                 "VIDEOJOBS_S3_CONNECT_TIMEOUT_SECONDS": "1", "VIDEOJOBS_S3_READ_TIMEOUT_SECONDS": "4",
                 "VIDEOJOBS_S3_RETRIES": "0", "VIDEOJOBS_IDLE_BACKOFF_MAX_SECONDS": "1",
                 "VIDEOJOBS_UPLOAD_IDLE_TIMEOUT_SECONDS": "5",
+                # A worker is SIGKILLed every 3 s by the scenario itself, not by its input: more
+                # lost attempts are allowed than the default 3, which guards against inputs that
+                # crash every worker they reach.
+                "VIDEOJOBS_MAX_ATTEMPTS": "8",
             },
         )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
@@ -299,7 +303,7 @@ def kill_workers(chaos: Chaos, size: Size) -> Report:
     probe_job = chaos.submit(retry_for=30)
     with StatusProbe(chaos, probe_job) as probe:
         thread.start()
-        chaos.submit_many(size.kill_jobs - 1, retry_for=30, frames=20)  # long enough to be killed mid-job
+        chaos.submit_many(size.kill_jobs - 1, retry_for=30, frames=10)  # long enough to be killed mid-job
         ids = chaos.accepted[first:]
         chaos.drain(ids, size.drain_timeout)
         stop.set()
