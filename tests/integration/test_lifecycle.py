@@ -479,3 +479,40 @@ def test_keys_never_reach_logs_database_or_errors(api, rest, keys, caplog):
         db += path.read_bytes()
     assert secret_part.encode() not in db and a.encode() not in db
     assert keys["alpha"]["prefix"].encode() in db  # the prefix is what is kept (with a hash)
+
+
+def test_keys_command_creates_lists_and_revokes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VIDEOJOBS_DATA_DIR": str(tmp_path), "VIDEOJOBS_API_KEY_PEPPER": PEPPER}
+
+    def keys(*args):
+        run = subprocess.run([sys.executable, "-m", "videojobs.cli", "keys", *args], env=env, capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path)
+        return run.returncode, run.stdout, run.stderr
+
+    code, out, err = keys("create", "--tenant", "alpha", "--label", "ci", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert set(made) == {"key", "prefix", "tenant", "webhook_secret"} and made["tenant"] == "alpha"
+    assert made["key"].startswith(f"vjk_{made['prefix']}_") and made["webhook_secret"].startswith("whsec_")
+    code, out, _ = keys("create", "--tenant", "alpha", "--json")
+    assert json.loads(out)["webhook_secret"] == made["webhook_secret"]  # one secret per tenant
+    code, out, _ = keys("list", "--json")
+    listed = json.loads(out)
+    assert {k["prefix"] for k in listed} >= {made["prefix"]} and made["key"] not in out
+    assert keys("create", "--tenant", "Not A Name")[0] != 0
+    api = build_api(settings_for(tmp_path))
+    api.start()
+    try:
+        with TestClient(create_app(f"127.0.0.1:{api.port}", max_upload_bytes=MAX_UPLOAD)) as rest:
+            assert rest.get("/video/jobs", headers=auth(made["key"])).status_code == 200
+            code, out, _ = keys("revoke", made["prefix"])
+            assert code == 0 and "revoked" in out
+            assert keys("revoke", made["prefix"])[0] == 1
+            time.sleep(2.5)  # the api's key cache
+            assert rest.get("/video/jobs", headers=auth(made["key"])).status_code == 401
+    finally:
+        api.stop(grace=0)
