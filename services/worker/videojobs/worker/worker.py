@@ -179,10 +179,10 @@ class JobWorker:
             output_key = output_key_for(job.job_id)
             # Same input, options and model give the same bytes, so a duplicate write is harmless.
             self._storage.save_bytes(document.to_bytes(), output_key)
-        except JobInterrupted:
+        except JobInterrupted as exc:
             guard.stop()
             if guard.cancelled:
-                self._drop_cancelled(job)
+                self._drop_cancelled(job, str(exc))
             else:
                 self._hand_back(job, guard)
             return
@@ -233,13 +233,13 @@ class JobWorker:
         else:
             self._queue.ack(job.job_id)
 
-    def _drop_cancelled(self, job: Job) -> None:
+    def _drop_cancelled(self, job: Job, where: str = "at the end") -> None:
         """The owner cancelled (or deleted) the job: write nothing more, remove any results, ack at once."""
         try:
             self._storage.delete_file(output_key_for(job.job_id))
         except TemporaryFault as exc:
             log.warning("job %s: cancelled, but its results object could not be removed: %s", job.job_id, exc)
-        log.info("job %s: cancelled during attempt %d; stopped", job.job_id, job.attempt)
+        log.info("job %s: cancelled during attempt %d; %s", job.job_id, job.attempt, where)
         self._queue.ack(job.job_id)
 
     def _hand_back(self, job: Job, guard: "_LeaseKeeper") -> None:
