@@ -5,18 +5,12 @@ gateway and worker processes), with the real pipeline."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import re
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import SAMPLE, JobsClient, Service, free_port, keys_create
 from tests.e2e.test_stack import SHARED_NATS, jobs_table, make_stack, s3_keys
+from tests.webhooks import Receiver, verify_standard_webhook
 from videojobs.v1 import jobs_pb2
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +45,7 @@ class Shape:
     cwd: Path
     objects: Callable[[], list[str]]  # every stored object key
     worker_log: Callable[[], str]
+    logs: Callable[[], str]  # everything the service's processes logged
     rows: Callable[[], list[dict]] | None = None
     consumer: Callable[[], dict] | None = None  # JetStream consumer counters
 
@@ -86,7 +82,7 @@ def shape(request, tmp_path_factory, model_cache):
         storage = svc.data_dir / "storage"
         yield Shape("embedded", JobsClient(svc.http_port, svc.grpc_port), svc.env, svc.data_dir,
                     objects=lambda: sorted(str(p.relative_to(storage)) for p in storage.rglob("*") if p.is_file()),
-                    worker_log=svc.diagnostics)
+                    worker_log=svc.diagnostics, logs=lambda: svc.log.read_text(errors="replace"))
         svc.stop()
         return
     stack = make_stack(tmp_path_factory.mktemp("lifecycle-stack"), "life", **LIFECYCLE_ENV)
@@ -95,6 +91,7 @@ def shape(request, tmp_path_factory, model_cache):
         env = stack.env()
         yield Shape("stack", JobsClient(stack.http_port, stack.grpc_port), env, stack.state_dir,
                     objects=lambda: sorted(s3_keys(stack, "")), worker_log=lambda: stack.tail("worker0", 400),
+                    logs=lambda: "\n".join(stack.tail(n, 100_000) for n in ("api", "gateway", "worker0")),
                     rows=lambda: jobs_table(stack), consumer=lambda: _consumer_info(env))
     finally:
         stack.down(timeout=30)
@@ -145,6 +142,10 @@ def test_two_tenants_see_only_their_own_jobs(shape):
         b.stub.ListJobs(jobs_pb2.ListJobsRequest())
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert a.http.get("/video/jobs").status_code == 200
+    logs = shape.logs()
+    assert f"job {mine} submitted by alpha" in logs  # the logs are the service's
+    for made in (alpha, beta):  # neither the key nor its secret part was logged
+        assert made["key"].rsplit("_", 1)[1] not in logs
     for client in (a, b, anonymous):
         client.close()
 
@@ -238,41 +239,10 @@ def test_idempotent_submits_and_the_active_job_quota(shape, tmp_path):
     q.close()
 
 
-class Receiver:
-    def __init__(self, fail_first: int) -> None:
-        self.requests: list[tuple[dict, bytes, int]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                code = 503 if len(receiver.requests) < fail_first else 200
-                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, code))
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notices"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def successes(self) -> list[dict]:
-        return [json.loads(b) for _, b, code in self.requests if code == 200]
-
-
-def verify(secret: str, headers: dict, body: bytes) -> None:
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    assert "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode() in \
-        headers["webhook-signature"].split()
-
-
 def test_signed_webhooks_one_success_per_final_state(shape, tmp_path):
     tenant = shape.key("hooked")
     a = shape.client.as_tenant(tenant["key"])
-    receiver = Receiver(fail_first=3)
+    receiver = Receiver(fail_first=3, fail_code=503, ok_code=200)
     try:
         completed = a.submit_rest(SAMPLE, callback_url=receiver.url, **SHORT)
         truncated = tmp_path / "truncated.mp4"
@@ -280,19 +250,19 @@ def test_signed_webhooks_one_success_per_final_state(shape, tmp_path):
         failed = a.submit_rest(truncated, callback_url=receiver.url)
         cancelled = a.submit_rest(SAMPLE, callback_url=receiver.url, **SHORT)
         a.http.post(f"/video/cancel/{cancelled}")
-        wait_until(lambda: len(receiver.successes()) == 3, what="three delivered notices")
+        wait_until(lambda: len(receiver.delivered()) == 3, what="three delivered notices")
         time.sleep(2)
-        events = {e["data"]["job_id"]: e["data"]["status"] for e in receiver.successes()}
-        assert len(receiver.successes()) == 3 and events[completed] == "COMPLETED" and events[failed] == "FAILED"
+        events = {e["data"]["job_id"]: e["data"]["status"] for e in receiver.delivered()}
+        assert len(receiver.delivered()) == 3 and events[completed] == "COMPLETED" and events[failed] == "FAILED"
         assert events[cancelled] in ("CANCELLED", "COMPLETED")  # the cancel may lose the race to a short job
         assert len(receiver.requests) == 6
         for headers, body, _ in receiver.requests:
-            verify(tenant["webhook_secret"], headers, body)
+            verify_standard_webhook(tenant["webhook_secret"], headers, body)
         r = a.http.post("/video/submit", files={"file": ("v.mp4", SAMPLE.read_bytes(), "video/mp4")},
                         data={"callback_url": "http://169.254.169.254/"})
         assert r.status_code == 422 and r.json()["type"] == "/problems/invalid-callback-url"
     finally:
-        receiver.server.shutdown()
+        receiver.close()
         a.close()
 
 
@@ -314,14 +284,14 @@ def test_a_notice_is_delivered_after_an_api_restart(tmp_path, model_cache):
         assert receiver.requests == []
         stack.start_api()
         stack.wait_ready("api", 120)
-        wait_until(lambda: len(receiver.successes()) == 1, what="the notice after the restart")
-        verify(tenant["webhook_secret"], *receiver.requests[0][:2])
-        data = receiver.successes()[0]["data"]
+        wait_until(lambda: len(receiver.delivered()) == 1, what="the notice after the restart")
+        verify_standard_webhook(tenant["webhook_secret"], *receiver.requests[0][:2])
+        data = receiver.delivered()[0]["data"]
         assert (data["job_id"], data["status"], data["results_url"]) == (job_id, "COMPLETED",
                                                                           f"/video/results/{job_id}")
         client.close()
     finally:
-        receiver.server.shutdown()
+        receiver.close()
         stack.down(timeout=30)
         stack.purge(delete_stream=stack.nats_url == SHARED_NATS)
 

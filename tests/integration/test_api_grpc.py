@@ -195,7 +195,8 @@ def test_submit_from_storage(api, stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/missing.mp4"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and rich_error(err.value)[0].reason == "INPUT_NOT_FOUND"
-    for key in ("../../etc/passwd", ".", "a\x00b", "k" * 10_000, "/abs/path", "a//b"):
+    # the service's own objects (another tenant's upload, say) cannot be named
+    for key in ("../../etc/passwd", ".", "a\x00b", "k" * 10_000, "/abs/path", "a//b", "inputs/x.mp4", "results/y.json"):
         with pytest.raises(grpc.RpcError) as err:
             stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key=key))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key

@@ -3,15 +3,11 @@ in-process queue) over gRPC and the REST gateway, with a fake analyzer in a work
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
@@ -19,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from tests.fakes import FakeAnalyzer
 from tests.integration.conftest import MAX_UPLOAD, SAMPLE
+from tests.webhooks import Receiver, verify_standard_webhook
 from videojobs.api.bootstrap import build_api
 from videojobs.api.keys import create_key
 from videojobs.common.adapters.factory import make_capability_store, make_tenant_store, make_webhook_outbox
@@ -288,6 +285,19 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_job(api, rest, key
     # keys are per tenant
     assert submit(rest, b, headers={"Idempotency-Key": "order-42"}).json()["job_id"] not in {
         r.json()["job_id"] for r in replies}
+    # gRPC: JobSpec.request_id
+    stub = jobs_pb2_grpc.JobServiceStub(grpc.insecure_channel(f"127.0.0.1:{api.port}"))
+
+    def messages(data):
+        yield jobs_pb2.SubmitRequest(spec=jobs_pb2.JobSpec(pipeline_id="yolo", request_id="grpc-7"))
+        yield jobs_pb2.SubmitRequest(chunk=data)
+
+    md = (("authorization", f"Bearer {a}"),)
+    first = stub.Submit(messages(SAMPLE.read_bytes()), metadata=md).job_id
+    assert stub.Submit(messages(SAMPLE.read_bytes()), metadata=md).job_id == first
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Submit(messages(OTHER), metadata=md)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
 def test_quota_refuses_the_next_active_job_with_retry_after_and_stores_nothing(make_api, tmp_path):
@@ -296,8 +306,10 @@ def test_quota_refuses_the_next_active_job_with_retry_after_and_stores_nothing(m
     other = create_key(make_tenant_store(api.repo), "beta", "", PEPPER)["key"]
     app = create_app(f"127.0.0.1:{api.port}", max_upload_bytes=MAX_UPLOAD)
     with TestClient(app) as rest:
-        first = [submitted(rest, key) for _ in range(2)]
+        first = [submitted(rest, key, headers={"Idempotency-Key": f"q-{i}"}) for i in range(2)]
         before = stored_files(api)
+        # a retry of an accepted submit still gets its job id at the quota
+        assert submit(rest, key, headers={"Idempotency-Key": "q-1"}).json()["job_id"] == first[1]
         r = submit(rest, key)
         assert r.status_code == 429 and r.json()["type"] == "/problems/too-many-jobs", r.text
         assert int(r.headers["retry-after"]) >= 1 and r.json()["retry_after_seconds"] >= 1
@@ -326,57 +338,17 @@ def test_global_queue_bound(make_api):
 
 
 # -- webhooks -----------------------------------------------------------------------------------------------------
-class Receiver:
-    """A loopback webhook receiver that fails its first `fail_first` requests with 500."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.fail_first = fail_first
-        self.requests: list[tuple[dict[str, str], bytes, int]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                code = 500 if len(receiver.requests) < receiver.fail_first else 204
-                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, code))
-                self.send_response(code)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/videojobs?x=1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def delivered(self) -> list[dict]:
-        return [json.loads(body) for _, body, code in self.requests if code == 204]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
     made = []
 
     def make(fail_first=0):
-        made.append(Receiver(fail_first))
+        made.append(Receiver(fail_first, path="/hooks/videojobs?x=1"))
         return made[-1]
 
     yield make
     for r in made:
         r.close()
-
-
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> None:
-    """The Standard Webhooks check, written out: v1 = base64(HMAC-SHA256(secret, id.timestamp.body))."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    assert expected in headers["webhook-signature"].split(" ")
-    assert abs(time.time() - int(headers["webhook-timestamp"])) < 300
 
 
 def wait_for(predicate, timeout=20.0):

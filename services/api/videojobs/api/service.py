@@ -135,10 +135,11 @@ class JobsService:
         (or IdempotencyConflict if the upload or options differ).
         """
         pipeline = self._validated(request)
-        self._precheck_admission(caller)
+        prior = self._prior_submit(caller, request)
+        if prior is None:  # a retry of an accepted submit is answered even at the quota
+            self._precheck_admission(caller)
         upload = CheckedUpload(chunks, self._max_upload_bytes)
         container = upload.container()  # refuses a non-video before anything is stored
-        prior = self._prior_submit(caller, request)
         if prior is not None:
             upload.drain()
             return self._replay(caller, prior, self._fingerprint(request, upload.sha256()))
@@ -164,11 +165,11 @@ class JobsService:
         """Create a job for a video already in storage (its key is kept as the input, and stays the client's)."""
         pipeline = self._validated(request)
         key = check_storage_key(input_key)
-        self._precheck_admission(caller)
         fingerprint = self._fingerprint(request, f"key:{key}")
         prior = self._prior_submit(caller, request)
         if prior is not None:
             return self._replay(caller, prior, fingerprint)
+        self._precheck_admission(caller)
         if not self._storage.exists(key):
             raise StorageObjectNotFound(key)
         job = Job.submit(pipeline.pipeline_id, request.options, key, tenant_id=caller.tenant_id,
