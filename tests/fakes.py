@@ -30,11 +30,62 @@ class FakeJobRepository(JobRepository):
         if self.down:
             raise TemporaryFault("database unavailable (fake)")
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, request=None, limits=None, request_window_start=None) -> None:
         self._check()
         with self._lock:
             self.rows[job.job_id] = copy.deepcopy(job)
             self.outbox[job.job_id] = False
+
+    def get_owned(self, tenant_id: str, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.tenant_id != tenant_id:
+            raise JobNotFound(job_id)
+        return job
+
+    def list_owned(self, tenant_id, status, limit, after=None):
+        jobs = sorted((j for j in self.rows.values() if j.tenant_id == tenant_id and (status is None or j.status is status)),
+                      key=lambda j: (j.created_at, j.job_id), reverse=True)
+        if after is not None:
+            jobs = [j for j in jobs if (j.created_at, j.job_id) < (after.created_at, after.job_id)]
+        return copy.deepcopy(jobs[:limit])
+
+    def find_request(self, tenant_id, request_id, since):
+        return None
+
+    def delete(self, job_id: str, expected_status: JobStatus) -> bool:
+        with self._lock:
+            row = self.rows.get(job_id)
+            if row is None or row.status is not expected_status:
+                return False
+            del self.rows[job_id]
+            self.outbox.pop(job_id, None)
+            return True
+
+    def admission_counts(self, tenant_id):
+        active = [j for j in self.rows.values() if j.tenant_id == tenant_id and not j.status.is_final]
+        return len(active), sum(j.status is JobStatus.PENDING for j in self.rows.values())
+
+    def pending_ahead(self, job):
+        return sum(j.status is JobStatus.PENDING and (j.created_at, j.job_id) < (job.created_at, job.job_id)
+                   for j in self.rows.values())
+
+    def recent_run_seconds(self, limit=20):
+        return []
+
+    def running_count(self):
+        return sum(j.status is JobStatus.RUNNING for j in self.rows.values())
+
+    def expired_inputs(self, finished_before, limit):
+        return []
+
+    def mark_input_deleted(self, job_id, at):
+        self.rows[job_id].input_deleted_at = at
+
+    def expired_jobs(self, finished_before, limit):
+        return []
+
+    def purge_before(self, before):
+        return 0
 
     def get(self, job_id: str) -> Job:
         self._check()
@@ -49,6 +100,7 @@ class FakeJobRepository(JobRepository):
             row = self.rows.get(job.job_id)
             if row is None or row.status is not expected_status or row.attempt != expected_attempt:
                 return False
+            job.events.clear()
             self.rows[job.job_id] = copy.deepcopy(job)
             self.saves.append((job.job_id, job.status.value, job.attempt))
             return True

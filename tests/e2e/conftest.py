@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,18 +29,50 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class JobsClient:
-    """REST and gRPC client of a running videojobs (embedded or the stack)."""
+class _KeyMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    """Adds `authorization: Bearer KEY` to every call."""
 
-    def __init__(self, http_port: int, grpc_port: int) -> None:
+    def __init__(self, key: str) -> None:
+        self._metadata = (("authorization", f"Bearer {key}"),)
+
+    def _details(self, details):
+        return details._replace(metadata=tuple(details.metadata or ()) + self._metadata)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
+def keys_create(env: dict[str, str], tenant: str, cwd: Path) -> dict:
+    """`videojobs keys create --tenant TENANT --json` against the service's database."""
+    run = subprocess.run([sys.executable, "-m", "videojobs.cli", "keys", "create", "--tenant", tenant, "--json"],
+                         env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
+
+
+class JobsClient:
+    """REST and gRPC client of a running videojobs (embedded or the stack), with an API key if given."""
+
+    def __init__(self, http_port: int, grpc_port: int, key: str | None = None) -> None:
         self.http_port, self.grpc_port = http_port, grpc_port
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60)
+        self.key = key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60, headers=headers)
         self._channel: grpc.Channel | None = None
+
+    def as_tenant(self, key: str | None) -> "JobsClient":
+        """Another client of the same service, acting with `key`."""
+        return JobsClient(self.http_port, self.grpc_port, key)
 
     @property
     def stub(self) -> jobs_pb2_grpc.JobServiceStub:
         if self._channel is None:
             self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+            if self.key:
+                self._channel = grpc.intercept_channel(self._channel, _KeyMetadata(self.key))
         return jobs_pb2_grpc.JobServiceStub(self._channel)
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """The gRPC JobService on embedded adapters (SQLite, local folder, in-process queue)."""
 
+import hashlib
 import json
 import time
 
@@ -13,7 +14,7 @@ from grpc_status import rpc_status
 from tests.integration.conftest import MAX_UPLOAD, SAMPLE
 from videojobs.common import wire
 from videojobs.common.job import JobStatus
-from videojobs.common.resources import JobResource
+from videojobs.common.resources import JobResource, Standing
 from videojobs.v1 import jobs_pb2
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
@@ -60,7 +61,8 @@ def test_submit_stores_input_and_creates_pending_job(api, stub):
     assert api.storage.read_bytes(job.input_key) == data and job.input_key.endswith(".mp4")
     reply_job = stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=reply.job_id)).job
     assert reply_job.status == jobs_pb2.JOB_STATUS_PENDING and reply_job.progress == 0.0
-    assert wire.job_from_pb(reply_job) == JobResource.from_job(job)
+    assert wire.job_from_pb(reply_job) == JobResource.from_job(job, Standing(queue_position=0))
+    assert reply_job.input_sha256 == hashlib.sha256(data).hexdigest() and not reply_job.HasField("expires_at")
 
 
 @pytest.mark.parametrize("data, code, reason", [
@@ -186,14 +188,15 @@ def test_capabilities(api, stub):
 
 
 def test_submit_from_storage(api, stub):
-    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/cam1.mp4")
+    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/default/cam1.mp4")
     spec = jobs_pb2.JobSpec(pipeline_id="yolo")
-    reply = stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/cam1.mp4"))
-    assert api.repo.get(reply.job_id).input_key == "uploads/cam1.mp4"
+    reply = stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/default/cam1.mp4"))
+    assert api.repo.get(reply.job_id).input_key == "uploads/default/cam1.mp4"
     with pytest.raises(grpc.RpcError) as err:
-        stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/missing.mp4"))
+        stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/default/missing.mp4"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND and rich_error(err.value)[0].reason == "INPUT_NOT_FOUND"
-    for key in ("../../etc/passwd", ".", "a\x00b", "k" * 10_000, "/abs/path", "a//b"):
+    # the service's own objects (another tenant's upload, say) cannot be named
+    for key in ("../../etc/passwd", ".", "a\x00b", "k" * 10_000, "/abs/path", "a//b", "inputs/x.mp4", "results/y.json"):
         with pytest.raises(grpc.RpcError) as err:
             stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key=key))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key

@@ -168,14 +168,16 @@ def test_malformed_multipart_is_a_4xx_problem(stack, content_type, body):
 
 def test_submit_from_storage_only_reads_the_upload_area(stack):
     api = stack.api
-    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/cam.mp4")
+    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/default/cam.mp4")
     other = pending_job(stack)
     spec = jobs_pb2.JobSpec(pipeline_id="yolo")
-    for key in (api.repo.get(other).input_key, f"results/{other}.json", "uploads/", "uploads/../inputs/x.mp4"):
+    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/another-tenant/cam.mp4")
+    for key in (api.repo.get(other).input_key, f"results/{other}.json", "uploads/", "uploads/default/",
+                "uploads/../inputs/x.mp4", "uploads/another-tenant/cam.mp4"):
         with pytest.raises(grpc.RpcError) as err:
             stack.stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key=key))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
-    assert stack.stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/cam.mp4"))
+    assert stack.stub.SubmitFromStorage(jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key="uploads/default/cam.mp4"))
 
 
 def test_a_video_claiming_more_frames_than_int32_fails_cleanly(tmp_path):

@@ -178,3 +178,115 @@ def test_retry_counters_round_trip(repo):
     assert repo.save(job, JobStatus.RUNNING, 1)
     back = repo.get(job.job_id)
     assert (back.faults, back.crashes, back.faulting_since) == (1, 0, datetime(2026, 11, 30, 12, tzinfo=timezone.utc))
+
+
+def test_reads_on_behalf_of_a_client_are_filtered_by_tenant(repo):
+    mine = Job.submit("yolo", tenant_id="alpha")
+    theirs = Job.submit("yolo", tenant_id="beta")
+    for job in (mine, theirs):
+        repo.add(job)
+    assert repo.get_owned("alpha", mine.job_id) == mine
+    with pytest.raises(JobNotFound):
+        repo.get_owned("alpha", theirs.job_id)
+    assert [j.job_id for j in repo.list_owned("alpha", None, 10)] == [mine.job_id]
+    assert repo.get(theirs.job_id).tenant_id == "beta"  # the system read (workers) sees every job
+
+
+def test_final_write_records_a_webhook_notice_in_the_same_transaction(repo):
+    from videojobs.common.adapters.sql.tenants import SqlWebhookOutbox
+
+    job = Job.submit("yolo", tenant_id="alpha", callback_url="https://example.com/hook")
+    repo.add(job)
+    job.cancel()
+    assert repo.save(job, JobStatus.PENDING, 0) and job.events == []
+    rows = SqlWebhookOutbox(repo.engine).deliveries_of(job.job_id)
+    assert len(rows) == 1 and rows[0]["state"] == "pending" and rows[0]["event"]["type"] == "job.cancelled"
+    stale = Job.submit("yolo", callback_url="https://example.com/hook")
+    repo.add(stale)
+    copy = repo.get(stale.job_id)
+    copy.cancel()
+    assert repo.save(copy, JobStatus.RUNNING, 0) is False  # a lost write records no notice
+    assert SqlWebhookOutbox(repo.engine).deliveries_of(stale.job_id) == []
+
+
+def test_the_tenants_migration_keeps_existing_jobs_under_the_default_tenant(engine):
+    upgrade(engine, "0002")
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO jobs (job_id, status, pipeline_id, options, input_key, frames_done, frames_total, attempt, "
+            "created_at, updated_at) VALUES ('0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b', 'COMPLETED', 'yolo', '{}', "
+            "'inputs/x.mp4', 0, 0, 1, '2026-01-01 00:00:00', '2026-01-01 00:05:00')"))
+    upgrade(engine)
+    job = SqlJobRepository(engine).get("0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b")
+    assert job.tenant_id == "default" and job.finished_at == job.updated_at
+    downgrade(engine, "0002")
+    upgrade(engine)
+
+
+def _two_engines(backend, request, tmp_path):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        return make_engine(url), make_engine(url)
+    pg = request.getfixturevalue("pg_engine")
+    with pg.connect() as conn:
+        schema = conn.execute(sa.text("select current_schema()")).scalar()
+    return pg, make_engine(POSTGRES_URL, schema)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_sweepers_at_once_remove_exactly_the_expired_jobs_once(backend, request, tmp_path):
+    """Retention on tiny values: two api processes' sweepers race; each expired job goes exactly once."""
+    import threading
+    from datetime import datetime, timezone
+
+    from videojobs.api.retention import RetentionSweeper
+    from videojobs.storage.local import LocalFolderStorage
+
+    first, second = _two_engines(backend, request, tmp_path)
+    upgrade(first)
+    repos = [SqlJobRepository(first), SqlJobRepository(second)]
+    storage = LocalFolderStorage(tmp_path / "storage")
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    jobs = {}
+    for name, finished_hours_ago in (("old", 10), ("input-only", 3), ("fresh", 0.5), ("running", None)):
+        for i in range(30 if name == "old" else 3):
+            job = Job.submit("yolo", now=t0)
+            repos[0].add(job)
+            storage.save_bytes(b"video", job.input_key)
+            if finished_hours_ago is not None:
+                job.start("w", timedelta(seconds=30), now=t0)
+                job.complete(f"results/{job.job_id}.json", now=t0 + timedelta(hours=10 - finished_hours_ago))
+                storage.save_bytes(b"{}", job.output_key)
+                repos[0].save(job, JobStatus.PENDING, 0)
+            jobs.setdefault(name, []).append(job)
+    now = t0 + timedelta(hours=10)
+    sweepers = [RetentionSweeper(r, storage, retention=timedelta(hours=5), input_retention=timedelta(hours=2),
+                                 batch=4, max_batches=100) for r in repos]
+    reports, errors = [], []
+
+    def run(sweeper):
+        try:
+            for _ in range(3):
+                reports.append(sweeper.sweep_once(now))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sweepers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sum(r.jobs_removed for r in reports) == 30  # never twice
+    assert sum(r.inputs_removed for r in reports) == 33  # inputs of the old jobs go first, then the rest of them
+    for job in jobs["old"]:
+        with pytest.raises(JobNotFound):
+            repos[0].get(job.job_id)
+        assert not storage.exists(job.input_key) and not storage.exists(job.output_key)
+    for job in jobs["input-only"]:
+        kept = repos[0].get(job.job_id)
+        assert kept.input_deleted_at is not None and not storage.exists(job.input_key)
+        assert storage.exists(job.output_key)
+    for job in jobs["fresh"] + jobs["running"]:
+        assert storage.exists(job.input_key) and repos[0].get(job.job_id)
+    second.dispose()

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("videojobs.api.bootstrap", "the gRPC JobService"),
     "gateway": ("videojobs.gateway.bootstrap", "the REST gateway (/video/*)"),
     "worker": ("videojobs.worker.bootstrap", "a worker pulling jobs from the queue"),
+    "keys": ("videojobs.api.keys", "create, list and revoke tenants' API keys"),
     "migrate": ("videojobs.common.adapters.sql.migrate", "apply (or roll back) database migrations"),
     "analyze": ("videojobs.worker.pipeline.cli", "analyse one local video file and print results JSON"),
 }

@@ -70,6 +70,36 @@ class Settings(BaseSettings):
     # How often the api reclaims dead queue messages and republishes stranded jobs.
     reconcile_interval_seconds: float = 60.0
 
+    # -- tenants and API keys -----------------------------------------------------------
+    # "keys" (Authorization: Bearer KEY / gRPC `authorization` metadata) or "none". Empty:
+    # "keys" whenever the service binds beyond loopback, "none" on 127.0.0.1 / ::1 / localhost.
+    auth: str = Field(default="", pattern=r"^(|keys|none)$")
+    # Server-side secret mixed into the stored hash of every API key (a Secret in Kubernetes).
+    api_key_pepper: str = ""
+
+    # -- job lifecycle ----------------------------------------------------------------------
+    # Inputs of final jobs are removed this long after they finished; whole jobs (row,
+    # input, results) after retention_hours. Status shows the job's `expires_at`.
+    input_retention_hours: float = Field(default=24.0, gt=0)
+    retention_hours: float = Field(default=168.0, gt=0)
+    # How often the api's retention sweeper runs, and how many jobs one batch handles.
+    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    sweep_batch_size: int = Field(default=100, ge=1)
+    # Admission: PENDING + RUNNING jobs per tenant, and PENDING jobs overall (0 = no bound).
+    max_active_jobs_per_tenant: int = Field(default=100, ge=0)
+    max_queued_jobs: int = Field(default=10000, ge=0)
+
+    # -- completion webhooks ----------------------------------------------------------------
+    # Allow callback URLs on loopback and private networks (tests, trusted networks);
+    # link-local addresses (cloud metadata) are refused regardless.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Retries back off exponentially from this delay; deliveries give up after give_up_after.
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_give_up_after_seconds: float = Field(default=3600.0, gt=0)
+    # Public base URL of the REST gateway, prefixed to the URLs in notices (empty: relative).
+    public_url: str = ""
+
     # -- upload limits -------------------------------------------------------------
     max_upload_bytes: int = 1024 * 1024 * 1024
     upload_chunk_bytes: int = 1024 * 1024
@@ -115,6 +145,11 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"file://{(self.data_dir / 'storage').resolve()}"
+
+    @property
+    def effective_auth(self) -> str:
+        """`auth`, or its default: keys unless the service binds to loopback only."""
+        return self.auth or ("none" if self.bind_host in ("127.0.0.1", "::1", "localhost") else "keys")
 
     @property
     def is_embedded_queue(self) -> bool:

@@ -61,6 +61,9 @@ RESULTS_NOT_READY = _p("results-not-ready", "Results not available", 409, "FAILE
                        "Only a COMPLETED job has results; `job_status` says where this one stands.")
 JOB_STATE_CONFLICT = _p("job-state-conflict", "Job state does not allow this", 409, "FAILED_PRECONDITION",
                         "The job is not in a state that allows this request; `job_status` says which it is in.")
+IDEMPOTENCY_CONFLICT = _p("idempotency-conflict", "Idempotency key reused", 409, "ALREADY_EXISTS",
+                          "This idempotency key (REST Idempotency-Key, gRPC request_id) was used in the last 24 h "
+                          "for a different upload or options; `job_id` names the job it created.")
 UPLOAD_TOO_LARGE = _p("upload-too-large", "Upload too large", 413, "RESOURCE_EXHAUSTED",
                       "The upload exceeds the service's size limit (GET /video/capabilities).")
 UPLOAD_TIMEOUT = _p("upload-timeout", "Upload too slow", 408, "DEADLINE_EXCEEDED",
@@ -77,6 +80,11 @@ UNKNOWN_LANGUAGE = _p("unknown-language", "Unknown OCR language", 422, "INVALID_
                       "A requested OCR language is not installed; `valid_choices` lists them.")
 INVALID_REQUEST = _p("invalid-request", "Invalid request parameters", 422, "INVALID_ARGUMENT",
                      "A query or path parameter failed validation; `invalid_params` names each.")
+INVALID_CALLBACK_URL = _p("invalid-callback-url", "Callback URL refused", 422, "INVALID_ARGUMENT",
+                          "callback_url must be an http(s) URL whose host resolves to public addresses only.")
+TOO_MANY_JOBS = _p("too-many-jobs", "Too many jobs", 429, "RESOURCE_EXHAUSTED",
+                   "The caller's unfinished jobs (PENDING + RUNNING) or the service's queue are at their limit; "
+                   "retry after `retry_after_seconds` (REST: the Retry-After header).")
 SERVICE_UNAVAILABLE = _p("service-unavailable", "Service temporarily unavailable", 503, "UNAVAILABLE",
                          "A backing service is unreachable; retry with backoff.")
 TIMEOUT = _p("timeout", "Upstream timeout", 504, "DEADLINE_EXCEEDED",
@@ -90,9 +98,9 @@ PROBLEMS: dict[str, Problem] = {
     p.slug: p
     for p in (
         BAD_REQUEST, INVALID_JOB_ID, INVALID_UPLOAD, UNAUTHENTICATED, JOB_NOT_FOUND, INPUT_NOT_FOUND,
-        ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESULTS_NOT_READY, JOB_STATE_CONFLICT, UPLOAD_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE,
-        TOO_MANY_UPLOADS, UPLOAD_TIMEOUT,
-        INVALID_OPTIONS, UNKNOWN_CLASS, UNKNOWN_LANGUAGE, INVALID_REQUEST, SERVICE_UNAVAILABLE, TIMEOUT,
+        ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESULTS_NOT_READY, JOB_STATE_CONFLICT, IDEMPOTENCY_CONFLICT,
+        UPLOAD_TOO_LARGE, UPLOAD_TIMEOUT, TOO_MANY_UPLOADS, UNSUPPORTED_MEDIA_TYPE, INVALID_OPTIONS, UNKNOWN_CLASS,
+        UNKNOWN_LANGUAGE, INVALID_REQUEST, INVALID_CALLBACK_URL, TOO_MANY_JOBS, SERVICE_UNAVAILABLE, TIMEOUT,
         INTERNAL, UPSTREAM_ERROR,
     )
 }
@@ -135,6 +143,49 @@ class VideoJobsError(Exception):
 
 class BadRequest(VideoJobsError):
     problem = BAD_REQUEST
+
+
+class Unauthenticated(VideoJobsError):
+    """No API key, or one that is unknown or revoked. The detail never repeats what was sent."""
+
+    problem = UNAUTHENTICATED
+
+    def __init__(self, message: str = "missing or invalid API key") -> None:
+        super().__init__(message)
+
+
+class TooManyJobs(VideoJobsError):
+    """Admission refused: the tenant's active-job quota or the global queue bound is reached."""
+
+    problem = TOO_MANY_JOBS
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+    def extensions(self) -> dict[str, Any]:
+        return {"retry_after_seconds": self.retry_after_seconds}
+
+
+class IdempotencyConflict(VideoJobsError):
+    """An idempotency key reused within its window for a different request."""
+
+    problem = IDEMPOTENCY_CONFLICT
+
+    def __init__(self, job_id: str, what: str) -> None:
+        super().__init__(f"this idempotency key already created job {job_id} with a different {what}",
+                         [FieldViolation("request_id", f"already used for a different {what}")])
+        self.job_id = job_id
+
+    def extensions(self) -> dict[str, Any]:
+        return {"job_id": self.job_id}
+
+
+class InvalidCallbackUrl(VideoJobsError):
+    problem = INVALID_CALLBACK_URL
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"callback_url {reason}", [FieldViolation("callback_url", reason)])
 
 
 class JobNotFound(VideoJobsError):

@@ -6,12 +6,13 @@ States and transitions follow the seed's worker state machine:
     worker takes the job        PENDING -> RUNNING
     pipeline succeeds           RUNNING -> COMPLETED
     pipeline fails              RUNNING -> FAILED
+    the owner cancels           PENDING or RUNNING -> CANCELLED
 
-A worker crash leaves the row as it was. The retry policy is expressed here too:
-a RUNNING job whose lease ran out may be taken again (the attempt number grows and
-the lost attempt counts as a crash), a worker that stops on purpose hands its job
-back (RUNNING -> PENDING, not counted), and a temporary fault of a backing service
-hands it back too, counted as a fault of the current streak, not as an attempt.
+COMPLETED, FAILED and CANCELLED are final. A worker crash leaves the row as it was. The
+retry policy is expressed here too: a RUNNING job whose lease ran out may be taken again
+(the attempt number grows and the lost attempt counts as a crash), a worker that stops on
+purpose hands its job back (RUNNING -> PENDING, not counted), and a temporary fault of a
+backing service hands it back too, counted as a fault of the current streak, not as an attempt.
 """
 
 from __future__ import annotations
@@ -30,9 +31,16 @@ class JobStatus(str, enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
 
+    CANCELLED = "CANCELLED"
+
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+# The tenant of every job submitted while authentication is off (VIDEOJOBS_AUTH=none).
+DEFAULT_TENANT = "default"
 
 
 def utcnow() -> datetime:
@@ -62,12 +70,40 @@ def output_key_for(job_id: str) -> str:
     return f"results/{job_id}.json"
 
 
+@dataclass(frozen=True)
+class JobFinished:
+    """Domain event: a job reached a final state (the webhook outbox records it with the final write)."""
+
+    job_id: str
+    tenant_id: str
+    status: JobStatus
+    callback_url: str
+    created_at: datetime
+    finished_at: datetime
+
+    def payload(self) -> dict[str, object]:
+        """The notice's JSON (Standard Webhooks shape: type, timestamp, data); URLs relative to the gateway."""
+        return {
+            "type": f"job.{self.status.value.lower()}",
+            "timestamp": self.finished_at.isoformat(),
+            "data": {
+                "job_id": self.job_id,
+                "status": self.status.value,
+                "created_at": self.created_at.isoformat(),
+                "finished_at": self.finished_at.isoformat(),
+                "status_url": f"/video/status/{self.job_id}",
+                "results_url": f"/video/results/{self.job_id}" if self.status is JobStatus.COMPLETED else None,
+            },
+        }
+
+
 @dataclass
 class Job:
     job_id: str
     pipeline_id: str
     options: AnalysisOptions
     input_key: str
+    tenant_id: str = DEFAULT_TENANT
     status: JobStatus = JobStatus.PENDING
     output_key: str | None = None
     error_message: str | None = None
@@ -81,6 +117,16 @@ class Job:
     lease_expires_at: datetime | None = None
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    # sha256 of the uploaded bytes (None for a job on an object the client named).
+    input_sha256: str | None = None
+    # Where the final state is announced (a signed POST); None: no notice.
+    callback_url: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    # Set once retention removed the input object.
+    input_deleted_at: datetime | None = None
+    # Events raised by transitions, written by the repository with the same save.
+    events: list[JobFinished] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def submit(
@@ -90,8 +136,11 @@ class Job:
         input_key: str | None = None,
         job_id: str | None = None,
         now: datetime | None = None,
+        tenant_id: str = DEFAULT_TENANT,
+        input_sha256: str | None = None,
+        callback_url: str | None = None,
     ) -> "Job":
-        """A new PENDING job. Its input lives at `input_key` (default: inputs/{id}.mp4)."""
+        """A new PENDING job of `tenant_id`. Its input lives at `input_key` (default: inputs/{id}.mp4)."""
         job_id = parse_job_id(job_id) if job_id else new_job_id()
         now = now or utcnow()
         return cls(
@@ -99,8 +148,11 @@ class Job:
             pipeline_id=pipeline_id,
             options=options if options is not None else AnalysisOptions(),
             input_key=input_key or input_key_for(job_id),
+            tenant_id=tenant_id,
             created_at=now,
             updated_at=now,
+            input_sha256=input_sha256,
+            callback_url=callback_url or None,
         )
 
     # -- queries ---------------------------------------------------------------
@@ -112,6 +164,11 @@ class Job:
         if self.frames_total <= 0:
             return 0.0
         return min(1.0, self.frames_done / self.frames_total)
+
+    @property
+    def owns_input(self) -> bool:
+        """True if the service stored the input (an upload); an object the client named stays the client's."""
+        return self.input_key.startswith(f"inputs/{self.job_id}.")
 
     def lease_expired(self, now: datetime | None = None) -> bool:
         if self.lease_expires_at is None:
@@ -137,6 +194,7 @@ class Job:
         self.worker_id = worker_id
         self.lease_expires_at = now + lease
         self.frames_done = 0
+        self.started_at = now
         self.updated_at = now
 
     def extend_lease(self, lease: timedelta, now: datetime | None = None) -> None:
@@ -161,8 +219,7 @@ class Job:
         self.error_message = None
         if self.frames_total:
             self.frames_done = self.frames_total
-        self.lease_expires_at = None
-        self.updated_at = now or utcnow()
+        self._finished(now)
 
     def fail(self, error_message: str, now: datetime | None = None) -> None:
         """RUNNING -> FAILED with a readable reason."""
@@ -174,6 +231,13 @@ class Job:
         if self.status.is_final:
             raise IllegalTransition(self.job_id, self.status.value, JobStatus.FAILED.value)
         self._fail(error_message, now)
+
+    def cancel(self, now: datetime | None = None) -> None:
+        """PENDING/RUNNING -> CANCELLED: a PENDING job never runs; a RUNNING one's worker stops at its next batch."""
+        if self.status.is_final:
+            raise IllegalTransition(self.job_id, self.status.value, JobStatus.CANCELLED.value)
+        self.status = JobStatus.CANCELLED
+        self._finished(now)
 
     def release(self, now: datetime | None = None) -> None:
         """RUNNING -> PENDING: a worker that stops on purpose hands the job back."""
@@ -202,8 +266,16 @@ class Job:
     def _fail(self, error_message: str, now: datetime | None) -> None:
         self.status = JobStatus.FAILED
         self.error_message = (error_message or "failed").strip()[:2000]
+        self._finished(now)
+
+    def _finished(self, now: datetime | None) -> None:
+        now = now or utcnow()
         self.lease_expires_at = None
-        self.updated_at = now or utcnow()
+        self.updated_at = now
+        self.finished_at = now
+        if self.callback_url:
+            self.events.append(JobFinished(self.job_id, self.tenant_id, self.status, self.callback_url,
+                                           self.created_at, now))
 
     def _require(self, expected: JobStatus, wanted: JobStatus) -> None:
         if self.status is not expected:

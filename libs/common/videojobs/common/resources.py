@@ -6,6 +6,7 @@ field for field with the same names; ``videojobs.common.wire`` converts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Optional
 
@@ -30,6 +31,15 @@ class _Resource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@dataclass(frozen=True)
+class Standing:
+    """Where a job stands beside its own row: computed by the api at read time."""
+
+    expires_at: datetime | None = None
+    queue_position: int | None = None
+    eta_seconds: float | None = None
+
+
 class JobResource(_Resource):
     """Where a job stands."""
 
@@ -44,9 +54,16 @@ class JobResource(_Resource):
     attempt: int = Field(description="Analysis attempts started so far.")
     created_at: datetime
     updated_at: datetime
+    expires_at: Optional[datetime] = Field(None, description="When retention removes the job (once it is final).")
+    input_sha256: Optional[str] = Field(None, description="sha256 of the uploaded video.")
+    queue_position: Optional[int] = Field(None, description="PENDING: older PENDING jobs ahead of this one.")
+    eta_seconds: Optional[float] = Field(
+        None, description="PENDING or RUNNING: estimated seconds until the job is final, from recent throughput.")
+    callback_url: Optional[str] = Field(None, description="Receives a signed POST when the job reaches a final state.")
 
     @classmethod
-    def from_job(cls, job: Job) -> "JobResource":
+    def from_job(cls, job: Job, standing: Standing | None = None) -> "JobResource":
+        standing = standing or Standing()
         return cls(
             job_id=job.job_id,
             status=job.status,
@@ -59,6 +76,11 @@ class JobResource(_Resource):
             attempt=job.attempt,
             created_at=job.created_at,
             updated_at=job.updated_at,
+            expires_at=standing.expires_at,
+            input_sha256=job.input_sha256,
+            queue_position=standing.queue_position,
+            eta_seconds=standing.eta_seconds,
+            callback_url=job.callback_url,
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Iterable, Iterator
 
@@ -70,12 +71,23 @@ class CheckedUpload(io.RawIOBase):
     def __init__(self, chunks: Iterable[bytes], max_bytes: int) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
         self._checker = UploadChecker(max_bytes)
+        self._hash = hashlib.sha256()
         self._buf = b""
         self._eof = False
 
     @property
     def bytes_read(self) -> int:
         return self._checker.total
+
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes read so far (of the whole upload once it is read to the end)."""
+        return self._hash.hexdigest()
+
+    def drain(self) -> None:
+        """Read (and check) the rest of the upload without keeping it."""
+        while self._pull():
+            self._buf = b""
+        self._buf = b""
 
     def container(self) -> ContainerFormat:
         """Read ahead until the container is known (or the upload is refused) and return it."""
@@ -105,5 +117,6 @@ class CheckedUpload(io.RawIOBase):
             self._eof = True
             self._buf += self._checker.end()
             return False
+        self._hash.update(chunk)
         self._buf += self._checker.feed(chunk)
         return True

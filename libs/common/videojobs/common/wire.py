@@ -97,6 +97,10 @@ def job_from_pb(message: jobs_pb2.Job) -> JobResource:
     return pb_to_model(message, JobResource)
 
 
+def jobs_page_to_pb(jobs: list[JobResource], next_page_token: str) -> jobs_pb2.ListJobsResponse:
+    return jobs_pb2.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs], next_page_token=next_page_token)
+
+
 # -- results -------------------------------------------------------------------------------------
 def results_page_to_pb(
     job_id: str, status: JobStatus, document: ResultsDocument, start: int, end: int, next_page_token: str

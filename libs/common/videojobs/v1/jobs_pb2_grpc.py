@@ -27,7 +27,12 @@ if _version_not_supported:
 
 class JobServiceStub:
     """JobService accepts videos for analysis and reports on the resulting jobs.
-    A job moves PENDING -> RUNNING -> COMPLETED or FAILED.
+    A job moves PENDING -> RUNNING -> COMPLETED or FAILED; its owner may cancel it
+    (CANCELLED) while it is PENDING or RUNNING.
+
+    Every JobService call needs an API key in the `authorization` metadata
+    ("Bearer KEY") unless the service runs without authentication. A job belongs to
+    the tenant of the key that submitted it; another tenant's job is NOT_FOUND.
 
     The messages mirror the REST gateway's JSON field for field, with the same
     names (libs/common/videojobs/common: results.py, resources.py, options.py).
@@ -67,11 +72,31 @@ class JobServiceStub:
                 request_serializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/videojobs.v1.JobService/ListJobs',
+                request_serializer=videojobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=videojobs_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/videojobs.v1.JobService/CancelJob',
+                request_serializer=videojobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=videojobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/videojobs.v1.JobService/DeleteJob',
+                request_serializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
     """JobService accepts videos for analysis and reports on the resulting jobs.
-    A job moves PENDING -> RUNNING -> COMPLETED or FAILED.
+    A job moves PENDING -> RUNNING -> COMPLETED or FAILED; its owner may cancel it
+    (CANCELLED) while it is PENDING or RUNNING.
+
+    Every JobService call needs an API key in the `authorization` metadata
+    ("Bearer KEY") unless the service runs without authentication. A job belongs to
+    the tenant of the key that submitted it; another tenant's job is NOT_FOUND.
 
     The messages mirror the REST gateway's JSON field for field, with the same
     names (libs/common/videojobs/common: results.py, resources.py, options.py).
@@ -116,6 +141,27 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """ListJobs lists the caller's jobs, newest first (AIP-132).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """CancelJob stops a PENDING or RUNNING job (AIP-136); a final job is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """DeleteJob cancels the job if needed, then removes it, its input and its results (AIP-135).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +190,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     request_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesRequest.FromString,
                     response_serializer=videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesResponse.SerializeToString,
             ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=videojobs_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=videojobs_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=videojobs_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=videojobs_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobRequest.FromString,
+                    response_serializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'videojobs.v1.JobService', rpc_method_handlers)
@@ -154,7 +215,12 @@ def add_JobServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class JobService:
     """JobService accepts videos for analysis and reports on the resulting jobs.
-    A job moves PENDING -> RUNNING -> COMPLETED or FAILED.
+    A job moves PENDING -> RUNNING -> COMPLETED or FAILED; its owner may cancel it
+    (CANCELLED) while it is PENDING or RUNNING.
+
+    Every JobService call needs an API key in the `authorization` metadata
+    ("Bearer KEY") unless the service runs without authentication. A job belongs to
+    the tenant of the key that submitted it; another tenant's job is NOT_FOUND.
 
     The messages mirror the REST gateway's JSON field for field, with the same
     names (libs/common/videojobs/common: results.py, resources.py, options.py).
@@ -288,6 +354,87 @@ class JobService:
             '/videojobs.v1.JobService/GetCapabilities',
             videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesRequest.SerializeToString,
             videojobs_dot_v1_dot_jobs__pb2.GetCapabilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojobs.v1.JobService/ListJobs',
+            videojobs_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            videojobs_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojobs.v1.JobService/CancelJob',
+            videojobs_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            videojobs_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojobs.v1.JobService/DeleteJob',
+            videojobs_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
+            videojobs_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,15 +13,24 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from videojobs.api.auth import Authenticator
 from videojobs.api.grpc_service import JobServiceServicer
-from videojobs.api.service import JobsService
+from videojobs.api.retention import RetentionSweeper
+from videojobs.api.service import JobsService, Lifecycle
 from videojobs.api.uploads import UploadLimiter
-from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
+from videojobs.api.webhooks import WebhookDispatcher, WebhookPolicy
+from videojobs.common.adapters.factory import (
+    make_capability_store,
+    make_queue,
+    make_repository,
+    make_tenant_store,
+    make_webhook_outbox,
+)
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common.logs import configure_logging
 from videojobs.common.outbox import OutboxRelay
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.jobs import AdmissionLimits, JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
 from videojobs.common.serving import bind_grpc, grpc_server
@@ -44,6 +53,9 @@ class Api:
     jobs: JobsService
     readiness: ReadinessMonitor
     uploads: UploadLimiter
+    auth: Authenticator
+    sweeper: RetentionSweeper
+    webhooks: WebhookDispatcher
     server: grpc.Server | None = None
     port: int = 0
 
@@ -51,7 +63,8 @@ class Api:
         """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
         # Uploads take at most their own slots; the other RPCs always keep these threads.
         self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16)
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.uploads), self.server)
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads),
+                                                       self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
         reflection.enable_server_reflection(
             (JOB_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -66,9 +79,16 @@ class Api:
         assert self.server is not None
         self.uploads.start()
         self.relay.start()
+        self.sweeper.start()
+        self.webhooks.start()
         self.readiness.start()
         self.server.start()
         log.info("gRPC JobService on %s:%d", self.settings.bind_host, self.port)
+        if self.auth.mode == "none":
+            log.warning("authentication is OFF (VIDEOJOBS_AUTH=none): anyone who reaches %s:%d may use the "
+                        "service; every job belongs to tenant 'default'", self.settings.bind_host, self.port)
+        else:
+            log.info("authentication: API keys (create one with `videojobs keys create --tenant NAME`)")
 
     def stop(self, grace: float = 5.0) -> None:
         self.readiness.stop()
@@ -76,6 +96,8 @@ class Api:
         if self.server:
             self.server.stop(grace).wait()
         self.relay.stop()
+        self.sweeper.stop()
+        self.webhooks.stop()
 
 
 def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
@@ -84,14 +106,28 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     queue = queue or make_queue(settings)
     relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds),
                         reconcile_every_seconds=settings.reconcile_interval_seconds)
+    tenants = make_tenant_store(repo)
+    lifecycle = Lifecycle(
+        retention=timedelta(hours=settings.retention_hours),
+        input_retention=timedelta(hours=settings.input_retention_hours),
+        limits=AdmissionLimits(settings.max_active_jobs_per_tenant, settings.max_queued_jobs),
+        webhook_allow_private=settings.webhook_allow_private,
+    )
     jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes,
-                       upload_prefix=settings.upload_prefix)
+                       tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix)
     readiness = ReadinessMonitor(
         {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
     )
     uploads = UploadLimiter(settings.max_concurrent_uploads, settings.upload_idle_timeout_seconds,
                             settings.upload_total_timeout_seconds)
-    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads)
+    auth = Authenticator(settings.effective_auth, tenants, settings.api_key_pepper)
+    sweeper = RetentionSweeper(repo, storage, lifecycle.retention, lifecycle.input_retention,
+                               interval_seconds=settings.sweep_interval_seconds, batch=settings.sweep_batch_size)
+    webhooks = WebhookDispatcher(make_webhook_outbox(repo), tenants, WebhookPolicy(
+        allow_private=settings.webhook_allow_private, timeout_seconds=settings.webhook_timeout_seconds,
+        retry_base_seconds=settings.webhook_retry_base_seconds,
+        give_up_after_seconds=settings.webhook_give_up_after_seconds, public_url=settings.public_url))
+    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads, auth, sweeper, webhooks)
 
 
 def main(argv: list[str]) -> int:

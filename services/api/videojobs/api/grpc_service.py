@@ -11,17 +11,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from typing import Any, Callable, Iterator
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from videojobs.api.service import JobRequest, JobsService
+from videojobs.api.auth import Authenticator
+from videojobs.api.service import JobRequest, JobsService, JobView
 from videojobs.api.uploads import UploadLimiter
 from videojobs.common import wire
 from videojobs.common.errors import BadRequest, VideoJobsError
 from videojobs.common.resources import JobResource
+from videojobs.common.tenants import Caller
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,9 @@ def rpc_status_for(exc: VideoJobsError) -> status_pb2.Status:
     metadata = {k: json.dumps(v) for k, v in exc.extensions().items() if k != "invalid_params"}
     status.details.add().Pack(error_details_pb2.ErrorInfo(reason=problem.reason, domain=ERROR_DOMAIN,
                                                           metadata=metadata))
+    retry_after = exc.extensions().get("retry_after_seconds")
+    if retry_after is not None:  # back-pressure: say when to come back (AIP-193 RetryInfo)
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay={"seconds": int(retry_after)}))
     if exc.violations:
         status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
             error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
@@ -46,12 +52,18 @@ def rpc_status_for(exc: VideoJobsError) -> status_pb2.Status:
 
 
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Domain errors become their rich gRPC status; anything else is INTERNAL (logged, not shown)."""
+    """Authenticates the caller, then runs the RPC with it.
+
+    Domain errors become their rich gRPC status; anything else is INTERNAL (logged, not shown).
+    """
 
     @functools.wraps(method)
     def wrapper(self: "JobServiceServicer", request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return method(self, request, context)
+            authorization = next((value for key, value in context.invocation_metadata() or ()
+                                  if key == "authorization"), None)
+            caller = self._auth.authenticate(authorization if isinstance(authorization, str) else None)
+            return method(self, request, context, caller)
         except VideoJobsError as exc:
             if exc.problem.http_status >= 500:
                 log.warning("%s: %s", method.__name__, exc)
@@ -70,12 +82,14 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, jobs: JobsService, uploads: UploadLimiter) -> None:
+    def __init__(self, jobs: JobsService, auth: Authenticator, uploads: UploadLimiter) -> None:
         self._jobs = jobs
+        self._auth = auth
         self._uploads = uploads
 
     @_rpc
-    def Submit(self, request_iterator: Iterator[jobs_pb2.SubmitRequest], context: grpc.ServicerContext):
+    def Submit(self, request_iterator: Iterator[jobs_pb2.SubmitRequest], context: grpc.ServicerContext,
+               caller: Caller):
         """Upload stream: a JobSpec first, then the video bytes in order.
 
         Bounded: RESOURCE_EXHAUSTED (TOO_MANY_UPLOADS) when every upload slot is taken;
@@ -86,36 +100,89 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
             if first is None or first.WhichOneof("payload") != "spec":
                 raise BadRequest("the first Submit message must carry the job spec")
             self._uploads.touch(handle)
-            job = self._jobs.submit_upload(_job_request(first.spec), _chunks(request_iterator, self._uploads, handle))
+            try:
+                job = self._jobs.submit_upload(caller, _job_request(first.spec),
+                                               _chunks(request_iterator, self._uploads, handle))
+            except VideoJobsError:
+                _drain(request_iterator)
+                raise
         return jobs_pb2.SubmitResponse(job_id=job.job_id, status=wire.status_to_pb(job.status))
 
     @_rpc
-    def SubmitFromStorage(self, request: jobs_pb2.SubmitFromStorageRequest, context: grpc.ServicerContext):
+    def SubmitFromStorage(self, request: jobs_pb2.SubmitFromStorageRequest, context: grpc.ServicerContext,
+                          caller: Caller):
         """A job for a video already in object storage."""
-        job = self._jobs.submit_from_storage(_job_request(request.spec), request.input_key)
+        job = self._jobs.submit_from_storage(caller, _job_request(request.spec), request.input_key)
         return jobs_pb2.SubmitFromStorageResponse(job_id=job.job_id, status=wire.status_to_pb(job.status))
 
     @_rpc
-    def GetStatus(self, request: jobs_pb2.GetStatusRequest, context: grpc.ServicerContext):
-        """A job's status and progress."""
-        job = self._jobs.get_status(request.job_id)
-        return jobs_pb2.GetStatusResponse(job=wire.job_to_pb(JobResource.from_job(job)))
+    def GetStatus(self, request: jobs_pb2.GetStatusRequest, context: grpc.ServicerContext, caller: Caller):
+        """A job's status, progress and standing (queue position, ETA, expiry)."""
+        return jobs_pb2.GetStatusResponse(job=_job_pb(self._jobs.get_status(caller, request.job_id)))
 
     @_rpc
-    def GetResults(self, request: jobs_pb2.GetResultsRequest, context: grpc.ServicerContext):
+    def GetResults(self, request: jobs_pb2.GetResultsRequest, context: grpc.ServicerContext, caller: Caller):
         """One page of a COMPLETED job's results document."""
-        page = self._jobs.get_results(request.job_id, request.page_size, request.page_token)
+        page = self._jobs.get_results(caller, request.job_id, request.page_size, request.page_token)
         return wire.results_page_to_pb(page.job.job_id, page.job.status, page.document, page.start, page.end,
                                        page.next_page_token)
 
     @_rpc
-    def GetCapabilities(self, request: jobs_pb2.GetCapabilitiesRequest, context: grpc.ServicerContext):
+    def GetCapabilities(self, request: jobs_pb2.GetCapabilitiesRequest, context: grpc.ServicerContext,
+                        caller: Caller):
         """Pipelines, detector classes, OCR languages, limits and accepted formats."""
         return wire.capabilities_to_pb(self._jobs.capabilities())
 
+    @_rpc
+    def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext, caller: Caller):
+        """The caller's jobs, newest first, optionally in one state; paged by opaque keyset tokens."""
+        status = wire.status_from_pb(request.status) if request.status else None
+        views, token = self._jobs.list_jobs(caller, status, request.page_size, request.page_token)
+        return wire.jobs_page_to_pb([_resource(v) for v in views], token)
+
+    @_rpc
+    def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.ServicerContext, caller: Caller):
+        """PENDING or RUNNING -> CANCELLED; a final job is FAILED_PRECONDITION naming its status."""
+        job = self._jobs.cancel_job(caller, request.job_id)
+        return jobs_pb2.CancelJobResponse(job=_job_pb(JobView(job, self._jobs.standing(job))))
+
+    @_rpc
+    def DeleteJob(self, request: jobs_pb2.DeleteJobRequest, context: grpc.ServicerContext, caller: Caller):
+        """Cancel if needed, then remove the job, its input and its results."""
+        self._jobs.delete_job(caller, request.job_id)
+        return jobs_pb2.DeleteJobResponse()
+
+
+def _resource(view: JobView) -> JobResource:
+    return JobResource.from_job(view.job, view.standing)
+
+
+def _job_pb(view: JobView) -> jobs_pb2.Job:
+    return wire.job_to_pb(_resource(view))
+
 
 def _job_request(spec: jobs_pb2.JobSpec) -> JobRequest:
-    return JobRequest(pipeline_id=spec.pipeline_id, options=wire.options_from_pb(spec.options))
+    return JobRequest(pipeline_id=spec.pipeline_id, options=wire.options_from_pb(spec.options),
+                      request_id=spec.request_id, callback_url=spec.callback_url)
+
+
+# A refusal sent while the client is still writing can reach it as a bare INTERNAL
+# ("Internal error from Core") instead of our status; reading a little more of what is
+# in flight first lets the answer arrive intact. Bounded, so refusing stays cheap.
+_DRAIN_BYTES = 16 * 1024 * 1024
+_DRAIN_SECONDS = 2.0
+
+
+def _drain(request_iterator: Iterator[jobs_pb2.SubmitRequest]) -> None:
+    deadline = time.monotonic() + _DRAIN_SECONDS
+    seen = 0
+    try:
+        for message in request_iterator:
+            seen += message.ByteSize()
+            if seen > _DRAIN_BYTES or time.monotonic() > deadline:
+                return
+    except grpc.RpcError:
+        return
 
 
 def _chunks(request_iterator: Iterator[jobs_pb2.SubmitRequest], uploads: UploadLimiter, handle: int) -> Iterator[bytes]:

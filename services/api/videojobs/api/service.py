@@ -1,38 +1,60 @@
-"""JobService use cases: submit a job, report its status, hand out its results and the capabilities."""
+"""JobService use cases: submit, status, results, list, cancel and delete a caller's jobs; the capabilities.
+
+Every use case acts for a :class:`Caller` (the tenant of the API key): reads go
+through the repository's tenant-filtered queries, so another tenant's job is
+JobNotFound on every route.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Iterable
 
 from videojobs.common.errors import (
+    BadRequest,
     FieldViolation,
+    IdempotencyConflict,
+    IllegalTransition,
     InvalidOptions,
     ResultsNotReady,
     StorageObjectNotFound,
+    TemporaryFault,
+    TooManyJobs,
     UnknownClass,
     UnknownLanguage,
     VideoJobsError,
 )
-from videojobs.common.job import Job, JobStatus, input_key_for, new_job_id, parse_job_id
+from videojobs.common.job import Job, JobStatus, input_key_for, new_job_id, output_key_for, parse_job_id, utcnow
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.outbox import OutboxRelay
 from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
 from videojobs.common.ports.capabilities import CapabilityStore
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.jobs import AdmissionLimits, JobRepository, ListCursor, RequestIdTaken, SubmitRecord
 from videojobs.common.ports.storage import StorageService
-from videojobs.common.resources import Capabilities, WorkerCapabilities
+from videojobs.common.ports.tenants import TenantStore
+from videojobs.common.resources import Capabilities, Standing, WorkerCapabilities
 from videojobs.common.results import ResultsDocument, page_bounds
+from videojobs.common.tenants import Caller
 from videojobs.common.upload import CheckedUpload
+from videojobs.api.callbacks import check_callback_url
 
 log = logging.getLogger(__name__)
 
-# Keys SubmitFromStorage accepts: relative, slash-separated, printable.
+# Keys SubmitFromStorage accepts: relative, slash-separated, printable, under the caller's upload area.
 MAX_KEY_LENGTH = 512
+MAX_REQUEST_ID_LENGTH = 128
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+DEFAULT_LIST_PAGE_SIZE = 50
+MAX_LIST_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -41,6 +63,26 @@ class JobRequest:
 
     pipeline_id: str = ""
     options: AnalysisOptions = AnalysisOptions()
+    request_id: str = ""
+    callback_url: str = ""
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The api's lifecycle settings: retention, admission bounds, callback policy."""
+
+    retention: timedelta = timedelta(hours=168)
+    input_retention: timedelta = timedelta(hours=24)
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    webhook_allow_private: bool = False
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job and where it stands (what status and list answer)."""
+
+    job: Job
+    standing: Standing
 
 
 @dataclass(frozen=True)
@@ -62,10 +104,15 @@ class JobsService:
         relay: OutboxRelay,
         capabilities: CapabilityStore,
         max_upload_bytes: int,
+        tenants: TenantStore | None = None,
+        lifecycle: Lifecycle | None = None,
         upload_prefix: str = "uploads/",
         results_cache_size: int = 16,
         capabilities_ttl_seconds: float = 5.0,
     ) -> None:
+        self._tenants = tenants
+        self._lifecycle = lifecycle or Lifecycle()
+        self._throughput: tuple[float, list[float]] = (float("-inf"), [])
         self._repo = repo
         self._storage = storage
         self._relay = relay
@@ -79,37 +126,119 @@ class JobsService:
         self._caps: tuple[float, WorkerCapabilities | None] = (float("-inf"), None)
 
     # -- submit ------------------------------------------------------------------------
-    def submit_upload(self, request: JobRequest, chunks: Iterable[bytes]) -> Job:
-        """Store the uploaded video (checked while it streams) and create a PENDING job."""
+    def submit_upload(self, caller: Caller, request: JobRequest, chunks: Iterable[bytes]) -> Job:
+        """Store the uploaded video (checked and hashed while it streams) and create a PENDING job.
+
+        Refused before anything is stored: bad options or callback URL, a tenant at
+        its active-job quota, a full queue. With a request_id seen in the last 24 h,
+        the upload is read and hashed but not stored, and the first job is returned
+        (or IdempotencyConflict if the upload or options differ).
+        """
         pipeline = self._validated(request)
+        prior = self._prior_submit(caller, request)
+        if prior is None:  # a retry of an accepted submit is answered even at the quota
+            self._precheck_admission(caller)
         upload = CheckedUpload(chunks, self._max_upload_bytes)
         container = upload.container()  # refuses a non-video before anything is stored
+        if prior is not None:
+            upload.drain()
+            return self._replay(caller, prior, self._fingerprint(request, upload.sha256()))
         job_id = new_job_id()
-        job = Job.submit(pipeline.pipeline_id, request.options, input_key_for(job_id, container.extension), job_id)
+        job = Job.submit(pipeline.pipeline_id, request.options, input_key_for(job_id, container.extension), job_id,
+                         tenant_id=caller.tenant_id, callback_url=request.callback_url)
         self._storage.save_file(upload, job.input_key)
+        job.input_sha256 = upload.sha256()
         try:
-            self._repo.add(job)
+            created = self._add(caller, job, request, self._fingerprint(request, job.input_sha256))
         except BaseException:
             self._storage.delete_file(job.input_key)
             raise
-        log.info("job %s submitted (%d bytes, %s, pipeline %s)",
-                 job.job_id, upload.bytes_read, container.format_id, job.pipeline_id)
+        if created is not job:
+            self._storage.delete_file(job.input_key)  # a concurrent submit with the same key won
+            return created
+        log.info("job %s submitted by %s (%d bytes, %s, pipeline %s)",
+                 job.job_id, caller.tenant_id, upload.bytes_read, container.format_id, job.pipeline_id)
         self._relay.kick()
         return job
 
-    def submit_from_storage(self, request: JobRequest, input_key: str) -> Job:
-        """Create a job for a video already in storage (its key is kept as the input)."""
+    def upload_area(self, caller: Caller) -> str:
+        """Where the caller's own uploads live: the only keys SubmitFromStorage accepts."""
+        return f"{self._upload_prefix}{caller.tenant_id}/"
+
+    def submit_from_storage(self, caller: Caller, request: JobRequest, input_key: str) -> Job:
+        """Create a job for a video already in storage (its key is kept as the input, and stays the client's)."""
         pipeline = self._validated(request)
-        key = check_storage_key(input_key, self._upload_prefix)
+        key = check_storage_key(input_key, self.upload_area(caller))
+        fingerprint = self._fingerprint(request, f"key:{key}")
+        prior = self._prior_submit(caller, request)
+        if prior is not None:
+            return self._replay(caller, prior, fingerprint)
+        self._precheck_admission(caller)
         if not self._storage.exists(key):
             raise StorageObjectNotFound(key)
-        job = Job.submit(pipeline.pipeline_id, request.options, key)
-        self._repo.add(job)
-        self._relay.kick()
+        job = Job.submit(pipeline.pipeline_id, request.options, key, tenant_id=caller.tenant_id,
+                         callback_url=request.callback_url)
+        created = self._add(caller, job, request, fingerprint)
+        if created is job:
+            self._relay.kick()
+        return created
+
+    def _add(self, caller: Caller, job: Job, request: JobRequest, fingerprint: str) -> Job:
+        """Insert the job (admission checked in the same transaction); the winner's job on a request_id race."""
+        record = SubmitRecord(request.request_id, fingerprint) if request.request_id else None
+        if job.callback_url and self._tenants is not None:
+            self._tenants.ensure_tenant(caller.tenant_id)  # its webhook secret signs the notice
+        try:
+            self._repo.add(job, record, self._lifecycle.limits, utcnow() - IDEMPOTENCY_WINDOW)
+        except RequestIdTaken as taken:
+            return self._replay(caller, taken.prior, fingerprint)
         return job
+
+    def _precheck_admission(self, caller: Caller) -> None:
+        """Refuse at once, before any byte is read, when the caller or the queue is at its bound."""
+        limits = self._lifecycle.limits
+        if not (limits.max_active_per_tenant or limits.max_pending):
+            return
+        active, pending = self._repo.admission_counts(caller.tenant_id)
+        if limits.max_active_per_tenant and active >= limits.max_active_per_tenant:
+            raise TooManyJobs(f"you have {active} unfinished jobs (PENDING + RUNNING), the limit is "
+                              f"{limits.max_active_per_tenant}; retry once some have finished",
+                              self._retry_after(active - limits.max_active_per_tenant + 1))
+        if limits.max_pending and pending >= limits.max_pending:
+            raise TooManyJobs(f"the service's queue is full ({pending} jobs waiting); retry later",
+                              self._retry_after(pending - limits.max_pending + 1))
+
+    def _retry_after(self, jobs_to_finish: int) -> int:
+        """Seconds until about `jobs_to_finish` jobs have finished at recent throughput (30 s without history)."""
+        run = self._mean_run_seconds()
+        if run is None:
+            return 30
+        return int(min(3600, max(1, run * jobs_to_finish / max(1, self._repo.running_count()))))
+
+    def _prior_submit(self, caller: Caller, request: JobRequest):
+        if not request.request_id:
+            return None
+        return self._repo.find_request(caller.tenant_id, request.request_id, utcnow() - IDEMPOTENCY_WINDOW)
+
+    def _replay(self, caller: Caller, prior, fingerprint: str) -> Job:
+        if prior.fingerprint != fingerprint:
+            raise IdempotencyConflict(prior.job_id, "upload or options")
+        log.info("job %s: submit replayed (same idempotency key)", prior.job_id)
+        return self._repo.get_owned(caller.tenant_id, prior.job_id)
+
+    @staticmethod
+    def _fingerprint(request: JobRequest, input_identity: str) -> str:
+        what = {"input": input_identity, "pipeline_id": get_pipeline(request.pipeline_id).pipeline_id,
+                "options": request.options.to_dict(), "callback_url": request.callback_url}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
     def _validated(self, request: JobRequest) -> Pipeline:
         """The pipeline, with the options checked against what the workers published."""
+        if len(request.request_id) > MAX_REQUEST_ID_LENGTH or any(ord(c) < 32 for c in request.request_id):
+            raise InvalidOptions("request_id is longer than 128 characters or has control characters",
+                                 [FieldViolation("request_id", "at most 128 printable characters")])
+        if request.callback_url:
+            check_callback_url(request.callback_url, self._lifecycle.webhook_allow_private)
         pipeline = get_pipeline(request.pipeline_id)
         worker = self._worker_capabilities()
         if worker is None:
@@ -134,11 +263,81 @@ class JobsService:
         return latest
 
     # -- queries -------------------------------------------------------------------------
-    def get_status(self, job_id: str) -> Job:
-        return self._repo.get(parse_job_id(job_id))
+    def get_job(self, caller: Caller, job_id: str) -> Job:
+        return self._repo.get_owned(caller.tenant_id, parse_job_id(job_id))
 
-    def get_results(self, job_id: str, page_size: int = 0, page_token: str = "") -> ResultsPage:
-        job = self.get_status(job_id)
+    def get_status(self, caller: Caller, job_id: str) -> JobView:
+        job = self.get_job(caller, job_id)
+        return JobView(job, self.standing(job))
+
+    def list_jobs(self, caller: Caller, status: JobStatus | None = None, page_size: int = 0,
+                  page_token: str = "") -> tuple[list[JobView], str]:
+        """The caller's jobs, newest first; the token is a keyset position, so inserts never shift pages."""
+        if page_size < 0:
+            raise BadRequest("page_size must be >= 0", [FieldViolation("page_size", "must be >= 0")])
+        size = min(page_size or DEFAULT_LIST_PAGE_SIZE, MAX_LIST_PAGE_SIZE)
+        after = _decode_list_token(page_token, status) if page_token else None
+        jobs = self._repo.list_owned(caller.tenant_id, status, size + 1, after)
+        more = len(jobs) > size
+        jobs = jobs[:size]
+        token = _encode_list_token(jobs[-1], status) if more else ""
+        return [JobView(job, self.standing(job)) for job in jobs], token
+
+    def standing(self, job: Job) -> Standing:
+        """expires_at of a final job; queue position and ETA of an unfinished one."""
+        if job.status.is_final:
+            finished = job.finished_at or job.updated_at
+            return Standing(expires_at=finished + self._lifecycle.retention)
+        run = self._mean_run_seconds()
+        if job.status is JobStatus.PENDING:
+            ahead = self._repo.pending_ahead(job)
+            eta = None
+            if run is not None:
+                parallel = max(1, self._repo.running_count())
+                eta = round(run * (ahead // parallel + 1), 1)
+            return Standing(queue_position=ahead, eta_seconds=eta)
+        elapsed = (utcnow() - job.started_at).total_seconds() if job.started_at else 0.0
+        if job.frames_done > 0 and job.frames_total:
+            return Standing(eta_seconds=round(elapsed / job.frames_done * (job.frames_total - job.frames_done), 1))
+        return Standing(eta_seconds=round(max(0.0, run - elapsed), 1) if run is not None else None)
+
+    def _mean_run_seconds(self) -> float | None:
+        fetched_at, runs = self._throughput
+        if time.monotonic() - fetched_at >= self._caps_ttl:
+            runs = self._repo.recent_run_seconds()
+            self._throughput = (time.monotonic(), runs)
+        return sum(runs) / len(runs) if runs else None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def cancel_job(self, caller: Caller, job_id: str) -> Job:
+        """PENDING/RUNNING -> CANCELLED; a final job is IllegalTransition (409 naming its status)."""
+        job_id = parse_job_id(job_id)
+        for _ in range(10):  # a job changes state only a few times: the loop ends
+            job = self._repo.get_owned(caller.tenant_id, job_id)
+            expected = (job.status, job.attempt)
+            job.cancel()
+            if self._repo.save(job, *expected):
+                log.info("job %s: cancelled by %s (was %s)", job_id, caller.tenant_id, expected[0].value)
+                return job
+        raise TemporaryFault(f"job {job_id} kept changing while being cancelled")
+
+    def delete_job(self, caller: Caller, job_id: str) -> None:
+        """Cancel if needed, then remove the job's objects (input if uploaded, results) and the job."""
+        job = self.get_job(caller, job_id)
+        if not job.status.is_final:
+            try:
+                job = self.cancel_job(caller, job.job_id)
+            except IllegalTransition:
+                job = self.get_job(caller, job.job_id)  # it became final meanwhile
+        remove_job_objects(self._storage, job)
+        if not self._repo.delete(job.job_id, job.status):
+            log.info("job %s: already removed", job.job_id)
+        with self._cache_lock:
+            self._cache.pop(job.job_id, None)
+        log.info("job %s: deleted by %s", job.job_id, caller.tenant_id)
+
+    def get_results(self, caller: Caller, job_id: str, page_size: int = 0, page_token: str = "") -> ResultsPage:
+        job = self.get_job(caller, job_id)
         if job.status is not JobStatus.COMPLETED or not job.output_key:
             raise ResultsNotReady(job.job_id, job.status.value, job.error_message)
         document = self._document(job)
@@ -166,10 +365,38 @@ class JobsService:
         return document
 
 
-def check_storage_key(raw: str, prefix: str) -> str:
-    """A key a client may name: under the upload prefix, relative, slash-separated, printable, bounded.
+def remove_job_objects(storage: StorageService, job: Job) -> None:
+    """Delete what the service stored for a job: its uploaded input and its results (each may be absent)."""
+    if job.owns_input:
+        storage.delete_file(job.input_key)
+    storage.delete_file(job.output_key or output_key_for(job.job_id))
 
-    Other jobs' `inputs/` and `results/` are never acceptable inputs.
+
+def _encode_list_token(last: Job, status: JobStatus | None) -> str:
+    raw = json.dumps({"c": last.created_at.isoformat(), "i": last.job_id, "s": status.value if status else ""})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_list_token(token: str, status: JobStatus | None) -> ListCursor:
+    try:
+        if len(token) > 256:
+            raise ValueError("too long")
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        cursor = ListCursor(datetime.fromisoformat(data["c"]), parse_job_id(data["i"]))
+        same_filter = data["s"] == (status.value if status else "")
+    except (ValueError, KeyError, TypeError, binascii.Error, VideoJobsError):
+        raise BadRequest("page_token is not a token this listing returned",
+                         [FieldViolation("page_token", "not a token this listing returned")]) from None
+    if not same_filter:
+        raise BadRequest("page_token belongs to a listing with another status filter",
+                         [FieldViolation("page_token", "belongs to a listing with another status filter")])
+    return cursor
+
+
+def check_storage_key(raw: str, prefix: str) -> str:
+    """A key a client may name: under its upload area, relative, slash-separated, printable, bounded.
+
+    Other jobs' `inputs/` and `results/`, and other tenants' uploads, are never acceptable inputs.
     """
     key = raw or ""
     problem = ""
@@ -182,7 +409,7 @@ def check_storage_key(raw: str, prefix: str) -> str:
     elif key.startswith("/") or any(seg in ("", ".", "..") for seg in key.split("/")):
         problem = "must be a relative path without empty, '.' or '..' segments"
     elif not key.startswith(prefix) or len(key) == len(prefix):
-        problem = f"must name an object under {prefix!r} (the upload area)"
+        problem = f"must name an object under {prefix!r} (your upload area)"
     if problem:
         raise InvalidOptions(f"input_key {problem}", [FieldViolation("input_key", problem)])
     return key

@@ -14,8 +14,9 @@ from typing import Any, AsyncIterator, BinaryIO, Optional
 
 import anyio
 import grpc
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -41,6 +42,23 @@ from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 class SubmitAccepted(BaseModel):
     job_id: str
+
+
+class JobList(BaseModel):
+    """One page of the caller's jobs, newest first."""
+
+    jobs: list[JobResource]
+    next_page_token: str = Field("", description="Pass as page_token for the next page; empty on the last.")
+
+
+# The API key: `Authorization: Bearer KEY`, forwarded to the api as gRPC `authorization` metadata
+# (the api checks it; the gateway holds no credentials).
+_bearer = HTTPBearer(auto_error=False, description="An API key from `videojobs keys create`.")
+Metadata = tuple[tuple[str, str], ...]
+
+
+def caller_metadata(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Metadata:
+    return (("authorization", f"Bearer {credentials.credentials}"),) if credentials else ()
 
 
 # The results answer: the results document with the job's id and status first and the
@@ -69,11 +87,13 @@ def submit_form_schema() -> dict[str, Any]:
             "pipeline_id": {"type": "string", "enum": list(PIPELINES), "default": DEFAULT_PIPELINE,
                             "description": "; ".join(f"{p.pipeline_id}: {p.description}" for p in PIPELINES.values())},
             **{name: {k: v for k, v in prop.items() if k != "title"} for name, prop in option_props.items()},
+            "callback_url": {"type": "string", "format": "uri", "maxLength": 2048,
+                             "description": "Receives one signed POST (Standard Webhooks) when the job is final."},
         },
     }
 
 
-_JOB_ID_PROBLEMS = (errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE)
+_JOB_ID_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE)
 
 
 def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
@@ -112,13 +132,21 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         "/video/submit", status_code=202, response_model=SubmitAccepted, summary="Submit a video for analysis",
         openapi_extra={"requestBody": {"required": True,
                                        "content": {"multipart/form-data": {"schema": submit_form_schema()}}}},
-        responses=problem_responses(errors.BAD_REQUEST, errors.INVALID_UPLOAD, errors.UPLOAD_TOO_LARGE,
-                                    errors.UNSUPPORTED_MEDIA_TYPE, errors.INVALID_OPTIONS, errors.UNKNOWN_CLASS,
-                                    errors.UNKNOWN_LANGUAGE, errors.UPLOAD_TIMEOUT, errors.TOO_MANY_UPLOADS,
-                                    errors.SERVICE_UNAVAILABLE),
+        responses=problem_responses(errors.BAD_REQUEST, errors.UNAUTHENTICATED, errors.INVALID_UPLOAD,
+                                    errors.UPLOAD_TOO_LARGE, errors.UNSUPPORTED_MEDIA_TYPE, errors.INVALID_OPTIONS,
+                                    errors.UNKNOWN_CLASS, errors.UNKNOWN_LANGUAGE, errors.INVALID_CALLBACK_URL,
+                                    errors.IDEMPOTENCY_CONFLICT, errors.UPLOAD_TIMEOUT, errors.TOO_MANY_UPLOADS,
+                                    errors.TOO_MANY_JOBS, errors.SERVICE_UNAVAILABLE),
     )
-    async def submit(request: Request) -> JSONResponse:
-        """Upload a video as multipart `file` (+ `pipeline_id` and options). Returns the job id at once."""
+    async def submit(
+        request: Request,
+        metadata: Metadata = Depends(caller_metadata),
+        idempotency_key: Optional[str] = Header(
+            None, max_length=128, description="Retrying with the same key within 24 h returns the first job."),
+    ) -> JSONResponse:
+        """Upload a video as multipart `file` (+ `pipeline_id`, options, `callback_url`). Returns the job id at once.
+
+        A retry with the same `Idempotency-Key` returns the first job's id (202) instead of a new job."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
             raise UploadTooLarge(max_upload_bytes)
@@ -131,7 +159,8 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                                settings.upload_total_timeout_seconds)
                 video = spool.finish()
                 spec = _job_spec(spool.fields, spool.filename or "")
-                response = await state["stub"].Submit(_upload_messages(spec, video, chunk_bytes))
+                spec.request_id = idempotency_key or ""
+                response = await _forward_upload(state["stub"], spec, video, chunk_bytes, metadata)
             finally:
                 spool.close()
         return JSONResponse({"job_id": response.job_id}, status_code=202,
@@ -139,10 +168,40 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @app.get("/video/status/{job_id}", response_model=JobResource, summary="A job's status and progress",
              responses=problem_responses(*_JOB_ID_PROBLEMS))
-    async def status(job_id: str) -> JobResource:
-        """`progress` is the fraction of the frames to analyse that are done (0.0..1.0)."""
-        response = await state["stub"].GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id))
+    async def status(job_id: str, metadata: Metadata = Depends(caller_metadata)) -> JobResource:
+        """`progress` is the fraction of the frames to analyse that are done (0.0..1.0); a PENDING job shows its
+        `queue_position`, PENDING and RUNNING ones an `eta_seconds`, final ones their `expires_at`."""
+        response = await state["stub"].GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id), metadata=metadata)
         return wire.job_from_pb(response.job)
+
+    @app.get("/video/jobs", response_model=JobList, summary="The caller's jobs, newest first",
+             responses=problem_responses(errors.UNAUTHENTICATED, errors.BAD_REQUEST, errors.INVALID_REQUEST,
+                                         errors.SERVICE_UNAVAILABLE))
+    async def list_jobs(
+        status: Optional[JobStatus] = Query(default=None, description="Only jobs in this state."),
+        page_size: Optional[int] = Query(default=None, ge=1, le=1000, description="Jobs per page (default 50)."),
+        page_token: str = Query(default="", max_length=256, description="next_page_token of the previous page."),
+        metadata: Metadata = Depends(caller_metadata),
+    ) -> JobList:
+        """Paged with opaque tokens that stay valid while new jobs arrive."""
+        reply = await state["stub"].ListJobs(jobs_pb2.ListJobsRequest(
+            page_size=page_size or 0, page_token=page_token,
+            status=wire.status_to_pb(status) if status else 0), metadata=metadata)
+        return JobList(jobs=[wire.job_from_pb(j) for j in reply.jobs], next_page_token=reply.next_page_token)
+
+    @app.post("/video/cancel/{job_id}", response_model=JobResource, summary="Cancel a PENDING or RUNNING job",
+              responses=problem_responses(*_JOB_ID_PROBLEMS, errors.JOB_STATE_CONFLICT))
+    async def cancel(job_id: str, metadata: Metadata = Depends(caller_metadata)) -> JobResource:
+        """A PENDING job never runs; a RUNNING one stops at its next batch. A final job is 409 with its status."""
+        reply = await state["stub"].CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=metadata)
+        return wire.job_from_pb(reply.job)
+
+    @app.delete("/video/jobs/{job_id}", status_code=204, summary="Delete a job, its input and its results",
+                responses=problem_responses(*_JOB_ID_PROBLEMS))
+    async def delete(job_id: str, metadata: Metadata = Depends(caller_metadata)) -> Response:
+        """Cancels the job if it is not final, then removes it; its status answers 404 afterwards."""
+        await state["stub"].DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job_id), metadata=metadata)
+        return Response(status_code=204)
 
     @app.get("/video/results/{job_id}", response_model=JobResults, summary="Results of a finished job",
              responses=problem_responses(errors.BAD_REQUEST, *_JOB_ID_PROBLEMS, errors.RESULTS_NOT_READY,
@@ -152,17 +211,19 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         page_size: Optional[int] = Query(default=None, ge=1, le=MAX_PAGE_SIZE,
                                          description="Frames per page; omit for all frames in one answer."),
         page_token: str = Query(default="", max_length=64, description="next_page_token of the previous page."),
+        metadata: Metadata = Depends(caller_metadata),
     ) -> dict[str, Any]:
         """The results document: `results` is the list of analysed frames in order."""
         stub = state["stub"]
         first = await stub.GetResults(
-            jobs_pb2.GetResultsRequest(job_id=job_id, page_size=page_size or MAX_PAGE_SIZE, page_token=page_token))
+            jobs_pb2.GetResultsRequest(job_id=job_id, page_size=page_size or MAX_PAGE_SIZE, page_token=page_token),
+            metadata=metadata)
         document = wire.results_page_from_pb(first)
         frames = list(document.results)
         token = first.next_page_token
         while token and page_size is None:
             page = await stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=MAX_PAGE_SIZE,
-                                                                    page_token=token))
+                                                                    page_token=token), metadata=metadata)
             frames.extend(wire.results_page_from_pb(page).results)
             token = page.next_page_token
         return {
@@ -174,10 +235,11 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         }
 
     @app.get("/video/capabilities", response_model=Capabilities, summary="What the service can do",
-             responses=problem_responses(errors.SERVICE_UNAVAILABLE))
-    async def capabilities() -> Capabilities:
+             responses=problem_responses(errors.UNAUTHENTICATED, errors.SERVICE_UNAVAILABLE))
+    async def capabilities(metadata: Metadata = Depends(caller_metadata)) -> Capabilities:
         """Pipelines, the detector's class names, installed OCR languages, limits and accepted formats."""
-        return wire.capabilities_from_pb(await state["stub"].GetCapabilities(jobs_pb2.GetCapabilitiesRequest()))
+        return wire.capabilities_from_pb(await state["stub"].GetCapabilities(jobs_pb2.GetCapabilitiesRequest(),
+                                                                            metadata=metadata))
 
     @app.get("/video/schemas/{name}.json", summary="JSON Schema of a contract document",
              responses=problem_responses(errors.ROUTE_NOT_FOUND))
@@ -234,7 +296,7 @@ async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float,
 
 def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
     """The form fields parsed once: pipeline from the registry, options into AnalysisOptions."""
-    allowed = {"pipeline_id", *AnalysisOptions.field_names()}
+    allowed = {"pipeline_id", "callback_url", *AnalysisOptions.field_names()}
     unknown = sorted(set(fields) - allowed)
     if unknown:
         shown = ", ".join(repr(u[:64]) for u in unknown[:10])
@@ -246,15 +308,25 @@ def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
                              [FieldViolation(name, "given more than once") for name in repeated])
     pipeline = get_pipeline((fields.get("pipeline_id") or [""])[0])
     raw: dict[str, Any] = {name: values if name == "classes" else values[0] for name, values in fields.items()
-                           if name != "pipeline_id"}
+                           if name not in ("pipeline_id", "callback_url")}
     options = AnalysisOptions.parse(raw)
-    return jobs_pb2.JobSpec(pipeline_id=pipeline.pipeline_id, options=wire.options_to_pb(options), filename=filename)
+    return jobs_pb2.JobSpec(pipeline_id=pipeline.pipeline_id, options=wire.options_to_pb(options), filename=filename,
+                            callback_url=(fields.get("callback_url") or [""])[0])
 
 
-async def _upload_messages(spec: jobs_pb2.JobSpec, video: BinaryIO, chunk_bytes: int) -> AsyncIterator[jobs_pb2.SubmitRequest]:
-    yield jobs_pb2.SubmitRequest(spec=spec)
-    while True:
-        chunk = await anyio.to_thread.run_sync(video.read, chunk_bytes)
-        if not chunk:
-            return
-        yield jobs_pb2.SubmitRequest(chunk=chunk)
+async def _forward_upload(stub: jobs_pb2_grpc.JobServiceStub, spec: jobs_pb2.JobSpec, video: BinaryIO,
+                          chunk_bytes: int, metadata: Metadata) -> jobs_pb2.SubmitResponse:
+    """Stream the spooled video to the api's Submit, spec first.
+
+    The api may answer before the last chunk (a refused spec, a full queue): writing
+    then fails, and the api's own answer is what the call resolves to.
+    """
+    call = stub.Submit(metadata=metadata)
+    try:
+        await call.write(jobs_pb2.SubmitRequest(spec=spec))
+        while chunk := await anyio.to_thread.run_sync(video.read, chunk_bytes):
+            await call.write(jobs_pb2.SubmitRequest(chunk=chunk))
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        pass  # the call has ended; awaiting it raises the api's status
+    return await call

@@ -33,6 +33,7 @@ from videojobs.common.errors import (
     ROUTE_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     TIMEOUT,
+    UNAUTHENTICATED,
     UPSTREAM_ERROR,
     Problem,
     VideoJobsError,
@@ -73,8 +74,11 @@ def problem_response(
     if request is not None:
         body["instance"] = request.url.path
     body.update(extensions or {})
-    if "retry_after_seconds" in body:  # back-pressure answers say when to come back (RFC 9110 Retry-After)
-        headers = {**(headers or {}), "Retry-After": str(int(body["retry_after_seconds"]))}
+    headers = dict(headers or {})
+    if problem is UNAUTHENTICATED:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="videojobs"')
+    if isinstance(body.get("retry_after_seconds"), int):
+        headers.setdefault("Retry-After", str(body["retry_after_seconds"]))
     return JSONResponse(body, status_code=problem.http_status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -193,9 +193,12 @@ class JobWorker:
             data = document.to_bytes()
             # Same input, options and model give the same bytes, so a repeated write is harmless.
             self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
-        except JobInterrupted:
+        except JobInterrupted as exc:
             guard.stop()
-            self._hand_back(job, guard)
+            if guard.cancelled:
+                self._drop_cancelled(job, str(exc))
+            else:
+                self._hand_back(job, guard)
             return
         except TemporaryFault as exc:
             guard.stop()
@@ -222,6 +225,9 @@ class JobWorker:
     # -- outcomes ---------------------------------------------------------------------------------
     def _finish(self, job: Job, guard: "_LeaseKeeper", transition: Callable[[], None], poison: bool = False) -> None:
         """Commit the final status (guarded by the attempt), then ack the delivery."""
+        if guard.cancelled or (not guard.lost and guard.check_cancelled()):
+            self._drop_cancelled(job)
+            return
         if guard.lost:
             log.warning("job %s: lease lost during attempt %d; leaving the outcome to the new holder", job.job_id, job.attempt)
             return
@@ -229,6 +235,9 @@ class JobWorker:
             transition()
         saved = self._in_place(job, guard, lambda: self._repo.save(job, JobStatus.RUNNING, job.attempt))
         if not saved:
+            if guard.check_cancelled():  # cancelled (or deleted) between the last check and the write
+                self._drop_cancelled(job)
+                return
             log.warning("job %s: attempt %d was superseded; outcome discarded", job.job_id, job.attempt)
             return
         self.jobs_processed += 1
@@ -237,6 +246,15 @@ class JobWorker:
             self._queue.term(job.job_id)
         else:
             self._queue.ack(job.job_id)
+
+    def _drop_cancelled(self, job: Job, where: str = "at the end") -> None:
+        """The owner cancelled (or deleted) the job: write nothing more, remove any results, ack at once."""
+        try:
+            self._storage.delete_file(output_key_for(job.job_id))
+        except TemporaryFault as exc:
+            log.warning("job %s: cancelled, but its results object could not be removed: %s", job.job_id, exc)
+        log.info("job %s: cancelled during attempt %d; %s", job.job_id, job.attempt, where)
+        self._queue.ack(job.job_id)
 
     def _hand_back(self, job: Job, guard: "_LeaseKeeper") -> None:
         if guard.lost:
@@ -304,7 +322,9 @@ class _LeaseKeeper:
     """While a job runs: heartbeats the queue, extends the lease, records progress.
 
     If a guarded write finds the row changed, the lease is lost: the pipeline is
-    told to stop and nothing more is written by this attempt.
+    told to stop and nothing more is written by this attempt. ``should_stop`` (polled
+    between batches) also reads the job's status, so a cancel stops the pipeline
+    within one batch; ``cancelled`` then tells the worker to ack instead of hand back.
     """
 
     def __init__(
@@ -325,6 +345,7 @@ class _LeaseKeeper:
         self._last_progress_write = 0.0
         self.lock = threading.Lock()
         self.lost = False
+        self.cancelled = False
 
     def start(self) -> None:
         self._thread.start()
@@ -334,7 +355,22 @@ class _LeaseKeeper:
         self._thread.join(timeout=30)
 
     def should_stop(self) -> bool:
-        return self.lost or self._worker_stop.is_set()
+        return self.lost or self._worker_stop.is_set() or self.check_cancelled()
+
+    def check_cancelled(self) -> bool:
+        """True (and the lease counts as lost) once the job was cancelled or deleted by its owner."""
+        if self.cancelled:
+            return True
+        try:
+            status = self._repo.get(self._job.job_id).status
+        except JobNotFound:
+            status = JobStatus.CANCELLED
+        except TemporaryFault as exc:
+            log.warning("job %s: cannot check for a cancel: %s", self._job.job_id, exc)
+            return False
+        if status is JobStatus.CANCELLED:
+            self.cancelled = self.lost = True
+        return self.cancelled
 
     def progress(self, frames_done: int, frames_total: int) -> None:
         now = time.monotonic()
@@ -366,7 +402,7 @@ class _LeaseKeeper:
         except TemporaryFault as exc:
             log.warning("job %s: progress not saved: %s", self._job.job_id, exc)
             return
-        if not ok:
+        if not ok and not self.check_cancelled():
             log.warning("job %s: lease lost (attempt %d superseded)", self._job.job_id, self._job.attempt)
             self.lost = True
 

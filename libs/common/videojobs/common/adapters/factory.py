@@ -6,6 +6,7 @@ from videojobs.common.adapters.sql.capabilities import SqlCapabilityStore
 from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.adapters.sql.migrate import upgrade
 from videojobs.common.adapters.sql.repository import SqlJobRepository
+from videojobs.common.adapters.sql.tenants import SqlTenantStore, SqlWebhookOutbox
 from videojobs.common.config import Settings
 from videojobs.common.ports.queue import QueueService
 
@@ -21,6 +22,16 @@ def make_repository(settings: Settings, migrate: bool | None = None) -> SqlJobRe
 def make_capability_store(repo: SqlJobRepository) -> SqlCapabilityStore:
     """Worker capabilities live in the job database."""
     return SqlCapabilityStore(repo.engine)
+
+
+def make_tenant_store(repo: SqlJobRepository) -> SqlTenantStore:
+    """Tenants and API keys live in the job database."""
+    return SqlTenantStore(repo.engine)
+
+
+def make_webhook_outbox(repo: SqlJobRepository) -> SqlWebhookOutbox:
+    """Completion notices are written with the final state, in the job database."""
+    return SqlWebhookOutbox(repo.engine)
 
 
 def make_queue(settings: Settings) -> QueueService:

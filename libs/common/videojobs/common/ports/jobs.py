@@ -2,36 +2,113 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Iterator
 
 from videojobs.common.job import Job, JobStatus
 
 
+@dataclass(frozen=True)
+class SubmitRecord:
+    """The idempotency key of a submit and the fingerprint of what it asked for."""
+
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class PriorSubmit:
+    """The job an idempotency key already created, and that request's fingerprint."""
+
+    job_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class AdmissionLimits:
+    """Bounds checked in the transaction that adds a job (0 = no bound)."""
+
+    max_active_per_tenant: int = 0
+    max_pending: int = 0
+
+
+@dataclass(frozen=True)
+class ListCursor:
+    """Keyset position of a listing: the last job of the previous page (newest first)."""
+
+    created_at: datetime
+    job_id: str
+
+
+class RequestIdTaken(Exception):
+    """add(): the tenant's idempotency key already names a job (created inside the window)."""
+
+    def __init__(self, prior: PriorSubmit) -> None:
+        super().__init__(prior.job_id)
+        self.prior = prior
+
+
 class JobRepository(ABC):
-    """Persistence of Job entities with optimistic guards.
+    """Persistence of Job entities with optimistic guards and tenant ownership.
 
     Every write after submit is a compare-and-set on (status, attempt) as they
     were when the caller read the job, so a worker that lost its lease cannot
-    overwrite the outcome of the attempt that replaced it.
+    overwrite the outcome of the attempt that replaced it, and nothing overwrites
+    a final state. Reads on behalf of a client (``get_owned``, ``list_owned``) are
+    filtered by tenant: another tenant's job does not exist for the caller.
+    ``get`` is the system read of the worker and the relay.
     """
 
     @abstractmethod
-    def add(self, job: Job) -> None:
-        """Insert a new job and its publish intent (outbox row) in one transaction."""
+    def add(self, job: Job, request: SubmitRecord | None = None, limits: AdmissionLimits | None = None,
+            request_window_start: datetime | None = None) -> None:
+        """Insert a new job and its publish intent (outbox row) in one transaction.
+
+        With `request`, the (tenant, request_id) pair is recorded with the job; if it
+        already names a job created at or after `request_window_start`, nothing is
+        written and RequestIdTaken says which. With `limits`, the tenant's PENDING +
+        RUNNING jobs and all PENDING jobs are counted in that transaction and
+        TooManyJobs raised when a bound is reached.
+        """
         raise NotImplementedError
 
     @abstractmethod
     def get(self, job_id: str) -> Job:
-        """Load a job, or raise JobNotFound."""
+        """Load a job whoever owns it (workers, relay), or raise JobNotFound."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def get_owned(self, tenant_id: str, job_id: str) -> Job:
+        """Load a job of `tenant_id`, or raise JobNotFound (also for another tenant's job)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def list_owned(self, tenant_id: str, status: JobStatus | None, limit: int,
+                   after: ListCursor | None = None) -> list[Job]:
+        """The tenant's jobs, newest first (created_at, then job_id, descending), after `after`."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def find_request(self, tenant_id: str, request_id: str, since: datetime) -> PriorSubmit | None:
+        """The job the tenant's idempotency key created at or after `since`, if any."""
         raise NotImplementedError
 
     @abstractmethod
     def save(self, job: Job, expected_status: JobStatus, expected_attempt: int) -> bool:
         """Write `job` only if the stored row still has (expected_status, expected_attempt).
 
-        Returns False (and writes nothing) if another writer got there first.
+        Returns False (and writes nothing) if another writer got there first. Events
+        the job raised (a final state with a callback URL) are written to the
+        webhook outbox in the same transaction, and cleared from the entity.
         """
+        raise NotImplementedError
+
+    @abstractmethod
+    def delete(self, job_id: str, expected_status: JobStatus) -> bool:
+        """Remove a job row (and its outbox and idempotency rows) if its status is still `expected_status`."""
         raise NotImplementedError
 
     @abstractmethod
@@ -54,6 +131,52 @@ class JobRepository(ABC):
     def mark_published(self, job_ids: list[str]) -> None:
         """Record that these jobs were handed to the queue."""
         raise NotImplementedError
+
+    @abstractmethod
+    def admission_counts(self, tenant_id: str) -> tuple[int, int]:
+        """(the tenant's PENDING + RUNNING jobs, all PENDING jobs)."""
+        raise NotImplementedError
+
+    # -- where a job stands -----------------------------------------------------------------
+    @abstractmethod
+    def pending_ahead(self, job: Job) -> int:
+        """PENDING jobs (any tenant) created before `job`: its place in the queue."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def recent_run_seconds(self, limit: int = 20) -> list[float]:
+        """Run times (started to finished) of the most recently COMPLETED jobs."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def running_count(self) -> int:
+        """RUNNING jobs now (how many run side by side)."""
+        raise NotImplementedError
+
+    # -- retention ------------------------------------------------------------------------------
+    @abstractmethod
+    def expired_inputs(self, finished_before: datetime, limit: int) -> list[Job]:
+        """Final jobs finished before the cutoff whose uploaded input is still stored."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def mark_input_deleted(self, job_id: str, at: datetime) -> None:
+        raise NotImplementedError
+
+    @abstractmethod
+    def expired_jobs(self, finished_before: datetime, limit: int) -> list[Job]:
+        """Final jobs finished before the cutoff, oldest first."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def purge_before(self, before: datetime) -> int:
+        """Drop idempotency keys and settled webhook deliveries older than `before`."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Run a maintenance task one at a time across processes: yields False if another holds it."""
+        yield True
 
     @abstractmethod
     def ping(self) -> None:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+import uuid
+import zlib
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from videojobs.common.adapters.sql.tables import job_outbox, jobs
-from videojobs.common.errors import InvalidOptions, JobNotFound, TemporaryFault
-from videojobs.common.job import Job, JobStatus, as_utc, utcnow
+from videojobs.common.adapters.sql.tables import idempotency_keys, job_outbox, jobs, webhook_deliveries
+from videojobs.common.errors import InvalidOptions, JobNotFound, TemporaryFault, TooManyJobs
+from videojobs.common.job import FINAL_STATUSES, Job, JobStatus, as_utc, utcnow
 from videojobs.common.options import AnalysisOptions
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.jobs import (
+    AdmissionLimits,
+    JobRepository,
+    ListCursor,
+    PriorSubmit,
+    RequestIdTaken,
+    SubmitRecord,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +42,16 @@ def temporary_on_disconnect(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# Postgres advisory lock ids: any fixed 64-bit numbers, distinct from the migration lock's.
+_ADMISSION_LOCK_ID = 0x76696465_6F61646D
+_EXCLUSIVE_LOCK_BASE = 0x76696465_6F650000
+# SQLite (embedded, one process): in-process locks stand in for advisory locks.
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+_LOCAL_LOCKS_GUARD = threading.Lock()
+_FINAL = [s.value for s in FINAL_STATUSES]
+_RETRY_AFTER_SECONDS = 30
+
+
 class SqlJobRepository(JobRepository):
     """Jobs in the `jobs` table; publish intents in `job_outbox` (same transaction)."""
 
@@ -38,18 +59,108 @@ class SqlJobRepository(JobRepository):
         self._engine = engine
 
     @temporary_on_disconnect
-    def add(self, job: Job) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(jobs.insert().values(**_row_from_job(job)))
-            conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at))
+    def add(self, job: Job, request: SubmitRecord | None = None, limits: AdmissionLimits | None = None,
+            request_window_start: datetime | None = None) -> None:
+        try:
+            with self._admission_lock(), self._engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADMISSION_LOCK_ID})
+                if request is not None:
+                    self._claim_request_id(conn, job, request, request_window_start)
+                if limits is not None:
+                    self._admit(conn, job.tenant_id, limits)
+                conn.execute(jobs.insert().values(**_row_from_job(job)))
+                conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at))
+                if request is not None:
+                    conn.execute(idempotency_keys.insert().values(
+                        tenant_id=job.tenant_id, request_id=request.request_id, job_id=job.job_id,
+                        fingerprint=request.fingerprint, created_at=job.created_at))
+        except sa_exc.IntegrityError:
+            if request is None:
+                raise
+            # Another submit with the same key committed between our check and our insert.
+            prior = self.find_request(job.tenant_id, request.request_id, request_window_start or job.created_at)
+            if prior is None:
+                raise
+            raise RequestIdTaken(prior) from None
+
+    @staticmethod
+    def _claim_request_id(conn: sa.Connection, job: Job, request: SubmitRecord,
+                          window_start: datetime | None) -> None:
+        key = (idempotency_keys.c.tenant_id == job.tenant_id) & (idempotency_keys.c.request_id == request.request_id)
+        row = conn.execute(sa.select(idempotency_keys.c.job_id, idempotency_keys.c.fingerprint,
+                                     idempotency_keys.c.created_at).where(key)).first()
+        if row is None:
+            return
+        if window_start is not None and as_utc(row.created_at) < window_start:
+            conn.execute(idempotency_keys.delete().where(key))  # outside its window: the key is free again
+            return
+        raise RequestIdTaken(PriorSubmit(row.job_id, row.fingerprint))
+
+    @temporary_on_disconnect
+    def admission_counts(self, tenant_id: str) -> tuple[int, int]:
+        with self._engine.connect() as conn:
+            return _counts(conn, tenant_id)
+
+    @staticmethod
+    def _admit(conn: sa.Connection, tenant_id: str, limits: AdmissionLimits) -> None:
+        active, pending = _counts(conn, tenant_id)
+        if limits.max_active_per_tenant:
+            count = active
+            if count >= limits.max_active_per_tenant:
+                raise TooManyJobs(f"you have {count} unfinished jobs (PENDING + RUNNING), the limit is "
+                                  f"{limits.max_active_per_tenant}; retry once some have finished",
+                                  _RETRY_AFTER_SECONDS)
+        if limits.max_pending:
+            count = pending
+            if count >= limits.max_pending:
+                raise TooManyJobs(f"the service's queue is full ({count} jobs waiting); retry later",
+                                  _RETRY_AFTER_SECONDS)
+
+    @contextlib.contextmanager
+    def _admission_lock(self) -> Iterator[None]:
+        if self._engine.dialect.name == "postgresql":
+            yield  # the advisory transaction lock serialises admissions across processes
+            return
+        with _local_lock(f"{self._engine.url}#admission"):
+            yield
 
     @temporary_on_disconnect
     def get(self, job_id: str) -> Job:
+        return self._one(jobs.c.job_id == job_id, job_id)
+
+    @temporary_on_disconnect
+    def get_owned(self, tenant_id: str, job_id: str) -> Job:
+        return self._one((jobs.c.job_id == job_id) & (jobs.c.tenant_id == tenant_id), job_id)
+
+    def _one(self, where: Any, job_id: str) -> Job:
         with self._engine.connect() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+            row = conn.execute(sa.select(jobs).where(where)).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
         return _job_from_row(row)
+
+    @temporary_on_disconnect
+    def list_owned(self, tenant_id: str, status: JobStatus | None, limit: int,
+                   after: ListCursor | None = None) -> list[Job]:
+        stmt = sa.select(jobs).where(jobs.c.tenant_id == tenant_id)
+        if status is not None:
+            stmt = stmt.where(jobs.c.status == status.value)
+        if after is not None:
+            stmt = stmt.where(sa.or_(jobs.c.created_at < after.created_at,
+                                     sa.and_(jobs.c.created_at == after.created_at, jobs.c.job_id < after.job_id)))
+        stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit)
+        with self._engine.connect() as conn:
+            return [_job_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    @temporary_on_disconnect
+    def find_request(self, tenant_id: str, request_id: str, since: datetime) -> PriorSubmit | None:
+        stmt = sa.select(idempotency_keys.c.job_id, idempotency_keys.c.fingerprint).where(
+            idempotency_keys.c.tenant_id == tenant_id, idempotency_keys.c.request_id == request_id,
+            idempotency_keys.c.created_at >= since)
+        with self._engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return PriorSubmit(row.job_id, row.fingerprint) if row is not None else None
 
     @temporary_on_disconnect
     def save(self, job: Job, expected_status: JobStatus, expected_attempt: int) -> bool:
@@ -63,7 +174,26 @@ class SqlJobRepository(JobRepository):
             .values(**values)
         )
         with self._engine.begin() as conn:
-            return conn.execute(stmt).rowcount == 1
+            saved = conn.execute(stmt).rowcount == 1
+            if saved and job.events:
+                conn.execute(webhook_deliveries.insert(), [{
+                    "delivery_id": f"msg_{uuid.uuid4().hex}", "tenant_id": event.tenant_id, "job_id": event.job_id,
+                    "url": event.callback_url, "event": event.payload(), "state": "pending", "attempts": 0,
+                    "next_attempt_at": event.finished_at, "created_at": event.finished_at,
+                } for event in job.events])
+        job.events.clear()
+        return saved
+
+    @temporary_on_disconnect
+    def delete(self, job_id: str, expected_status: JobStatus) -> bool:
+        with self._engine.begin() as conn:
+            # Children first: SQLite enforces ON DELETE CASCADE only with the pragma on.
+            exists = (jobs.c.job_id == job_id) & (jobs.c.status == expected_status.value)
+            if conn.execute(sa.select(jobs.c.job_id).where(exists)).first() is None:
+                return False
+            conn.execute(job_outbox.delete().where(job_outbox.c.job_id == job_id))
+            conn.execute(idempotency_keys.delete().where(idempotency_keys.c.job_id == job_id))
+            return conn.execute(jobs.delete().where(exists)).rowcount == 1
 
     @temporary_on_disconnect
     def unfinished_job_ids(self) -> list[str]:
@@ -111,6 +241,88 @@ class SqlJobRepository(JobRepository):
                 job_outbox.update().where(job_outbox.c.job_id.in_(job_ids)).values(published_at=utcnow())
             )
 
+    # -- where a job stands ------------------------------------------------------------------
+    @temporary_on_disconnect
+    def pending_ahead(self, job: Job) -> int:
+        stmt = sa.select(sa.func.count()).select_from(jobs).where(
+            jobs.c.status == JobStatus.PENDING.value,
+            sa.or_(jobs.c.created_at < job.created_at,
+                   sa.and_(jobs.c.created_at == job.created_at, jobs.c.job_id < job.job_id)))
+        with self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    @temporary_on_disconnect
+    def recent_run_seconds(self, limit: int = 20) -> list[float]:
+        stmt = (sa.select(jobs.c.started_at, jobs.c.finished_at)
+                .where(jobs.c.status == JobStatus.COMPLETED.value, jobs.c.started_at.is_not(None),
+                       jobs.c.finished_at.is_not(None))
+                .order_by(jobs.c.finished_at.desc()).limit(limit))
+        with self._engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [max(0.0, (as_utc(r.finished_at) - as_utc(r.started_at)).total_seconds()) for r in rows]
+
+    @temporary_on_disconnect
+    def running_count(self) -> int:
+        stmt = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == JobStatus.RUNNING.value)
+        with self._engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    # -- retention ---------------------------------------------------------------------------------
+    @temporary_on_disconnect
+    def expired_inputs(self, finished_before: datetime, limit: int) -> list[Job]:
+        stmt = (sa.select(jobs)
+                .where(jobs.c.status.in_(_FINAL), jobs.c.finished_at < finished_before,
+                       jobs.c.input_deleted_at.is_(None), jobs.c.input_key.like("inputs/%"))
+                .order_by(jobs.c.finished_at, jobs.c.job_id).limit(limit))
+        with self._engine.connect() as conn:
+            return [_job_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    @temporary_on_disconnect
+    def mark_input_deleted(self, job_id: str, at: datetime) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(jobs.update().where(jobs.c.job_id == job_id).values(input_deleted_at=at))
+
+    @temporary_on_disconnect
+    def expired_jobs(self, finished_before: datetime, limit: int) -> list[Job]:
+        stmt = (sa.select(jobs).where(jobs.c.status.in_(_FINAL), jobs.c.finished_at < finished_before)
+                .order_by(jobs.c.finished_at, jobs.c.job_id).limit(limit))
+        with self._engine.connect() as conn:
+            return [_job_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    @temporary_on_disconnect
+    def purge_before(self, before: datetime) -> int:
+        with self._engine.begin() as conn:
+            keys = conn.execute(idempotency_keys.delete().where(idempotency_keys.c.created_at < before)).rowcount
+            notices = conn.execute(webhook_deliveries.delete().where(
+                webhook_deliveries.c.state != "pending", webhook_deliveries.c.finished_at < before)).rowcount
+        return keys + notices
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        if self._engine.dialect.name != "postgresql":
+            lock = _local_lock(f"{self._engine.url}#{name}")
+            acquired = lock.acquire(blocking=False)
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    lock.release()
+            return
+        lock_id = _EXCLUSIVE_LOCK_BASE + (zlib.crc32(name.encode()) & 0xFFFF)
+        try:
+            conn = self._engine.connect()
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+            raise TemporaryFault(f"database unavailable: {exc.orig or exc}") from exc
+        with conn:
+            acquired = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar())
+            conn.commit()
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+                    conn.commit()
+
     @temporary_on_disconnect
     def ping(self) -> None:
         with self._engine.connect() as conn:
@@ -143,6 +355,12 @@ def _row_from_job(job: Job) -> dict[str, Any]:
         "lease_expires_at": job.lease_expires_at,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
+        "tenant_id": job.tenant_id,
+        "input_sha256": job.input_sha256,
+        "callback_url": job.callback_url,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "input_deleted_at": job.input_deleted_at,
     }
 
 
@@ -177,4 +395,24 @@ def _job_from_row(row: Any) -> Job:
         lease_expires_at=_opt_utc(row["lease_expires_at"]),
         created_at=_opt_utc(row["created_at"]),
         updated_at=_opt_utc(row["updated_at"]),
+        tenant_id=row["tenant_id"],
+        input_sha256=row["input_sha256"],
+        callback_url=row["callback_url"],
+        started_at=_opt_utc(row["started_at"]),
+        finished_at=_opt_utc(row["finished_at"]),
+        input_deleted_at=_opt_utc(row["input_deleted_at"]),
     )
+
+
+def _counts(conn: sa.Connection, tenant_id: str) -> tuple[int, int]:
+    active = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+    mine = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+        jobs.c.tenant_id == tenant_id, jobs.c.status.in_(active))).scalar_one()
+    pending = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
+        jobs.c.status == JobStatus.PENDING.value)).scalar_one()
+    return int(mine), int(pending)
+
+
+def _local_lock(name: str) -> threading.Lock:
+    with _LOCAL_LOCKS_GUARD:
+        return _LOCAL_LOCKS.setdefault(name, threading.Lock())

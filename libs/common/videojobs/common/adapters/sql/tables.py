@@ -26,6 +26,16 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # 0003: ownership, input hash, completion notice, lifecycle times
+    sa.Column("tenant_id", sa.String(64), nullable=False, server_default="default"),
+    sa.Column("input_sha256", sa.String(64), nullable=True),
+    sa.Column("callback_url", sa.String(2048), nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("input_deleted_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_jobs_tenant_created", "tenant_id", "created_at", "job_id"),
+    sa.Index("ix_jobs_status_created", "status", "created_at", "job_id"),
+    sa.Index("ix_jobs_finished_at", "finished_at"),
 )
 
 # Transactional outbox: the intent to publish a job id, written in the same
@@ -49,4 +59,57 @@ worker_capabilities = sa.Table(
     sa.Column("class_names", sa.JSON, nullable=False),
     sa.Column("ocr_languages", sa.JSON, nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Tenants and their API keys (0003). A key is stored as its public prefix and a keyed
+# hash, never in clear; the webhook secret signs the tenant's completion notices.
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("webhook_secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("prefix", sa.String(16), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), sa.ForeignKey("tenants.tenant_id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("label", sa.String(200), nullable=False, server_default=""),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# Idempotent submits (0003): one row per (tenant, key), written with the job it created.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.job_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Webhook outbox (0003): one row per final state of a job with a callback_url, written in
+# the transaction of that final write; the api's dispatcher delivers and records attempts.
+# No foreign key to jobs: a notice outlives the job it tells about (e.g. a delete).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.String(36), nullable=False, index=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("event", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
 )
