@@ -30,6 +30,9 @@ LIFECYCLE_ENV = {
     "VIDEOJOBS_WEBHOOK_ALLOW_PRIVATE": "1",
     "VIDEOJOBS_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
     "VIDEOJOBS_MAX_ACTIVE_JOBS_PER_TENANT": "3",
+    # 20 uploads at once with one idempotency key: room for all of them (the upload bound itself
+    # is tested in tests/integration/test_hardening.py).
+    "VIDEOJOBS_MAX_CONCURRENT_UPLOADS": "32",
 }
 LONG = {"pipeline_id": "yolo", "sample_fps": 0, "max_frames": 900}
 SHORT = {"pipeline_id": "yolo", "max_frames": 2}
