@@ -13,7 +13,7 @@ from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import get_pipeline
 from videojobs.common.ports.analysis import AnalyzerCapabilities, VideoAnalyzer
 from videojobs.common.ports.capabilities import CapabilityStore
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.jobs import Backlog, JobRepository, PublishIntent
 from videojobs.common.resources import WorkerCapabilities
 from videojobs.common.results import FrameAnalysis, FrameResult, Provenance, ResultsDocument, Sampling, VideoMetadata
 
@@ -22,6 +22,7 @@ class FakeJobRepository(JobRepository):
     def __init__(self) -> None:
         self.rows: dict[str, Job] = {}
         self.outbox: dict[str, bool] = {}  # job_id -> published
+        self.trace_contexts: dict[str, dict[str, str]] = {}  # job_id -> trace context of the submit
         self.saves: list[tuple[str, str, int]] = []
         self.down = False
         self._lock = threading.Lock()
@@ -30,11 +31,12 @@ class FakeJobRepository(JobRepository):
         if self.down:
             raise TemporaryFault("database unavailable (fake)")
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, trace_context=None) -> None:
         self._check()
         with self._lock:
             self.rows[job.job_id] = copy.deepcopy(job)
             self.outbox[job.job_id] = False
+            self.trace_contexts[job.job_id] = dict(trace_context or {})
 
     def get(self, job_id: str) -> Job:
         self._check()
@@ -69,6 +71,23 @@ class FakeJobRepository(JobRepository):
     def unpublished_job_ids(self, limit: int = 100) -> list[str]:
         self._check()
         return [k for k, v in self.outbox.items() if not v][:limit]
+
+    def unpublished(self, limit: int = 100) -> list[PublishIntent]:
+        return [PublishIntent(job_id, self.trace_contexts.get(job_id, {})) for job_id in self.unpublished_job_ids(limit)]
+
+    def backlog(self, now) -> Backlog:
+        self._check()
+        jobs = list(self.rows.values())
+        pending = [j for j in jobs if j.status is JobStatus.PENDING]
+        running = [j for j in jobs if j.status is JobStatus.RUNNING]
+        unpublished = [self.rows[k] for k, v in self.outbox.items() if not v]
+        return Backlog(
+            pending=len(pending), running=len(running),
+            lease_expired=sum(1 for j in running if j.lease_expires_at and j.lease_expires_at < now),
+            oldest_pending_at=min((j.created_at for j in pending), default=None),
+            outbox_unpublished=len(unpublished),
+            oldest_unpublished_at=min((j.created_at for j in unpublished), default=None),
+        )
 
     def mark_published(self, job_ids: list[str]) -> None:
         self._check()

@@ -14,12 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from videojobs.api.grpc_service import JobServiceServicer
+from videojobs.api.metrics import BacklogSampler, GrpcMetricsInterceptor
 from videojobs.api.service import JobsService
 from videojobs.api.uploads import UploadLimiter
 from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
-from videojobs.common.logs import configure_logging
+from videojobs.common import observability
+from videojobs.common.observability import tracing
+from videojobs.common.observability.metrics import MetricsServer
 from videojobs.common.outbox import OutboxRelay
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
@@ -44,13 +47,15 @@ class Api:
     jobs: JobsService
     readiness: ReadinessMonitor
     uploads: UploadLimiter
+    backlog: BacklogSampler
     server: grpc.Server | None = None
     port: int = 0
 
     def bind(self) -> int:
         """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
         # Uploads take at most their own slots; the other RPCs always keep these threads.
-        self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16)
+        self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16,
+                                  interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor()])
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.uploads), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
         reflection.enable_server_reflection(
@@ -67,10 +72,12 @@ class Api:
         self.uploads.start()
         self.relay.start()
         self.readiness.start()
+        self.backlog.start()
         self.server.start()
         log.info("gRPC JobService on %s:%d", self.settings.bind_host, self.port)
 
     def stop(self, grace: float = 5.0) -> None:
+        self.backlog.stop()
         self.readiness.stop()
         self.uploads.stop()
         if self.server:
@@ -91,15 +98,19 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     )
     uploads = UploadLimiter(settings.max_concurrent_uploads, settings.upload_idle_timeout_seconds,
                             settings.upload_total_timeout_seconds)
-    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads)
+    backlog = BacklogSampler(repo, queue, settings.metrics_sample_seconds)
+    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads, backlog)
 
 
 def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="videojobs api", description="Serve the gRPC JobService.").parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level)
+    observability.configure("api", settings)
     api = build_api(settings)
     api.bind()
+    metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+    metrics.start()
+    log.info("metrics on %s", metrics.url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -107,4 +118,6 @@ def main(argv: list[str]) -> int:
     stop.wait()
     api.stop()
     api.queue.close()
+    metrics.stop()
+    tracing.shutdown_tracing()
     return 0

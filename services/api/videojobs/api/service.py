@@ -9,6 +9,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable
 
+from videojobs.api.metrics import observe_submitted
 from videojobs.common.errors import (
     FieldViolation,
     InvalidOptions,
@@ -19,6 +20,7 @@ from videojobs.common.errors import (
     VideoJobsError,
 )
 from videojobs.common.job import Job, JobStatus, input_key_for, new_job_id, parse_job_id
+from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.outbox import OutboxRelay
 from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
@@ -88,12 +90,15 @@ class JobsService:
         job = Job.submit(pipeline.pipeline_id, request.options, input_key_for(job_id, container.extension), job_id)
         self._storage.save_file(upload, job.input_key)
         try:
-            self._repo.add(job)
+            self._repo.add(job, trace_context=tracing.inject())
         except BaseException:
             self._storage.delete_file(job.input_key)
             raise
-        log.info("job %s submitted (%d bytes, %s, pipeline %s)",
-                 job.job_id, upload.bytes_read, container.format_id, job.pipeline_id)
+        observe_submitted(job.pipeline_id, upload.bytes_read)
+        with logs.bind(job_id=job.job_id):
+            log.info("job %s: PENDING (submitted: %d bytes, %s, pipeline %s)",
+                     job.job_id, upload.bytes_read, container.format_id, job.pipeline_id,
+                     extra={"status": job.status.value, "pipeline": job.pipeline_id, "upload_bytes": upload.bytes_read})
         self._relay.kick()
         return job
 
@@ -104,7 +109,11 @@ class JobsService:
         if not self._storage.exists(key):
             raise StorageObjectNotFound(key)
         job = Job.submit(pipeline.pipeline_id, request.options, key)
-        self._repo.add(job)
+        self._repo.add(job, trace_context=tracing.inject())
+        observe_submitted(job.pipeline_id)
+        with logs.bind(job_id=job.job_id):
+            log.info("job %s: PENDING (submitted from storage, pipeline %s)", job.job_id, job.pipeline_id,
+                     extra={"status": job.status.value, "pipeline": job.pipeline_id})
         self._relay.kick()
         return job
 

@@ -25,6 +25,8 @@ from videojobs.common import errors, schemas, wire
 from videojobs.common.config import Settings
 from videojobs.common.errors import FieldViolation, InvalidOptions, TooManyUploads, UploadTimeout, UploadTooLarge
 from videojobs.common.job import JobStatus
+from videojobs.common.observability import tracing
+from videojobs.common.observability.metrics import refusals_counted
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
@@ -35,6 +37,7 @@ from videojobs.gateway.problems import (
     problem_catalogue,
     problem_responses,
 )
+from videojobs.gateway.metrics import RequestMetrics, metrics_endpoint
 from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, boundary_of
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -91,7 +94,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(api_target)
+        channel = grpc.aio.insecure_channel(api_target, interceptors=tracing.grpc_aio_client_interceptors() or None)
         state["stub"] = jobs_pb2_grpc.JobServiceStub(channel)
         state["health"] = health_pb2_grpc.HealthStub(channel)
         try:
@@ -107,6 +110,9 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(RequestMetrics)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    tracing.instrument_fastapi(app)
 
     @app.post(
         "/video/submit", status_code=202, response_model=SubmitAccepted, summary="Submit a video for analysis",
@@ -119,6 +125,12 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
     )
     async def submit(request: Request) -> JSONResponse:
         """Upload a video as multipart `file` (+ `pipeline_id` and options). Returns the job id at once."""
+        with refusals_counted():  # refusals of the api arrive as gRPC errors and are counted there
+            response = await _submit(request)
+        return JSONResponse({"job_id": response.job_id}, status_code=202,
+                            headers={"Location": f"/video/status/{response.job_id}"})
+
+    async def _submit(request: Request) -> jobs_pb2.SubmitResponse:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
             raise UploadTooLarge(max_upload_bytes)
@@ -134,8 +146,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                 response = await state["stub"].Submit(_upload_messages(spec, video, chunk_bytes))
             finally:
                 spool.close()
-        return JSONResponse({"job_id": response.job_id}, status_code=202,
-                            headers={"Location": f"/video/status/{response.job_id}"})
+        return response
 
     @app.get("/video/status/{job_id}", response_model=JobResource, summary="A job's status and progress",
              responses=problem_responses(*_JOB_ID_PROBLEMS))

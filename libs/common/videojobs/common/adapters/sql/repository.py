@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -13,7 +13,7 @@ from videojobs.common.adapters.sql.tables import job_outbox, jobs
 from videojobs.common.errors import InvalidOptions, JobNotFound, TemporaryFault
 from videojobs.common.job import Job, JobStatus, as_utc, utcnow
 from videojobs.common.options import AnalysisOptions
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.jobs import Backlog, JobRepository, PublishIntent
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,10 +38,11 @@ class SqlJobRepository(JobRepository):
         self._engine = engine
 
     @temporary_on_disconnect
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, trace_context: Mapping[str, str] | None = None) -> None:
         with self._engine.begin() as conn:
             conn.execute(jobs.insert().values(**_row_from_job(job)))
-            conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at))
+            conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at,
+                                                    trace_context=dict(trace_context) if trace_context else None))
 
     @temporary_on_disconnect
     def get(self, job_id: str) -> Job:
@@ -91,16 +92,48 @@ class SqlJobRepository(JobRepository):
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
-    @temporary_on_disconnect
     def unpublished_job_ids(self, limit: int = 100) -> list[str]:
+        return [intent.job_id for intent in self.unpublished(limit)]
+
+    @temporary_on_disconnect
+    def unpublished(self, limit: int = 100) -> list[PublishIntent]:
         stmt = (
-            sa.select(job_outbox.c.job_id)
+            sa.select(job_outbox.c.job_id, job_outbox.c.trace_context)
             .where(job_outbox.c.published_at.is_(None))
             .order_by(job_outbox.c.created_at, job_outbox.c.job_id)
             .limit(limit)
         )
         with self._engine.connect() as conn:
-            return list(conn.execute(stmt).scalars())
+            return [PublishIntent(row.job_id, dict(row.trace_context or {})) for row in conn.execute(stmt)]
+
+    @temporary_on_disconnect
+    def backlog(self, now: datetime) -> Backlog:
+        unfinished = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+        by_status = (
+            sa.select(
+                jobs.c.status,
+                sa.func.count(),
+                sa.func.min(jobs.c.created_at),
+                sa.func.count().filter(jobs.c.lease_expires_at < now),
+            )
+            .where(jobs.c.status.in_(unfinished))
+            .group_by(jobs.c.status)
+        )
+        outbox = sa.select(sa.func.count(), sa.func.min(job_outbox.c.created_at)).where(
+            job_outbox.c.published_at.is_(None))
+        with self._engine.connect() as conn:
+            rows = {row[0]: row for row in conn.execute(by_status)}
+            unpublished, oldest_unpublished = conn.execute(outbox).one()
+        pending = rows.get(JobStatus.PENDING.value)
+        running = rows.get(JobStatus.RUNNING.value)
+        return Backlog(
+            pending=pending[1] if pending else 0,
+            running=running[1] if running else 0,
+            lease_expired=running[3] if running else 0,
+            oldest_pending_at=_opt_utc(pending[2]) if pending else None,
+            outbox_unpublished=unpublished or 0,
+            oldest_unpublished_at=_opt_utc(oldest_unpublished),
+        )
 
     @temporary_on_disconnect
     def mark_published(self, job_ids: list[str]) -> None:
