@@ -11,7 +11,7 @@ MODEL       ?= $(SHARED)/models/yolov8n_fp32.onnx
 SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
 TOOLS       := .tools
 BUF         := $(TOOLS)/node_modules/.bin/buf
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl prometheus
 
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
@@ -91,7 +91,7 @@ up: install ## Production shape as separate processes: Postgres, NATS, S3 server
 down: ## Stop what `make up` started
 	$(PY) scripts/stack.py down
 
-stack-status: ## Which `make up` processes are alive
+stack-status: ## Each `make up` process: alive, pid, metrics URL, log file
 	$(PY) scripts/stack.py status
 
 chaos: install ## Chaos scenarios (outages, kills, stalled uploads) on private Postgres/NATS/S3; JSON in var/chaos.json
