@@ -65,6 +65,8 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # An S3 server run by the caller (host:port); None starts SeaweedFS in STATE/s3.
     s3_endpoint: str | None = None
+    s3_access_key: str = "testing"
+    s3_secret_key: str = "testing"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     # -- configuration ----------------------------------------------------------------------
@@ -85,8 +87,8 @@ class Stack:
             "VIDEOJOBS_NATS_DURABLE": f"workers_{ident}",
             "VIDEOJOBS_STORAGE_URL": f"s3://videojobs-{ident.replace('_', '-')}",
             "VIDEOJOBS_S3_ENDPOINT": s3_endpoint or "",
-            "VIDEOJOBS_S3_ACCESS_KEY": "testing",
-            "VIDEOJOBS_S3_SECRET_KEY": "testing",
+            "VIDEOJOBS_S3_ACCESS_KEY": self.s3_access_key,
+            "VIDEOJOBS_S3_SECRET_KEY": self.s3_secret_key,
             "VIDEOJOBS_MODEL": self.model,
             "VIDEOJOBS_MODEL_CACHE_DIR": str(self.state_dir / "models"),
             "VIDEOJOBS_HTTP_PORT": str(self.http_port),
@@ -111,7 +113,8 @@ class Stack:
 
     def s3_server(self) -> "servers.SeaweedS3":
         """SeaweedFS on STATE/s3 (its process outlives this object: `down` stops it by pid)."""
-        return servers.SeaweedS3(self.state_dir / "s3", log_path=self.state_dir / "s3.log")
+        return servers.SeaweedS3(self.state_dir / "s3", log_path=self.state_dir / "s3.log",
+                                 access_key=self.s3_access_key, secret_key=self.s3_secret_key)
 
     def start_s3(self) -> str:
         endpoint_file = self.state_dir / "s3.endpoint"

@@ -15,5 +15,5 @@ from videojobs.common.observability.tracing import configure_tracing
 
 def configure(service: str, settings: Settings) -> None:
     """Logging in `settings.log_format` at `settings.log_level`, and tracing if configured."""
-    configure_logging(service, settings.log_level, settings.log_format)
+    configure_logging(service, settings.log_level, settings.log_format, capture_native=settings.log_format == "json")
     configure_tracing(service)

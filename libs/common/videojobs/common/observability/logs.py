@@ -8,9 +8,13 @@ Third-party loggers (uvicorn, grpc, ultralytics, ...) go through the same handle
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
+import faulthandler
+import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -105,16 +109,21 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{extra}]{sep}{rest}"
 
 
-def configure_logging(service: str, level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+def configure_logging(service: str, level: str = "INFO", fmt: str = "text", stream: TextIO | None = None,
+                      capture_native: bool = False) -> None:
     """Route every logger of the process through one handler in `fmt` ("json" or "text").
 
     Replaces handlers set up before (basicConfig, libraries that install their own);
-    uncaught exceptions in any thread are logged through it too.
+    uncaught exceptions in any thread are logged through it too. With `capture_native`
+    (a service process in json mode), what native libraries write to the process's
+    stdout and stderr (FFmpeg, Leptonica, gRPC core...) becomes log lines as well.
     """
     global _service
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; expected one of {', '.join(FORMATS)}")
     _service = service
+    if capture_native and stream is None:
+        stream = _capture_native_output()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonLineFormatter() if fmt == "json" else TextFormatter())
@@ -136,6 +145,44 @@ def adopt(logger: logging.Logger) -> None:
     for old in list(logger.handlers):
         logger.removeHandler(old)
     logger.propagate = True
+
+
+def _capture_native_output() -> TextIO:
+    """Point file descriptors 1 and 2 at a pipe whose lines are logged; return a stream on the real stderr.
+
+    Native code writes to the descriptors directly, beyond Python's logging. A fatal
+    error's traceback (faulthandler) still goes straight to the real stderr.
+    """
+    real_stderr = io.TextIOWrapper(os.fdopen(os.dup(2), "wb", buffering=0), encoding="utf-8",
+                                   errors="replace", line_buffering=True, write_through=True)
+    faulthandler.enable(file=real_stderr)
+    read_fd, write_fd = os.pipe()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    for fd in (1, 2):
+        os.dup2(write_fd, fd)
+    os.close(write_fd)
+    native = logging.getLogger("videojobs.native")
+
+    def pump() -> None:
+        with os.fdopen(read_fd, "rb") as lines:
+            for raw in lines:
+                text = raw.decode("utf-8", "replace").rstrip()
+                if text:
+                    native.warning(text)
+
+    thread = threading.Thread(target=pump, name="native-output", daemon=True)
+    thread.start()
+
+    def restore() -> None:  # at exit: give the descriptors back, let the pump drain the pipe
+        for stream_ in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream_.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+        thread.join(timeout=2)
+
+    atexit.register(restore)
+    return real_stderr
 
 
 def _log_uncaught(exc_type, exc, tb, thread: str = "main") -> None:  # noqa: ANN001

@@ -137,11 +137,34 @@ def grpc_aio_client_interceptors() -> list[Any]:
 
 
 def instrument_fastapi(app: Any) -> None:
+    """Server spans for every REST request, continuing a `traceparent` the client sent."""
     if not _enabled:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED_URLS)
+    build_instrumented = app.build_middleware_stack  # the instrumentation's middleware is the outermost...
+    app.build_middleware_stack = lambda: _FreshContext(build_instrumented())  # ...and this goes around it
+
+
+class _FreshContext:
+    """Each HTTP request starts from an empty trace context.
+
+    Under uvicorn a keep-alive connection's later requests inherited the span of its
+    first one (they all ended up in one trace); starting each request from an empty
+    context keeps one trace per request. A client's `traceparent` header still wins:
+    the instrumentation extracts it inside.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        token = otel_context.attach(otel_context.Context())
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
 
 
 def mark_error(description: str) -> None:
@@ -150,3 +173,9 @@ def mark_error(description: str) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         trace.get_current_span().set_status(Status(StatusCode.ERROR, description[:200]))
+
+
+def disable() -> None:
+    """Stop tracing from here on (new spans are no-ops, new servers get no instrumentation)."""
+    global _enabled
+    _enabled = False
