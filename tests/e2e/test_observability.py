@@ -13,8 +13,6 @@ import re
 import threading
 import time
 import uuid
-from collections import defaultdict
-from pathlib import Path
 
 import httpx
 import pytest
