@@ -111,7 +111,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(RequestMetrics)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     tracing.instrument_fastapi(app)
 
     @app.post(
