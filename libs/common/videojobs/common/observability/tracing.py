@@ -179,3 +179,9 @@ def disable() -> None:
     """Stop tracing from here on (new spans are no-ops, new servers get no instrumentation)."""
     global _enabled
     _enabled = False
+
+
+def resume() -> None:
+    """Trace again after ``disable`` (only if ``configure_tracing`` installed the SDK before)."""
+    global _enabled
+    _enabled = _provider is not None
