@@ -8,9 +8,7 @@ of the job carries the same trace id.
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import threading
 import uuid
 from datetime import timedelta
@@ -25,7 +23,7 @@ from videojobs.api.bootstrap import build_api
 from videojobs.common.adapters.factory import make_capability_store
 from videojobs.common.adapters.nats_queue import JetStreamQueue
 from videojobs.common.config import Settings
-from videojobs.common.observability import logs, tracing
+from videojobs.common.observability import tracing
 from videojobs.gateway.app import create_app
 from videojobs.worker.bootstrap import build_analyzer
 from videojobs.worker.worker import JobWorker, WorkerPolicy
@@ -42,18 +40,9 @@ def exporter():
 
 
 @pytest.fixture
-def json_log():
+def json_log(captured_logs):
     """Every log line of the process, as the services write them in json mode."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    logs.configure_logging("test", "INFO", "json", stream=stream)
-    yield stream
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
+    return captured_logs("json")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -23,21 +22,8 @@ from videojobs.worker.worker import JobWorker, default_worker_id
 
 
 @pytest.fixture
-def captured():
-    """Route the process's logging into a buffer, as configure_logging does for a service."""
-    def configure(fmt: str) -> io.StringIO:
-        stream = io.StringIO()
-        logs.configure_logging("unit", "INFO", fmt, stream=stream)
-        return stream
-
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    yield configure
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
+def captured(captured_logs):
+    return captured_logs
 
 
 def test_json_lines_carry_service_context_and_exceptions(captured):
@@ -56,7 +42,7 @@ def test_json_lines_carry_service_context_and_exceptions(captured):
     plain, job, failed, after = lines
     assert list(plain)[:5] == ["time", "level", "service", "logger", "message"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", plain["time"])
-    assert plain["service"] == "unit" and plain["level"] == "INFO" and "job_id" not in plain
+    assert plain["service"] == "test" and plain["level"] == "INFO" and "job_id" not in plain
     assert job["message"] == "job line 7" and job["level"] == "WARNING"
     assert (job["worker_id"], job["job_id"], job["attempt"], job["duration_seconds"]) == ("w-1", "j-1", 2, 1.5)
     assert "ValueError: boom" in failed["exception"] and failed["job_id"] == "j-1"
@@ -77,7 +63,7 @@ def test_text_lines_are_readable(captured):
     with logs.bind(job_id="j-3", attempt=1):
         logging.getLogger("videojobs.test").info("hello")
     line = stream.getvalue().strip()
-    assert re.fullmatch(r"\S+Z INFO unit videojobs\.test: hello \[job_id=j-3 attempt=1\]", line), line
+    assert re.fullmatch(r"\S+Z INFO test videojobs\.test: hello \[job_id=j-3 attempt=1\]", line), line
 
 
 def test_unknown_format_and_context_fields_are_refused():
