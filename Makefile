@@ -11,7 +11,7 @@ MODEL       ?= $(SHARED)/models/yolov8n_fp32.onnx
 SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
 TOOLS       := .tools
 BUF         := $(TOOLS)/node_modules/.bin/buf
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl prometheus
 
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
@@ -24,7 +24,7 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput chaos
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -91,11 +91,14 @@ up: install ## Production shape as separate processes: Postgres, NATS, S3 server
 down: ## Stop what `make up` started
 	$(PY) scripts/stack.py down
 
-stack-status: ## Which `make up` processes are alive
+stack-status: ## Each `make up` process: alive, pid, metrics URL, log file
 	$(PY) scripts/stack.py status
 
 chaos: install ## Chaos scenarios (outages, kills, stalled uploads) on private Postgres/NATS/S3; JSON in var/chaos.json
 	$(PY) scripts/chaos.py --json var/chaos.json
+
+bench-observability: install ## Overhead of metrics + tracing on the yolo pipeline per frame; JSON in var/bench-observability.json
+	$(PY) scripts/bench_observability.py
 
 bench-throughput: install ## Jobs/s through submit -> queue -> worker -> COMPLETED with 1 and 4 workers
 	$(PY) scripts/bench_throughput.py

@@ -80,6 +80,16 @@ THIRD_PARTY_ENV = {
     "YOLO_CONFIG_DIR",  # ultralytics settings file (root fs is read-only)
     "MPLCONFIGDIR",  # matplotlib cache (root fs is read-only)
     "OMP_THREAD_LIMIT",  # tesseract: one OpenMP thread per call
+    # OpenTelemetry's standard variables: tracing is on when an OTLP endpoint is set.
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
 }
 # Names that carry credentials. Checkov's secrets checks find credential-shaped values
 # (URLs with a password, keys, high-entropy strings) but cannot tell that `minioadmin`

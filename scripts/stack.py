@@ -3,12 +3,13 @@
 
     scripts/stack.py up --workers 3        # S3 server (SeaweedFS), api, gateway, N workers
     scripts/stack.py down                  # SIGTERM everything, wait, clean pid files
-    scripts/stack.py status
+    scripts/stack.py status                # each process: alive, pid, metrics URL
 
 Uses the machine's Postgres (database `test`, its own schema) and NATS JetStream
 (its own stream/subject/consumer), and SeaweedFS's S3 gateway in MinIO's role (its
-objects kept in STATE/s3 across `down` and `up`). Process ids, logs and the
-environment live in the state folder (default var/stack).
+objects kept in STATE/s3 across `down` and `up`). Process ids, JSON logs
+(STATE/<process>.log), metrics URLs (STATE/<process>.metrics) and the environment
+live in the state folder (default var/stack).
 The `Stack` class is also what the stack e2e tests and the throughput benchmark use.
 """
 
@@ -64,6 +65,8 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     # An S3 server run by the caller (host:port); None starts SeaweedFS in STATE/s3.
     s3_endpoint: str | None = None
+    s3_access_key: str = "testing"
+    s3_secret_key: str = "testing"
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     # -- configuration ----------------------------------------------------------------------
@@ -84,13 +87,14 @@ class Stack:
             "VIDEOJOBS_NATS_DURABLE": f"workers_{ident}",
             "VIDEOJOBS_STORAGE_URL": f"s3://videojobs-{ident.replace('_', '-')}",
             "VIDEOJOBS_S3_ENDPOINT": s3_endpoint or "",
-            "VIDEOJOBS_S3_ACCESS_KEY": "testing",
-            "VIDEOJOBS_S3_SECRET_KEY": "testing",
+            "VIDEOJOBS_S3_ACCESS_KEY": self.s3_access_key,
+            "VIDEOJOBS_S3_SECRET_KEY": self.s3_secret_key,
             "VIDEOJOBS_MODEL": self.model,
             "VIDEOJOBS_MODEL_CACHE_DIR": str(self.state_dir / "models"),
             "VIDEOJOBS_HTTP_PORT": str(self.http_port),
             "VIDEOJOBS_GRPC_PORT": str(self.grpc_port),
             "VIDEOJOBS_API_TARGET": f"127.0.0.1:{self.grpc_port}",
+            "VIDEOJOBS_LOG_FORMAT": "json",
             **self.extra_env,
         }
 
@@ -109,7 +113,8 @@ class Stack:
 
     def s3_server(self) -> "servers.SeaweedS3":
         """SeaweedFS on STATE/s3 (its process outlives this object: `down` stops it by pid)."""
-        return servers.SeaweedS3(self.state_dir / "s3", log_path=self.state_dir / "s3.log")
+        return servers.SeaweedS3(self.state_dir / "s3", log_path=self.state_dir / "s3.log",
+                                 access_key=self.s3_access_key, secret_key=self.s3_secret_key)
 
     def start_s3(self) -> str:
         endpoint_file = self.state_dir / "s3.endpoint"
@@ -126,14 +131,28 @@ class Stack:
         return s3.endpoint
 
     def start_api(self) -> None:
-        self._spawn("api", [PYTHON, "-m", "videojobs.cli", "api"])
+        port = free_port()
+        self._spawn("api", [PYTHON, "-m", "videojobs.cli", "api"], env={**self.env(), "VIDEOJOBS_METRICS_PORT": str(port)})
+        self._write_metrics_url("api", port)
 
     def start_gateway(self) -> None:
         self._spawn("gateway", [PYTHON, "-m", "videojobs.cli", "gateway"])
+        self._write_metrics_url("gateway", self.http_port)  # /metrics on its REST port
 
     def start_worker(self, index: int) -> subprocess.Popen:
-        env = {**self.env(), "VIDEOJOBS_WORKER_HEALTH_PORT": str(free_port()), "VIDEOJOBS_WORKER_ID": f"worker{index}"}
-        return self._spawn(f"worker{index}", [PYTHON, "-m", "videojobs.cli", "worker"], env=env)
+        port = free_port()
+        env = {**self.env(), "VIDEOJOBS_WORKER_HEALTH_PORT": str(free_port()), "VIDEOJOBS_WORKER_ID": f"worker{index}",
+               "VIDEOJOBS_METRICS_PORT": str(port)}
+        proc = self._spawn(f"worker{index}", [PYTHON, "-m", "videojobs.cli", "worker"], env=env)
+        self._write_metrics_url(f"worker{index}", port)
+        return proc
+
+    def _write_metrics_url(self, name: str, port: int) -> None:
+        (self.state_dir / f"{name}.metrics").write_text(f"http://127.0.0.1:{port}/metrics\n")
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Process name -> its Prometheus /metrics URL (api, gateway, each worker)."""
+        return {p.stem: p.read_text().strip() for p in sorted(self.state_dir.glob("*.metrics"))}
 
     def up(self, workers: int, timeout: float = 180) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +230,7 @@ class Stack:
             if _alive(pids[name]):
                 _signal(pids[name], signal.SIGKILL)
             (self.state_dir / f"{name}.pid").unlink(missing_ok=True)
+            (self.state_dir / f"{name}.metrics").unlink(missing_ok=True)
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=5)
@@ -250,6 +270,16 @@ class Stack:
 
     def status(self) -> dict[str, bool]:
         return {p.stem: _alive(int(p.read_text())) for p in sorted(self.state_dir.glob("*.pid"))}
+
+    def processes(self) -> list[dict[str, object]]:
+        """Each process of the stack: name, pid, alive, metrics URL (None for the S3 server), log file."""
+        urls = self.metrics_urls()
+        out = []
+        for pid_file in sorted(self.state_dir.glob("*.pid")):
+            pid = int(pid_file.read_text())
+            out.append({"name": pid_file.stem, "pid": pid, "alive": _alive(pid),
+                        "metrics": urls.get(pid_file.stem), "log": str(self.state_dir / f"{pid_file.stem}.log")})
+        return out
 
 
 def _alive(pid: int) -> bool:
@@ -292,12 +322,18 @@ def main(argv: list[str] | None = None) -> int:
             stack.down()
             raise
         print(json.dumps({"rest": f"http://127.0.0.1:{stack.http_port}", "grpc": f"127.0.0.1:{stack.grpc_port}",
-                          "workers": args.workers, "s3": stack._read("s3.endpoint"), "logs": str(stack.state_dir)}))
+                          "workers": args.workers, "s3": stack._read("s3.endpoint"), "logs": str(stack.state_dir),
+                          "metrics": stack.metrics_urls()}))
     elif args.action == "down":
         stack.down()
         print("stack stopped")
     else:
-        print(json.dumps(stack.status()))
+        processes = stack.processes()
+        if not processes:
+            print("no stack running (`make up` starts one)")
+        for p in processes:
+            print(f"{p['name']:<10} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD ':<6} "
+                  f"metrics {p['metrics'] or '-':<40} log {p['log']}")
     return 0
 
 

@@ -23,6 +23,30 @@ def load_script(name: str) -> ModuleType:
     return sys.modules[name]
 
 
+@pytest.fixture
+def captured_logs():
+    """`configure(fmt)`: route every logger of the process into a buffer, as a service's set-up
+    does (json or text); the previous handlers come back afterwards."""
+    import io
+    import logging
+
+    from videojobs.common.observability import logs
+
+    def configure(fmt: str = "json"):
+        stream = io.StringIO()
+        logs.configure_logging("test", "INFO", fmt, stream=stream)
+        return stream
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield configure
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
 # -- S3 test server (SeaweedFS, data on disk), shared by the storage contract tests and
 # anything else that needs MinIO's role. Set VIDEOJOBS_TEST_S3_ENDPOINT=host:port to use a
 # server that is already running (e.g. one started by `make up`); it must accept the

@@ -13,7 +13,7 @@ from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import get_pipeline
 from videojobs.common.ports.analysis import AnalyzerCapabilities, VideoAnalyzer
 from videojobs.common.ports.capabilities import CapabilityStore
-from videojobs.common.ports.jobs import JobRepository
+from videojobs.common.ports.jobs import Backlog, JobRepository, PublishIntent
 from videojobs.common.resources import WorkerCapabilities
 from videojobs.common.results import FrameAnalysis, FrameResult, Provenance, ResultsDocument, Sampling, VideoMetadata
 
@@ -22,6 +22,7 @@ class FakeJobRepository(JobRepository):
     def __init__(self) -> None:
         self.rows: dict[str, Job] = {}
         self.outbox: dict[str, bool] = {}  # job_id -> published
+        self.trace_contexts: dict[str, dict[str, str]] = {}  # job_id -> trace context of the submit
         self.saves: list[tuple[str, str, int]] = []
         self.down = False
         self._lock = threading.Lock()
@@ -30,11 +31,12 @@ class FakeJobRepository(JobRepository):
         if self.down:
             raise TemporaryFault("database unavailable (fake)")
 
-    def add(self, job: Job, request=None, limits=None, request_window_start=None) -> None:
+    def add(self, job: Job, request=None, limits=None, request_window_start=None, trace_context=None) -> None:
         self._check()
         with self._lock:
             self.rows[job.job_id] = copy.deepcopy(job)
             self.outbox[job.job_id] = False
+            self.trace_contexts[job.job_id] = dict(trace_context or {})
 
     def get_owned(self, tenant_id: str, job_id: str) -> Job:
         job = self.get(job_id)
@@ -122,6 +124,23 @@ class FakeJobRepository(JobRepository):
         self._check()
         return [k for k, v in self.outbox.items() if not v][:limit]
 
+    def unpublished(self, limit: int = 100) -> list[PublishIntent]:
+        return [PublishIntent(job_id, self.trace_contexts.get(job_id, {})) for job_id in self.unpublished_job_ids(limit)]
+
+    def backlog(self, now) -> Backlog:
+        self._check()
+        jobs = list(self.rows.values())
+        pending = [j for j in jobs if j.status is JobStatus.PENDING]
+        running = [j for j in jobs if j.status is JobStatus.RUNNING]
+        unpublished = [self.rows[k] for k, v in self.outbox.items() if not v]
+        return Backlog(
+            pending=len(pending), running=len(running),
+            lease_expired=sum(1 for j in running if j.lease_expires_at and j.lease_expires_at < now),
+            oldest_pending_at=min((j.created_at for j in pending), default=None),
+            outbox_unpublished=len(unpublished),
+            oldest_unpublished_at=min((j.created_at for j in unpublished), default=None),
+        )
+
     def mark_published(self, job_ids: list[str]) -> None:
         self._check()
         for job_id in job_ids:
@@ -144,22 +163,23 @@ class FakeAnalyzer(VideoAnalyzer):
         get_pipeline(pipeline_id)
         self.calls.append((pipeline_id, Path(file_path), options))
         assert Path(file_path).is_file()
+        total = self.frames  # a test may change it for the next job while this one runs
         frames = []
-        for i in range(self.frames):
+        for i in range(total):
             if self.on_frame:
                 self.on_frame(i)
             if should_stop and should_stop():
                 raise JobInterrupted("stop requested")
-            if self.raise_error is not None and i == self.frames // 2:
+            if self.raise_error is not None and i == total // 2:
                 raise self.raise_error
             frames.append(FrameResult(frame_index=i * 30, timestamp_ms=i * 1000.0, result=FrameAnalysis()))
             if on_progress:
-                on_progress(i + 1, self.frames)
+                on_progress(i + 1, total)
         return ResultsDocument(
             pipeline_id=pipeline_id,
-            video=VideoMetadata(width=64, height=48, fps=30.0, frame_count=self.frames * 30,
-                                duration_ms=self.frames * 1000.0, codec="fake"),
-            sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=self.frames,
+            video=VideoMetadata(width=64, height=48, fps=30.0, frame_count=total * 30,
+                                duration_ms=total * 1000.0, codec="fake"),
+            sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=total,
                               requested_sample_fps=1.0, every_frame=False),
             provenance=Provenance(options=options or AnalysisOptions()),
             results=frames,

@@ -52,6 +52,12 @@ def test_sample_video_over_rest_and_grpc(service_factory):
     # same input, options and model: the same results document
     inputs = svc.data_dir / "storage" / "results"
     assert (inputs / f"{rest_id}.json").read_bytes() == (inputs / f"{grpc_id}.json").read_bytes()
+    # one process, one /metrics: the api's, the gateway's and the worker's metrics together
+    metrics = svc.http.get("/metrics").text
+    assert 'videojobs_jobs_submitted_total{pipeline="yolo_ocr"} 2.0' in metrics
+    assert 'videojobs_jobs_finished_total{pipeline="yolo_ocr",status="COMPLETED"} 2.0' in metrics
+    assert f'videojobs_frames_analysed_total{{pipeline="yolo_ocr"}} {float(2 * len(frames))}' in metrics
+    assert 'videojobs_http_requests_total{method="POST",route="/video/submit",status="202"} 1.0' in metrics
     assert svc.stop() == 0
 
 

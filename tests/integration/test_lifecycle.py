@@ -237,9 +237,9 @@ def test_cancel_running_job_stops_within_a_batch_acks_and_leaves_no_results(api,
         assert status["eta_seconds"] is not None and status["eta_seconds"] > 0
         cancelled.set()
         assert rest.post(f"/video/cancel/{job_id}", headers=auth(a)).json()["status"] == "CANCELLED"
-        nxt = submitted(rest, a)
         analyzer.on_frame = None
-        analyzer.frames = 2
+        analyzer.frames = 2  # the next job is short
+        nxt = submitted(rest, a)
         wait_status(rest, a, nxt, ("COMPLETED",))  # the worker took the next job
     finally:
         worker.request_stop()

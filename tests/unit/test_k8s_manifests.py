@@ -288,9 +288,15 @@ def test_keda_scales_workers_on_the_consumer_backlog(rendered) -> None:
 
 
 # ------------------------------------------------------------------ network policies
+METRICS_POLICY = "videojobs-metrics-ingress"
+
+
 def _ingress_rules_for(objects: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Ingress rules that select these pods, except Prometheus' scrape path (checked on its own)."""
     rules = []
     for np in by(objects, "NetworkPolicy"):
+        if np["metadata"]["name"] == METRICS_POLICY:
+            continue
         if "Ingress" in np["spec"]["policyTypes"] and checker._labels_match(np["spec"]["podSelector"], labels):
             rules += np["spec"].get("ingress", [])
     return rules
@@ -331,6 +337,17 @@ def test_network_policies_allow_only_the_needed_paths(rendered) -> None:
                 assert all(p["namespaceSelector"]["matchLabels"] == {"videojobs.io/grpc-client": "true"} for p in from_ns)
             elif comp == "worker":
                 assert rules == [], "nothing connects to a worker"
+        # Prometheus (namespace `monitoring`) reaches the metrics ports of videojobs pods, nothing else.
+        metrics = one(objects, "NetworkPolicy", METRICS_POLICY)["spec"]
+        assert metrics["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "videojobs"}}
+        (rule,) = metrics["ingress"]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        assert sorted(p["port"] for p in rule["ports"]) == [8080, 9464]
+        for w in (o for o in objects if o["kind"] == "Deployment"):
+            annotations = w["spec"]["template"]["metadata"].get("annotations", {})
+            assert annotations.get("prometheus.io/scrape") == "true", w["metadata"]["name"]
+            ports = {p["containerPort"] for c in w["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+            assert int(annotations["prometheus.io/port"]) in ports
         # Nothing may allow everything.
         for np in by(objects, "NetworkPolicy"):
             for rule in np["spec"].get("ingress", []):

@@ -11,10 +11,10 @@ from videojobs.common.results import page_bounds
 class DownQueue(InMemoryQueue):
     down = True
 
-    def enqueue(self, job_id):
+    def enqueue(self, job_id, dedupe_id=None, trace_context=None):
         if self.down:
             raise TemporaryFault("nats unreachable")
-        super().enqueue(job_id)
+        super().enqueue(job_id, dedupe_id, trace_context)
 
 
 def test_relay_publishes_committed_jobs_once():
@@ -93,9 +93,9 @@ class RecordingQueue(InMemoryQueue):
         self.dead: list[str] = []
         self.messages_of: dict[str, int] = {}
 
-    def enqueue(self, job_id, dedupe_id=None):
+    def enqueue(self, job_id, dedupe_id=None, trace_context=None):
         self.published.append((job_id, dedupe_id))
-        return super().enqueue(job_id, dedupe_id)
+        return super().enqueue(job_id, dedupe_id, trace_context)
 
     def reclaim_dead(self):
         dead, self.dead = self.dead, []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -132,6 +133,12 @@ class Settings(BaseSettings):
     decode_timeout_seconds: float = 30.0
 
     log_level: str = "INFO"
+    # "json": one JSON object per line (the images' default); "text": readable lines for a terminal.
+    log_format: Literal["json", "text"] = "text"
+    # Prometheus /metrics of the api and of each worker process (the gateway serves it on http_port).
+    metrics_port: int = 9464
+    # How often the api samples the backlog gauges (queue depth, outbox, oldest pending job).
+    metrics_sample_seconds: float = 5.0
 
     # -- derived ----------------------------------------------------------------------
     @property

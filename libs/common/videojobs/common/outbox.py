@@ -23,12 +23,16 @@ import time
 import uuid
 from datetime import timedelta
 
+from opentelemetry.trace import SpanKind
+
 from videojobs.common.errors import JobNotFound, TemporaryFault
 from videojobs.common.job import utcnow
+from videojobs.common.observability import tracing
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
 
 log = logging.getLogger(__name__)
+_tracer = tracing.tracer(__name__)
 
 
 def fresh_message_id(job_id: str) -> str:
@@ -62,19 +66,19 @@ class OutboxRelay:
         with self._lock:
             while True:
                 try:
-                    ids = self._repo.unpublished_job_ids(batch)
+                    intents = self._repo.unpublished(batch)
                 except TemporaryFault as exc:
                     log.warning("outbox: cannot read publish intents: %s", exc)
                     return published
-                if not ids:
+                if not intents:
                     return published
                 done: list[str] = []
                 try:
-                    for job_id in ids:
-                        self._queue.enqueue(job_id)
-                        done.append(job_id)
+                    for intent in intents:
+                        self._publish(intent.job_id, intent.trace_context)
+                        done.append(intent.job_id)
                 except TemporaryFault as exc:
-                    log.warning("outbox: queue unavailable, %d job(s) wait: %s", len(ids) - len(done), exc)
+                    log.warning("outbox: queue unavailable, %d job(s) wait: %s", len(intents) - len(done), exc)
                 finally:
                     if done:
                         try:
@@ -82,8 +86,14 @@ class OutboxRelay:
                         except TemporaryFault as exc:  # republished later; the queue drops duplicates
                             log.warning("outbox: cannot stamp published: %s", exc)
                 published += len(done)
-                if len(done) < len(ids) or len(ids) < batch:
+                if len(done) < len(intents) or len(intents) < batch:
                     return published
+
+    def _publish(self, job_id: str, trace_context: dict[str, str]) -> None:
+        """Hand one intent to the queue, continuing the trace of its submit."""
+        with tracing.continued(trace_context), \
+                tracing.span(_tracer, "outbox publish", SpanKind.PRODUCER, **{"videojobs.job_id": job_id}):
+            self._queue.enqueue(job_id, trace_context=tracing.inject())
 
     def republish_stranded(self, batch: int = 100) -> int:
         """One reconcile pass; only while the queue has no backlog, so duplicates stay bounded.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from concurrent import futures
+from typing import Any, Sequence
 
 import grpc
 
@@ -25,10 +26,11 @@ class PortInUse(Exception):
                          f"(is another videojobs process running? choose another port in the settings)")
 
 
-def grpc_server(max_workers: int, thread_name_prefix: str = "grpc") -> grpc.Server:
+def grpc_server(max_workers: int, thread_name_prefix: str = "grpc", interceptors: Sequence[Any] = ()) -> grpc.Server:
     """A gRPC server that does not share its port with other processes."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix),
+        interceptors=list(interceptors),
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from videojobs.api.auth import Authenticator
 from videojobs.api.grpc_service import JobServiceServicer
+from videojobs.api.metrics import BacklogSampler, GrpcMetricsInterceptor
 from videojobs.api.retention import RetentionSweeper
 from videojobs.api.service import JobsService, Lifecycle
 from videojobs.api.uploads import UploadLimiter
@@ -28,7 +29,9 @@ from videojobs.common.adapters.factory import (
 )
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
-from videojobs.common.logs import configure_logging
+from videojobs.common import observability
+from videojobs.common.observability import tracing
+from videojobs.common.observability.metrics import MetricsServer
 from videojobs.common.outbox import OutboxRelay
 from videojobs.common.ports.jobs import AdmissionLimits, JobRepository
 from videojobs.common.ports.queue import QueueService
@@ -56,13 +59,15 @@ class Api:
     auth: Authenticator
     sweeper: RetentionSweeper
     webhooks: WebhookDispatcher
+    backlog: BacklogSampler
     server: grpc.Server | None = None
     port: int = 0
 
     def bind(self) -> int:
         """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
         # Uploads take at most their own slots; the other RPCs always keep these threads.
-        self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16)
+        self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16,
+                                  interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor()])
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads),
                                                        self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
@@ -82,6 +87,7 @@ class Api:
         self.sweeper.start()
         self.webhooks.start()
         self.readiness.start()
+        self.backlog.start()
         self.server.start()
         log.info("gRPC JobService on %s:%d", self.settings.bind_host, self.port)
         if self.auth.mode == "none":
@@ -91,6 +97,7 @@ class Api:
             log.info("authentication: API keys (create one with `videojobs keys create --tenant NAME`)")
 
     def stop(self, grace: float = 5.0) -> None:
+        self.backlog.stop()
         self.readiness.stop()
         self.uploads.stop()
         if self.server:
@@ -127,15 +134,19 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
         allow_private=settings.webhook_allow_private, timeout_seconds=settings.webhook_timeout_seconds,
         retry_base_seconds=settings.webhook_retry_base_seconds,
         give_up_after_seconds=settings.webhook_give_up_after_seconds, public_url=settings.public_url))
-    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads, auth, sweeper, webhooks)
+    backlog = BacklogSampler(repo, queue, settings.metrics_sample_seconds)
+    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads, auth, sweeper, webhooks, backlog)
 
 
 def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="videojobs api", description="Serve the gRPC JobService.").parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level)
+    observability.configure("api", settings)
     api = build_api(settings)
     api.bind()
+    metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+    metrics.start()
+    log.info("metrics on %s", metrics.url)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -143,4 +154,6 @@ def main(argv: list[str]) -> int:
     stop.wait()
     api.stop()
     api.queue.close()
+    metrics.stop()
+    tracing.shutdown_tracing()
     return 0

@@ -12,7 +12,8 @@ import threading
 
 from videojobs.api.bootstrap import build_api
 from videojobs.common.config import load_settings
-from videojobs.common.logs import configure_logging
+from videojobs.common import observability
+from videojobs.common.observability import tracing
 from videojobs.gateway import bootstrap as gateway
 from videojobs.gateway.app import create_app
 from videojobs.worker.bootstrap import build_workers, start_threads
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="videojobs serve", description="Everything in one process.").parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level)
+    observability.configure("serve", settings)
     # Both ports first: a taken one stops the process before anything starts or says it serves.
     http_socket = gateway.bind(settings)
     api = build_api(settings)
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     threads = start_threads(workers)
 
     app = create_app(settings, api_target=f"127.0.0.1:{api.port}")
-    log.info("REST gateway on http://%s:%d  (gRPC on :%d, %d worker thread(s))",
+    log.info("REST gateway on http://%s:%d  (gRPC on :%d, %d worker thread(s); metrics of all on /metrics)",
              settings.bind_host, settings.http_port, api.port, len(threads))
     gateway.serve_http(app, settings, http_socket)  # returns on SIGTERM/SIGINT; the rest then shuts down in order
     log.info("stopping: workers finish or hand back their jobs")
@@ -53,4 +54,5 @@ def main(argv: list[str]) -> int:
     for t in threads:
         t.join(timeout=60)
     api.stop()
+    tracing.shutdown_tracing()
     return 0

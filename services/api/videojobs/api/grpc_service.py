@@ -23,6 +23,7 @@ from videojobs.api.service import JobRequest, JobsService, JobView
 from videojobs.api.uploads import UploadLimiter
 from videojobs.common import wire
 from videojobs.common.errors import BadRequest, VideoJobsError
+from videojobs.common.observability.metrics import refusals_counted
 from videojobs.common.resources import JobResource
 from videojobs.common.tenants import Caller
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -95,7 +96,7 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
         Bounded: RESOURCE_EXHAUSTED (TOO_MANY_UPLOADS) when every upload slot is taken;
         a stream idle or open too long is cancelled.
         """
-        with self._uploads.upload(context) as handle:
+        with refusals_counted(), self._uploads.upload(context) as handle:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("payload") != "spec":
                 raise BadRequest("the first Submit message must carry the job spec")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
 
+from videojobs.api.metrics import observe_submitted
 from videojobs.common.errors import (
     BadRequest,
     FieldViolation,
@@ -34,6 +35,7 @@ from videojobs.common.errors import (
     VideoJobsError,
 )
 from videojobs.common.job import Job, JobStatus, input_key_for, new_job_id, output_key_for, parse_job_id, utcnow
+from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.outbox import OutboxRelay
 from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
@@ -156,8 +158,11 @@ class JobsService:
         if created is not job:
             self._storage.delete_file(job.input_key)  # a concurrent submit with the same key won
             return created
-        log.info("job %s submitted by %s (%d bytes, %s, pipeline %s)",
-                 job.job_id, caller.tenant_id, upload.bytes_read, container.format_id, job.pipeline_id)
+        observe_submitted(job.pipeline_id, upload.bytes_read)
+        with logs.bind(job_id=job.job_id):
+            log.info("job %s: PENDING (submitted by %s: %d bytes, %s, pipeline %s)",
+                     job.job_id, caller.tenant_id, upload.bytes_read, container.format_id, job.pipeline_id,
+                     extra={"status": job.status.value, "pipeline": job.pipeline_id, "upload_bytes": upload.bytes_read})
         self._relay.kick()
         return job
 
@@ -180,6 +185,11 @@ class JobsService:
                          callback_url=request.callback_url)
         created = self._add(caller, job, request, fingerprint)
         if created is job:
+            observe_submitted(job.pipeline_id)
+            with logs.bind(job_id=job.job_id):
+                log.info("job %s: PENDING (submitted from storage by %s, pipeline %s)", job.job_id,
+                         caller.tenant_id, job.pipeline_id,
+                         extra={"status": job.status.value, "pipeline": job.pipeline_id})
             self._relay.kick()
         return created
 
@@ -189,7 +199,8 @@ class JobsService:
         if job.callback_url and self._tenants is not None:
             self._tenants.ensure_tenant(caller.tenant_id)  # its webhook secret signs the notice
         try:
-            self._repo.add(job, record, self._lifecycle.limits, utcnow() - IDEMPOTENCY_WINDOW)
+            self._repo.add(job, record, self._lifecycle.limits, utcnow() - IDEMPOTENCY_WINDOW,
+                           trace_context=tracing.inject())
         except RequestIdTaken as taken:
             return self._replay(caller, taken.prior, fingerprint)
         return job

@@ -26,6 +26,8 @@ from videojobs.common import errors, schemas, wire
 from videojobs.common.config import Settings
 from videojobs.common.errors import FieldViolation, InvalidOptions, TooManyUploads, UploadTimeout, UploadTooLarge
 from videojobs.common.job import JobStatus
+from videojobs.common.observability import tracing
+from videojobs.common.observability.metrics import refusals_counted
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
@@ -36,6 +38,7 @@ from videojobs.gateway.problems import (
     problem_catalogue,
     problem_responses,
 )
+from videojobs.gateway.metrics import RequestMetrics, metrics_endpoint
 from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, boundary_of
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -111,7 +114,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(api_target)
+        channel = grpc.aio.insecure_channel(api_target, interceptors=tracing.grpc_aio_client_interceptors() or None)
         state["stub"] = jobs_pb2_grpc.JobServiceStub(channel)
         state["health"] = health_pb2_grpc.HealthStub(channel)
         try:
@@ -127,6 +130,9 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(RequestMetrics)
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
+    tracing.instrument_fastapi(app)
 
     @app.post(
         "/video/submit", status_code=202, response_model=SubmitAccepted, summary="Submit a video for analysis",
@@ -147,6 +153,12 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         """Upload a video as multipart `file` (+ `pipeline_id`, options, `callback_url`). Returns the job id at once.
 
         A retry with the same `Idempotency-Key` returns the first job's id (202) instead of a new job."""
+        with refusals_counted():  # refusals of the api arrive as gRPC errors and are counted there
+            response = await _submit(request, metadata, idempotency_key)
+        return JSONResponse({"job_id": response.job_id}, status_code=202,
+                            headers={"Location": f"/video/status/{response.job_id}"})
+
+    async def _submit(request: Request, metadata: Metadata, idempotency_key: str | None) -> jobs_pb2.SubmitResponse:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + 64 * 1024:
             raise UploadTooLarge(max_upload_bytes)
@@ -163,8 +175,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                 response = await _forward_upload(state["stub"], spec, video, chunk_bytes, metadata)
             finally:
                 spool.close()
-        return JSONResponse({"job_id": response.job_id}, status_code=202,
-                            headers={"Location": f"/video/status/{response.job_id}"})
+        return response
 
     @app.get("/video/status/{job_id}", response_model=JobResource, summary="A job's status and progress",
              responses=problem_responses(*_JOB_ID_PROBLEMS))
@@ -316,17 +327,11 @@ def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
 
 async def _forward_upload(stub: jobs_pb2_grpc.JobServiceStub, spec: jobs_pb2.JobSpec, video: BinaryIO,
                           chunk_bytes: int, metadata: Metadata) -> jobs_pb2.SubmitResponse:
-    """Stream the spooled video to the api's Submit, spec first.
+    """Stream the spooled video to the api's Submit, spec first."""
 
-    The api may answer before the last chunk (a refused spec, a full queue): writing
-    then fails, and the api's own answer is what the call resolves to.
-    """
-    call = stub.Submit(metadata=metadata)
-    try:
-        await call.write(jobs_pb2.SubmitRequest(spec=spec))
+    async def messages() -> AsyncIterator[jobs_pb2.SubmitRequest]:
+        yield jobs_pb2.SubmitRequest(spec=spec)
         while chunk := await anyio.to_thread.run_sync(video.read, chunk_bytes):
-            await call.write(jobs_pb2.SubmitRequest(chunk=chunk))
-        await call.done_writing()
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-        pass  # the call has ended; awaiting it raises the api's status
-    return await call
+            yield jobs_pb2.SubmitRequest(chunk=chunk)
+
+    return await stub.Submit(messages(), metadata=metadata)

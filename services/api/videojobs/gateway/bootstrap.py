@@ -10,7 +10,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from videojobs.common.config import Settings, load_settings
-from videojobs.common.logs import configure_logging
+from videojobs.common import observability
+from videojobs.common.observability import tracing
 from videojobs.common.serving import bind_http
 from videojobs.gateway.app import create_app
 
@@ -29,14 +30,16 @@ def serve_http(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
     caught: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: caught.append(signum))
-    config = uvicorn.Config(app, log_level=settings.log_level.lower())
+    # Logging is ours (one format for every line); the access log is written by the metrics middleware.
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), log_config=None, access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 
 def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="videojobs gateway", description="Serve the REST gateway.").parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level)
+    observability.configure("gateway", settings)
     sock = bind(settings)
     serve_http(create_app(settings), settings, sock)
+    tracing.shutdown_tracing()
     return 0

@@ -14,7 +14,9 @@ from grpc_health.v1 import health_pb2_grpc
 from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.health import ReadinessMonitor
-from videojobs.common.logs import configure_logging
+from videojobs.common import observability
+from videojobs.common.observability import tracing
+from videojobs.common.observability.metrics import MetricsServer
 from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
@@ -61,7 +63,11 @@ def build_workers(
     storage: StorageService,
     stop_event: threading.Event,
 ) -> list[JobWorker]:
-    """One JobWorker (with its own analyzer and model) per worker thread."""
+    """One JobWorker (with its own analyzer and model) per worker thread.
+
+    Ids are `VIDEOJOBS_WORKER_ID-<thread>` (the pod's name on Kubernetes), or host-pid-thread
+    when unset: unique per process and thread either way.
+    """
     policy = policy_from_settings(settings)
     capabilities = make_capability_store(repo)
     workers = []
@@ -83,7 +89,7 @@ def build_workers(
 
 
 def start_threads(workers: list[JobWorker]) -> list[threading.Thread]:
-    threads = [threading.Thread(target=w.run_forever, name=f"worker-{i}", daemon=True) for i, w in enumerate(workers)]
+    threads = [threading.Thread(target=w.run_forever, name=w.worker_id, daemon=True) for w in workers]
     for t in threads:
         t.start()
     return threads
@@ -92,7 +98,7 @@ def start_threads(workers: list[JobWorker]) -> list[threading.Thread]:
 def main(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="videojobs worker", description="Run a worker on the configured queue.").parse_args(argv)
     settings = load_settings()
-    configure_logging(settings.log_level)
+    observability.configure("worker", settings)
     repo = make_repository(settings, migrate=False)
     queue = make_queue(settings)
     storage = make_storage(settings, prepare_scratch(settings.effective_scratch_dir))
@@ -107,13 +113,16 @@ def main(argv: list[str]) -> int:
     bind_grpc(health_server, settings.bind_host, settings.worker_health_port, "the worker's gRPC health")
     health_server.start()
     readiness.start()
+    metrics = MetricsServer(settings.bind_host, settings.metrics_port)
+    metrics.start()
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     workers = build_workers(settings, repo, queue, storage, stop)
     threads = start_threads(workers)
-    log.info("worker started: %d thread(s), queue %s", len(threads), settings.queue_url)
+    log.info("worker started: %d thread(s) (%s), queue %s, metrics on %s", len(threads),
+             ", ".join(w.worker_id for w in workers), settings.queue_url, metrics.url)
     stop.wait()
     log.info("stopping: finishing or handing back current jobs")
     for t in threads:
@@ -121,4 +130,6 @@ def main(argv: list[str]) -> int:
     readiness.stop()
     health_server.stop(grace=2)
     queue.close()
+    metrics.stop()
+    tracing.shutdown_tracing()
     return 0

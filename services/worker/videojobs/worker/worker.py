@@ -9,6 +9,8 @@ status is committed.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import socket
 import os
@@ -16,7 +18,9 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
+
+from opentelemetry.trace import SpanKind
 
 from videojobs.common.errors import (
     InvalidOptions,
@@ -28,6 +32,7 @@ from videojobs.common.errors import (
     VideoJobsError,
 )
 from videojobs.common.job import Job, JobStatus, output_key_for, utcnow
+from videojobs.common.observability import logs, tracing
 from videojobs.common.ports.analysis import VideoAnalyzer
 from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import JobRepository
@@ -35,8 +40,10 @@ from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
 from videojobs.common.resources import WorkerCapabilities
 from videojobs.common.retry import Backoff
+from videojobs.worker import metrics
 
 log = logging.getLogger(__name__)
+_tracer = tracing.tracer(__name__)
 T = TypeVar("T")
 
 # Errors that can never succeed on retry: the job fails at once and the message is terminated.
@@ -66,8 +73,13 @@ class WorkerPolicy:
     progress_interval_seconds: float = 0.5
 
 
+_worker_numbers = itertools.count()
+
+
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
+    """Unique per process and worker: host (the pod's name on Kubernetes), pid, and a number
+    counted per process (thread idents are reused, and all workers are built on one thread)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_worker_numbers)}"
 
 
 class JobWorker:
@@ -98,13 +110,18 @@ class JobWorker:
         job_id = self._queue.dequeue(timeout)
         if job_id is None:
             return False
-        try:
-            self._handle(job_id)
-        except TemporaryFault as exc:
-            # Before the claim (e.g. the database is down): not an attempt; the message comes back later.
-            delay = self._policy.backoff.delay(self._queue.delivery_count(job_id))
-            log.warning("job %s: temporary fault before analysis, redelivery in %.1fs: %s", job_id, delay, exc)
-            self._queue.nak(job_id, delay)
+        # The delivery continues the submit's trace (from the message headers); every line logged
+        # while it is handled names the job.
+        with metrics.busy(), logs.bind(job_id=job_id), tracing.continued(self._queue.trace_context(job_id)), \
+                tracing.span(_tracer, "job", SpanKind.CONSUMER, **{"videojobs.job_id": job_id,
+                                                                   "videojobs.worker_id": self.worker_id}):
+            try:
+                self._handle(job_id)
+            except TemporaryFault as exc:
+                # Before the claim (e.g. the database is down): not an attempt; the message comes back later.
+                delay = self._policy.backoff.delay(self._queue.delivery_count(job_id))
+                log.warning("job %s: temporary fault before analysis, redelivery in %.1fs: %s", job_id, delay, exc)
+                self._queue.nak(job_id, delay)
         return True
 
     def publish_capabilities(self) -> bool:
@@ -126,6 +143,10 @@ class JobWorker:
 
     def run_forever(self) -> None:
         """Loop until stop_event is set; waits on the queue with a growing backoff while idle."""
+        with logs.bind(worker_id=self.worker_id), metrics.thread_running():
+            self._loop()
+
+    def _loop(self) -> None:
         backoff = self._policy.idle_backoff_min
         published = self.publish_capabilities()
         while not self.stop_event.is_set():
@@ -162,14 +183,18 @@ class JobWorker:
             # Another worker holds a live lease: look again once it could have run out.
             self._queue.nak(job_id, self._policy.lease.total_seconds())
             return
-        claimed = self._claim(job)
+        with tracing.span(_tracer, "claim"):
+            claimed = self._claim(job)
         if claimed is None:
             self._queue.nak(job_id, self._policy.idle_backoff_max)
             return
-        self._run(claimed)
+        with logs.bind(attempt=claimed.attempt):
+            self._run(claimed)
 
     def _claim(self, job: Job) -> Job | None:
         expected = (job.status, job.attempt)
+        # Waiting since it became PENDING, or since the lease of a lost worker ran out.
+        waiting_since = job.updated_at if job.status is JobStatus.PENDING else (job.lease_expires_at or job.updated_at)
         job.start(self.worker_id, self._policy.lease)
         if job.crashes >= self._policy.max_attempts:
             self._give_up(job, expected, f"the worker analysing this job was lost {job.crashes} times "
@@ -178,21 +203,27 @@ class JobWorker:
         if not self._repo.save(job, *expected):
             log.info("job %s: another worker claimed it first", job.job_id)
             return None
-        log.info("job %s: attempt %d started by %s", job.job_id, job.attempt, self.worker_id)
+        waited = max(0.0, (job.updated_at - waiting_since).total_seconds())
+        metrics.QUEUE_WAIT.labels(job.pipeline_id).observe(waited)
+        log.info("job %s: RUNNING (attempt %d by %s, waited %.1f s)", job.job_id, job.attempt, self.worker_id, waited,
+                 extra={"status": job.status.value, "pipeline": job.pipeline_id, "duration_seconds": round(waited, 3)})
         return job
 
     def _run(self, job: Job) -> None:
         guard = _LeaseKeeper(job, self._repo, self._queue, self._policy, self.stop_event)
         guard.start()
         try:
-            with self._storage.local_copy(job.input_key) as path:
+            with contextlib.ExitStack() as stack:
+                with _stage(job, "download"):
+                    path = stack.enter_context(self._storage.local_copy(job.input_key))
                 document = self._analyzer.run_on_file(
                     job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop
                 )
             output_key = output_key_for(job.job_id)
             data = document.to_bytes()
             # Same input, options and model give the same bytes, so a repeated write is harmless.
-            self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
+            with _stage(job, "store"):
+                self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
         except JobInterrupted as exc:
             guard.stop()
             if guard.cancelled:
@@ -209,7 +240,7 @@ class JobWorker:
             reason = ("the job's input is no longer in storage" if isinstance(exc, StorageObjectNotFound)
                       else exc.public_detail)
             log.warning("job %s: poison input: %s", job.job_id, exc)
-            self._finish(job, guard, lambda: job.fail(reason), poison=True)
+            self._finish(job, guard, lambda: job.fail(reason), poison=True, failure="poison_input")
             return
         except Exception as exc:  # noqa: BLE001 -- every other error ends the job FAILED, never RUNNING
             guard.stop()
@@ -217,14 +248,19 @@ class JobWorker:
             # The stored message is shown to clients: no paths or hosts, the logs have the detail.
             reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
                 f"internal error during analysis ({type(exc).__name__}); the worker's logs have the detail")
-            self._finish(job, guard, lambda: job.fail(reason))
+            self._finish(job, guard, lambda: job.fail(reason), failure="analysis_error")
             return
         guard.stop()
-        self._finish(job, guard, lambda: job.complete(output_key))
+        self._finish(job, guard, lambda: job.complete(output_key), frames=len(document.results))
 
     # -- outcomes ---------------------------------------------------------------------------------
-    def _finish(self, job: Job, guard: "_LeaseKeeper", transition: Callable[[], None], poison: bool = False) -> None:
-        """Commit the final status (guarded by the attempt), then ack the delivery."""
+    def _finish(self, job: Job, guard: "_LeaseKeeper", transition: Callable[[], None], poison: bool = False,
+                failure: str = "analysis_error", frames: int = 0) -> None:
+        """Commit the final status (guarded by the attempt), then ack the delivery.
+
+        `failure` is the kind of reason counted if the job ends FAILED; `frames` the analysed
+        frames counted if it ends COMPLETED.
+        """
         if guard.cancelled or (not guard.lost and guard.check_cancelled()):
             self._drop_cancelled(job)
             return
@@ -233,7 +269,8 @@ class JobWorker:
             return
         with guard.lock:
             transition()
-        saved = self._in_place(job, guard, lambda: self._repo.save(job, JobStatus.RUNNING, job.attempt))
+        with tracing.span(_tracer, "final write", **{"videojobs.status": job.status.value}):
+            saved = self._in_place(job, guard, lambda: self._repo.save(job, JobStatus.RUNNING, job.attempt))
         if not saved:
             if guard.check_cancelled():  # cancelled (or deleted) between the last check and the write
                 self._drop_cancelled(job)
@@ -241,7 +278,7 @@ class JobWorker:
             log.warning("job %s: attempt %d was superseded; outcome discarded", job.job_id, job.attempt)
             return
         self.jobs_processed += 1
-        log.info("job %s: %s%s", job.job_id, job.status.value, f" ({job.error_message})" if job.error_message else "")
+        self._record_final(job, time.monotonic() - guard.started, failure, frames)
         if poison:
             self._queue.term(job.job_id)
         else:
@@ -256,13 +293,34 @@ class JobWorker:
         log.info("job %s: cancelled during attempt %d; %s", job.job_id, job.attempt, where)
         self._queue.ack(job.job_id)
 
+    def _record_final(self, job: Job, attempt_seconds: float | None, failure: str, frames: int = 0) -> None:
+        """Metrics and the one log line of a final transition this worker committed."""
+        seconds = max(0.0, (job.updated_at - job.created_at).total_seconds())
+        failed = job.status is JobStatus.FAILED
+        metrics.observe_final(job.pipeline_id, job.status.value, seconds, attempt_seconds,
+                              failure=failure if failed else None, frames=0 if failed else frames)
+        extra = {"status": job.status.value, "pipeline": job.pipeline_id, "duration_seconds": round(seconds, 3)}
+        attempt_text = ""
+        if attempt_seconds is not None:
+            extra["attempt_seconds"] = round(attempt_seconds, 3)
+            attempt_text = f", attempt {job.attempt}: {attempt_seconds:.1f} s"
+        if failed:
+            tracing.mark_error(job.error_message or "failed")
+            log.warning("job %s: FAILED after %.1f s%s (%s): %s", job.job_id, seconds, attempt_text, failure,
+                        job.error_message, extra={**extra, "failure": failure, "error": job.error_message})
+        else:
+            log.info("job %s: %s in %.1f s%s, %d frame(s)", job.job_id, job.status.value, seconds, attempt_text,
+                     frames, extra={**extra, "frames": frames})
+
     def _hand_back(self, job: Job, guard: "_LeaseKeeper") -> None:
         if guard.lost:
             return
         with guard.lock:
             job.release()
             saved = self._repo.save(job, JobStatus.RUNNING, job.attempt)
-        log.info("job %s: handed back (worker stopping)", job.job_id)
+        metrics.HANDED_BACK.labels("shutdown").inc()
+        log.info("job %s: PENDING (handed back after %.1f s: worker stopping)", job.job_id,
+                 time.monotonic() - guard.started, extra={"status": job.status.value})
         if saved:
             self._queue.nak(job.job_id)
 
@@ -275,10 +333,11 @@ class JobWorker:
             minutes = window.total_seconds() / 60
             reason = f"a backing service stayed unavailable for more than {minutes:g} minutes: {exc.public_detail}"
             log.warning("job %s: %s (%s)", job.job_id, reason, exc)
-            self._finish(job, guard, lambda: job.fail(reason))
+            self._finish(job, guard, lambda: job.fail(reason), failure="fault_window")
             return
         with guard.lock:
             job.release_after_fault()
+        metrics.HANDED_BACK.labels("fault").inc()
         delay = self._policy.backoff.delay(job.faults)
         log.warning("job %s: temporary fault %d on attempt %d, retry in %.1fs: %s",
                     job.job_id, job.faults, job.attempt, delay, exc)
@@ -312,7 +371,7 @@ class JobWorker:
     def _give_up(self, job: Job, expected: tuple[JobStatus, int], reason: str) -> None:
         job.give_up(reason)
         if self._repo.save(job, *expected):
-            log.warning("job %s: FAILED (%s)", job.job_id, reason)
+            self._record_final(job, None, "worker_lost")
             self._queue.term(job.job_id)
         else:
             self._queue.nak(job.job_id, self._policy.idle_backoff_max)
@@ -341,8 +400,11 @@ class _LeaseKeeper:
         self._policy = policy
         self._worker_stop = stop_event
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job.job_id[:8]}", daemon=True)
+        # In the job's context: its heartbeat lines carry the job, attempt and trace ids.
+        self._thread = threading.Thread(target=logs.in_current_context(self._beat), name=f"lease-{job.job_id[:8]}",
+                                        daemon=True)
         self._last_progress_write = 0.0
+        self.started = time.monotonic()
         self.lock = threading.Lock()
         self.lost = False
         self.cancelled = False
@@ -405,6 +467,15 @@ class _LeaseKeeper:
         if not ok and not self.check_cancelled():
             log.warning("job %s: lease lost (attempt %d superseded)", self._job.job_id, self._job.attempt)
             self.lost = True
+
+
+@contextlib.contextmanager
+def _stage(job: Job, stage: str) -> Iterator[None]:
+    """A stage of the job outside the pipeline (download, store): a span, and its seconds once it succeeded."""
+    start = time.perf_counter()
+    with tracing.span(_tracer, stage):
+        yield
+    metrics.observe_stage(job.pipeline_id, stage, time.perf_counter() - start)
 
 
 def hand_back_orphans(repo: JobRepository) -> int:

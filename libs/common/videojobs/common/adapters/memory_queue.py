@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Optional
+from typing import Mapping, Optional
 
 from videojobs.common.ports.queue import QueueService
 
@@ -26,13 +26,17 @@ class InMemoryQueue(QueueService):
         self._in_flight: dict[str, float] = {}  # job_id -> lease deadline
         self._delayed: dict[str, float] = {}  # job_id -> time it becomes ready
         self._deliveries: dict[str, int] = {}
+        self._trace_contexts: dict[str, dict[str, str]] = {}
 
-    def enqueue(self, job_id: str, dedupe_id: str | None = None) -> bool:
+    def enqueue(self, job_id: str, dedupe_id: str | None = None,
+                trace_context: Mapping[str, str] | None = None) -> bool:
         """Ids still queued or in flight are duplicates whatever the dedupe id (one consumer, no window)."""
         with self._cond:
             if job_id in self._known:
                 return False
             self._known.add(job_id)
+            if trace_context:
+                self._trace_contexts[job_id] = dict(trace_context)
             self._ready.append(job_id)
             self._cond.notify()
             return True
@@ -82,12 +86,17 @@ class InMemoryQueue(QueueService):
         with self._cond:
             return self._deliveries.get(job_id, 0)
 
+    def trace_context(self, job_id: str) -> dict[str, str]:
+        with self._cond:
+            return dict(self._trace_contexts.get(job_id, {}))
+
     # -- internals (called with the lock held) -------------------------------------
     def _forget(self, job_id: str) -> None:
         with self._cond:
             self._in_flight.pop(job_id, None)
             self._delayed.pop(job_id, None)
             self._deliveries.pop(job_id, None)
+            self._trace_contexts.pop(job_id, None)
             self._known.discard(job_id)
 
     def _promote_due(self) -> None:

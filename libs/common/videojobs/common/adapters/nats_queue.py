@@ -3,7 +3,8 @@
 Layout on the server: one work-queue stream (``retention=workqueue``, file storage)
 bound to one subject, and ONE durable pull consumer shared by every worker process.
 A message is the job id; it is published with ``Nats-Msg-Id = job_id`` so the
-stream drops duplicates published within its duplicate window.
+stream drops duplicates published within its duplicate window, and with the W3C
+``traceparent``/``tracestate`` headers of the submit when tracing is on.
 
 Semantics the rest of the service relies on:
 
@@ -41,7 +42,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, Coroutine, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, Optional, TypeVar
 
 import nats
 import nats.errors
@@ -66,6 +67,8 @@ T = TypeVar("T")
 
 # JetStream error code: "stream name already in use with a different configuration".
 _STREAM_CONFIG_MISMATCH = 10058
+# Message headers that carry the trace context (W3C Trace Context).
+TRACE_HEADERS = ("traceparent", "tracestate")
 # nats-py rejects fetch timeouts <= 0; JetStream needs a little time to answer a pull.
 _MIN_FETCH_SECONDS = 0.05
 
@@ -135,8 +138,10 @@ class JetStreamQueue(QueueService):
         return list(self._servers)
 
     # -- QueueService --------------------------------------------------------------
-    def enqueue(self, job_id: str, dedupe_id: str | None = None) -> bool:
-        return self._call(self._publish(job_id, dedupe_id or job_id), self._op_timeout)
+    def enqueue(self, job_id: str, dedupe_id: str | None = None,
+                trace_context: Mapping[str, str] | None = None) -> bool:
+        headers = {k: v for k, v in (trace_context or {}).items() if k in TRACE_HEADERS}
+        return self._call(self._publish(job_id, dedupe_id or job_id, headers), self._op_timeout)
 
     def dequeue(self, timeout: float = 0.0) -> Optional[str]:
         timeout = max(0.0, timeout)
@@ -188,6 +193,12 @@ class JetStreamQueue(QueueService):
         with self._state_lock:
             msg = self._in_flight.get(job_id)
         return msg.metadata.num_delivered if msg is not None else 0
+
+    def trace_context(self, job_id: str) -> dict[str, str]:
+        with self._state_lock:
+            msg = self._in_flight.get(job_id)
+        headers = (msg.headers or {}) if msg is not None else {}
+        return {k: headers[k] for k in TRACE_HEADERS if k in headers}
 
     def ping(self) -> None:
         self._call(self._ping(), self._op_timeout + self._connect_timeout)
@@ -399,14 +410,14 @@ class JetStreamQueue(QueueService):
         if self._sub is None:
             self._sub = await self._js.pull_subscribe_bind(durable=self._durable, stream=self._stream)
 
-    async def _publish(self, job_id: str, dedupe_id: str) -> bool:
+    async def _publish(self, job_id: str, dedupe_id: str, trace_headers: dict[str, str]) -> bool:
         await self._connected()
         ack = await self._js.publish(
             self._subject,
             job_id.encode(),
             timeout=self._op_timeout,
             stream=self._stream,
-            headers={"Nats-Msg-Id": dedupe_id},
+            headers={**trace_headers, "Nats-Msg-Id": dedupe_id},
         )
         if ack.duplicate:
             log.debug("job %s: message %s already published (dropped as a duplicate)", job_id, dedupe_id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from videojobs.common.job import Job, JobStatus
 
@@ -51,6 +51,26 @@ class RequestIdTaken(Exception):
         self.prior = prior
 
 
+@dataclass(frozen=True)
+class PublishIntent:
+    """An outbox row: a job id to hand to the queue, with the trace context of its submit."""
+
+    job_id: str
+    trace_context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What is waiting, sampled for the metrics: unfinished jobs and unpublished outbox rows."""
+
+    pending: int = 0
+    running: int = 0
+    lease_expired: int = 0  # RUNNING jobs whose lease ran out (their worker is likely gone)
+    oldest_pending_at: datetime | None = None
+    outbox_unpublished: int = 0
+    oldest_unpublished_at: datetime | None = None
+
+
 class JobRepository(ABC):
     """Persistence of Job entities with optimistic guards and tenant ownership.
 
@@ -64,14 +84,16 @@ class JobRepository(ABC):
 
     @abstractmethod
     def add(self, job: Job, request: SubmitRecord | None = None, limits: AdmissionLimits | None = None,
-            request_window_start: datetime | None = None) -> None:
+            request_window_start: datetime | None = None, trace_context: Mapping[str, str] | None = None) -> None:
         """Insert a new job and its publish intent (outbox row) in one transaction.
 
         With `request`, the (tenant, request_id) pair is recorded with the job; if it
         already names a job created at or after `request_window_start`, nothing is
         written and RequestIdTaken says which. With `limits`, the tenant's PENDING +
         RUNNING jobs and all PENDING jobs are counted in that transaction and
-        TooManyJobs raised when a bound is reached.
+        TooManyJobs raised when a bound is reached. `trace_context` (W3C
+        traceparent/tracestate of the submit) is kept with the intent, so the queue
+        message and the worker continue the submit's trace.
         """
         raise NotImplementedError
 
@@ -125,6 +147,14 @@ class JobRepository(ABC):
     @abstractmethod
     def unpublished_job_ids(self, limit: int = 100) -> list[str]:
         """Job ids whose publish intent (outbox row) is not yet marked published, oldest first."""
+        raise NotImplementedError
+
+    def unpublished(self, limit: int = 100) -> list[PublishIntent]:
+        """Publish intents not yet marked published, oldest first, with their trace context."""
+        return [PublishIntent(job_id) for job_id in self.unpublished_job_ids(limit)]
+
+    def backlog(self, now: datetime) -> Backlog:
+        """Counts of unfinished jobs and unpublished intents, and the oldest of each (for the metrics)."""
         raise NotImplementedError
 
     @abstractmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 
 class QueueService(ABC):
@@ -17,12 +17,14 @@ class QueueService(ABC):
     """
 
     @abstractmethod
-    def enqueue(self, job_id: str, dedupe_id: str | None = None) -> bool:
+    def enqueue(self, job_id: str, dedupe_id: str | None = None,
+                trace_context: Mapping[str, str] | None = None) -> bool:
         """Push a job_id onto the queue; False if it was dropped as a duplicate.
 
         Publishing the same `dedupe_id` (default: the job id) twice delivers it once
         (JetStream: within its duplicate window). A republish that must not be
-        dropped passes a new `dedupe_id`.
+        dropped passes a new `dedupe_id`. `trace_context` (W3C headers) travels with
+        the message and is handed back by ``trace_context`` once it is delivered.
         """
         raise NotImplementedError
 
@@ -71,6 +73,10 @@ class QueueService(ABC):
     def delivery_count(self, job_id: str) -> int:
         """How many times the in-flight job has been delivered (1 on first delivery)."""
         return 1
+
+    def trace_context(self, job_id: str) -> dict[str, str]:
+        """The trace context (W3C headers) the in-flight job's message was published with; {} if none."""
+        return {}
 
     def ping(self) -> None:
         """Raise if the queue cannot be reached (used by readiness checks)."""

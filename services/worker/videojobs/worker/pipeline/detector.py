@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from videojobs.common.errors import UnknownClass
+from videojobs.common.observability.logs import adopt
 from videojobs.worker.pipeline.errors import DetectorUnavailable
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,8 @@ class Detector:
 
     def _load(self) -> None:
         from ultralytics import YOLO
+
+        adopt(logging.getLogger("ultralytics"))  # it installs a stdout handler of its own at import
 
         load_path, backend_name, digest = resolve_model(self.model_spec, self.cache_dir, self.backend)
         try:

@@ -13,10 +13,12 @@ import numpy as np
 
 from videojobs.common.errors import InvalidOptions, JobInterrupted
 from videojobs.common.formats import SNIFF_BYTES, sniff
+from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
 from videojobs.common.ports.analysis import AnalyzerCapabilities, ProgressCallback, StopCheck, VideoAnalyzer
 from videojobs.common.results import Detection, ModelInfo, Provenance, ResultsDocument
+from videojobs.worker.metrics import observe_stage
 from videojobs.worker.pipeline import document as doc
 from videojobs.worker.pipeline.detector import Detector
 from videojobs.worker.pipeline.noise import quiet_third_party
@@ -25,6 +27,7 @@ from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
 from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
 
 DEFAULT_BATCH_SIZE = 8
+_tracer = tracing.tracer(__name__)
 
 
 def library_versions() -> dict[str, str]:
@@ -110,8 +113,14 @@ class VideoFilePipelineService(VideoAnalyzer):
         path = Path(file_path)
         if not path.exists() or path.is_dir():
             raise FileNotFoundError(f"no input file at {path}")
-        with self._lock:
-            return self._run(pipeline, path, options, on_progress, should_stop)
+        with self._lock, tracing.span(_tracer, "analyse", **{"videojobs.pipeline": pipeline.pipeline_id}):
+            document = self._run(pipeline, path, options, on_progress, should_stop)
+        timings = self.last_timings
+        for stage in (Stage.DETECT, Stage.TRACK, Stage.OCR):
+            if pipeline.runs(stage):
+                observe_stage(pipeline.pipeline_id, stage.value, timings[stage.value])
+        observe_stage(pipeline.pipeline_id, "decode", timings["decode"])
+        return document
 
     def describe(self) -> AnalyzerCapabilities:
         """Loads the detector (so the first job does not wait for it) and lists the OCR languages."""
@@ -180,10 +189,11 @@ class VideoFilePipelineService(VideoAnalyzer):
                     raise JobInterrupted(f"stopped after {done} of {total} frames")
                 t0 = time.perf_counter()
                 batch = []
-                for item in source:
-                    batch.append(item)
-                    if len(batch) >= self.batch_size:
-                        break
+                with tracing.span(_tracer, "decode", **{"videojobs.batch_start": done}):
+                    for item in source:
+                        batch.append(item)
+                        if len(batch) >= self.batch_size:
+                            break
                 timings["decode_wait"] += time.perf_counter() - t0
                 if not batch:
                     break
@@ -242,21 +252,23 @@ class VideoFilePipelineService(VideoAnalyzer):
         if engine is not None:
             assert self._ocr_pool is not None
             # OCR of this batch runs on its own thread while the detector works here.
-            ocr_future = self._ocr_pool.submit(_read_all, engine, frames)
+            ocr_future = self._ocr_pool.submit(logs.in_current_context(_read_all), engine, frames)
 
         per_frame_dets: list[list[Detection]] = [[] for _ in batch]
         if use_detector:
             t0 = time.perf_counter()
-            raw = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
+            with tracing.span(_tracer, "detect", **{"videojobs.frames": len(frames)}):
+                raw = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
             t1 = time.perf_counter()
             timings["detect"] += t1 - t0
-            for k, ((index, _), dets) in enumerate(zip(batch, raw)):
-                reported = dets[:, 4] >= options.min_confidence
-                if tracker is not None:
-                    ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
-                else:
-                    ids = [None] * int(reported.sum())
-                per_frame_dets[k] = doc.detection_items(dets[reported], ids, names, width, height)
+            with tracing.span(_tracer, "track"):
+                for k, ((index, _), dets) in enumerate(zip(batch, raw)):
+                    reported = dets[:, 4] >= options.min_confidence
+                    if tracker is not None:
+                        ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
+                    else:
+                        ids = [None] * int(reported.sum())
+                    per_frame_dets[k] = doc.detection_items(dets[reported], ids, names, width, height)
             timings["track"] += time.perf_counter() - t1
 
         lines_per_frame: list[list[OcrLine]] = [[] for _ in batch]
@@ -291,5 +303,6 @@ def _container_of(path: Path) -> str:
 
 def _read_all(engine: OcrEngine, frames: list[np.ndarray]) -> tuple[list[list[OcrLine]], float]:
     t0 = time.perf_counter()
-    lines = [engine.read(frame) for frame in frames]
+    with tracing.span(_tracer, "ocr", **{"videojobs.frames": len(frames)}):
+        lines = [engine.read(frame) for frame in frames]
     return lines, time.perf_counter() - t0

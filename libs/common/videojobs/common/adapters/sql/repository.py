@@ -8,7 +8,7 @@ import threading
 import uuid
 import zlib
 from datetime import datetime
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -19,9 +19,11 @@ from videojobs.common.job import FINAL_STATUSES, Job, JobStatus, as_utc, utcnow
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.ports.jobs import (
     AdmissionLimits,
+    Backlog,
     JobRepository,
     ListCursor,
     PriorSubmit,
+    PublishIntent,
     RequestIdTaken,
     SubmitRecord,
 )
@@ -60,7 +62,7 @@ class SqlJobRepository(JobRepository):
 
     @temporary_on_disconnect
     def add(self, job: Job, request: SubmitRecord | None = None, limits: AdmissionLimits | None = None,
-            request_window_start: datetime | None = None) -> None:
+            request_window_start: datetime | None = None, trace_context: Mapping[str, str] | None = None) -> None:
         try:
             with self._admission_lock(), self._engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
@@ -70,7 +72,8 @@ class SqlJobRepository(JobRepository):
                 if limits is not None:
                     self._admit(conn, job.tenant_id, limits)
                 conn.execute(jobs.insert().values(**_row_from_job(job)))
-                conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at))
+                conn.execute(job_outbox.insert().values(job_id=job.job_id, created_at=job.created_at,
+                                                        trace_context=dict(trace_context) if trace_context else None))
                 if request is not None:
                     conn.execute(idempotency_keys.insert().values(
                         tenant_id=job.tenant_id, request_id=request.request_id, job_id=job.job_id,
@@ -221,16 +224,48 @@ class SqlJobRepository(JobRepository):
         with self._engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
-    @temporary_on_disconnect
     def unpublished_job_ids(self, limit: int = 100) -> list[str]:
+        return [intent.job_id for intent in self.unpublished(limit)]
+
+    @temporary_on_disconnect
+    def unpublished(self, limit: int = 100) -> list[PublishIntent]:
         stmt = (
-            sa.select(job_outbox.c.job_id)
+            sa.select(job_outbox.c.job_id, job_outbox.c.trace_context)
             .where(job_outbox.c.published_at.is_(None))
             .order_by(job_outbox.c.created_at, job_outbox.c.job_id)
             .limit(limit)
         )
         with self._engine.connect() as conn:
-            return list(conn.execute(stmt).scalars())
+            return [PublishIntent(row.job_id, dict(row.trace_context or {})) for row in conn.execute(stmt)]
+
+    @temporary_on_disconnect
+    def backlog(self, now: datetime) -> Backlog:
+        unfinished = [JobStatus.PENDING.value, JobStatus.RUNNING.value]
+        by_status = (
+            sa.select(
+                jobs.c.status,
+                sa.func.count(),
+                sa.func.min(jobs.c.created_at),
+                sa.func.count().filter(jobs.c.lease_expires_at < now),
+            )
+            .where(jobs.c.status.in_(unfinished))
+            .group_by(jobs.c.status)
+        )
+        outbox = sa.select(sa.func.count(), sa.func.min(job_outbox.c.created_at)).where(
+            job_outbox.c.published_at.is_(None))
+        with self._engine.connect() as conn:
+            rows = {row[0]: row for row in conn.execute(by_status)}
+            unpublished, oldest_unpublished = conn.execute(outbox).one()
+        pending = rows.get(JobStatus.PENDING.value)
+        running = rows.get(JobStatus.RUNNING.value)
+        return Backlog(
+            pending=pending[1] if pending else 0,
+            running=running[1] if running else 0,
+            lease_expired=running[3] if running else 0,
+            oldest_pending_at=_opt_utc(pending[2]) if pending else None,
+            outbox_unpublished=unpublished or 0,
+            oldest_unpublished_at=_opt_utc(oldest_unpublished),
+        )
 
     @temporary_on_disconnect
     def mark_published(self, job_ids: list[str]) -> None:

@@ -46,6 +46,8 @@ job_outbox = sa.Table(
     sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    # W3C trace context of the submit ({"traceparent": ..., "tracestate": ...}), sent as message headers.
+    sa.Column("trace_context", sa.JSON, nullable=True),
 )
 
 # What each worker published about itself; the api validates class names and OCR
