@@ -11,7 +11,8 @@ MODEL       ?= $(SHARED)/models/yolov8n_fp32.onnx
 SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
 TOOLS       := .tools
 BUF         := $(TOOLS)/node_modules/.bin/buf
-APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl prometheus
+APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl prometheus \
+                chromium chromium-driver
 
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
@@ -24,7 +25,7 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -102,6 +103,9 @@ bench-observability: install ## Overhead of metrics + tracing on the yolo pipeli
 
 bench-throughput: install ## Jobs/s through submit -> queue -> worker -> COMPLETED with 1 and 4 workers
 	$(PY) scripts/bench_throughput.py
+
+bench-viewer: install ## Viewer page and frame endpoint timings (embedded and stack, in chromium) on the sample
+	$(PY) scripts/bench_viewer.py --shape both --browser
 
 clean: ## Remove local state (var/) and caches
 	rm -rf var .pytest_cache

@@ -15,7 +15,16 @@ from videojobs.common.ports.analysis import AnalyzerCapabilities, VideoAnalyzer
 from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import Backlog, JobRepository, PublishIntent
 from videojobs.common.resources import WorkerCapabilities
-from videojobs.common.results import FrameAnalysis, FrameResult, Provenance, ResultsDocument, Sampling, VideoMetadata
+from videojobs.common.results import (
+    Box,
+    Detection,
+    FrameAnalysis,
+    FrameResult,
+    Provenance,
+    ResultsDocument,
+    Sampling,
+    VideoMetadata,
+)
 
 
 class FakeJobRepository(JobRepository):
@@ -153,13 +162,26 @@ class FakeJobRepository(JobRepository):
 class FakeAnalyzer(VideoAnalyzer):
     """Pretends to analyse `frames` frames; behaviour is steered by attributes."""
 
-    def __init__(self, frames: int = 4) -> None:
+    def __init__(self, frames: int = 4, size: tuple[int, int] = (64, 48)) -> None:
         self.frames = frames
+        self.size = size  # (width, height) of the frames it pretends to decode
         self.calls: list[tuple[str, Path, AnalysisOptions | None]] = []
         self.raise_error: Exception | None = None
         self.on_frame: Callable[[int], None] | None = None  # hook run before each frame
+        self.detections_for: Callable[[int], list[Detection]] | None = None  # detections of the k-th frame
 
-    def run_on_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None) -> ResultsDocument:
+    def frame_image(self, k: int):
+        """The k-th frame it pretends to decode: a BGR gradient, different per frame."""
+        import numpy as np
+
+        width, height = self.size
+        x = np.linspace(0, 255, width, dtype=np.uint8)[None, :, None]
+        image = np.broadcast_to(x, (height, width, 3)).copy()
+        image[..., 0] = (k * 40) % 256
+        return image
+
+    def run_on_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None,
+                    on_frame=None) -> ResultsDocument:
         get_pipeline(pipeline_id)
         self.calls.append((pipeline_id, Path(file_path), options))
         assert Path(file_path).is_file()
@@ -172,12 +194,16 @@ class FakeAnalyzer(VideoAnalyzer):
                 raise JobInterrupted("stop requested")
             if self.raise_error is not None and i == total // 2:
                 raise self.raise_error
-            frames.append(FrameResult(frame_index=i * 30, timestamp_ms=i * 1000.0, result=FrameAnalysis()))
+            detections = self.detections_for(i) if self.detections_for else []
+            frames.append(FrameResult(frame_index=i * 30, timestamp_ms=i * 1000.0,
+                                      result=FrameAnalysis(detections=detections)))
+            if on_frame is not None:
+                on_frame(i * 30, self.frame_image(i))
             if on_progress:
                 on_progress(i + 1, total)
         return ResultsDocument(
             pipeline_id=pipeline_id,
-            video=VideoMetadata(width=64, height=48, fps=30.0, frame_count=total * 30,
+            video=VideoMetadata(width=self.size[0], height=self.size[1], fps=30.0, frame_count=total * 30,
                                 duration_ms=total * 1000.0, codec="fake"),
             sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=total,
                               requested_sample_fps=1.0, every_frame=False),
@@ -199,3 +225,18 @@ class FakeCapabilityStore(CapabilityStore):
 
     def latest(self) -> WorkerCapabilities | None:
         return max(self.entries.values(), key=lambda c: c.published_at, default=None)
+
+
+def fake_detections(k: int, width: int = 320, height: int = 180):
+    """Detections the imaging worker reports for its k-th frame: a bottle (track 1) on every frame,
+    a person (track 2, lower confidence) on even ones."""
+    def det(class_id, name, conf, x1, y1, x2, y2, track):
+        return Detection(class_id=class_id, class_name=name, confidence=conf, box=Box(x1=x1, y1=y1, x2=x2, y2=y2),
+                         box_norm=Box(x1=round(x1 / width, 4), y1=round(y1 / height, 4), x2=round(x2 / width, 4),
+                                      y2=round(y2 / height, 4)), track_id=track)
+
+    out = [det(39, "bottle", 0.9, 40 + 4 * k, 30, 120 + 4 * k, 150, 1)]
+    if k % 2 == 0:
+        out.append(det(0, "person", 0.4, 180, 20, 300, 170, 2))
+    return out
+

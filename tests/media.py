@@ -111,3 +111,27 @@ def frame_count_bomb(src: Path, dst: Path) -> Path:
     struct.pack_into("<I", data, strh + 8 + 32, 0xFFFFFF00)  # AVIStreamHeader.dwLength
     dst.write_bytes(bytes(data))
     return dst
+
+
+def labelled_clip(src: Path, dst: Path, labels: list[str], seconds_per_label: float = 3.0) -> Path:
+    """The first len(labels) * seconds_per_label seconds of `src` with a white banner at the bottom naming
+    one label at a time (dark print, large): objects for the detector and text for OCR in one clip."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    try:
+        for index in range(int(fps * seconds_per_label * len(labels))):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            label = labels[min(len(labels) - 1, int(index / (fps * seconds_per_label)))]
+            cv2.rectangle(frame, (0, height - 70), (width, height), (255, 255, 255), -1)
+            cv2.putText(frame, label, (20, height - 20), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3, cv2.LINE_AA)
+            writer.write(frame)
+    finally:
+        writer.release()
+        cap.release()
+    return dst

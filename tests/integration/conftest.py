@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.fakes import FakeAnalyzer
+from tests.fakes import FakeAnalyzer, fake_detections
 from videojobs.api.bootstrap import build_api
 from videojobs.common.adapters.factory import make_capability_store
 from videojobs.common.config import Settings
@@ -44,6 +44,25 @@ def fake_worker(api):
     worker = JobWorker(api.queue, api.storage, api.repo, analyzer,
                        WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.1),
                        capabilities=make_capability_store(api.repo))
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    yield worker
+    worker.request_stop()
+    thread.join(10)
+
+
+@pytest.fixture
+def imaging_worker(api):
+    """A worker thread with a fake analyzer that reports detections and keeps frame images (320x180)."""
+    from videojobs.common.frames import FrameImageStore
+    from videojobs.worker.frames import FrameImageWriter
+
+    analyzer = FakeAnalyzer(frames=5, size=(320, 180))
+    analyzer.detections_for = fake_detections
+    worker = JobWorker(api.queue, api.storage, api.repo, analyzer,
+                       WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.1),
+                       capabilities=make_capability_store(api.repo),
+                       frame_images=FrameImageWriter(FrameImageStore(api.storage), max_side=1280))
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     yield worker

@@ -18,6 +18,7 @@ from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
     text_frame,
     write_clip,
 )
+from tests.terminal import run_on_terminal
 from videojobs.common.options import AnalysisOptions
 
 pytestmark = pytest.mark.slow
@@ -174,33 +175,11 @@ def test_frames_are_not_kept_in_memory(pipeline_service, sample_video):
 
 
 def test_cli_shows_a_progress_bar_on_a_terminal(sample_video, model_path, tmp_path):
-    import pty
-    import threading
-
     env = dict(os.environ, VIDEOJOBS_MODEL=str(model_path), VIDEOJOBS_MODEL_CACHE_DIR=str(tmp_path / "cache"),
                COLUMNS="100", TERM="xterm")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "videojobs.cli", "analyze", str(sample_video), "--max-frames", "4",
-                             "--pipeline", "yolo"], stdout=subprocess.PIPE, stderr=slave, env=env)
-    os.close(slave)
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    stdout, _ = proc.communicate(timeout=240)
-    reader.join(10)
-    os.close(master)
-    terminal = b"".join(chunks).decode(errors="replace")
-    assert proc.returncode == 0, terminal[-2000:]
+    returncode, terminal, stdout = run_on_terminal(
+        [sys.executable, "-m", "videojobs.cli", "analyze", str(sample_video), "--max-frames", "4", "--pipeline", "yolo"],
+        env, timeout=240)
+    assert returncode == 0, terminal[-2000:]
     assert "analysing" in terminal and "4/4" in terminal and "frames" in terminal
     assert json.loads(stdout)["sampling"]["frames_analysed"] == 4  # stdout still carries only the document

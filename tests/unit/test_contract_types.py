@@ -114,3 +114,14 @@ def test_problem_catalogue_is_consistent():
 @pytest.mark.parametrize("status", list(JobStatus))
 def test_every_status_has_a_wire_spelling(status):
     assert wire.status_from_pb(wire.status_to_pb(status)) is status
+
+
+def test_the_results_answer_is_the_results_page_message_field_for_field():
+    from videojobs.common.results import JobResults, whole_results
+
+    assert list(JobResults.model_fields) == ["job_id", "status", *ResultsDocument.model_fields,
+                                             "next_page_token", "total_size"]
+    assert set(JobResults.model_fields) == set(jobs_pb2.GetResultsResponse.DESCRIPTOR.fields_by_name)
+    answer = whole_results("j", document())
+    page = wire.results_page_to_pb("j", JobStatus.COMPLETED, document(), 0, 2, "")
+    assert answer.model_dump(mode="json") == JobResults.model_validate(wire.pb_to_dict(page)).model_dump(mode="json")

@@ -13,7 +13,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from videojobs.common.serving import PortInUse  # noqa: E402
 
-# sub-command -> (module with `main(argv)`, help)
+# sub-command -> (module with `main(argv)`, or "module:function", help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("videojobs.api.embedded", "everything in one process on embedded defaults"),
     "api": ("videojobs.api.bootstrap", "the gRPC JobService"),
@@ -22,20 +22,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("videojobs.api.keys", "create, list and revoke tenants' API keys"),
     "migrate": ("videojobs.common.adapters.sql.migrate", "apply (or roll back) database migrations"),
     "analyze": ("videojobs.worker.pipeline.cli", "analyse one local video file and print results JSON"),
+    "submit": ("videojobs.client.cli:submit", "submit a video to a running service (--wait follows it)"),
+    "status": ("videojobs.client.cli:status", "where a job stands"),
+    "watch": ("videojobs.client.cli:watch", "follow a job with a live progress bar until it ends"),
+    "results": ("videojobs.client.cli:results", "write a finished job's results (JSON or CSV)"),
+    "render": ("videojobs.client.cli:render", "render a finished job's annotated frames as a contact sheet"),
 }
+
+
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("videojobs")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="videojobs", description="Asynchronous video analysis jobs.")
+    parser.add_argument("--version", action="version", version=f"videojobs {version()}")
     parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     args, rest = parser.parse_known_args(argv[:1])
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module_name, _, function = COMMANDS[args.command][0].partition(":")
+    command = getattr(importlib.import_module(module_name), function or "main")
     try:
-        return int(module.main(argv[1:]) or 0)
+        return int(command(argv[1:]) or 0)
     except PortInUse as exc:
         print(f"videojobs {args.command}: {exc}", file=sys.stderr)
         return 1

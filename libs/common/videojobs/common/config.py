@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     # Bound on waiting for a video decode to make progress.
     decode_timeout_seconds: float = 30.0
+    # Each analysed frame is kept as a JPEG (for the viewer and contact sheets), scaled
+    # to at most this many pixels on its longest side; 0 keeps no frame images.
+    frame_image_max_side: int = Field(default=1280, ge=0, le=8192)
 
     log_level: str = "INFO"
     # "json": one JSON object per line (the images' default); "text": readable lines for a terminal.

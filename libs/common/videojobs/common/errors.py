@@ -51,6 +51,9 @@ UNAUTHENTICATED = _p("unauthenticated", "Missing or invalid API key", 401, "UNAU
                      "Send a valid API key (REST: 'Authorization: Bearer KEY'; gRPC: 'authorization' metadata).")
 JOB_NOT_FOUND = _p("job-not-found", "Job not found", 404, "NOT_FOUND",
                    "No job with this id exists for the caller.")
+FRAME_NOT_FOUND = _p("frame-not-found", "Frame not found", 404, "NOT_FOUND",
+                     "The job has no analysed frame with this index, or kept no image of it; "
+                     "GET the job's results for the analysed frame indices.")
 INPUT_NOT_FOUND = _p("input-not-found", "Input object not found", 404, "NOT_FOUND",
                      "No object exists at the given storage key.")
 ROUTE_NOT_FOUND = _p("not-found", "Not found", 404, "NOT_FOUND",
@@ -97,7 +100,7 @@ UPSTREAM_ERROR = _p("upstream-error", "Bad gateway", 502, "UNKNOWN",
 PROBLEMS: dict[str, Problem] = {
     p.slug: p
     for p in (
-        BAD_REQUEST, INVALID_JOB_ID, INVALID_UPLOAD, UNAUTHENTICATED, JOB_NOT_FOUND, INPUT_NOT_FOUND,
+        BAD_REQUEST, INVALID_JOB_ID, INVALID_UPLOAD, UNAUTHENTICATED, JOB_NOT_FOUND, FRAME_NOT_FOUND, INPUT_NOT_FOUND,
         ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESULTS_NOT_READY, JOB_STATE_CONFLICT, IDEMPOTENCY_CONFLICT,
         UPLOAD_TOO_LARGE, UPLOAD_TIMEOUT, TOO_MANY_UPLOADS, UNSUPPORTED_MEDIA_TYPE, INVALID_OPTIONS, UNKNOWN_CLASS,
         UNKNOWN_LANGUAGE, INVALID_REQUEST, INVALID_CALLBACK_URL, TOO_MANY_JOBS, SERVICE_UNAVAILABLE, TIMEOUT,
@@ -194,6 +197,23 @@ class JobNotFound(VideoJobsError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} not found")
         self.job_id = job_id
+
+
+class FrameNotFound(VideoJobsError):
+    """A job has no analysed frame at this index, or no image of it was kept."""
+
+    problem = FRAME_NOT_FOUND
+
+    def __init__(self, job_id: str, frame_index: int, reason: str = "is not an analysed frame") -> None:
+        super().__init__(f"frame {frame_index} of job {job_id} {reason}")
+        self.job_id = job_id
+        self.frame_index = frame_index
+
+
+class InvalidRequest(VideoJobsError):
+    """A request parameter outside its range (REST: query or path parameter)."""
+
+    problem = INVALID_REQUEST
 
 
 class InvalidJobId(VideoJobsError):

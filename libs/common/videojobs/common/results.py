@@ -17,9 +17,10 @@ from __future__ import annotations
 import base64
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from videojobs.common.errors import BadRequest, FieldViolation
+from videojobs.common.job import JobStatus
 from videojobs.common.options import AnalysisOptions
 
 SCHEMA_VERSION = 2
@@ -155,6 +156,27 @@ class ResultsDocument(_Part):
     @classmethod
     def from_bytes(cls, data: bytes) -> "ResultsDocument":
         return cls.model_validate_json(data)
+
+
+# The results answer (REST GET /video/results/{id}, gRPC GetResultsResponse, `videojobs results`):
+# the document with the job's id and status first and the paging members last, built from
+# the document's own fields so the two cannot drift.
+JobResults = create_model(
+    "JobResults",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="A finished job's results document, plus its id, status and paging.",
+    job_id=(str, ...),
+    status=(JobStatus, ...),
+    **{name: (info.annotation, info) for name, info in ResultsDocument.model_fields.items()},
+    next_page_token=(str, Field("", description="Pass as page_token for the next page; empty on the last.")),
+    total_size=(int, Field(description="Analysed frames in the whole document.")),
+)
+
+
+def whole_results(job_id: str, document: ResultsDocument) -> BaseModel:
+    """The results answer holding every frame of a COMPLETED job's document (one page, no next)."""
+    return JobResults(job_id=job_id, status=JobStatus.COMPLETED, **dict(document), next_page_token="",
+                      total_size=len(document.results))
 
 
 # -- paging ---------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def bind_grpc(server: grpc.Server, host: str, port: int, what: str = "gRPC") -> 
 def bind_http(host: str, port: int, what: str = "HTTP") -> socket.socket:
     """A listening TCP socket on host:port for uvicorn, or PortInUse."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY only on accepted sockets whose proto is
+    # IPPROTO_TCP, and without it every keep-alive response waits ~40 ms (Nagle + delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only; never a live listener
     try:
         sock.bind((host, port))

@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
+from videojobs.common.frames import RenderedImage
 from videojobs.common.job import JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.resources import Capabilities, JobResource
@@ -133,3 +134,19 @@ def capabilities_from_pb(message: jobs_pb2.GetCapabilitiesResponse) -> Capabilit
     if not message.HasField("detector"):
         data["detector"] = None
     return Capabilities.model_validate(data)
+
+
+# -- frame images and contact sheets -------------------------------------------------------------
+def frame_image_to_pb(image: RenderedImage) -> jobs_pb2.GetFrameImageResponse:
+    return jobs_pb2.GetFrameImageResponse(content_type=image.content_type, data=image.data, width=image.width,
+                                          height=image.height)
+
+
+def contact_sheet_to_pb(image: RenderedImage) -> jobs_pb2.GetContactSheetResponse:
+    return jobs_pb2.GetContactSheetResponse(content_type=image.content_type, data=image.data, width=image.width,
+                                            height=image.height, frame_indices=image.frame_indices)
+
+
+def image_from_pb(message: jobs_pb2.GetFrameImageResponse | jobs_pb2.GetContactSheetResponse) -> RenderedImage:
+    indices = tuple(message.frame_indices) if isinstance(message, jobs_pb2.GetContactSheetResponse) else ()
+    return RenderedImage(message.content_type, message.data, message.width, message.height, indices)

@@ -433,3 +433,51 @@ class GetCapabilitiesResponse(_message.Message):
     limits: Limits
     formats: _containers.RepeatedCompositeFieldContainer[FormatInfo]
     def __init__(self, pipelines: _Optional[_Iterable[_Union[PipelineInfo, _Mapping]]] = ..., default_pipeline: _Optional[str] = ..., default_options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., detector: _Optional[_Union[DetectorInfo, _Mapping]] = ..., ocr_languages: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., formats: _Optional[_Iterable[_Union[FormatInfo, _Mapping]]] = ...) -> None: ...
+
+class GetFrameImageRequest(_message.Message):
+    __slots__ = ("job_id", "frame_index", "annotated")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    frame_index: int
+    annotated: bool
+    def __init__(self, job_id: _Optional[str] = ..., frame_index: _Optional[int] = ..., annotated: _Optional[bool] = ...) -> None: ...
+
+class GetFrameImageResponse(_message.Message):
+    __slots__ = ("content_type", "data", "width", "height")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    data: bytes
+    width: int
+    height: int
+    def __init__(self, content_type: _Optional[str] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class GetContactSheetRequest(_message.Message):
+    __slots__ = ("job_id", "columns", "tile_width", "max_frames")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    TILE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    columns: int
+    tile_width: int
+    max_frames: int
+    def __init__(self, job_id: _Optional[str] = ..., columns: _Optional[int] = ..., tile_width: _Optional[int] = ..., max_frames: _Optional[int] = ...) -> None: ...
+
+class GetContactSheetResponse(_message.Message):
+    __slots__ = ("content_type", "data", "width", "height", "frame_indices")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INDICES_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    data: bytes
+    width: int
+    height: int
+    frame_indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, content_type: _Optional[str] = ..., data: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_indices: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -87,6 +87,16 @@ class JobServiceStub:
                 request_serializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
                 response_deserializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
                 _registered_method=True)
+        self.GetFrameImage = channel.unary_unary(
+                '/videojobs.v1.JobService/GetFrameImage',
+                request_serializer=videojobs_dot_v1_dot_jobs__pb2.GetFrameImageRequest.SerializeToString,
+                response_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetFrameImageResponse.FromString,
+                _registered_method=True)
+        self.GetContactSheet = channel.unary_unary(
+                '/videojobs.v1.JobService/GetContactSheet',
+                request_serializer=videojobs_dot_v1_dot_jobs__pb2.GetContactSheetRequest.SerializeToString,
+                response_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetContactSheetResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -162,6 +172,21 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFrameImage(self, request, context):
+        """GetFrameImage returns the image the worker kept of one analysed frame of a
+        COMPLETED job (JPEG), optionally with the frame's detections drawn on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContactSheet(self, request, context):
+        """GetContactSheet renders a grid of a COMPLETED job's annotated frames (PNG).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +229,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.DeleteJob,
                     request_deserializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobRequest.FromString,
                     response_serializer=videojobs_dot_v1_dot_jobs__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'GetFrameImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFrameImage,
+                    request_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetFrameImageRequest.FromString,
+                    response_serializer=videojobs_dot_v1_dot_jobs__pb2.GetFrameImageResponse.SerializeToString,
+            ),
+            'GetContactSheet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContactSheet,
+                    request_deserializer=videojobs_dot_v1_dot_jobs__pb2.GetContactSheetRequest.FromString,
+                    response_serializer=videojobs_dot_v1_dot_jobs__pb2.GetContactSheetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +470,60 @@ class JobService:
             '/videojobs.v1.JobService/DeleteJob',
             videojobs_dot_v1_dot_jobs__pb2.DeleteJobRequest.SerializeToString,
             videojobs_dot_v1_dot_jobs__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFrameImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojobs.v1.JobService/GetFrameImage',
+            videojobs_dot_v1_dot_jobs__pb2.GetFrameImageRequest.SerializeToString,
+            videojobs_dot_v1_dot_jobs__pb2.GetFrameImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContactSheet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojobs.v1.JobService/GetContactSheet',
+            videojobs_dot_v1_dot_jobs__pb2.GetContactSheetRequest.SerializeToString,
+            videojobs_dot_v1_dot_jobs__pb2.GetContactSheetResponse.FromString,
             options,
             channel_credentials,
             insecure,

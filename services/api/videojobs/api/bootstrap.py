@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from videojobs.api.auth import Authenticator
+from videojobs.api.frames import FrameImages
 from videojobs.api.grpc_service import JobServiceServicer
 from videojobs.api.metrics import BacklogSampler, GrpcMetricsInterceptor
 from videojobs.api.retention import RetentionSweeper
@@ -28,6 +29,7 @@ from videojobs.common.adapters.factory import (
     make_webhook_outbox,
 )
 from videojobs.common.config import Settings, load_settings
+from videojobs.common.frames import FrameImageStore
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common import observability
 from videojobs.common.observability import tracing
@@ -54,6 +56,7 @@ class Api:
     queue: QueueService
     relay: OutboxRelay
     jobs: JobsService
+    frames: FrameImages
     readiness: ReadinessMonitor
     uploads: UploadLimiter
     auth: Authenticator
@@ -68,7 +71,8 @@ class Api:
         # Uploads take at most their own slots; the other RPCs always keep these threads.
         self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16,
                                   interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor()])
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads),
+        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads,
+                                                                          self.frames),
                                                        self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
         reflection.enable_server_reflection(
@@ -122,6 +126,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     )
     jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes,
                        tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix)
+    frames = FrameImages(jobs, FrameImageStore(storage))
     readiness = ReadinessMonitor(
         {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
     )
@@ -135,7 +140,8 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
         retry_base_seconds=settings.webhook_retry_base_seconds,
         give_up_after_seconds=settings.webhook_give_up_after_seconds, public_url=settings.public_url))
     backlog = BacklogSampler(repo, queue, settings.metrics_sample_seconds)
-    return Api(settings, repo, storage, queue, relay, jobs, readiness, uploads, auth, sweeper, webhooks, backlog)
+    return Api(settings, repo, storage, queue, relay, jobs, frames, readiness, uploads, auth, sweeper, webhooks,
+               backlog)
 
 
 def main(argv: list[str]) -> int:

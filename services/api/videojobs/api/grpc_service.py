@@ -19,9 +19,11 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from videojobs.api.auth import Authenticator
+from videojobs.api.frames import FrameImages
 from videojobs.api.service import JobRequest, JobsService, JobView
 from videojobs.api.uploads import UploadLimiter
 from videojobs.common import wire
+from videojobs.common.frames import SheetLayout
 from videojobs.common.errors import BadRequest, VideoJobsError
 from videojobs.common.observability.metrics import refusals_counted
 from videojobs.common.resources import JobResource
@@ -83,10 +85,11 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, jobs: JobsService, auth: Authenticator, uploads: UploadLimiter) -> None:
+    def __init__(self, jobs: JobsService, auth: Authenticator, uploads: UploadLimiter, frames: FrameImages) -> None:
         self._jobs = jobs
         self._auth = auth
         self._uploads = uploads
+        self._frames = frames
 
     @_rpc
     def Submit(self, request_iterator: Iterator[jobs_pb2.SubmitRequest], context: grpc.ServicerContext,
@@ -152,6 +155,20 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
         """Cancel if needed, then remove the job, its input and its results."""
         self._jobs.delete_job(caller, request.job_id)
         return jobs_pb2.DeleteJobResponse()
+
+
+    @_rpc
+    def GetFrameImage(self, request: jobs_pb2.GetFrameImageRequest, context: grpc.ServicerContext, caller: Caller):
+        """One analysed frame's image (JPEG), with its detections drawn if asked."""
+        return wire.frame_image_to_pb(self._frames.frame_image(caller, request.job_id, request.frame_index,
+                                                               request.annotated))
+
+    @_rpc
+    def GetContactSheet(self, request: jobs_pb2.GetContactSheetRequest, context: grpc.ServicerContext,
+                        caller: Caller):
+        """A PNG grid of annotated frames spread over the job."""
+        layout = SheetLayout(columns=request.columns, tile_width=request.tile_width, max_frames=request.max_frames)
+        return wire.contact_sheet_to_pb(self._frames.contact_sheet(caller, request.job_id, layout))
 
 
 def _resource(view: JobView) -> JobResource:

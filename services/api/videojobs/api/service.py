@@ -34,6 +34,7 @@ from videojobs.common.errors import (
     UnknownLanguage,
     VideoJobsError,
 )
+from videojobs.common.frames import FrameImageStore
 from videojobs.common.job import Job, JobStatus, input_key_for, new_job_id, output_key_for, parse_job_id, utcnow
 from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
@@ -348,12 +349,16 @@ class JobsService:
         log.info("job %s: deleted by %s", job.job_id, caller.tenant_id)
 
     def get_results(self, caller: Caller, job_id: str, page_size: int = 0, page_token: str = "") -> ResultsPage:
+        job, document = self.results_document(caller, job_id)
+        start, end, next_token = page_bounds(len(document.results), page_size, page_token)
+        return ResultsPage(job=job, document=document, start=start, end=end, next_page_token=next_token)
+
+    def results_document(self, caller: Caller, job_id: str) -> tuple[Job, ResultsDocument]:
+        """A COMPLETED job of the caller and its whole results document (ResultsNotReady otherwise)."""
         job = self.get_job(caller, job_id)
         if job.status is not JobStatus.COMPLETED or not job.output_key:
             raise ResultsNotReady(job.job_id, job.status.value, job.error_message)
-        document = self._document(job)
-        start, end, next_token = page_bounds(len(document.results), page_size, page_token)
-        return ResultsPage(job=job, document=document, start=start, end=end, next_page_token=next_token)
+        return job, self._document(job)
 
     def capabilities(self) -> Capabilities:
         return Capabilities.build(self._max_upload_bytes, self._worker_capabilities())
@@ -377,10 +382,19 @@ class JobsService:
 
 
 def remove_job_objects(storage: StorageService, job: Job) -> None:
-    """Delete what the service stored for a job: its uploaded input and its results (each may be absent)."""
+    """Delete what the service stored for a job: the frame images the worker kept, its results
+    and its uploaded input (each may be absent). Frame images are named by the analysed frames,
+    which the results list; a job without results kept none (its worker discarded them)."""
+    output_key = job.output_key or output_key_for(job.job_id)
+    try:
+        document = ResultsDocument.from_bytes(storage.read_bytes(output_key))
+    except StorageObjectNotFound:
+        document = None
+    if document is not None:
+        FrameImageStore(storage).delete(job.job_id, (frame.frame_index for frame in document.results))
+    storage.delete_file(output_key)
     if job.owns_input:
         storage.delete_file(job.input_key)
-    storage.delete_file(job.output_key or output_key_for(job.job_id))
 
 
 def _encode_list_token(last: Job, status: JobStatus | None) -> str:

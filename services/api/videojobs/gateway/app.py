@@ -16,10 +16,9 @@ import anyio
 import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from videojobs.common import errors, schemas, wire
@@ -28,18 +27,21 @@ from videojobs.common.errors import FieldViolation, InvalidOptions, TooManyUploa
 from videojobs.common.job import JobStatus
 from videojobs.common.observability import tracing
 from videojobs.common.observability.metrics import refusals_counted
+from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
-from videojobs.common.results import MAX_PAGE_SIZE, ResultsDocument
+from videojobs.common.results import MAX_PAGE_SIZE, JobResults
 from videojobs.gateway.problems import (
     ProblemType,
     install_problem_handlers,
     problem_catalogue,
     problem_responses,
 )
+from videojobs.gateway.auth import Metadata, caller_metadata, reader_metadata
 from videojobs.gateway.metrics import RequestMetrics, metrics_endpoint
 from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, boundary_of
+from videojobs.gateway.viewer import install_viewer
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 
@@ -52,30 +54,6 @@ class JobList(BaseModel):
 
     jobs: list[JobResource]
     next_page_token: str = Field("", description="Pass as page_token for the next page; empty on the last.")
-
-
-# The API key: `Authorization: Bearer KEY`, forwarded to the api as gRPC `authorization` metadata
-# (the api checks it; the gateway holds no credentials).
-_bearer = HTTPBearer(auto_error=False, description="An API key from `videojobs keys create`.")
-Metadata = tuple[tuple[str, str], ...]
-
-
-def caller_metadata(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Metadata:
-    return (("authorization", f"Bearer {credentials.credentials}"),) if credentials else ()
-
-
-# The results answer: the results document with the job's id and status first and the
-# paging members last (built from the document's own fields, so the two cannot drift).
-JobResults = create_model(
-    "JobResults",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="A finished job's results document, plus its id, status and paging.",
-    job_id=(str, ...),
-    status=(JobStatus, ...),
-    **{name: (info.annotation, info) for name, info in ResultsDocument.model_fields.items()},
-    next_page_token=(str, Field("", description="Pass as page_token for the next page; empty on the last.")),
-    total_size=(int, Field(description="Analysed frames in the whole document.")),
-)
 
 
 def submit_form_schema() -> dict[str, Any]:
@@ -114,7 +92,9 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(api_target, interceptors=tracing.grpc_aio_client_interceptors() or None)
+        channel = grpc.aio.insecure_channel(
+            api_target, interceptors=tracing.grpc_aio_client_interceptors() or None,
+            options=[("grpc.max_receive_message_length", MAX_IMAGE_MESSAGE_BYTES)])
         state["stub"] = jobs_pb2_grpc.JobServiceStub(channel)
         state["health"] = health_pb2_grpc.HealthStub(channel)
         try:
@@ -133,6 +113,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     tracing.instrument_fastapi(app)
+    install_viewer(app, lambda: state["stub"])
 
     @app.post(
         "/video/submit", status_code=202, response_model=SubmitAccepted, summary="Submit a video for analysis",
@@ -179,7 +160,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @app.get("/video/status/{job_id}", response_model=JobResource, summary="A job's status and progress",
              responses=problem_responses(*_JOB_ID_PROBLEMS))
-    async def status(job_id: str, metadata: Metadata = Depends(caller_metadata)) -> JobResource:
+    async def status(job_id: str, metadata: Metadata = Depends(reader_metadata)) -> JobResource:
         """`progress` is the fraction of the frames to analyse that are done (0.0..1.0); a PENDING job shows its
         `queue_position`, PENDING and RUNNING ones an `eta_seconds`, final ones their `expires_at`."""
         response = await state["stub"].GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id), metadata=metadata)
@@ -222,7 +203,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         page_size: Optional[int] = Query(default=None, ge=1, le=MAX_PAGE_SIZE,
                                          description="Frames per page; omit for all frames in one answer."),
         page_token: str = Query(default="", max_length=64, description="next_page_token of the previous page."),
-        metadata: Metadata = Depends(caller_metadata),
+        metadata: Metadata = Depends(reader_metadata),
     ) -> dict[str, Any]:
         """The results document: `results` is the list of analysed frames in order."""
         stub = state["stub"]

@@ -10,7 +10,6 @@ their message; transport failures never show the api's address.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Iterable
 
@@ -18,8 +17,6 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,7 +26,6 @@ from videojobs.common.errors import (
     INVALID_REQUEST,
     METHOD_NOT_ALLOWED,
     PROBLEMS,
-    PROBLEMS_BY_REASON,
     ROUTE_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     TIMEOUT,
@@ -38,6 +34,7 @@ from videojobs.common.errors import (
     Problem,
     VideoJobsError,
 )
+from videojobs.common.rpc_errors import remote_problem
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +86,8 @@ def domain_problem(exc: VideoJobsError, request: Request | None = None) -> JSONR
 
 def rpc_problem(exc: grpc.aio.AioRpcError, request: Request | None = None) -> JSONResponse:
     """An error answer of the gRPC api, by its ErrorInfo reason; transport failures by code alone."""
-    try:
-        status = rpc_status.from_call(exc)
-    except ValueError:
-        status = None
-    info, bad_request = None, None
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-    problem = PROBLEMS_BY_REASON.get(info.reason) if info is not None else None
-    if problem is None or status is None:
+    remote = remote_problem(exc)
+    if remote is None:
         # Not an answer of our api (unreachable, timed out, broken): say so without its address.
         code = exc.code()
         if code is grpc.StatusCode.UNAVAILABLE:
@@ -111,16 +96,7 @@ def rpc_problem(exc: grpc.aio.AioRpcError, request: Request | None = None) -> JS
             return problem_response(TIMEOUT, "the job service did not answer in time; retry later", request)
         log.warning("unexpected gRPC error from the api: %s %s", code.name, exc.details())
         return problem_response(UPSTREAM_ERROR, f"the job service failed ({code.name})", request)
-    extensions: dict[str, Any] = {}
-    for key, value in (info.metadata.items() if info is not None else ()):
-        try:
-            extensions[key] = json.loads(value)
-        except ValueError:
-            extensions[key] = value
-    if bad_request is not None and bad_request.field_violations:
-        extensions["invalid_params"] = [{"name": v.field, "reason": v.description}
-                                        for v in bad_request.field_violations]
-    return problem_response(problem, status.message, request, extensions)
+    return problem_response(remote.problem, remote.detail, request, remote.extensions)
 
 
 def problem_responses(*problems: Problem) -> dict[int | str, dict[str, Any]]:

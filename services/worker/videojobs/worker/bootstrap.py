@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
+from videojobs.common.frames import FrameImageStore
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common import observability
 from videojobs.common.observability import tracing
@@ -27,6 +28,7 @@ from videojobs.common.serving import bind_grpc, grpc_server
 from videojobs.worker.worker import JobWorker, WorkerPolicy
 
 if TYPE_CHECKING:
+    from videojobs.worker.frames import FrameImageWriter
     from videojobs.worker.pipeline.service import VideoFilePipelineService
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ def build_workers(
     """
     policy = policy_from_settings(settings)
     capabilities = make_capability_store(repo)
+    frame_images = build_frame_image_writer(settings, storage)
     workers = []
     for i in range(settings.worker_threads):
         worker_id = f"{settings.worker_id}-{i}" if settings.worker_id else None
@@ -83,9 +86,17 @@ def build_workers(
                 worker_id=worker_id,
                 stop_event=stop_event,
                 capabilities=capabilities,
+                frame_images=frame_images,
             )
         )
     return workers
+
+
+def build_frame_image_writer(settings: Settings, storage: StorageService) -> "FrameImageWriter":
+    """What keeps the analysed frames' images (the viewer shows them)."""
+    from videojobs.worker.frames import FrameImageWriter
+
+    return FrameImageWriter(FrameImageStore(storage), settings.frame_image_max_side)
 
 
 def start_threads(workers: list[JobWorker]) -> list[threading.Thread]:

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
 from opentelemetry.trace import SpanKind
 
@@ -41,6 +41,9 @@ from videojobs.common.ports.storage import StorageService
 from videojobs.common.resources import WorkerCapabilities
 from videojobs.common.retry import Backoff
 from videojobs.worker import metrics
+
+if TYPE_CHECKING:
+    from videojobs.worker.frames import FrameImageWriter, JobFrameImages
 
 log = logging.getLogger(__name__)
 _tracer = tracing.tracer(__name__)
@@ -93,12 +96,14 @@ class JobWorker:
         worker_id: str | None = None,
         stop_event: threading.Event | None = None,
         capabilities: CapabilityStore | None = None,
+        frame_images: "FrameImageWriter | None" = None,
     ) -> None:
         self._queue = queue
         self._storage = storage
         self._repo = repo
         self._analyzer = analyzer
         self._capabilities = capabilities
+        self._frame_images = frame_images if frame_images is not None and frame_images.enabled else None
         self._policy = policy or WorkerPolicy()
         self.worker_id = worker_id or default_worker_id()
         self.stop_event = stop_event or threading.Event()
@@ -212,12 +217,19 @@ class JobWorker:
     def _run(self, job: Job) -> None:
         guard = _LeaseKeeper(job, self._repo, self._queue, self._policy, self.stop_event)
         guard.start()
+        frames = self._frame_images.for_job(job.job_id) if self._frame_images is not None else None
+        guard.frames = frames
+
+        def keep_frame(index: int, image: object) -> None:  # a storage blip waits here, not the whole analysis
+            self._in_place(job, guard, lambda: frames(index, image))
+
         try:
             with contextlib.ExitStack() as stack:
                 with _stage(job, "download"):
                     path = stack.enter_context(self._storage.local_copy(job.input_key))
                 document = self._analyzer.run_on_file(
-                    job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop
+                    job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop,
+                    on_frame=keep_frame if frames is not None else None,
                 )
             output_key = output_key_for(job.job_id)
             data = document.to_bytes()
@@ -227,7 +239,7 @@ class JobWorker:
         except JobInterrupted as exc:
             guard.stop()
             if guard.cancelled:
-                self._drop_cancelled(job, str(exc))
+                self._drop_cancelled(job, guard, str(exc))
             else:
                 self._hand_back(job, guard)
             return
@@ -240,11 +252,15 @@ class JobWorker:
             reason = ("the job's input is no longer in storage" if isinstance(exc, StorageObjectNotFound)
                       else exc.public_detail)
             log.warning("job %s: poison input: %s", job.job_id, exc)
+            if frames is not None:
+                frames.discard()
             self._finish(job, guard, lambda: job.fail(reason), poison=True, failure="poison_input")
             return
         except Exception as exc:  # noqa: BLE001 -- every other error ends the job FAILED, never RUNNING
             guard.stop()
             log.exception("job %s: pipeline error", job.job_id)
+            if frames is not None:
+                frames.discard()
             # The stored message is shown to clients: no paths or hosts, the logs have the detail.
             reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
                 f"internal error during analysis ({type(exc).__name__}); the worker's logs have the detail")
@@ -262,7 +278,7 @@ class JobWorker:
         frames counted if it ends COMPLETED.
         """
         if guard.cancelled or (not guard.lost and guard.check_cancelled()):
-            self._drop_cancelled(job)
+            self._drop_cancelled(job, guard)
             return
         if guard.lost:
             log.warning("job %s: lease lost during attempt %d; leaving the outcome to the new holder", job.job_id, job.attempt)
@@ -273,7 +289,7 @@ class JobWorker:
             saved = self._in_place(job, guard, lambda: self._repo.save(job, JobStatus.RUNNING, job.attempt))
         if not saved:
             if guard.check_cancelled():  # cancelled (or deleted) between the last check and the write
-                self._drop_cancelled(job)
+                self._drop_cancelled(job, guard)
                 return
             log.warning("job %s: attempt %d was superseded; outcome discarded", job.job_id, job.attempt)
             return
@@ -284,9 +300,12 @@ class JobWorker:
         else:
             self._queue.ack(job.job_id)
 
-    def _drop_cancelled(self, job: Job, where: str = "at the end") -> None:
-        """The owner cancelled (or deleted) the job: write nothing more, remove any results, ack at once."""
+    def _drop_cancelled(self, job: Job, guard: "_LeaseKeeper", where: str = "at the end") -> None:
+        """The owner cancelled (or deleted) the job: write nothing more, remove any results and frame
+        images, ack at once."""
         try:
+            if guard.frames is not None:
+                guard.frames.discard()
             self._storage.delete_file(output_key_for(job.job_id))
         except TemporaryFault as exc:
             log.warning("job %s: cancelled, but its results object could not be removed: %s", job.job_id, exc)
@@ -406,6 +425,7 @@ class _LeaseKeeper:
         self._last_progress_write = 0.0
         self.started = time.monotonic()
         self.lock = threading.Lock()
+        self.frames: "JobFrameImages | None" = None  # frame images this attempt kept (discarded if it is dropped)
         self.lost = False
         self.cancelled = False
 

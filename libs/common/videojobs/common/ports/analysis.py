@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.results import ResultsDocument
@@ -14,6 +14,9 @@ from videojobs.common.results import ResultsDocument
 ProgressCallback = Callable[[int, int], None]
 # should_stop() is polled between batches; True makes run_on_file raise JobInterrupted.
 StopCheck = Callable[[], bool]
+# on_frame(frame_index, bgr_image) is called once per analysed frame, in order, with the
+# decoded frame (a numpy uint8 array, height x width x 3) the analysis saw.
+FrameCallback = Callable[[int, Any], None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class VideoAnalyzer(ABC):
         options: Optional[AnalysisOptions] = None,
         on_progress: Optional[ProgressCallback] = None,
         should_stop: Optional[StopCheck] = None,
+        on_frame: Optional[FrameCallback] = None,
     ) -> ResultsDocument:
         """Analyse the sampled frames of `file_path`.
 

@@ -16,7 +16,13 @@ from videojobs.common.formats import SNIFF_BYTES, sniff
 from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
-from videojobs.common.ports.analysis import AnalyzerCapabilities, ProgressCallback, StopCheck, VideoAnalyzer
+from videojobs.common.ports.analysis import (
+    AnalyzerCapabilities,
+    FrameCallback,
+    ProgressCallback,
+    StopCheck,
+    VideoAnalyzer,
+)
 from videojobs.common.results import Detection, ModelInfo, Provenance, ResultsDocument
 from videojobs.worker.metrics import observe_stage
 from videojobs.worker.pipeline import document as doc
@@ -103,6 +109,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         options: Optional[AnalysisOptions] = None,
         on_progress: Optional[ProgressCallback] = None,
         should_stop: Optional[StopCheck] = None,
+        on_frame: Optional[FrameCallback] = None,
     ) -> ResultsDocument:
         """Analyse the sampled frames of `file_path`; see ``VideoAnalyzer.run_on_file``."""
         pipeline = get_pipeline(pipeline_id)
@@ -114,7 +121,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         if not path.exists() or path.is_dir():
             raise FileNotFoundError(f"no input file at {path}")
         with self._lock, tracing.span(_tracer, "analyse", **{"videojobs.pipeline": pipeline.pipeline_id}):
-            document = self._run(pipeline, path, options, on_progress, should_stop)
+            document = self._run(pipeline, path, options, on_progress, should_stop, on_frame)
         timings = self.last_timings
         for stage in (Stage.DETECT, Stage.TRACK, Stage.OCR):
             if pipeline.runs(stage):
@@ -155,6 +162,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         options: AnalysisOptions,
         on_progress: Optional[ProgressCallback],
         should_stop: Optional[StopCheck],
+        on_frame: Optional[FrameCallback] = None,
     ) -> ResultsDocument:
         t_start = time.perf_counter()
         use_detector = pipeline.runs(Stage.DETECT)
@@ -201,6 +209,11 @@ class VideoFilePipelineService(VideoAnalyzer):
                     self._analyse_batch(batch, info.fps, info.width, info.height, options, names, class_ids,
                                         detect_conf, use_detector, tracker, engine, timings)
                 )
+                if on_frame is not None:
+                    t0 = time.perf_counter()
+                    for index, frame in batch:
+                        on_frame(index, frame)
+                    timings["frame_images"] = timings.get("frame_images", 0.0) + time.perf_counter() - t0
                 done += len(batch)
                 if on_progress:
                     on_progress(done, total)

@@ -1,0 +1,230 @@
+"""The client commands of ``videojobs``: submit, status, watch, results, render (all over gRPC).
+
+Exit codes scripts can rely on: 0 done, 1 the job failed, 2 usage (bad arguments,
+unknown job, invalid options, results not ready yet), 3 the service is unreachable
+or failing, 4 a wait ran out (the job goes on). The job id goes to stdout,
+progress and messages to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+from videojobs.client.client import VideoJobsClient
+from videojobs.client.errors import ServiceError, ServiceUnreachable, WaitTimeout
+from videojobs.client.export import write_detections_csv
+from videojobs.client.progress import ProgressView, describe
+from videojobs.common.errors import RESULTS_NOT_READY, VideoJobsError
+from videojobs.common.frames import SHEET_COLUMNS, SHEET_MAX_FRAMES, SHEET_TILE_WIDTH
+from videojobs.common.job import JobStatus
+from videojobs.common.options import add_option_arguments, options_from_arguments
+from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES
+from videojobs.common.resources import JobResource
+from videojobs.common.results import whole_results
+
+EXIT_DONE = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4
+
+EXIT_CODES = ("exit codes: 0 done, 1 the job failed, 2 usage (bad arguments, unknown job, invalid options, results "
+              "not ready), 3 service unreachable or failing, 4 the wait ran out (the job goes on)")
+
+
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"videojobs {command}", description=description, epilog=EXIT_CODES)
+    parser.add_argument("--server", default=None, metavar="HOST:PORT",
+                        help="the gRPC JobService (default: VIDEOJOBS_SERVER, else localhost:50051); "
+                             "the API key is read from VIDEOJOBS_API_KEY")
+    return parser
+
+
+def _add_wait_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="stop waiting after this long (exit 4; the job goes on)")
+    parser.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="seconds between polls")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the outcome")
+
+
+def _error(command: str, message: str) -> None:
+    print(f"videojobs {command}: {message}", file=sys.stderr)
+
+
+def _run(command: str, body: Callable[[], int]) -> int:
+    """Run a command body, turning errors into a message on stderr and the exit code scripts expect."""
+    try:
+        return body()
+    except ServiceUnreachable as exc:
+        _error(command, str(exc))
+        return EXIT_UNREACHABLE
+    except ServiceError as exc:
+        lines = [f"{exc.detail} ({exc.slug})"]
+        lines += [f"  {p['name']}: {p['reason']}" for p in exc.extensions.get("invalid_params", [])]
+        _error(command, "\n".join(lines))
+        if exc.problem is RESULTS_NOT_READY and exc.job_status == JobStatus.FAILED.value:
+            return EXIT_JOB_FAILED
+        return EXIT_UNREACHABLE if exc.problem.http_status >= 500 else EXIT_USAGE
+    except WaitTimeout as exc:
+        _error(command, f"{exc}; `videojobs watch {exc.job.job_id}` follows it again")
+        return EXIT_TIMEOUT
+    except VideoJobsError as exc:  # e.g. options that do not parse, checked before anything is sent
+        _error(command, exc.public_detail)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `videojobs results ID --format csv | head`: the reader has seen enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush into the closed pipe at exit
+        return EXIT_DONE
+    except OSError as exc:  # the local file to send or write
+        _error(command, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _follow(client: VideoJobsClient, job_id: str, args: argparse.Namespace) -> int:
+    """Wait for the job with a progress view; 0 if it completed, 1 if it failed."""
+    view = nullcontext() if args.quiet else ProgressView()
+    with view as progress:
+        job = client.wait(job_id, timeout=args.timeout, poll_interval=args.interval,
+                          on_progress=progress.update if progress is not None else None)
+    if args.quiet or (progress is not None and progress.live):
+        print(describe(job, None, None), file=sys.stderr)
+    return EXIT_DONE if job.status is JobStatus.COMPLETED else EXIT_JOB_FAILED
+
+
+# -- submit ------------------------------------------------------------------------------------------
+def submit(argv: list[str]) -> int:
+    parser = _parser("submit", "Submit a video for analysis; prints the job id.")
+    parser.add_argument("file", nargs="?", type=Path, help="video file (MP4/MOV/M4V, MKV, WebM, AVI)")
+    parser.add_argument("--from-storage", metavar="KEY", default=None,
+                        help="analyse a video already in the service's object storage instead of uploading FILE")
+    parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=list(PIPELINES),
+                        help=f"default {DEFAULT_PIPELINE}")
+    parser.add_argument("--wait", action="store_true", help="wait for the job with a progress bar; exit 0 or 1")
+    _add_wait_arguments(parser)
+    add_option_arguments(parser)
+    args = parser.parse_args(argv)
+    if (args.file is None) == (args.from_storage is None):
+        parser.error("give either FILE or --from-storage KEY")
+
+    def body() -> int:
+        options = options_from_arguments(args)
+        with VideoJobsClient(args.server) as client:
+            if args.file is not None:
+                job = client.submit_file(args.file, args.pipeline, options)
+            else:
+                job = client.submit_from_storage(args.from_storage, args.pipeline, options)
+            print(job.job_id, flush=True)
+            return _follow(client, job.job_id, args) if args.wait else EXIT_DONE
+
+    return _run("submit", body)
+
+
+# -- status / watch ----------------------------------------------------------------------------------
+def _status_text(job: JobResource) -> str:
+    rows = [("job", job.job_id), ("status", job.status.value),
+            ("progress", f"{job.frames_done}/{job.frames_total} frames ({job.progress:.0%})"),
+            ("pipeline", job.pipeline_id), ("attempt", str(job.attempt)),
+            ("created", job.created_at.isoformat()), ("updated", job.updated_at.isoformat())]
+    if job.error_message:
+        rows.append(("error", job.error_message))
+    return "\n".join(f"{name:<9}{value}" for name, value in rows)
+
+
+def status(argv: list[str]) -> int:
+    parser = _parser("status", "Print where a job stands; exit 1 if it failed.")
+    parser.add_argument("job_id", metavar="ID")
+    parser.add_argument("--json", action="store_true", help="the job resource as JSON (as GET /video/status)")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            job = client.status(args.job_id)
+        print(job.model_dump_json() if args.json else _status_text(job))
+        return EXIT_JOB_FAILED if job.status is JobStatus.FAILED else EXIT_DONE
+
+    return _run("status", body)
+
+
+def watch(argv: list[str]) -> int:
+    parser = _parser("watch", "Follow a job with a live progress bar (frames, stage, rate, ETA) until it ends.")
+    parser.add_argument("job_id", metavar="ID")
+    _add_wait_arguments(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            return _follow(client, args.job_id, args)
+
+    return _run("watch", body)
+
+
+# -- results / render --------------------------------------------------------------------------------
+def results(argv: list[str]) -> int:
+    parser = _parser("results", "Write a finished job's results: the REST results document (JSON) or one CSV row "
+                                "per detection.")
+    parser.add_argument("job_id", metavar="ID")
+    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="default: stdout")
+    parser.add_argument("--format", choices=("json", "csv"), default="json",
+                        help="json: the document GET /video/results/{id} answers; csv: frame, time, class, "
+                             "confidence, track and box of every detection")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            document = client.results(args.job_id)
+        out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
+        try:
+            if args.format == "csv":
+                rows = write_detections_csv(document.results, out)
+                summary = f"{rows} detections in {len(document.results)} frames"
+            else:
+                out.write(whole_results(args.job_id, document).model_dump_json() + "\n")
+                summary = f"{len(document.results)} frames"
+            out.flush()
+        finally:
+            if args.output:
+                out.close()
+        if args.output:
+            print(f"wrote {args.output} ({summary})", file=sys.stderr)
+        return EXIT_DONE
+
+    return _run("results", body)
+
+
+def _sheet_flag(parser: argparse.ArgumentParser, flag: str, spec: tuple[int, int, int], what: str) -> None:
+    default, low, high = spec
+    parser.add_argument(flag, type=int, default=0, metavar="N", help=f"{what} ({low}..{high}, default {default})")
+
+
+def render(argv: list[str]) -> int:
+    parser = _parser("render", "Render a finished job's annotated frames: a contact sheet (PNG), or one frame.")
+    parser.add_argument("job_id", metavar="ID")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                        help="where to write the PNG (or the JPEG with --frame)")
+    _sheet_flag(parser, "--columns", SHEET_COLUMNS, "tiles per row")
+    _sheet_flag(parser, "--tile-width", SHEET_TILE_WIDTH, "tile width in pixels")
+    _sheet_flag(parser, "--max-frames", SHEET_MAX_FRAMES, "most frames shown, spread over the job")
+    parser.add_argument("--frame", type=int, default=None, metavar="INDEX",
+                        help="write this analysed frame with its boxes drawn (JPEG) instead of a sheet")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            if args.frame is not None:
+                image = client.frame_image(args.job_id, args.frame, annotated=True)
+            else:
+                image = client.contact_sheet(args.job_id, args.columns, args.tile_width, args.max_frames)
+        args.output.write_bytes(image.data)
+        shown = f", {len(image.frame_indices)} frames" if image.frame_indices else ""
+        print(f"wrote {args.output} ({image.width}x{image.height} {image.content_type}{shown})", file=sys.stderr)
+        return EXIT_DONE
+
+    return _run("render", body)
+

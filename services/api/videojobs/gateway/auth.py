@@ -1,0 +1,35 @@
+"""The caller's API key, forwarded to the api as gRPC `authorization` metadata (the api checks it;
+the gateway holds no credentials).
+
+Clients send `Authorization: Bearer KEY`. A browser cannot put that header on a page
+load or an <img> request, so the read-only routes the viewer uses (the page, frame
+images, contact sheets, status and results) also take the key from the
+`videojobs_key` cookie (SameSite=Strict, set by the viewer's key form). Routes that
+change anything (submit, cancel, delete) take the header only.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+KEY_COOKIE = "videojobs_key"
+Metadata = tuple[tuple[str, str], ...]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `videojobs keys create`.")
+
+
+def caller_metadata(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Metadata:
+    """The key from the Authorization header."""
+    return (("authorization", f"Bearer {credentials.credentials}"),) if credentials else ()
+
+
+def reader_metadata(request: Request,
+                    credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Metadata:
+    """The key from the Authorization header, else from the viewer's cookie (read-only routes)."""
+    if credentials:
+        return (("authorization", f"Bearer {credentials.credentials}"),)
+    key = request.cookies.get(KEY_COOKIE)
+    return (("authorization", f"Bearer {key}"),) if key else ()
