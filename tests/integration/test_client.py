@@ -18,7 +18,7 @@ from tests.integration.conftest import MAX_UPLOAD, SAMPLE
 from videojobs import cli
 from videojobs.client import RetryPolicy, ServiceError, ServiceUnreachable, VideoJobsClient, WaitTimeout
 from videojobs.common import wire
-from videojobs.common.job import Job, JobStatus
+from videojobs.common.job import DEFAULT_TENANT, Job, JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.resources import Capabilities, JobResource
 from videojobs.common.results import ResultsDocument
@@ -80,10 +80,61 @@ def test_problems_come_back_typed(client, api):
         client.submit_file(SAMPLE.with_name("no-such-file.mp4"))
 
 
+def test_list_cancel_delete_and_idempotent_submit(client, api):
+    first = client.submit_file(SAMPLE, "yolo", request_id="order-42")
+    again = client.submit_file(SAMPLE, "yolo", request_id="order-42")  # a retry after a lost answer
+    assert again.job_id == first.job_id and len(api.repo.list_owned(DEFAULT_TENANT, None, 10)) == 1
+    with pytest.raises(ServiceError) as err:  # the same key for another request
+        client.submit_file(SAMPLE, "yolo_ocr", request_id="order-42")
+    assert err.value.problem.http_status == 409
+    second = client.submit_file(SAMPLE, "yolo")  # a fresh key each call: a second job
+    assert [j.job_id for j in client.jobs()] == [second.job_id, first.job_id]
+    page = client.list_page(page_size=1)
+    assert [j.job_id for j in page.jobs] == [second.job_id] and page.next_page_token
+    assert [j.job_id for j in client.jobs(page_size=1)] == [second.job_id, first.job_id]
+
+    cancelled = client.cancel(first.job_id)
+    assert cancelled.status is JobStatus.CANCELLED and api.repo.get(first.job_id).status is JobStatus.CANCELLED
+    assert [j.job_id for j in client.jobs(JobStatus.CANCELLED)] == [first.job_id]
+    with pytest.raises(ServiceError) as err:  # already final
+        client.cancel(first.job_id)
+    assert err.value.problem.http_status == 409 and err.value.job_status == "CANCELLED"
+
+    input_key = api.repo.get(second.job_id).input_key
+    client.delete(second.job_id)
+    assert not api.storage.exists(input_key)
+    with pytest.raises(ServiceError) as err:
+        client.status(second.job_id)
+    assert err.value.slug == "job-not-found"
+    assert [j.job_id for j in client.jobs()] == [first.job_id]
+
+
+def test_cli_list_cancel_delete(api, capsys):
+    server = f"127.0.0.1:{api.port}"
+    code, out, _ = run_cli(capsys, "submit", str(SAMPLE), "--server", server, "--request-id", "k1")
+    job_id = out.strip()
+    code, out, _ = run_cli(capsys, "submit", str(SAMPLE), "--server", server, "--request-id", "k1")
+    assert code == 0 and out.strip() == job_id  # the same key: the same job
+    code, out, _ = run_cli(capsys, "list", "--server", server)
+    assert code == 0 and len(out.splitlines()) == 1 and out.startswith(f"{job_id}  PENDING")
+    code, _, err = run_cli(capsys, "cancel", job_id, "--server", server)
+    assert code == 0 and "CANCELLED" in err
+    code, _, err = run_cli(capsys, "cancel", job_id, "--server", server)
+    assert code == 2 and "CANCELLED" in err
+    code, out, _ = run_cli(capsys, "list", "--server", server, "--status", "CANCELLED", "--json")
+    assert code == 0 and JobResource.model_validate_json(out.splitlines()[0]).job_id == job_id
+    code, out, _ = run_cli(capsys, "list", "--server", server, "--status", "PENDING")
+    assert code == 0 and out == ""
+    code, _, err = run_cli(capsys, "delete", job_id, "--server", server)
+    assert code == 0 and "deleted" in err
+    code, _, err = run_cli(capsys, "delete", job_id, "--server", server)
+    assert code == 2 and "job-not-found" in err
+
+
 def test_submit_from_storage(client, api):
-    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/clip.mp4")
-    job = client.submit_from_storage("uploads/clip.mp4", "yolo", AnalysisOptions(max_frames=2))
-    assert job.status is JobStatus.PENDING and api.repo.get(job.job_id).input_key == "uploads/clip.mp4"
+    api.storage.save_bytes(SAMPLE.read_bytes(), "uploads/default/clip.mp4")
+    job = client.submit_from_storage("uploads/default/clip.mp4", "yolo", AnalysisOptions(max_frames=2))
+    assert job.status is JobStatus.PENDING and api.repo.get(job.job_id).input_key == "uploads/default/clip.mp4"
 
 
 class FlakySubmit(jobs_pb2_grpc.JobServiceServicer):
@@ -93,10 +144,12 @@ class FlakySubmit(jobs_pb2_grpc.JobServiceServicer):
         self.failures = failures
         self.streams: list[tuple[str, bytes]] = []  # (pipeline_id of the first message, bytes received)
         self.metadata: list[dict[str, str]] = []
+        self.request_ids: list[str] = []
 
     def Submit(self, request_iterator, context):
         self.metadata.append(dict(context.invocation_metadata()))
         first = next(request_iterator)
+        self.request_ids.append(first.spec.request_id)
         received = bytearray()
         for k, message in enumerate(request_iterator):
             received += message.chunk
@@ -136,6 +189,8 @@ def test_a_retried_upload_is_sent_again_from_its_first_byte(flaky_server, tmp_pa
     assert servicer.streams[2] == ("yolo", video.read_bytes())  # the whole file, spec first
     assert len(sleeps) == 2 and 0 <= sleeps[0] <= 0.2 and 0 <= sleeps[1] <= 0.4
     assert all(m.get("authorization") == "Bearer k-123" for m in servicer.metadata)
+    # Every retry carries the same idempotency key, so the service never makes a second job of it.
+    assert len(set(servicer.request_ids)) == 1 and len(servicer.request_ids[0]) == 36
 
 
 def test_unreachable_after_bounded_retries():

@@ -12,9 +12,10 @@ from PIL import Image
 from tests.fakes import FakeAnalyzer, FakeJobRepository, fake_detections
 from videojobs.api.frames import FrameImages, draw_detections, spread
 from videojobs.common.adapters.memory_queue import InMemoryQueue
-from videojobs.common.errors import FrameNotFound, PoisonInput, ResultsNotReady
+from videojobs.common.errors import FrameNotFound, JobNotFound, PoisonInput, ResultsNotReady
 from videojobs.common.frames import FrameImageStore, SheetLayout, frame_image_key
 from videojobs.common.job import Job, JobStatus
+from videojobs.common.tenants import Caller
 from videojobs.common.results import FrameAnalysis, FrameResult, OcrLine, Box
 from videojobs.storage.local import LocalFolderStorage
 from videojobs.worker.frames import FrameImageWriter
@@ -82,17 +83,22 @@ def test_a_failed_job_leaves_no_frame_images(env):
 
 
 class Jobs:
-    """The one JobsService method FrameImages uses, over fixed documents."""
+    """The one JobsService method FrameImages uses, over fixed documents of tenant `a`."""
 
     def __init__(self, documents) -> None:
         self.documents = documents
         self.lookups = 0
 
-    def results_document(self, job_id):
+    def results_document(self, caller, job_id):
         self.lookups += 1
+        if caller != A:
+            raise JobNotFound(job_id)
         if job_id not in self.documents:
             raise ResultsNotReady(job_id, "RUNNING")
         return Job.submit("yolo", job_id=job_id), self.documents[job_id]
+
+
+A, B = Caller("a"), Caller("b")
 
 
 def test_frame_images_use_cases(env):
@@ -104,21 +110,25 @@ def test_frame_images_use_cases(env):
     document = ResultsDocument.from_bytes(env.storage.read_bytes(job.output_key))
     jobs = Jobs({job_id: document})
     frames = FrameImages(jobs, FrameImageStore(env.storage))
-    plain = frames.frame_image(job_id, 30)
+    plain = frames.frame_image(A, job_id, 30)
     assert plain.data == env.storage.read_bytes(frame_image_key(job_id, 30)) and (plain.width, plain.height) == (160, 90)
-    annotated = frames.frame_image(job_id, 30, annotated=True)
+    annotated = frames.frame_image(A, job_id, 30, annotated=True)
     assert annotated.data != plain.data and annotated.content_type == "image/jpeg"
-    assert frames.frame_image(job_id, 30, annotated=True) is annotated  # cached...
+    assert frames.frame_image(A, job_id, 30, annotated=True) is annotated  # cached...
     assert jobs.lookups == 3  # ...but the job is looked up every time (a deleted job must not be served)
+    with pytest.raises(JobNotFound):  # another tenant: not even the cached image
+        frames.frame_image(B, job_id, 30, annotated=True)
+    with pytest.raises(JobNotFound):
+        frames.contact_sheet(B, job_id)
     with pytest.raises(FrameNotFound):
-        frames.frame_image(job_id, 31)
+        frames.frame_image(A, job_id, 31)
     with pytest.raises(ResultsNotReady):
-        frames.frame_image("00000000-0000-4000-8000-000000000000", 0)
-    sheet = frames.contact_sheet(job_id, SheetLayout(columns=2, tile_width=100))
+        frames.frame_image(A, "00000000-0000-4000-8000-000000000000", 0)
+    sheet = frames.contact_sheet(A, job_id, SheetLayout(columns=2, tile_width=100))
     assert sheet.frame_indices == (0, 30, 60, 90) and decoded(sheet.data).format == "PNG"
     assert sheet.width == 2 * 100 + 3 * 6
     env.storage.delete_file(frame_image_key(job_id, 60))  # a missing image: a blank tile, boxes still drawn
-    assert frames.contact_sheet(job_id, SheetLayout(columns=1, tile_width=64)).frame_indices == (0, 30, 60, 90)
+    assert frames.contact_sheet(A, job_id, SheetLayout(columns=1, tile_width=64)).frame_indices == (0, 30, 60, 90)
 
 
 def test_boxes_and_ocr_lines_are_drawn_where_reported():

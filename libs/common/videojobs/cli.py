@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("videojobs.client.cli:watch", "follow a job with a live progress bar until it ends"),
     "results": ("videojobs.client.cli:results", "write a finished job's results (JSON or CSV)"),
     "render": ("videojobs.client.cli:render", "render a finished job's annotated frames as a contact sheet"),
+    "list": ("videojobs.client.cli:list_jobs", "your jobs, newest first (--status to filter)"),
+    "cancel": ("videojobs.client.cli:cancel", "cancel a pending or running job"),
+    "delete": ("videojobs.client.cli:delete", "delete a job with its input, results and frame images"),
 }
 
 

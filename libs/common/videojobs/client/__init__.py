@@ -9,13 +9,14 @@
         document = client.results(job.job_id)  # a videojobs.common.results.ResultsDocument
 """
 
-from videojobs.client.client import RetryPolicy, VideoJobsClient
+from videojobs.client.client import JobsPage, RetryPolicy, VideoJobsClient
 from videojobs.client.config import ClientSettings
 from videojobs.client.errors import ClientError, ServiceError, ServiceUnreachable, WaitTimeout
 
 __all__ = [
     "ClientError",
     "ClientSettings",
+    "JobsPage",
     "RetryPolicy",
     "ServiceError",
     "ServiceUnreachable",

@@ -1,4 +1,4 @@
-"""The client commands of ``videojobs``: submit, status, watch, results, render (all over gRPC).
+"""The client commands of ``videojobs``: submit, status, watch, results, render, list, cancel, delete (gRPC).
 
 Exit codes scripts can rely on: 0 done, 1 the job failed, 2 usage (bad arguments,
 unknown job, invalid options, results not ready yet), 3 the service is unreachable
@@ -107,6 +107,11 @@ def submit(argv: list[str]) -> int:
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=list(PIPELINES),
                         help=f"default {DEFAULT_PIPELINE}")
     parser.add_argument("--wait", action="store_true", help="wait for the job with a progress bar; exit 0 or 1")
+    parser.add_argument("--request-id", default=None, metavar="KEY",
+                        help="idempotency key: submitting again with the same key returns the first job "
+                             "(default: a fresh one per command, reused by its own retries)")
+    parser.add_argument("--callback-url", default="", metavar="URL",
+                        help="receives one signed POST (Standard Webhooks) when the job ends")
     _add_wait_arguments(parser)
     add_option_arguments(parser)
     args = parser.parse_args(argv)
@@ -116,10 +121,11 @@ def submit(argv: list[str]) -> int:
     def body() -> int:
         options = options_from_arguments(args)
         with VideoJobsClient(args.server) as client:
+            extra = {"request_id": args.request_id, "callback_url": args.callback_url}
             if args.file is not None:
-                job = client.submit_file(args.file, args.pipeline, options)
+                job = client.submit_file(args.file, args.pipeline, options, **extra)
             else:
-                job = client.submit_from_storage(args.from_storage, args.pipeline, options)
+                job = client.submit_from_storage(args.from_storage, args.pipeline, options, **extra)
             print(job.job_id, flush=True)
             return _follow(client, job.job_id, args) if args.wait else EXIT_DONE
 
@@ -228,3 +234,58 @@ def render(argv: list[str]) -> int:
 
     return _run("render", body)
 
+
+
+# -- list / cancel / delete --------------------------------------------------------------------------
+def list_jobs(argv: list[str]) -> int:
+    parser = _parser("list", "List your jobs, newest first: id, status, progress, pipeline, created.")
+    parser.add_argument("--status", choices=[s.value for s in JobStatus], default=None, help="only jobs in this state")
+    parser.add_argument("--limit", type=int, default=50, metavar="N", help="at most N jobs (default 50, 0: all)")
+    parser.add_argument("--json", action="store_true", help="one job resource (as GET /video/status) per line")
+    args = parser.parse_args(argv)
+    if args.limit < 0:
+        parser.error("--limit must be 0 or more")
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            jobs = client.jobs(JobStatus(args.status) if args.status else None,
+                               page_size=min(args.limit, 1000) if args.limit else 0)
+            for count, job in enumerate(jobs, start=1):
+                if args.json:
+                    print(job.model_dump_json())
+                else:
+                    print(f"{job.job_id}  {job.status.value:<9}  {job.frames_done:>6}/{job.frames_total:<6}  "
+                          f"{job.pipeline_id:<8}  {job.created_at.isoformat(timespec='seconds')}")
+                if count == args.limit:
+                    break
+        return EXIT_DONE
+
+    return _run("list", body)
+
+
+def cancel(argv: list[str]) -> int:
+    parser = _parser("cancel", "Cancel a PENDING or RUNNING job (exit 2 if it had already ended).")
+    parser.add_argument("job_id", metavar="ID")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            job = client.cancel(args.job_id)
+        print(f"{job.job_id} {job.status.value}", file=sys.stderr)
+        return EXIT_DONE
+
+    return _run("cancel", body)
+
+
+def delete(argv: list[str]) -> int:
+    parser = _parser("delete", "Delete a job (cancelling it if needed) with its input, results and frame images.")
+    parser.add_argument("job_id", metavar="ID")
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        with VideoJobsClient(args.server) as client:
+            client.delete(args.job_id)
+        print(f"{args.job_id} deleted", file=sys.stderr)
+        return EXIT_DONE
+
+    return _run("delete", body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -22,6 +23,7 @@ from videojobs.client.config import ClientSettings
 from videojobs.client.errors import WaitTimeout, from_rpc_error
 from videojobs.common import wire
 from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES, RenderedImage
+from videojobs.common.job import JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.resources import Capabilities, JobResource
 from videojobs.common.results import MAX_PAGE_SIZE, FrameResult, ResultsDocument
@@ -32,6 +34,14 @@ T = TypeVar("T")
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 # wait(): called with the job after every poll.
 JobCallback = Callable[[JobResource], None]
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """One page of the caller's jobs, newest first; `next_page_token` is empty on the last page."""
+
+    jobs: list[JobResource]
+    next_page_token: str
 
 
 @dataclass(frozen=True)
@@ -109,13 +119,17 @@ class VideoJobsClient:
                 self._sleep(random.uniform(0, backoff))
 
     # -- submit --------------------------------------------------------------------------------------
-    def submit_file(self, path: Path | str, pipeline_id: str = "",
-                    options: Optional[AnalysisOptions] = None) -> JobResource:
-        """Upload a local video and create a job; its resource (PENDING) comes back at once."""
+    def submit_file(self, path: Path | str, pipeline_id: str = "", options: Optional[AnalysisOptions] = None, *,
+                    request_id: Optional[str] = None, callback_url: str = "") -> JobResource:
+        """Upload a local video and create a job; its resource (PENDING) comes back at once.
+
+        Every submit carries an idempotency key (`request_id`, a fresh UUID unless given): an
+        upload retried after UNAVAILABLE, or a second call with the same key, returns the first
+        job instead of creating another."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
-        spec = self._spec(pipeline_id, options, path.name)
+        spec = self._spec(pipeline_id, options, path.name, request_id, callback_url)
 
         def messages() -> Iterator[jobs_pb2.SubmitRequest]:
             yield jobs_pb2.SubmitRequest(spec=spec)
@@ -126,17 +140,20 @@ class VideoJobsClient:
         reply = self._call(self._stub.Submit, messages, None)
         return self.status(reply.job_id)
 
-    def submit_from_storage(self, input_key: str, pipeline_id: str = "",
-                            options: Optional[AnalysisOptions] = None) -> JobResource:
-        """Create a job for a video already in the service's object storage."""
-        request = jobs_pb2.SubmitFromStorageRequest(spec=self._spec(pipeline_id, options, ""), input_key=input_key)
+    def submit_from_storage(self, input_key: str, pipeline_id: str = "", options: Optional[AnalysisOptions] = None,
+                            *, request_id: Optional[str] = None, callback_url: str = "") -> JobResource:
+        """Create a job for a video already in the caller's upload area of the service's storage."""
+        spec = self._spec(pipeline_id, options, "", request_id, callback_url)
+        request = jobs_pb2.SubmitFromStorageRequest(spec=spec, input_key=input_key)
         reply = self._call(self._stub.SubmitFromStorage, lambda: request, self._timeout)
         return self.status(reply.job_id)
 
     @staticmethod
-    def _spec(pipeline_id: str, options: Optional[AnalysisOptions], filename: str) -> jobs_pb2.JobSpec:
+    def _spec(pipeline_id: str, options: Optional[AnalysisOptions], filename: str, request_id: Optional[str],
+              callback_url: str) -> jobs_pb2.JobSpec:
         return jobs_pb2.JobSpec(pipeline_id=pipeline_id, options=wire.options_to_pb(options or AnalysisOptions()),
-                                filename=filename)
+                                filename=filename, request_id=request_id or str(uuid.uuid4()),
+                                callback_url=callback_url)
 
     # -- follow --------------------------------------------------------------------------------------
     def status(self, job_id: str) -> JobResource:
@@ -159,6 +176,34 @@ class VideoJobsClient:
                 raise WaitTimeout(job, timeout)
             pause = poll_interval if timeout is None else min(poll_interval, timeout - elapsed)
             self._sleep(max(0.0, pause))
+
+    # -- list / cancel / delete --------------------------------------------------------------------------
+    def list_page(self, status: Optional[JobStatus] = None, page_size: int = 0, page_token: str = "") -> JobsPage:
+        """One page of the caller's jobs, newest first, optionally only those in `status`."""
+        request = jobs_pb2.ListJobsRequest(page_size=page_size, page_token=page_token,
+                                           status=wire.status_to_pb(status) if status else 0)
+        reply = self._call(self._stub.ListJobs, lambda: request, self._timeout)
+        return JobsPage([wire.job_from_pb(job) for job in reply.jobs], reply.next_page_token)
+
+    def jobs(self, status: Optional[JobStatus] = None, page_size: int = 0) -> Iterator[JobResource]:
+        """Every job of the caller, newest first, fetched a page at a time."""
+        token = ""
+        while True:
+            page = self.list_page(status, page_size, token)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel(self, job_id: str) -> JobResource:
+        """Cancel a PENDING or RUNNING job (CANCELLED comes back); a final job is a ServiceError (409)."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id)
+        return wire.job_from_pb(self._call(self._stub.CancelJob, lambda: request, self._timeout).job)
+
+    def delete(self, job_id: str) -> None:
+        """Cancel the job if needed, then remove it with its input, results and frame images."""
+        request = jobs_pb2.DeleteJobRequest(job_id=job_id)
+        self._call(self._stub.DeleteJob, lambda: request, self._timeout)
 
     # -- results -------------------------------------------------------------------------------------
     def result_pages(self, job_id: str, page_size: int = MAX_PAGE_SIZE) -> Iterator[ResultsDocument]:
