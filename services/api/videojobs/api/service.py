@@ -390,6 +390,10 @@ def remove_job_objects(storage: StorageService, job: Job) -> None:
         document = ResultsDocument.from_bytes(storage.read_bytes(output_key))
     except StorageObjectNotFound:
         document = None
+    except ValueError:  # not a results document (written by hand?): its frames cannot be named
+        log.warning("job %s: results object %s does not parse; its frame images (if any) stay", job.job_id,
+                    output_key)
+        document = None
     if document is not None:
         FrameImageStore(storage).delete(job.job_id, (frame.frame_index for frame in document.results))
     storage.delete_file(output_key)
