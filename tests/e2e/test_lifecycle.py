@@ -191,16 +191,23 @@ def test_cancel_a_running_job_and_a_pending_one(shape):
 def test_delete_leaves_nothing_of_the_job_in_storage(shape):
     a = shape.client.as_tenant(shape.key("deleter")["key"])
     done = a.submit_rest(SAMPLE, **SHORT)
-    assert a.wait_for(done)["status"] == "COMPLETED"
+    finished = a.wait_for(done)
+    assert finished["status"] == "COMPLETED"
     running = a.submit_grpc(SAMPLE, "yolo", sample_fps=0, max_frames=900)
     a.wait_for(running, statuses=("RUNNING",))
-    assert {k for k in shape.objects() if done in k} == {f"inputs/{done}.mp4", f"results/{done}.json"}
+    stored = {k for k in shape.objects() if done in k}
+    images = {k for k in stored if k.startswith(f"frames/{done}/") and k.endswith(".jpg")}
+    assert stored - images == {f"inputs/{done}.mp4", f"results/{done}.json"}
+    assert len(images) == finished["frames_total"] > 0  # the viewer's frame images: one per analysed frame
     assert a.http.delete(f"/video/jobs/{done}").status_code == 204
     a.stub.DeleteJob(jobs_pb2.DeleteJobRequest(job_id=running))  # cancels it first
     for job_id in (done, running):
         assert a.http.get(f"/video/status/{job_id}").status_code == 404
-    time.sleep(2)  # the worker notices the cancel at its next batch and removes anything it wrote
-    assert [k for k in shape.objects() if done in k or running in k] == []
+    # the worker notices the cancel at its next batch and removes anything it wrote (frame images)
+    deadline = time.monotonic() + 30
+    while (left := [k for k in shape.objects() if done in k or running in k]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == []
     if shape.rows is not None:
         assert not {r["job_id"] for r in shape.rows()} & {done, running}
     a.close()
