@@ -135,7 +135,7 @@ def _settings(default: int):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_random_bytes_are_a_client_error(channel, fuzz_stack, method):
     @given(payloads=st.lists(st.binary(max_size=512), min_size=1, max_size=4), key=keys(fuzz_stack))
-    @_settings(25)
+    @_settings(40)
     def fuzz(payloads, key):
         code = call_raw(channel, fuzz_stack, method, payloads, key)
         if code is grpc.StatusCode.OK:
@@ -160,7 +160,7 @@ def test_random_field_values_are_answered_or_refused_cleanly(channel, fuzz_stack
         messages = message_of(request_type).map(lambda m: [m])
 
     @given(msgs=messages, key=keys(fuzz_stack))
-    @_settings(40)
+    @_settings(60)
     def fuzz(msgs, key):
         payloads = [with_real_job(m).SerializeToString() for m in msgs]
         code = call_raw(channel, fuzz_stack, method, payloads, key)

@@ -102,7 +102,7 @@ def send(fuzz_stack, content_type: str, body: bytes, headers: dict[str, str] | N
 
 
 @given(form=multipart(), idempotency_key=st.one_of(st.none(), st.text("abc-_0123456789", max_size=200)))
-@hypothesis.settings(max_examples=examples(120), deadline=None, database=None,
+@hypothesis.settings(max_examples=examples(250), deadline=None, database=None,
                      suppress_health_check=list(HealthCheck))
 def test_submit_never_answers_a_server_error(fuzz_stack, form, idempotency_key):
     content_type, body = form

@@ -49,7 +49,7 @@ def map_body(context, body):  # noqa: ANN001
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=examples(12), **SETTINGS)
+@hypothesis.settings(max_examples=examples(25), **SETTINGS)
 def test_no_operation_answers_a_server_error(case, fuzz_stack):
     response = case.call(base_url=fuzz_stack.base_url, headers=fuzz_stack.headers, timeout=30)
     TALLY.http("rest: schemathesis", response.status_code, f"{case.method} {case.formatted_path}")
@@ -77,5 +77,5 @@ def test_stateful_chains_along_the_links(fuzz_stack):
 
     # Generation only: the server's answers change as the worker finishes jobs, so replaying a scenario
     # (reuse, shrinking) would draw differently and Hypothesis would call its own strategy flaky.
-    Chains.run(settings=hypothesis.settings(max_examples=examples(15), stateful_step_count=6,
+    Chains.run(settings=hypothesis.settings(max_examples=examples(30), stateful_step_count=6,
                                             phases=[Phase.generate], **SETTINGS))
