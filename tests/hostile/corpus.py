@@ -541,10 +541,17 @@ def check_rows(rows: list[Row]) -> list[str]:
     return problems
 
 
-def leftovers(data_dir: Path, pid: int | None = None) -> list[str]:
-    """What a finished corpus run must not leave: scratch files, half-written objects, open upload spools."""
+def leftovers(data_dir: Path, accepted_jobs: int, pid: int | None = None) -> list[str]:
+    """What a finished corpus run must not leave: scratch files, half-written objects, inputs of refused
+    uploads, open upload spools."""
+    storage = data_dir / "storage"
+    if not storage.is_dir():
+        return [f"no storage folder at {storage}: the check looked in the wrong place"]
     found = [str(p) for p in (data_dir / "scratch").rglob("*") if p.is_file()]
-    found += [str(p) for p in (data_dir / "storage").rglob("*.part")]
+    found += [str(p) for p in storage.rglob("*.part")]
+    inputs = [p for p in (storage / "inputs").rglob("*") if p.is_file()]
+    if len(inputs) > accepted_jobs:
+        found.append(f"{len(inputs)} input objects for {accepted_jobs} accepted jobs")
     fd_dir = Path(f"/proc/{pid}/fd") if pid else None
     if fd_dir and fd_dir.is_dir():
         for fd in fd_dir.iterdir():
@@ -602,6 +609,7 @@ def run_on_embedded_service(sample: Path, workdir: Path, model_cache: Path, time
     from tests.e2e.conftest import Service
 
     t0 = time.monotonic()
+    workdir = workdir.resolve()  # the service runs in its data folder: a relative path would point elsewhere
     files = build_corpus(sample, workdir / "files")
     data_dir = workdir / "service"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -611,7 +619,7 @@ def run_on_embedded_service(sample: Path, workdir: Path, model_cache: Path, time
         job_id = service.submit_rest(sample, **JOB_OPTIONS)
         after = service.wait_for(job_id, statuses=FINAL, timeout=timeout)["status"]
         assert service.proc is not None
-        left = leftovers(data_dir, service.proc.pid)
+        left = leftovers(data_dir, sum(1 for r in rows if r.job_id) + 1, service.proc.pid)
     except BaseException:
         print(service.diagnostics(120))
         raise

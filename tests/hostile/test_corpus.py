@@ -40,3 +40,14 @@ def test_outcome_matching_is_strict():
     rows = [corpus.Row("a.mp4", "", "COMPLETED", "STUCK (RUNNING after 5 s)", 200),
             corpus.Row("b.mp4", "", "COMPLETED", "500 internal", 500)]
     assert len(corpus.check_rows(rows)) == 3
+
+
+def test_the_leftover_check_finds_what_it_must(tmp_path):
+    assert corpus.leftovers(tmp_path, 0)[0].startswith("no storage folder")
+    (tmp_path / "storage" / "inputs").mkdir(parents=True)
+    (tmp_path / "storage" / "inputs" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "storage" / "inputs" / ".b.mp4.1234.part").write_bytes(b"x")
+    (tmp_path / "scratch" / "host-1").mkdir(parents=True)
+    (tmp_path / "scratch" / "host-1" / "input.mp4").write_bytes(b"x")
+    assert len(corpus.leftovers(tmp_path, 2)) == 2  # the scratch file and the half-written object
+    assert len(corpus.leftovers(tmp_path, 1)) == 3  # and an input object no accepted job explains
