@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.e2e.conftest import free_port
 from tests.fakes import FakeAnalyzer
 from videojobs.api.bootstrap import build_api
 from videojobs.api.keys import create_key
@@ -90,12 +90,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
     out.write_text(json.dumps(report, indent=2))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FuzzStack:
     def __init__(self, api, base_url: str, key: str) -> None:
         self.api = api
@@ -104,11 +98,19 @@ class FuzzStack:
         self.headers = {"Authorization": f"Bearer {key}"}
         self.grpc_target = f"127.0.0.1:{api.port}"
         self.http = httpx.Client(base_url=base_url, timeout=30, headers=self.headers)
+        self._job = ""
 
     def submit(self) -> str:
         r = self.http.post("/video/submit", files={"file": ("a.mp4", MP4_HEAD, "video/mp4")}, data={"pipeline_id": "yolo"})
         assert r.status_code == 202, r.text
         return r.json()["job_id"]
+
+    def real_job(self) -> str:
+        """A COMPLETED job of the fuzzing tenant (made once)."""
+        if not self._job:
+            self._job = self.submit()
+            assert self.wait_final(self._job)["status"] == "COMPLETED"
+        return self._job
 
     def wait_final(self, job_id: str, timeout: float = 20) -> dict:
         deadline = time.monotonic() + timeout
@@ -130,14 +132,13 @@ def fuzz_stack(tmp_path_factory):
     api.start()
     key = create_key(make_tenant_store(api.repo), "fuzz", "fuzzer", settings.api_key_pepper)["key"]
     analyzer = FakeAnalyzer(frames=3, size=(64, 48))
-    stop = threading.Event()
     worker = JobWorker(api.queue, api.storage, api.repo, analyzer,
                        WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.05),
                        capabilities=make_capability_store(api.repo),
                        frame_images=FrameImageWriter(FrameImageStore(api.storage), max_side=320))
     worker_thread = threading.Thread(target=worker.run_forever, daemon=True)
     worker_thread.start()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, f"127.0.0.1:{api.port}"), host="127.0.0.1", port=port,
                                            log_level="critical"))
     server_thread = threading.Thread(target=server.run, daemon=True)
@@ -147,7 +148,6 @@ def fuzz_stack(tmp_path_factory):
     stack = FuzzStack(api, f"http://127.0.0.1:{port}", key)
     yield stack
     stack.http.close()
-    stop.set()
     worker.request_stop()
     worker_thread.join(10)
     server.should_exit = True

@@ -264,3 +264,13 @@ def test_every_error_answer_is_documented(stack):
     assert stack.http.get("/problems/no-such-problem").status_code == 404
     links = doc["/video/submit"]["post"]["responses"]["202"]["links"]
     assert links["GetJobStatus"]["parameters"] == {"job_id": "$response.body#/job_id"}
+
+
+def test_a_key_grpc_metadata_cannot_carry_is_no_key(stack):
+    """Found by probing headers: a key with a control character reached the gRPC channel and answered 500."""
+    job_id = pending_job(stack)
+    for headers in ({"authorization": b"Bearer \x7f"}, {"authorization": b"Bearer vjk_\xff\xfe"},
+                    {"cookie": b"videojobs_key=\x7f"}):
+        r = stack.http.get(f"/video/status/{job_id}", headers=headers)
+        assert r.status_code == 200, (headers, r.text)  # auth is off here: no usable key is no key
+        assert stack.http.get(f"/video/view/{job_id}", headers=headers).status_code == 200
