@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "hostile.json", help="where the JSON report goes")
     parser.add_argument("--keep", type=Path, help="build files and run the service here (kept afterwards)")
     parser.add_argument("--model-cache", type=Path, default=ROOT / "var" / "models", help="converted-model cache")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds every job has to end")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds every job has to end")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         workdir = args.keep or Path(tmp)

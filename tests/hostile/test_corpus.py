@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_every_hostile_file_gets_its_expected_outcome(tmp_path, model_cache):  # noqa: F811
-    run = corpus.run_on_embedded_service(SAMPLE, tmp_path, model_cache, timeout=120)
+    # The bound on every job: generous, so a machine shared with other work does not fail it.
+    run = corpus.run_on_embedded_service(SAMPLE, tmp_path, model_cache, timeout=300)
     print("\n" + corpus.format_table(run.rows))
     (tmp_path / "hostile.json").write_text(json.dumps({"summary": run.summary(), "rows": corpus.as_json(run.rows)}))
     assert len(run.rows) >= 40
