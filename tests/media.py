@@ -14,8 +14,10 @@ import wave
 import zipfile
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterable
 
 import av
+import numpy as np
 
 
 def remux(src: Path, dst: Path, container: str) -> Path:
@@ -135,3 +137,238 @@ def labelled_clip(src: Path, dst: Path, labels: list[str], seconds_per_label: fl
         writer.release()
         cap.release()
     return dst
+
+
+# -- ISO-BMFF building blocks ----------------------------------------------------------
+def box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def full_box(kind: bytes, version: int, flags: int, payload: bytes) -> bytes:
+    return box(kind, struct.pack(">I", (version << 24) | flags) + payload)
+
+
+_MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
+
+
+def audio_only_mp4(path: Path, seconds: float = 1.0, rate: int = 8000) -> Path:
+    """A valid MP4 holding one 16-bit mono PCM ('sowt') audio track and no video."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes()
+    ftyp = box(b"ftyp", b"isom" + struct.pack(">I", 512) + b"isomiso2mp41")
+
+    def moov(chunk_offset: int) -> bytes:
+        mvhd = full_box(b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, 1000, int(seconds * 1000))
+                        + struct.pack(">IH", 0x00010000, 0x0100) + b"\0" * 10 + _MATRIX + b"\0" * 24
+                        + struct.pack(">I", 2))
+        tkhd = full_box(b"tkhd", 0, 7, struct.pack(">IIIII", 0, 0, 1, 0, int(seconds * 1000)) + b"\0" * 8
+                        + struct.pack(">hhhH", 0, 0, 0x0100, 0) + _MATRIX + struct.pack(">II", 0, 0))
+        mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, rate, n, 0x55C4, 0))
+        hdlr = full_box(b"hdlr", 0, 0, struct.pack(">I", 0) + b"soun" + b"\0" * 12 + b"SoundHandler\0")
+        smhd = full_box(b"smhd", 0, 0, struct.pack(">hH", 0, 0))
+        dinf = box(b"dinf", full_box(b"dref", 0, 0, struct.pack(">I", 1) + full_box(b"url ", 0, 1, b"")))
+        sowt = box(b"sowt", b"\0" * 6 + struct.pack(">H", 1) + struct.pack(">HHI", 0, 0, 0)
+                   + struct.pack(">HHHHI", 1, 16, 0, 0, rate << 16))
+        stbl = box(b"stbl", b"".join([
+            full_box(b"stsd", 0, 0, struct.pack(">I", 1) + sowt),
+            full_box(b"stts", 0, 0, struct.pack(">III", 1, n, 1)),
+            full_box(b"stsc", 0, 0, struct.pack(">IIII", 1, 1, n, 1)),
+            full_box(b"stsz", 0, 0, struct.pack(">II", 2, n)),
+            full_box(b"stco", 0, 0, struct.pack(">II", 1, chunk_offset)),
+        ]))
+        minf = box(b"minf", smhd + dinf + stbl)
+        trak = box(b"trak", tkhd + box(b"mdia", mdhd + hdlr + minf))
+        return box(b"moov", mvhd + trak)
+
+    size_moov = len(moov(0))
+    data = ftyp + moov(len(ftyp) + size_moov + 8) + box(b"mdat", pcm)
+    path.write_bytes(data)
+    return path
+
+
+def top_level_boxes(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(kind, offset, size) of each top-level box."""
+    out, pos = [], 0
+    while pos + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        elif size == 0:
+            size = len(data) - pos
+        out.append((kind, pos, size))
+        pos += size
+    return out
+
+
+def faststart(data: bytes) -> bytes:
+    """The same MP4 with its index (moov) moved before the media data, chunk offsets patched."""
+    boxes = top_level_boxes(data)
+    moov = next(b for b in boxes if b[0] == b"moov")
+    if moov[1] < min((o for k, o, _ in boxes if k == b"mdat"), default=len(data)):
+        return data  # already index-first
+    moov_bytes = bytearray(data[moov[1]:moov[1] + moov[2]])
+    shift = len(moov_bytes)
+    containers = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+
+    def patch(pos: int, end: int) -> None:
+        while pos + 8 <= end:
+            size, kind = struct.unpack(">I4s", moov_bytes[pos:pos + 8])
+            if kind in containers:
+                patch(pos + 8, pos + size)
+            elif kind in (b"stco", b"co64"):
+                count = struct.unpack(">I", moov_bytes[pos + 12:pos + 16])[0]
+                fmt, width = (">I", 4) if kind == b"stco" else (">Q", 8)
+                for i in range(count):
+                    at = pos + 16 + i * width
+                    (value,) = struct.unpack(fmt, moov_bytes[at:at + width])
+                    moov_bytes[at:at + width] = struct.pack(fmt, value + shift)
+            pos += size
+
+    patch(8, len(moov_bytes))
+    first_media = min(b[1] for b in boxes if b[0] != b"ftyp")
+    rest = b"".join(data[o:o + s] for k, o, s in boxes if k not in (b"ftyp", b"moov"))
+    return data[:first_media] + bytes(moov_bytes) + rest
+
+
+def write_clip(path: Path, frames: Iterable[np.ndarray], fps: float, fourcc: str = "mp4v") -> Path:
+    """Write BGR frames with OpenCV (its pip wheels write mp4v or MJPEG, not H.264)."""
+    import cv2
+
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                h, w = frame.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+                assert writer.isOpened(), f"cannot write {path}"
+            writer.write(frame)
+    finally:
+        if writer is not None:
+            writer.release()
+    return path
+
+
+# -- box surgery on ISO-BMFF files (the hostile corpus) ---------------------------------
+# Boxes whose payload is a list of boxes, and how many bytes of their own come first.
+_CONTAINER_SKIP = {b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0, b"stbl": 0, b"edts": 0, b"dinf": 0,
+                   b"udta": 0, b"stsd": 8, b"avc1": 78, b"mp4v": 78}
+
+
+def _box_header(data: bytes, pos: int, end: int) -> tuple[bytes, int, int] | None:
+    """(kind, size, header length) of the box at `pos`, None if no whole header fits."""
+    if pos + 8 > end:
+        return None
+    size, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    hdr = 8
+    if size == 1:
+        if pos + 16 > end:
+            return None
+        size, hdr = struct.unpack(">Q", data[pos + 8:pos + 16])[0], 16
+    elif size == 0:
+        size = end - pos
+    return kind, size, hdr
+
+
+def find_box(data: bytes, path: Iterable[bytes]) -> list[tuple[int, int, int]]:
+    """The box at `path` (e.g. [b'moov', b'trak', b'mdia', b'mdhd']) and its ancestors, outermost first:
+    (offset, size, header length) each. The first box of each kind is taken. KeyError if absent."""
+    chain: list[tuple[int, int, int]] = []
+    start, end = 0, len(data)
+    for wanted in path:
+        pos = start
+        while True:
+            header = _box_header(data, pos, end)
+            if header is None:
+                raise KeyError(wanted)
+            kind, size, hdr = header
+            if kind == wanted:
+                chain.append((pos, size, hdr))
+                start, end = pos + hdr + _CONTAINER_SKIP.get(kind, 0), min(pos + size, end)
+                break
+            if size < hdr:
+                raise KeyError(wanted)
+            pos += size
+    return chain
+
+
+def video_stbl(child: bytes) -> list[bytes]:
+    """Path of a box in the first track's sample table (the sample's only track is its video)."""
+    return [b"moov", b"trak", b"mdia", b"minf", b"stbl", child]
+
+
+def rename_box(data: bytes, path: list[bytes], new_kind: bytes = b"skip") -> bytes:
+    """The box at `path` turned into another type (b'skip': gone for readers, offsets kept). Not b'free':
+    FFmpeg looks inside free boxes for a lost index."""
+    pos, _, _ = find_box(data, path)[-1]
+    out = bytearray(data)
+    out[pos + 4:pos + 8] = new_kind
+    return bytes(out)
+
+
+def duplicate_box(data: bytes, path: list[bytes]) -> bytes:
+    """The box at `path` twice in a row, every ancestor's size grown to match (32-bit sizes only)."""
+    chain = find_box(data, path)
+    pos, size, _ = chain[-1]
+    out = bytearray(data[:pos + size] + data[pos:pos + size] + data[pos + size:])
+    for a_pos, a_size, _ in chain[:-1]:
+        struct.pack_into(">I", out, a_pos, a_size + size)
+    return bytes(out)
+
+
+def patch_box(data: bytes, path: list[bytes], offset: int, fmt: str, *values: int) -> bytes:
+    """Overwrite a field `offset` bytes into the box at `path` (offset counts from the box's start)."""
+    pos, _, _ = find_box(data, path)[-1]
+    out = bytearray(data)
+    struct.pack_into(fmt, out, pos + offset, *values)
+    return bytes(out)
+
+
+def flip_bits(data: bytes, count: int, start: int, end: int, seed: int) -> bytes:
+    """`count` random bits flipped between `start` and `end` (reproducible with `seed`)."""
+    import random
+
+    rng = random.Random(seed)
+    out = bytearray(data)
+    for _ in range(count):
+        at = rng.randrange(start, end)
+        out[at] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+def synthetic_clip(path: Path, container: str, codec: str, size: tuple[int, int], frames: int = 10, fps: int = 10,
+                   pix_fmt: str = "yuv420p", options: dict[str, str] | None = None) -> Path:
+    """A small clip of moving gradients encoded by PyAV (any size, codec and container FFmpeg writes)."""
+    width, height = size
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=fps, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for i in range(frames):
+            rgb = np.zeros((height, width, 3), np.uint8)
+            rgb[..., 0] = (np.arange(width, dtype=np.uint32)[None, :] * 255 // max(1, width - 1) + i * 20) % 256
+            rgb[..., 1] = (np.arange(height, dtype=np.uint32)[:, None] * 255 // max(1, height - 1)) % 256
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def audio_only(path: Path, container: str, codec: str, seconds: float = 1.0, rate: int = 16000) -> Path:
+    """A file with one audio track (a tone) and no video, in any container FFmpeg writes."""
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        samples = int(seconds * rate)
+        tone = (np.sin(2 * np.pi * 440 * np.arange(samples) / rate) * 8000).astype(np.int16)
+        frame_size = stream.codec_context.frame_size or 1024
+        for start in range(0, samples, frame_size):
+            chunk = tone[start:start + frame_size]
+            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

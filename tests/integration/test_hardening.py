@@ -224,3 +224,53 @@ def test_errors_shown_to_clients_never_carry_hosts(stack):
     stack.api.jobs._repo = Down()
     r = stack.http.get("/video/status/0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b")
     assert r.status_code == 503 and "10.1.2.3" not in r.text and "5432" not in r.text
+
+
+def test_request_bytes_that_do_not_parse_are_invalid_argument(stack):
+    """Found by the gRPC fuzzer: gRPC's own deserializer answered INTERNAL ("Exception deserializing request!")."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{stack.api.port}")
+    try:
+        for method in ("GetStatus", "GetResults", "ListJobs", "CancelJob", "GetContactSheet"):
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary(f"/videojobs.v1.JobService/{method}")(b"\xff\xff\xff", timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert "message cannot be parsed" in err.value.details()
+        spec = jobs_pb2.SubmitRequest(spec=jobs_pb2.JobSpec(pipeline_id="yolo")).SerializeToString()
+        for messages in ([b"\x00"], [spec, b"\x0a\x02\xff\xfe"]):  # a bad first message, a bad chunk
+            with pytest.raises(grpc.RpcError) as err:
+                channel.stream_unary("/videojobs.v1.JobService/Submit")(iter(messages), timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert rich_error(err.value)[0].reason == "BAD_REQUEST"
+    finally:
+        channel.close()
+    assert [p for p in (stack.api.settings.data_dir / "storage").rglob("*") if p.is_file()] == []
+
+
+def test_list_jobs_with_an_unknown_status_number_is_invalid_argument(stack):
+    """Found by the gRPC fuzzer: an enum number outside JobStatus answered INTERNAL."""
+    for value in (-1, 99, -(2**31)):
+        with pytest.raises(grpc.RpcError) as err:
+            stack.stub.ListJobs(jobs_pb2.ListJobsRequest(status=value))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert rich_error(err.value)[1][0][0] == "status"
+
+
+def test_every_error_answer_is_documented(stack):
+    """Found by schemathesis: the viewer routes' 401 and /problems/{slug}'s 404 were missing from the document."""
+    doc = stack.http.get("/openapi.json").json()["paths"]
+    for path in ("/video/view/{job_id}", "/video/frames/{job_id}/{frame_index}.jpg", "/video/sheet/{job_id}.png"):
+        assert "401" in doc[path]["get"]["responses"], path
+    assert "404" in doc["/problems/{slug}"]["get"]["responses"]
+    assert stack.http.get("/problems/no-such-problem").status_code == 404
+    links = doc["/video/submit"]["post"]["responses"]["202"]["links"]
+    assert links["GetJobStatus"]["parameters"] == {"job_id": "$response.body#/job_id"}
+
+
+def test_a_key_grpc_metadata_cannot_carry_is_no_key(stack):
+    """Found by probing headers: a key with a control character reached the gRPC channel and answered 500."""
+    job_id = pending_job(stack)
+    for headers in ({"authorization": b"Bearer \x7f"}, {"authorization": b"Bearer vjk_\xff\xfe"},
+                    {"cookie": b"videojobs_key=\x7f"}):
+        r = stack.http.get(f"/video/status/{job_id}", headers=headers)
+        assert r.status_code == 200, (headers, r.text)  # auth is off here: no usable key is no key
+        assert stack.http.get(f"/video/view/{job_id}", headers=headers).status_code == 200

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from videojobs.api.auth import Authenticator
 from videojobs.api.frames import FrameImages
-from videojobs.api.grpc_service import JobServiceServicer
+from videojobs.api.grpc_service import JobServiceServicer, LenientRequests
 from videojobs.api.metrics import BacklogSampler, GrpcMetricsInterceptor
 from videojobs.api.retention import RetentionSweeper
 from videojobs.api.service import JobsService, Lifecycle
@@ -70,7 +70,8 @@ class Api:
         """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
         # Uploads take at most their own slots; the other RPCs always keep these threads.
         self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16,
-                                  interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor()])
+                                  interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor(),
+                                                LenientRequests(JOB_SERVICE)])
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads,
                                                                           self.frames),
                                                        self.server)

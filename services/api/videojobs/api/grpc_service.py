@@ -24,7 +24,8 @@ from videojobs.api.service import JobRequest, JobsService, JobView
 from videojobs.api.uploads import UploadLimiter
 from videojobs.common import wire
 from videojobs.common.frames import SheetLayout
-from videojobs.common.errors import BadRequest, VideoJobsError
+from videojobs.common.errors import BadRequest, FieldViolation, VideoJobsError
+from videojobs.common.job import JobStatus
 from videojobs.common.observability.metrics import refusals_counted
 from videojobs.common.resources import JobResource
 from videojobs.common.tenants import Caller
@@ -54,10 +55,49 @@ def rpc_status_for(exc: VideoJobsError) -> status_pb2.Status:
     return status
 
 
+class Unparsable:
+    """Stands in for a request message whose bytes do not parse; the RPC answers INVALID_ARGUMENT."""
+
+    def __init__(self, message_type: str, error: Exception) -> None:
+        self.message_type = message_type
+        self.error = error
+
+    def bad_request(self) -> BadRequest:
+        return BadRequest(f"the {self.message_type} message cannot be parsed ({type(self.error).__name__})")
+
+
+class LenientRequests(grpc.ServerInterceptor):
+    """Request bytes that do not parse reach the RPC as `Unparsable` instead of failing in gRPC's
+    deserializer, which would answer a bare INTERNAL ("Exception deserializing request!")."""
+
+    def __init__(self, service: str) -> None:
+        self._prefix = f"/{service}/"
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None \
+                or not handler_call_details.method.startswith(self._prefix):
+            return handler
+        return handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    message_type = getattr(getattr(parse, "__self__", None), "__name__", "request")
+
+    def lenient(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # noqa: BLE001  (DecodeError, or whatever the runtime raises on garbage)
+            return Unparsable(message_type, exc)
+
+    return lenient
+
+
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
     """Authenticates the caller, then runs the RPC with it.
 
     Domain errors become their rich gRPC status; anything else is INTERNAL (logged, not shown).
+    A request that did not parse (`Unparsable`) is INVALID_ARGUMENT.
     """
 
     @functools.wraps(method)
@@ -66,6 +106,8 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             authorization = next((value for key, value in context.invocation_metadata() or ()
                                   if key == "authorization"), None)
             caller = self._auth.authenticate(authorization if isinstance(authorization, str) else None)
+            if isinstance(request, Unparsable):
+                raise request.bad_request()
             return method(self, request, context, caller)
         except VideoJobsError as exc:
             if exc.problem.http_status >= 500:
@@ -101,6 +143,9 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
         """
         with refusals_counted(), self._uploads.upload(context) as handle:
             first = next(request_iterator, None)
+            if isinstance(first, Unparsable):
+                _drain(request_iterator)
+                raise first.bad_request()
             if first is None or first.WhichOneof("payload") != "spec":
                 raise BadRequest("the first Submit message must carry the job spec")
             self._uploads.touch(handle)
@@ -140,8 +185,8 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
     @_rpc
     def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.ServicerContext, caller: Caller):
         """The caller's jobs, newest first, optionally in one state; paged by opaque keyset tokens."""
-        status = wire.status_from_pb(request.status) if request.status else None
-        views, token = self._jobs.list_jobs(caller, status, request.page_size, request.page_token)
+        views, token = self._jobs.list_jobs(caller, _status_filter(request.status), request.page_size,
+                                            request.page_token)
         return wire.jobs_page_to_pb([_resource(v) for v in views], token)
 
     @_rpc
@@ -171,6 +216,17 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
         return wire.contact_sheet_to_pb(self._frames.contact_sheet(caller, request.job_id, layout))
 
 
+def _status_filter(value: int) -> JobStatus | None:
+    """ListJobs' optional status: unset is None; a number that names no status is INVALID_ARGUMENT."""
+    if not value:
+        return None
+    try:
+        return wire.status_from_pb(value)
+    except ValueError:
+        raise BadRequest(f"status {value} is not a job status",
+                         [FieldViolation("status", "not a JobStatus value")]) from None
+
+
 def _resource(view: JobView) -> JobResource:
     return JobResource.from_job(view.job, view.standing)
 
@@ -196,7 +252,7 @@ def _drain(request_iterator: Iterator[jobs_pb2.SubmitRequest]) -> None:
     seen = 0
     try:
         for message in request_iterator:
-            seen += message.ByteSize()
+            seen += 1 if isinstance(message, Unparsable) else message.ByteSize()
             if seen > _DRAIN_BYTES or time.monotonic() > deadline:
                 return
     except grpc.RpcError:
@@ -206,6 +262,8 @@ def _drain(request_iterator: Iterator[jobs_pb2.SubmitRequest]) -> None:
 def _chunks(request_iterator: Iterator[jobs_pb2.SubmitRequest], uploads: UploadLimiter, handle: int) -> Iterator[bytes]:
     for message in request_iterator:
         uploads.touch(handle)
+        if isinstance(message, Unparsable):
+            raise message.bad_request()
         if message.WhichOneof("payload") != "chunk":
             raise BadRequest("only the first Submit message may carry the job spec")
         yield message.chunk

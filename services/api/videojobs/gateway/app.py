@@ -16,6 +16,7 @@ import anyio
 import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BaseModel, Field
@@ -241,7 +242,8 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
             raise _not_found(f"no schema {name[:64]!r}; available: {', '.join(schemas.SCHEMAS)}")
         return FileResponse(schemas.path_of(name), media_type="application/schema+json")
 
-    @app.get("/problems/{slug}", response_model=ProblemType, summary="Description of an error type")
+    @app.get("/problems/{slug}", response_model=ProblemType, summary="Description of an error type",
+             responses=problem_responses(errors.ROUTE_NOT_FOUND))
     async def problem_type(slug: str) -> ProblemType:
         for entry in problem_catalogue():
             if entry.type == f"/problems/{slug}":
@@ -261,7 +263,26 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
             ready = False
         return JSONResponse(status_code=200 if ready else 503, content={"status": "ready" if ready else "not ready"})
 
+    _link_job_routes(app)
     return app
+
+
+# Routes that take the job id a submit returns (OpenAPI links: clients and stateful testers follow them).
+_JOB_ROUTES = {"status": "GetJobStatus", "results": "GetJobResults", "cancel": "CancelJob", "delete": "DeleteJob",
+               "view": "ViewJob", "frame_image": "GetFrameImage", "contact_sheet": "GetContactSheet"}
+
+
+def _link_job_routes(app: FastAPI) -> None:
+    """The submit answer's `job_id` links to every route of that job (by operationId)."""
+    routes = {r.name: r for r in app.routes if isinstance(r, APIRoute)}
+    links = {}
+    for name, link in _JOB_ROUTES.items():
+        route = routes[name]
+        links[link] = {"operationId": route.operation_id or route.unique_id,
+                       "parameters": {"job_id": "$response.body#/job_id"},
+                       "description": f"The `job_id` of the answer, as `{name}`'s path parameter."}
+    submit = routes["submit"]
+    submit.responses = {**submit.responses, 202: {**submit.responses.get(202, {}), "links": links}}
 
 
 def _not_found(detail: str) -> Exception:

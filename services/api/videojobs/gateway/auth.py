@@ -23,13 +23,20 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from `videojobs k
 
 def caller_metadata(credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Metadata:
     """The key from the Authorization header."""
-    return (("authorization", f"Bearer {credentials.credentials}"),) if credentials else ()
+    return _forwarded(credentials.credentials if credentials else None)
 
 
 def reader_metadata(request: Request,
                     credentials: Optional[HTTPAuthorizationCredentials] = Depends(_bearer)) -> Metadata:
     """The key from the Authorization header, else from the viewer's cookie (read-only routes)."""
     if credentials:
-        return (("authorization", f"Bearer {credentials.credentials}"),)
-    key = request.cookies.get(KEY_COOKIE)
-    return (("authorization", f"Bearer {key}"),) if key else ()
+        return _forwarded(credentials.credentials)
+    return _forwarded(request.cookies.get(KEY_COOKIE))
+
+
+def _forwarded(key: str | None) -> Metadata:
+    """The key as gRPC metadata. A value gRPC cannot carry (control or non-ASCII characters) is no key at
+    all: forwarding it would fail in the channel (a 500) instead of reaching the api (401 where keys are on)."""
+    if not key or not all("!" <= c <= "~" for c in key):
+        return ()
+    return (("authorization", f"Bearer {key}"),)

@@ -37,8 +37,16 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'se
 # images stop being served from the browser's cache soon enough).
 IMAGE_CACHE = "private, max-age=3600"
 
-_IMAGE_PROBLEMS = (errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.FRAME_NOT_FOUND, errors.RESULTS_NOT_READY,
+_IMAGE_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.FRAME_NOT_FOUND, errors.RESULTS_NOT_READY,
                    errors.INVALID_REQUEST, errors.SERVICE_UNAVAILABLE)
+
+
+def _page_problems() -> dict:
+    """The viewer page's error answers; a browser asking for HTML without a key gets the key form (401)."""
+    responses = problem_responses(errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND,
+                                  errors.SERVICE_UNAVAILABLE)
+    responses[401]["content"]["text/html"] = {"schema": {"type": "string"}}
+    return responses
 
 
 def _query_range(spec: tuple[int, int, int], description: str):
@@ -52,7 +60,7 @@ def install_viewer(app: FastAPI, stub: Callable[[], jobs_pb2_grpc.JobServiceStub
     key_form = (STATIC / "key.html").read_text(encoding="utf-8")
 
     @app.get("/video/view/{job_id}", response_class=HTMLResponse, summary="Results viewer (a page for people)",
-             responses=problem_responses(errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE))
+             responses=_page_problems())
     async def view(request: Request, job_id: str, metadata: Metadata = Depends(reader_metadata)) -> HTMLResponse:
         """Frames with their boxes, a track timeline, searchable OCR text and filters. Works offline.
 
