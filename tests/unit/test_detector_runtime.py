@@ -107,3 +107,14 @@ def test_the_first_record_wins(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_model_errors_tell_clients_no_paths(tmp_path):
+    weights = tmp_path / "private" / "model.bin"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not a model")
+    with pytest.raises(DetectorUnavailable) as err:
+        Detector(str(weights), tmp_path / "cache").load()
+    assert "model.bin" in err.value.public_detail and str(tmp_path) not in err.value.public_detail
+    wrapped = DetectorUnavailable(f"cannot load {weights}: libfoo said no", "the worker cannot load model.bin")
+    assert wrapped.public_detail == "the worker cannot load model.bin" and str(weights) in str(wrapped)

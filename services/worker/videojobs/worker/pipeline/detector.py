@@ -189,7 +189,8 @@ class Detector:
         except DetectorUnavailable:
             raise
         except Exception as exc:
-            raise DetectorUnavailable(f"cannot load detector model {self.model_spec!r}: {exc}") from exc
+            raise DetectorUnavailable(f"cannot load detector model {self.model_spec!r}: {exc}",
+                                      f"the worker cannot load its detector model {path.name}") from exc
         self._ref = ModelRef(file=Path(self.model_spec).name, sha256=sha256_of(path), kind=kind, load_path=str(path))
 
     def _load_checkpoint(self, path: Path) -> Path:
@@ -197,7 +198,7 @@ class Detector:
 
         yolo = YOLO(str(path), task="detect")  # a bare name (production's yolov8n.pt) resolves through Ultralytics
         if getattr(yolo, "task", "detect") != "detect":
-            raise DetectorUnavailable(f"{self.model_spec!r} is a {yolo.task} model, not a detector")
+            raise DetectorUnavailable(f"{Path(self.model_spec).name!r} is a {yolo.task} model, not a detector")
         self._module = yolo.model
         self._names = {int(k): str(v) for k, v in yolo.names.items()}
         self._stride = int(max(int(self._module.stride.max()), 32))
@@ -335,7 +336,8 @@ class Detector:
         except DetectorUnavailable:
             raise
         except Exception as exc:
-            raise DetectorUnavailable(f"cannot prepare {ref.file} on {name} at {shape[0]}x{shape[1]}: {exc}") from exc
+            raise DetectorUnavailable(f"cannot prepare {ref.file} on {name} at {shape[0]}x{shape[1]}: {exc}",
+                                      f"the worker cannot run {ref.file} on {name} at {shape[0]}x{shape[1]}") from exc
 
     # -- inference -------------------------------------------------------------------------------
     def preprocess(self, frames: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
