@@ -170,7 +170,10 @@ class Detector:
             return self._ref
 
     def _load(self) -> None:
+        import torch
+
         adopt(logging.getLogger("ultralytics"))  # it installs a stdout handler of its own at import
+        torch.set_num_threads(self.threads)  # NMS runs in torch too: no more threads than the runtime's
         path = Path(self.model_spec).expanduser()
         suffix = path.suffix.lower()
         try:
