@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="runs per arm (median reported)")
     parser.add_argument("--frames", type=int, default=32, help="frames analysed per run")
-    parser.add_argument("--model", default=str(SHARED / "models" / "yolov8n_fp32.onnx"))
+    parser.add_argument("--model", default=str(SHARED / "models" / "yolov8n.pt"))
     parser.add_argument("--video", default=str(SHARED / "media" / "bottle-detection.mp4"))
     parser.add_argument("--json", type=Path, default=REPO / "var" / "bench-observability.json")
     args = parser.parse_args(argv)

@@ -1,26 +1,27 @@
 #!/usr/bin/env python
-"""Benchmark the analysis pipeline against the straightforward approach.
+"""Benchmark the analysis pipeline against what users write with Ultralytics alone.
 
-(a) baseline, what a user writes first: per sampled frame, encode to JPEG (as the
-    seed's reference worker does), ``YOLO(model).predict`` on the same model file
-    with Ultralytics' default backend for it (ONNX Runtime for an .onnx file), and
-    full-frame ``pytesseract.image_to_data`` with default settings.
-(b) ``VideoFilePipelineService.run_on_file("yolo_ocr", ...)``.
+(a) baseline, what a user writes first with the checkpoint: per sampled frame,
+    encode to JPEG and decode again (as the seed's reference worker does),
+    ``YOLO("yolov8n.pt").predict(frame)`` with Ultralytics' defaults (PyTorch, its own
+    letterbox, conf 0.25), and full-frame ``pytesseract.image_to_data`` with defaults.
+(b) ``VideoFilePipelineService.run_on_file("yolo_ocr", ...)`` built from the default
+    settings (detector backend ``auto``, inference threads from the usable cores).
+(c) what an expert does with Ultralytics alone, detection only:
+    ``YOLO(<its OpenVINO export at the video's letterbox shape>).predict(source=video,
+    vid_stride=k, stream=True)``, against the ``yolo`` pipeline on the same frames
+    (every k-th frame) and against the bare model forward at the same input shape.
 
-Both analyse the same sampled frames of ``../shared/media/bottle-detection.mp4``
-and of a generated 1280x720 clip with rendered text. Prints a summary and writes
-JSON (default ``bench-results/pipeline.json``). Peak RSS is measured in child
-processes (one per clip) for the 40 s clip and a 10x longer one.
+Clips: the shared sample (640x360 H.264), a generated 1280x720 text clip (MJPEG
+slides) and a 16:9 clip without text (the sample scaled to 1280x720, mp4v). Each
+measurement is the median of ``--repeat`` runs (default 3); (a) and (c) run in child
+processes (their own thread settings). Prints a summary and writes JSON (default
+``bench-results/pipeline.json``). Peak RSS is measured in child processes for the
+40 s clip and a longer one (``--skip-rss`` leaves it out).
 
-The baseline runs in a child process, by default twice: once with
-``OMP_THREAD_LIMIT=1`` (what the Makefile exports, and what the pipeline's OCR
-uses) and once with the environment's defaults (``OMP_THREAD_LIMIT`` unset, as a
-user writing the first approach would run it: Tesseract then starts one OpenMP
-thread per core). Both ratios are reported, each under its own label.
-
-    python scripts/bench_pipeline.py                 # everything, a few minutes
-    python scripts/bench_pipeline.py --quick         # fewer frames, no RSS runs
-    python scripts/bench_pipeline.py --baseline omp1 # only the OMP_THREAD_LIMIT=1 baseline
+    python scripts/bench_pipeline.py                      # everything (slow: (a) is)
+    python scripts/bench_pipeline.py --max-frames 12      # fewer frames per clip
+    python scripts/bench_pipeline.py --baseline both      # also (a) without OMP_THREAD_LIMIT
 """
 
 from __future__ import annotations
@@ -114,29 +115,53 @@ def sampled_frames(path: Path, sample_fps: float, max_frames: int):
     cap.release()
 
 
+def make_scaled_clip(src: Path, dst: Path, size: tuple[int, int], seconds: float) -> Path:
+    """The first `seconds` of `src` scaled to `size` (w, h), mp4v: a 16:9 clip with objects and no text."""
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for _ in range(int(seconds * fps)):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR))
+    cap.release()
+    writer.release()
+    return dst
+
+
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
 # -- (a) baseline ---------------------------------------------------------------------------
-def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int) -> dict:
+def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int, repeat: int) -> dict:
     import pytesseract
     from PIL import Image
     from ultralytics import YOLO
 
-    yolo = YOLO(model, task="detect")
+    yolo = YOLO(model)
     warm = np.zeros((360, 640, 3), np.uint8)
     yolo.predict(warm, verbose=False)
     backend = yolo.predictor.model.format if yolo.predictor else "?"
-    frames = {}
-    t0 = time.perf_counter()
-    for index, frame in sampled_frames(path, sample_fps, max_frames):
-        ok, jpeg = cv2.imencode(".jpg", frame)
-        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
-        result = yolo.predict(image, verbose=False)[0]
-        dets = [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
-        data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)),
-                                         output_type=pytesseract.Output.DICT)
-        words = [w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0]
-        frames[index] = {"detections": dets, "words": words}
-    seconds = time.perf_counter() - t0
-    return {"frames": frames, "seconds": seconds, "backend": backend}
+    runs = []
+    frames: dict = {}
+    for _ in range(repeat):
+        frames = {}
+        t0 = time.perf_counter()
+        for index, frame in sampled_frames(path, sample_fps, max_frames):
+            ok, jpeg = cv2.imencode(".jpg", frame)
+            image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+            result = yolo.predict(image, verbose=False)[0]
+            dets = [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
+            data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)),
+                                             output_type=pytesseract.Output.DICT)
+            words = [w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0]
+            frames[index] = {"detections": dets, "words": words}
+        runs.append(time.perf_counter() - t0)
+    return {"frames": frames, "seconds": median(runs), "runs": [round(r, 3) for r in runs], "backend": backend,
+            "input_shape": list(yolo.predictor.preprocess([warm]).shape[2:]) if yolo.predictor else None}
 
 
 BASELINES = {
@@ -146,7 +171,7 @@ BASELINES = {
 }
 
 
-def baseline_child(path: str, model: str, sample_fps: float, max_frames: int, omp: str) -> None:
+def baseline_child(path: str, model: str, sample_fps: float, max_frames: int, omp: str, repeat: int) -> None:
     """--baseline-child: run the baseline here and print its result as JSON (last stdout line).
 
     This script (and the pipeline's OCR module, imported for the sampling plan)
@@ -163,31 +188,69 @@ def baseline_child(path: str, model: str, sample_fps: float, max_frames: int, om
     else:
         os.environ["OMP_THREAD_LIMIT"] = omp
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
-    r = run_baseline(Path(path), model, sample_fps, max_frames)
+    r = run_baseline(Path(path), model, sample_fps, max_frames, repeat)
     r["frames"] = {str(k): v for k, v in r["frames"].items()}
     r["omp_thread_limit"] = os.environ.get("OMP_THREAD_LIMIT")
     print(json.dumps(r))
 
 
-def measure_baseline(kind: str, path: Path, model: str, sample_fps: float, max_frames: int) -> dict:
+def _child(args: list[str], env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args[:2]} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_baseline(kind: str, path: Path, model: str, sample_fps: float, max_frames: int, repeat: int) -> dict:
     """The baseline in a fresh process, with OMP_THREAD_LIMIT as `kind` says."""
     _, omp = BASELINES[kind]
     env = dict(os.environ)
     env.pop("OMP_THREAD_LIMIT", None)
     if omp is not None:
         env["OMP_THREAD_LIMIT"] = omp
-    out = subprocess.run(
-        [sys.executable, __file__, "--baseline-child", str(path), "--model", model,
-         "--sample-fps", str(sample_fps), "--max-frames", str(max_frames),
-         "--baseline-omp", "unset" if omp is None else omp],
-        capture_output=True, text=True, env=env,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"baseline child failed:\n{out.stderr[-3000:]}")
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = _child(["--baseline-child", str(path), "--model", model, "--sample-fps", str(sample_fps),
+                "--max-frames", str(max_frames), "--baseline-omp", "unset" if omp is None else omp,
+                "--repeat", str(repeat)], env)
     r["frames"] = {int(k): {"detections": [(c, b) for c, b in v["detections"]], "words": v["words"]}
                    for k, v in r["frames"].items()}
     return r
+
+
+# -- (c) Ultralytics alone, OpenVINO export, streamed -------------------------------------------
+def expert_child(path: str, model: str, shape: str, stride: int, max_frames: int, repeat: int, tmp: str) -> None:
+    """--expert-child: export the checkpoint to OpenVINO at `shape` and stream-predict every `stride`-th frame."""
+    import logging
+    import shutil
+
+    from ultralytics import YOLO
+
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    h, w = (int(v) for v in shape.split("x"))
+    local = Path(tmp) / Path(model).name
+    exported = Path(tmp) / f"{local.stem}_openvino_model"
+    export_s = 0.0
+    if not exported.is_dir():  # exported by the first round, reused by the next ones
+        shutil.copy2(model, local)
+        t0 = time.perf_counter()
+        exported = Path(YOLO(str(local)).export(format="openvino", imgsz=(h, w), half=False, verbose=False))
+        export_s = time.perf_counter() - t0
+    yolo = YOLO(str(exported), task="detect")
+    runs, n = [], 0
+    frames: dict = {}
+    for _ in range(repeat + 1):  # the first run compiles and warms up; not counted
+        frames, n = {}, 0
+        t0 = time.perf_counter()
+        for k, r in enumerate(yolo.predict(source=path, vid_stride=stride, stream=True, verbose=False)):
+            # Ultralytics grabs `stride` frames, then keeps the last: frames stride-1, 2*stride-1, ...
+            frames[str((k + 1) * stride - 1)] = [(int(c), [float(v) for v in box]) for c, box in
+                                       zip(r.boxes.cls, r.boxes.xyxy)]
+            n += 1
+            if max_frames and n >= max_frames:
+                break
+        runs.append(time.perf_counter() - t0)
+    runs = runs[1:]
+    print(json.dumps({"frames": n, "seconds": median(runs), "runs": [round(r, 3) for r in runs],
+                      "export_seconds": round(export_s, 2), "input_shape": [h, w], "detections": frames}))
 
 
 def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -> dict:
@@ -240,8 +303,23 @@ def run_pipeline(service, path: Path, sample_fps: float, max_frames: int, pipeli
             "detections": [(d["class_id"], [d["box"][k] for k in ("x1", "y1", "x2", "y2")]) for d in r["detections"]],
             "words": [w for line in r["ocr"] for w in line["text"].split()],
         }
-    return {"frames": frames, "seconds": t2 - t0, "timings": timings, "backend": doc["provenance"]["model"] and
-            doc["provenance"]["model"]["backend"]}
+    return {"frames": frames, "seconds": t2 - t0, "timings": timings, "model": doc["provenance"]["model"]}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The median run (by wall time), with every run's seconds."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    mid = dict(ordered[len(ordered) // 2])
+    mid["runs"] = [round(r["seconds"], 3) for r in runs]
+    return mid
+
+
+def build_service(model: str, cache: Path):
+    """The pipeline as the worker builds it from its settings (defaults: auto backend, threads from the cores)."""
+    from videojobs.common.config import load_settings
+    from videojobs.worker.bootstrap import build_analyzer
+
+    return build_analyzer(load_settings(model=model, model_cache_dir=cache))
 
 
 # -- agreement --------------------------------------------------------------------------------
@@ -294,9 +372,8 @@ def agreement(a: dict, b: dict) -> dict:
 # -- RSS child --------------------------------------------------------------------------------
 def rss_child(path: str, model: str, cache: str, sample_fps: float) -> None:
     from videojobs.common.options import AnalysisOptions
-    from videojobs.worker.pipeline import VideoFilePipelineService
 
-    service = VideoFilePipelineService(model, Path(cache))
+    service = build_service(model, Path(cache))
     t0 = time.perf_counter()
     document = service.run_on_file("yolo_ocr", Path(path), AnalysisOptions(sample_fps=sample_fps))
     size = len(document.to_bytes())
@@ -321,68 +398,87 @@ def measure_rss(path: Path, model: str, cache: Path, sample_fps: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sample", type=Path, default=SHARED / "media" / "bottle-detection.mp4")
-    p.add_argument("--model", default=str(SHARED / "models" / "yolov8n_fp32.onnx"))
+    p.add_argument("--model", default=str(SHARED / "models" / "yolov8n.pt"))
     p.add_argument("--out", type=Path, default=REPO / "bench-results" / "pipeline.json")
     p.add_argument("--sample-fps", type=float, default=1.0)
     p.add_argument("--max-frames", type=int, default=0, help="bound analysed frames per clip (0 = all sampled)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
     p.add_argument("--text-seconds", type=int, default=32, help="length of the generated text clip")
+    p.add_argument("--notext-seconds", type=int, default=20, help="length of the 1280x720 clip without text")
     p.add_argument("--long-factor", type=int, default=10, help="the long clip is the sample this many times over")
-    p.add_argument("--every-frame", type=int, default=300, help="frames for the every-frame yolo timing")
     p.add_argument("--skip-rss", action="store_true")
-    p.add_argument("--quick", action="store_true", help="max 12 frames per clip, no RSS runs")
-    p.add_argument("--baseline", choices=("both", *BASELINES), default="both",
-                   help="which baseline(s) to run, each in its own process (default both)")
+    p.add_argument("--baseline", choices=("both", *BASELINES), default="omp_thread_limit_1",
+                   help="which baseline(s) to run, each in its own process (default: OMP_THREAD_LIMIT=1, "
+                        "the faster of the two, so the harder one to beat)")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-omp", default="1", help=argparse.SUPPRESS)
+    p.add_argument("--expert-child", nargs=4, default=None, help=argparse.SUPPRESS)
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rss_child:
         rss_child(args.rss_child, args.model, args.cache, args.sample_fps)
         return 0
     if args.baseline_child:
-        baseline_child(args.baseline_child, args.model, args.sample_fps, args.max_frames, args.baseline_omp)
+        baseline_child(args.baseline_child, args.model, args.sample_fps, args.max_frames, args.baseline_omp,
+                       args.repeat)
         return 0
-    if args.quick:
-        args.max_frames = args.max_frames or 12
-        args.skip_rss = True
-        args.every_frame = min(args.every_frame, 60)
+    if args.expert_child:
+        path, shape, stride, tmp = args.expert_child
+        expert_child(path, args.model, shape, int(stride), args.max_frames, args.repeat, tmp)
+        return 0
 
     import logging
 
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
-    from videojobs.worker.pipeline import VideoFilePipelineService
-    from videojobs.worker.pipeline.video import SamplingPlan
-
     import pytesseract
 
+    from videojobs.common.config import load_settings
     from videojobs.worker.pipeline.ocr import tesseract_version
 
-    report: dict = {"cpu_count": os.cpu_count(), "model": Path(args.model).name, "sample_fps": args.sample_fps,
+    settings = load_settings(model=args.model)
+    report: dict = {"load_average_at_start": [round(v, 2) for v in os.getloadavg()], "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "usable_cores": len(os.sched_getaffinity(0)),
+                    "inference_threads": settings.effective_inference_threads, "model": Path(args.model).name,
+                    "sample_fps": args.sample_fps, "repeat": args.repeat,
                     "tesseract": {"pipeline_tesserocr": tesseract_version(),
                                   "baseline_cli": pytesseract.get_tesseract_version().base_version}}
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
         cache = tmp / "models"
-        text_clip = make_text_clip(tmp / "text-1280x720.avi", args.text_seconds)
-        service = VideoFilePipelineService(args.model, cache)
-        # Warm-up: conversion, model compile and Tesseract start are one-off costs.
-        run_pipeline(service, args.sample, args.sample_fps, 2)
-        run_pipeline(service, text_clip, args.sample_fps, 2)
+        clips_in = {
+            "sample": args.sample,
+            "text_1280x720": make_text_clip(tmp / "text-1280x720.avi", args.text_seconds),
+            "notext_1280x720": make_scaled_clip(args.sample, tmp / "notext-1280x720.mp4", (1280, 720),
+                                                args.notext_seconds),
+        }
+        service = build_service(args.model, cache)
+        # Warm-up: export, auto's measurement, compile and Tesseract start are one-off costs per shape.
+        prepare = {}
+        for name, path in clips_in.items():
+            run_pipeline(service, path, args.sample_fps, 2)
+            prepare[name] = round(service.last_timings.get("detector_prepare", 0.0), 2)
 
         kinds = list(BASELINES) if args.baseline == "both" else [args.baseline]
         clips = {}
-        for name, path in (("sample", args.sample), ("text_1280x720", text_clip)):
-            baselines = {kind: measure_baseline(kind, path, args.model, args.sample_fps, args.max_frames)
-                         for kind in kinds}
-            b = run_pipeline(service, path, args.sample_fps, args.max_frames)
+        for name, path in clips_in.items():
+            # Interleaved, one run of each per round: a change in the machine's load hits both sides alike.
+            a_runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            b_runs = []
+            for _ in range(args.repeat):
+                for kind in kinds:
+                    a_runs[kind].append(measure_baseline(kind, path, args.model, args.sample_fps, args.max_frames, 1))
+                b_runs.append(run_pipeline(service, path, args.sample_fps, args.max_frames))
+            baselines = {kind: median_run(runs) for kind, runs in a_runs.items()}
+            b = median_run(b_runs)
             n = len(b["frames"])
             t = b["timings"]
             b_fps = n / b["seconds"]
             clip = {
                 "frames": n,
-                "b_backend": b["backend"],
+                "b_model": b["model"],
+                "b_first_run_prepare_s": prepare[name],
                 "b_frames_per_s": round(b_fps, 2),
+                "b_runs_s": b["runs"],
                 "b_stage_ms_per_frame": {
                     k: round(t[k] * 1000 / n, 2) for k in ("decode", "detect", "track", "ocr", "write")
                 },
@@ -397,29 +493,16 @@ def main(argv: list[str] | None = None) -> int:
                     "label": BASELINES[kind][0],
                     "omp_thread_limit": a["omp_thread_limit"],
                     "a_backend": a["backend"],
+                    "a_input_shape": a["input_shape"],
                     "a_frames_per_s": round(a_fps, 2),
+                    "a_runs_s": a["runs"],
                     "ratio_b_over_a": round(b_fps / a_fps, 2),
                     "agreement": agreement(a, b),
                 }
             clip["ocr_engine_parity"] = ocr_engine_parity(path, b, args.sample_fps, args.max_frames)
+            clip["yolo_vs_expert"] = yolo_vs_expert(service, path, args, tmp)
             clips[name] = clip
-
-        # The yolo pipeline per frame against the bare model forward on the same frames.
-        first = next(sampled_frames(args.sample, 1.0, 1))[1]
-        forward = service.detector.forward_seconds(first, repeat=30)
-        yolo = {"bare_forward_ms": round(forward * 1000, 2)}
-        for label, fps, limit in (("sampled", args.sample_fps, args.max_frames), ("every_frame", 0.0, args.every_frame)):
-            r = run_pipeline(service, args.sample, fps, limit, pipeline="yolo")
-            per = r["seconds"] / len(r["frames"])
-            yolo[label] = {
-                "frames": len(r["frames"]),
-                "ms_per_frame": round(per * 1000, 2),
-                "ratio_to_bare_forward": round(per / forward, 3),
-                "stage_ms_per_frame": {k: round(r["timings"][k] * 1000 / len(r["frames"]), 2)
-                                       for k in ("decode", "detect", "track", "write")},
-            }
         report["clips"] = clips
-        report["yolo_pipeline"] = yolo
         service.close()
 
         if not args.skip_rss:
@@ -433,8 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             s, l_ = rss["mp4v_40s"]["peak_rss_mib"], rss[f"mp4v_{40 * args.long_factor}s"]["peak_rss_mib"]
             rss["long_over_short"] = round(l_ / s, 3)
             report["peak_rss"] = rss
-        report["sampled_frames_sample"] = len(SamplingPlan(1189, 29.8333, args.sample_fps, args.max_frames))
 
+    report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_summary(report)
@@ -442,34 +525,92 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
+    """The yolo pipeline on every k-th frame against (c) on the same frames, and against the bare forward."""
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    ok, first = cap.read()
+    cap.release()
+    stride = max(1, round(fps / args.sample_fps)) if args.sample_fps > 0 else 1
+    shape = service.detector.input_shape(first.shape[:2], 640)
+    folder = tmp / f"expert-{path.stem}"
+    folder.mkdir()
+    yolo_runs, c_runs = [], []
+    for _ in range(args.repeat):  # interleaved, as for (a) and (b)
+        yolo_runs.append(run_pipeline(service, path, fps / stride, args.max_frames, "yolo"))
+        c_runs.append(_child(["--expert-child", str(path), f"{shape[0]}x{shape[1]}", str(stride), str(folder),
+                              "--model", args.model, "--max-frames", str(args.max_frames), "--repeat", "1"]))
+    yolo, c = median_run(yolo_runs), median_run(c_runs)
+    shape = yolo["model"]["input_shape"]
+    n = len(yolo["frames"])
+    per = yolo["seconds"] / n
+    forward = service.detector.forward_seconds(first, repeat=20)
+    c_fps = c["frames"] / c["seconds"]
+    return {
+        "vid_stride": stride,
+        "frames": n,
+        "input_shape": shape,
+        # The same number of frames, one every `stride`, so the same decoding work; Ultralytics keeps
+        # the last frame of each stride (29, 59, ...), the pipeline's plan the first (0, 30, ...).
+        "yolo_frame_indices": sorted(yolo["frames"])[:3],
+        "c_frame_indices": sorted(int(k) for k in c["detections"])[:3],
+        "yolo_frames_per_s": round(n / yolo["seconds"], 2),
+        "yolo_runs_s": yolo["runs"],
+        "c_frames_per_s": round(c_fps, 2),
+        "c_runs_s": c["runs"],
+        "c_export_s": max(r["export_seconds"] for r in c_runs),
+        "ratio_yolo_over_c": round((n / yolo["seconds"]) / c_fps, 3),
+        "yolo_ms_per_frame": round(per * 1000, 2),
+        "bare_forward_ms": round(forward * 1000, 2),
+        "ratio_to_bare_forward": round(per / forward, 3),
+        "stage_ms_per_frame": {k: round(yolo["timings"][k] * 1000 / n, 2) for k in ("decode", "detect", "track",
+                                                                                    "write")},
+    }
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
+
+
 def print_summary(r: dict) -> None:
-    print(f"cores: {r['cpu_count']}  model: {r['model']}  sample_fps: {r['sample_fps']}  Tesseract: pipeline "
-          f"{r['tesseract']['pipeline_tesserocr']} (tesserocr), baseline {r['tesseract']['baseline_cli']} (CLI)")
+    print(f"CPU: {r['cpu_model']}  cores: {r['cpu_count']} (usable {r['usable_cores']}), inference threads "
+          f"{r['inference_threads']}  model: {r['model']}  sample_fps: {r['sample_fps']}  medians of {r['repeat']}")
+    print(f"Tesseract: pipeline {r['tesseract']['pipeline_tesserocr']} (tesserocr), baseline "
+          f"{r['tesseract']['baseline_cli']} (CLI); load average (1, 5, 15 min) at start {r['load_average_at_start']}, "
+          f"at end {r['load_average_at_end']}")
     for name, c in r["clips"].items():
-        print(f"\n[{name}] {c['frames']} frames  (b: {c['b_backend']})")
-        print(f"  b {c['b_frames_per_s']:.2f} frames/s, {c['b_wall_ms_per_frame']} ms/frame; "
+        m = c["b_model"]
+        choice = m.get("backend_choice") or {}
+        print(f"\n[{name}] {c['frames']} frames; b runs {m['backend']} ({m['precision']}, {m['threads']} threads) at "
+              f"{m['input_shape'][0]}x{m['input_shape'][1]}; auto measured {choice.get('forward_ms')} ms "
+              f"(first-run prepare {c['b_first_run_prepare_s']} s)")
+        print(f"  b {c['b_frames_per_s']:.2f} frames/s, {c['b_wall_ms_per_frame']} ms/frame (runs {c['b_runs_s']} s); "
               f"stages (ms/frame): {c['b_stage_ms_per_frame']}")
         print(f"  b OCR frames read {c['b_ocr_frames_read']}, reused (identical to the last) {c['b_ocr_frames_reused']}")
         for kind, v in c["baselines"].items():
             ag = v["agreement"]
-            print(f"  {v['label']} [child saw OMP_THREAD_LIMIT={v['omp_thread_limit']}]: "
-                  f"a ({v['a_backend']}) {v['a_frames_per_s']:.2f} frames/s   "
-                  f"b/a = {v['ratio_b_over_a']:.2f}x")
+            print(f"  (a) {v['label']}: {v['a_backend']} at {v['a_input_shape']}, {v['a_frames_per_s']:.2f} frames/s "
+                  f"(runs {v['a_runs_s']} s)   b/a = {v['ratio_b_over_a']:.2f}x")
             print(f"    detections a={ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']}"
                   f" agreement={ag['detection_agreement']:.4f}")
             print(f"    OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
                   f" agreement={ag['ocr_word_agreement']:.4f}; frames with the same words "
                   f"{ag['ocr_frames_same_words']}/{ag['frames_compared']}")
         p = c["ocr_engine_parity"]
-        print(f"  OCR engine parity (pytesseract, Tesseract {p['cli_tesseract']} CLI, on the same decoded pixels, "
-              f"no JPEG): words {p['words_pytesseract_raw_frame']} vs pipeline {p['words_pipeline']}, "
-              f"matched {p['words_matched']}; frames with the same words {p['frames_same_words']}/{p['frames']}")
-    y = r["yolo_pipeline"]
-    print(f"\n[yolo pipeline] bare forward {y['bare_forward_ms']} ms/frame")
-    for label in ("sampled", "every_frame"):
-        v = y[label]
-        print(f"  {label}: {v['frames']} frames, {v['ms_per_frame']} ms/frame = "
-              f"{v['ratio_to_bare_forward']}x bare forward; stages {v['stage_ms_per_frame']}")
+        print(f"  OCR engine parity (pytesseract on the same decoded pixels, no JPEG): words "
+              f"{p['words_pytesseract_raw_frame']} vs pipeline {p['words_pipeline']}, matched {p['words_matched']}; "
+              f"frames with the same words {p['frames_same_words']}/{p['frames']}")
+        y = c["yolo_vs_expert"]
+        print(f"  yolo pipeline vs (c) Ultralytics+OpenVINO stream, vid_stride={y['vid_stride']}, {y['frames']} frames "
+              f"at {y['input_shape']} (frames {y['yolo_frame_indices']}... vs {y['c_frame_indices']}...): yolo "
+              f"{y['yolo_frames_per_s']} frames/s (runs {y['yolo_runs_s']} s), (c) {y['c_frames_per_s']} frames/s "
+              f"(runs {y['c_runs_s']} s) -> {y['ratio_yolo_over_c']}x")
+        print(f"  yolo {y['yolo_ms_per_frame']} ms/frame = {y['ratio_to_bare_forward']}x bare forward "
+              f"({y['bare_forward_ms']} ms); stages {y['stage_ms_per_frame']}")
     if "peak_rss" in r:
         print("\n[peak RSS, yolo_ocr in its own process]")
         for k, v in r["peak_rss"].items():

@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SAMPLE = SHARED / "media" / "bottle-detection.mp4"
-MODEL = SHARED / "models" / "yolov8n_fp32.onnx"
+MODEL = SHARED / "models" / "yolov8n.pt"
 TARGET_MS = 300.0
 PYTHON = sys.executable
 

@@ -43,7 +43,7 @@ import servers  # noqa: E402
 from stack import Stack  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
-MODEL = ROOT.parent / "shared" / "models" / "yolov8n_fp32.onnx"
+MODEL = ROOT.parent / "shared" / "models" / "yolov8n.pt"
 FINAL = ("COMPLETED", "FAILED")
 
 

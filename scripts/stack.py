@@ -59,7 +59,7 @@ class Stack:
     name: str = "stack"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     nats_url: str = "nats://127.0.0.1:4222"
-    model: str = str(ROOT.parent / "shared" / "models" / "yolov8n_fp32.onnx")
+    model: str = str(ROOT.parent / "shared" / "models" / "yolov8n.pt")
     http_port: int = 8080
     grpc_port: int = 50051
     extra_env: dict[str, str] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("VIDEOJOBS_SHARED_DIR", REPO.parent / "shared"))
 SAMPLE = SHARED / "media" / "bottle-detection.mp4"
-MODEL = SHARED / "models" / "yolov8n_fp32.onnx"
+MODEL = SHARED / "models" / "yolov8n.pt"
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from tests.media import (  # noqa: F401  (re-exported: the pipeline tests import
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DIR = Path(os.environ.get("VIDEOJOBS_SHARED_DIR", REPO_ROOT.parent / "shared"))
-MODEL_PATH = SHARED_DIR / "models" / "yolov8n_fp32.onnx"
+MODEL_PATH = SHARED_DIR / "models" / "yolov8n.pt"
 SAMPLE_VIDEO = SHARED_DIR / "media" / "bottle-detection.mp4"
 
 os.environ.setdefault("YOLO_OFFLINE", "1")

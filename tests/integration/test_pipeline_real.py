@@ -77,9 +77,14 @@ def test_tracks_and_provenance(default_run):
     ids = {d["track_id"] for f in doc["results"] for d in f["result"]["detections"]} - {None}
     assert ids == {t["track_id"] for t in tracks}
     prov = doc["provenance"]
-    assert prov["model"]["file"] == "yolov8n_fp32.onnx"
-    assert prov["model"]["sha256"].startswith("329aa415")
-    assert prov["model"]["backend"] == "openvino"
+    assert prov["model"]["file"] == "yolov8n.pt"
+    assert prov["model"]["sha256"].startswith("804c9171")
+    # 640x360 (16:9) runs at 384x640, as Ultralytics' predict letterboxes it; auto measured the runtimes.
+    assert prov["model"]["input_shape"] == [384, 640] and prov["model"]["input_size"] == 640
+    choice = prov["model"]["backend_choice"]
+    assert choice["requested"] == "auto" and prov["model"]["backend"] in choice["forward_ms"]
+    assert prov["model"]["backend"] == min(choice["forward_ms"], key=choice["forward_ms"].get)
+    assert prov["model"]["threads"] >= 1 and prov["model"]["precision"] in ("f32", "bf16")
     assert set(prov["libraries"]) >= {"ultralytics", "opencv", "tesseract", "openvino", "videojobs"}
     assert prov["ocr_lang"] == "eng" and prov["options"] == AnalysisOptions().to_dict()
 
@@ -87,16 +92,25 @@ def test_tracks_and_provenance(default_run):
 def test_same_run_twice_is_byte_identical(pipeline_service, sample_video, model_path, tmp_path):
     from videojobs.worker.pipeline import VideoFilePipelineService
 
+    def fresh_run(cache, backend="auto") -> bytes:
+        other = VideoFilePipelineService(str(model_path), cache, backend)
+        try:
+            return other.run_on_file("yolo_ocr", sample_video, options).to_bytes()
+        finally:
+            other.close()
+
     options = AnalysisOptions(sample_fps=2.0, max_frames=12)
     a = pipeline_service.run_on_file("yolo_ocr", sample_video, options).to_bytes()
     b = pipeline_service.run_on_file("yolo_ocr", sample_video, options).to_bytes()
-    # A fresh service (model converted and loaded anew) gives the same bytes too.
-    other = VideoFilePipelineService(str(model_path), tmp_path / "cache")
-    try:
-        c = other.run_on_file("yolo_ocr", sample_video, options).to_bytes()
-    finally:
-        other.close()
+    # A fresh service (model loaded and compiled anew) on the same cache reads auto's record: same bytes.
+    c = fresh_run(pipeline_service.detector.cache_dir)
     assert a == b == c
+    # The same backend named explicitly, each with an empty cache (exported anew): same bytes again,
+    # and the same frames as auto's run when auto chose that backend.
+    chosen = json.loads(a)["provenance"]["model"]["backend"]
+    d, e = fresh_run(tmp_path / "d", chosen), fresh_run(tmp_path / "e", chosen)
+    assert d == e
+    assert json.loads(d)["results"] == json.loads(a)["results"]
 
 
 def test_classes_filter_and_every_frame_sampling(pipeline_service, sample_video):

@@ -28,7 +28,7 @@ from videojobs.gateway.app import create_app
 from videojobs.worker.bootstrap import build_analyzer
 from videojobs.worker.worker import JobWorker, WorkerPolicy
 
-MODEL = SAMPLE.parents[1] / "models" / "yolov8n_fp32.onnx"
+MODEL = SAMPLE.parents[1] / "models" / "yolov8n.pt"
 
 
 @pytest.fixture

@@ -214,6 +214,10 @@ def test_production_adapters_are_configured(rendered, overlay: str) -> None:
     env = {e["name"]: e for e in worker["containers"][0]["env"]}
     assert env["VIDEOJOBS_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "database-url"
     assert env["VIDEOJOBS_MODEL"]["value"].startswith("/opt/videojobs/models/")
+    # The detector's threads follow the container's CPU limit (minus a core for decode and OCR).
+    limit = env["VIDEOJOBS_CPU_LIMIT"]["valueFrom"]["resourceFieldRef"]
+    assert limit["resource"] == "limits.cpu" and limit["containerName"] == worker["containers"][0]["name"]
+    assert worker["containers"][0]["resources"]["limits"]["cpu"]
     for var, value in (("YOLO_OFFLINE", "1"), ("YOLO_AUTOINSTALL", "0"), ("OMP_THREAD_LIMIT", "1")):
         assert env[var]["value"] == value
     # Writable emptyDirs where the services write (the root filesystem is read-only).
@@ -615,7 +619,7 @@ def test_model_is_fetched_at_build_time_only_with_a_matching_checksum(tmp_path: 
     model = tmp_path / "model.onnx"
     model.write_bytes(b"weights" * 1000)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    dest = tmp_path / "out" / "yolov8n_fp32.onnx"
+    dest = tmp_path / "out" / "yolov8n.pt"
     fetch_model.fetch(model.as_uri(), digest, str(dest))
     assert dest.read_bytes() == model.read_bytes()
     with pytest.raises(SystemExit, match="sha256 mismatch"):

@@ -22,7 +22,12 @@ class FakeDetector:
         self.calls = []
 
     def load(self):
-        return ModelRef("fake.onnx", "0" * 64, "fake", "fake.onnx", None)
+        return ModelRef("fake.onnx", "0" * 64, "onnx", "fake.onnx")
+
+    def prepare(self, frame_hw, imgsz):
+        self.prepared = (tuple(frame_hw), imgsz)
+        return {"file": "fake.onnx", "sha256": "0" * 64, "backend": "fake", "input_size": 64,
+                "input_shape": [48, 64], "precision": "f32", "threads": 1}
 
     def class_ids(self, names):
         if not names:
@@ -40,9 +45,6 @@ class FakeDetector:
             x = float(round(frame[0, 0, 0] / 4))  # the clip encodes its frame number in the pixels
             out.append(np.array([[x, 10, x + 20, 40, 0.9, 39], [0, 0, 5, 5, 0.2, 0]]))
         return out
-
-    def input_size(self):
-        return 640
 
 
 class FakeOcr:
@@ -99,7 +101,10 @@ def test_samples_progress_and_document_shape(service, clip):
     assert first["ocr"][0]["confidence"] == 0.8765
     assert first["text"] == "FAKE TEXT"
     assert doc["tracks"][0]["track_id"] == 1 and doc["tracks"][0]["frames"] == 6
-    assert doc["provenance"]["model"] == {"file": "fake.onnx", "sha256": "0" * 64, "backend": "fake", "input_size": 640}
+    assert doc["provenance"]["model"] == {"file": "fake.onnx", "sha256": "0" * 64, "backend": "fake", "input_size": 64,
+                                          "input_shape": [48, 64], "precision": "f32", "threads": 1,
+                                          "backend_choice": None}
+    assert service.detector.prepared == ((48, 64), 640)  # prepared for the video's frame size before the frames
     assert doc["provenance"]["options"] == AnalysisOptions(sample_fps=2.0).to_dict()
     # The detector sees scores down to ByteTrack's second-stage threshold.
     assert service.detector.calls[0][1] == 0.1
@@ -155,8 +160,10 @@ def test_the_worker_builds_the_analyzer_from_its_settings(tmp_path):
     from videojobs.common.config import Settings
     from videojobs.worker.bootstrap import build_analyzer
 
-    settings = Settings(model="m.onnx", model_cache_dir=tmp_path, detector_backend="onnx", decode_timeout_seconds=3)
+    settings = Settings(model="m.onnx", model_cache_dir=tmp_path, detector_backend="onnxruntime",
+                        decode_timeout_seconds=3, inference_threads=3)
     svc = build_analyzer(settings)
-    assert svc.detector.model_spec == "m.onnx" and svc.detector.backend == "onnx"
+    assert svc.detector.model_spec == "m.onnx" and svc.detector.backend == "onnxruntime"
+    assert svc.detector.threads == 3
     assert svc.detector.cache_dir == tmp_path and svc.decode_timeout_seconds == 3.0
     assert not svc.detector.loaded  # nothing loaded until a job needs it

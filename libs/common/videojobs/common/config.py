@@ -115,12 +115,20 @@ class Settings(BaseSettings):
     upload_prefix: str = "uploads/"
 
     # -- worker ----------------------------------------------------------------------
-    # Ultralytics-loadable model: yolov8n.pt, an .onnx file, an OpenVINO folder...
+    # Ultralytics-loadable model: an Ultralytics checkpoint (yolov8n.pt: run at each video's
+    # letterboxed shape), a fixed-shape .onnx file or an OpenVINO folder.
     model: str = "yolov8n.pt"
-    # Where converted models (e.g. OpenVINO) are cached.
+    # Where models exported per (model sha256, input shape, format) and auto's measured
+    # choices are kept; shared safely by the worker processes of one machine or volume.
     model_cache_dir: Path = Path("var/models")
-    # Detector backend: "auto" (fastest available), "openvino", "onnx" or "native".
-    detector_backend: str = "auto"
+    # Detector runtime: "auto" (a short measured warm-up of those available, per input shape;
+    # the choice and times go into provenance), "openvino", "onnxruntime" or "torch".
+    detector_backend: str = Field(default="auto", pattern=r"^(auto|openvino|onnxruntime|torch)$")
+    # Threads of the detector's runtime; 0: the usable cores (CPU affinity, cgroup quota,
+    # cpu_limit) minus one for the decoder and OCR threads, at least 1.
+    inference_threads: int = Field(default=0, ge=0)
+    # CPU limit the orchestrator gives the process (Kubernetes: resourceFieldRef limits.cpu); 0 = none known.
+    cpu_limit: float = Field(default=0.0, ge=0)
     worker_id: str = ""
     worker_threads: int = Field(default=1, ge=1)
     # Idle backoff between empty polls: starts at min, doubles up to max.
@@ -160,6 +168,15 @@ class Settings(BaseSettings):
     def effective_auth(self) -> str:
         """`auth`, or its default: keys unless the service binds to loopback only."""
         return self.auth or ("none" if self.bind_host in ("127.0.0.1", "::1", "localhost") else "keys")
+
+    @property
+    def effective_inference_threads(self) -> int:
+        """`inference_threads`, or the usable cores minus one for decode and OCR (at least 1)."""
+        if self.inference_threads:
+            return self.inference_threads
+        from videojobs.common.cpus import default_inference_threads, usable_cpus
+
+        return default_inference_threads(usable_cpus(cpu_limit=self.cpu_limit))
 
     @property
     def is_embedded_queue(self) -> bool:

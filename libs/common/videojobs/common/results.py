@@ -101,13 +101,30 @@ class Sampling(_Part):
     last_frame_index: Optional[int] = None
 
 
+class BackendChoice(_Part):
+    """How ``detector_backend=auto`` chose the runtime: the rule and what it measured on the worker."""
+
+    requested: str = Field(description="The configured detector_backend (auto).")
+    rule: str
+    forward_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Median forward time per available runtime at the input shape, measured once per "
+                    "model, shape and thread count and kept in the worker's model cache.")
+
+
 class ModelInfo(_Part):
     """The detector model actually used."""
 
     file: str
     sha256: str
-    backend: str
-    input_size: Optional[int] = Field(None, description="The size a fixed-shape model runs at, if fixed.")
+    backend: str = Field(description="The runtime that ran the model: openvino, onnxruntime or torch.")
+    input_size: Optional[int] = Field(None, description="The long side of the model's input.")
+    input_shape: list[int] = Field(
+        default_factory=list,
+        description="[height, width] of the model's input: the frame letterboxed as Ultralytics' predict does.")
+    precision: str = Field("", description="Arithmetic the runtime used (f32, or bf16 on CPUs with AMX).")
+    threads: int = Field(0, description="Inference threads.")
+    backend_choice: Optional[BackendChoice] = Field(None, description="Present when the backend was chosen by auto.")
 
 
 class Provenance(_Part):

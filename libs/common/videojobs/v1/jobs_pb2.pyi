@@ -286,16 +286,41 @@ class Sampling(_message.Message):
     def __init__(self, sample_fps: _Optional[float] = ..., frame_step: _Optional[float] = ..., max_frames: _Optional[int] = ..., frames_analysed: _Optional[int] = ..., requested_sample_fps: _Optional[float] = ..., every_frame: _Optional[bool] = ..., first_frame_index: _Optional[int] = ..., last_frame_index: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("file", "sha256", "backend", "input_size")
+    __slots__ = ("file", "sha256", "backend", "input_size", "input_shape", "precision", "threads", "backend_choice")
     FILE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_CHOICE_FIELD_NUMBER: _ClassVar[int]
     file: str
     sha256: str
     backend: str
     input_size: int
-    def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., backend: _Optional[str] = ..., input_size: _Optional[int] = ...) -> None: ...
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    precision: str
+    threads: int
+    backend_choice: BackendChoice
+    def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., backend: _Optional[str] = ..., input_size: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., precision: _Optional[str] = ..., threads: _Optional[int] = ..., backend_choice: _Optional[_Union[BackendChoice, _Mapping]] = ...) -> None: ...
+
+class BackendChoice(_message.Message):
+    __slots__ = ("requested", "rule", "forward_ms")
+    class ForwardMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_MS_FIELD_NUMBER: _ClassVar[int]
+    requested: str
+    rule: str
+    forward_ms: _containers.ScalarMap[str, float]
+    def __init__(self, requested: _Optional[str] = ..., rule: _Optional[str] = ..., forward_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("model", "libraries", "ocr_lang", "options")

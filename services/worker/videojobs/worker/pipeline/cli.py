@@ -20,6 +20,7 @@ from videojobs.common.errors import VideoJobsError
 from videojobs.common.options import add_option_arguments, options_from_arguments
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES
 from videojobs.common.ports.analysis import ProgressCallback
+from videojobs.worker.pipeline.detector import BACKENDS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, choices=list(PIPELINES),
                    help=f"default {DEFAULT_PIPELINE}")
     p.add_argument("--model", default=None, help="Ultralytics-loadable model (default: VIDEOJOBS_MODEL)")
-    p.add_argument("--backend", default=None, help="detector backend (default: VIDEOJOBS_DETECTOR_BACKEND)")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="detector runtime (default: VIDEOJOBS_DETECTOR_BACKEND, else auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     add_option_arguments(p)
     return p

@@ -1,12 +1,24 @@
-"""The object detector: an Ultralytics YOLO model on the fastest CPU backend available.
+"""The object detector: a YOLO model run at the frame's shape, on a measured CPU runtime.
 
-``detector_backend="auto"`` converts an ONNX model once into an OpenVINO IR folder
-(``<model_cache_dir>/<stem>-<sha256[:16]>_openvino_model/``: ``model.xml``,
-``model.bin`` and the ``metadata.yaml`` Ultralytics reads) and loads that folder;
-on this class of CPU OpenVINO runs the same fp32 network about 3x faster than
-ONNX Runtime and 4x faster than PyTorch. A ``.pt`` model is exported to the same
-kind of folder through Ultralytics' own exporter. If conversion is impossible the
-model is loaded as given.
+An Ultralytics checkpoint (``.pt``) runs at the input shape Ultralytics' own
+``predict`` letterboxes each video to (``LetterBox(auto=True)`` at ``imgsz``:
+384x640 for a 16:9 frame at 640). For each such shape the checkpoint is exported
+once into the model cache (see ``runtimes.cached``), keyed by the model's sha256,
+the shape and the format, and run on the backend that ``detector_backend`` names:
+``openvino``, ``onnxruntime``, ``torch``, or ``auto``: a short measured warm-up
+of every runtime available for the model at that shape (a few forwards each),
+the fastest wins. The choice and the measured times are stored beside the exports
+(per model, shape and thread count) and reported in the results' provenance, so
+every job that shares the cache runs on, and reports, the same choice: results
+stay byte-identical for the same input, options, model and backend.
+
+Fixed-shape models (an ``.onnx`` file or an OpenVINO folder) run at their own
+input size (640x640 for the shared ONNX files), letterboxed as Ultralytics does
+for them (``auto=False``).
+
+Pre- and post-processing are Ultralytics' own pieces (``LetterBox``,
+``non_max_suppression``, ``scale_boxes``), called directly on numpy batches:
+the detections are what ``YOLO(model).predict`` gives, without its per-call set-up.
 """
 
 from __future__ import annotations
@@ -14,11 +26,9 @@ from __future__ import annotations
 import ast
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,11 +36,16 @@ import numpy as np
 
 from videojobs.common.errors import UnknownClass
 from videojobs.common.observability.logs import adopt
+from videojobs.worker.pipeline import runtimes
 from videojobs.worker.pipeline.errors import DetectorUnavailable
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "openvino", "onnx", "native")
+BACKENDS = ("auto", *runtimes.RUNTIMES)
+AUTO_RULE = "fastest median forward at the input shape (2 warm-up + 5 timed, batch 1)"
+NMS_IOU = 0.7  # Ultralytics' predict defaults
+MAX_DET = 300
+_SHAPES_KEPT = 4  # compiled runtimes kept per detector (one per input shape): memory stays bounded
 _INT_KEYS = {"stride", "batch", "channels"}
 _LITERAL_KEYS = {"imgsz", "names", "kpt_shape", "args", "end2end"}
 
@@ -69,112 +84,52 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
-def convert_onnx_to_openvino(onnx_path: Path, cache_dir: Path, digest: str) -> Path:
-    """The cached OpenVINO folder for `onnx_path`, converting it first if missing.
+def letterbox_shape(frame_hw: tuple[int, int], imgsz: int, stride: int) -> tuple[int, int]:
+    """The input shape Ultralytics' ``predict`` gives a frame of `frame_hw` for a PyTorch model.
 
-    Written to a temporary folder and renamed into place, so concurrent workers
-    sharing the cache never load a half-written model.
+    Computed by Ultralytics' own ``check_imgsz`` and ``LetterBox(auto=True)`` (minimum
+    rectangle: the long side at `imgsz`, the short side padded to a multiple of the stride).
     """
-    import openvino as ov
-    from ultralytics.utils import YAML
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.utils.checks import check_imgsz
 
-    target = cache_dir / f"{onnx_path.stem}-{digest[:16]}_openvino_model"
-    if (target / "model.xml").is_file() and (target / "metadata.yaml").is_file():
-        return target
-    metadata = _onnx_metadata(onnx_path)
-    if metadata.get("task", "detect") != "detect" or "names" not in metadata:
-        raise DetectorUnavailable(f"{onnx_path.name} carries no Ultralytics detection metadata")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
-    try:
-        model = ov.convert_model(str(onnx_path))
-        # fp32 weights: fp16 compression changes detections slightly and buys nothing on CPU.
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        metadata["source_sha256"] = digest
-        YAML.save(tmp / "metadata.yaml", metadata)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "model.xml").is_file():  # someone else won the race otherwise
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def export_pt_to_openvino(pt_path: Path, cache_dir: Path, digest: str) -> Path:
-    """The cached OpenVINO folder for a PyTorch checkpoint, exported by Ultralytics."""
-    from ultralytics import YOLO
-
-    target = cache_dir / f"{pt_path.stem}-{digest[:16]}_openvino_model"
-    if (target / "metadata.yaml").is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=cache_dir))
-    try:
-        local = tmp / pt_path.name
-        shutil.copy2(pt_path, local)
-        exported = Path(YOLO(str(local)).export(format="openvino", half=False, dynamic=False, verbose=False))
-        try:
-            os.replace(exported, target)
-        except OSError:
-            if not (target / "metadata.yaml").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    size = check_imgsz(imgsz, stride=stride, min_dim=2)
+    h, w = int(frame_hw[0]), int(frame_hw[1])
+    out = LetterBox(size, auto=True, stride=stride)(image=np.zeros((h, w, 3), np.uint8))
+    return int(out.shape[0]), int(out.shape[1])
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """The model actually loaded, for provenance."""
+    """The model file as configured, for provenance: name, sha256, kind (pt, onnx, openvino)."""
 
     file: str
     sha256: str
-    backend: str
+    kind: str
     load_path: str
-    input_size: Optional[int]
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "sha256": self.sha256, "backend": self.backend, "input_size": self.input_size}
 
 
-def resolve_model(model: str, cache_dir: Path, backend: str = "auto") -> tuple[str, str, Optional[str]]:
-    """Where to load `model` from and with which backend: ``(load_path, backend_name, sha256)``.
+@dataclass
+class _Session:
+    """A runtime compiled for one input shape, and how its backend was chosen."""
 
-    A model name that is not a local file (e.g. the production default ``yolov8n.pt``)
-    is handed to Ultralytics as is; its sha256 is taken once Ultralytics has it.
-    """
-    if backend not in BACKENDS:
-        raise DetectorUnavailable(f"detector_backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    path = Path(model).expanduser()
-    if not path.exists():
-        return model, _backend_of(path), None
-    digest = sha256_of(path)
-    suffix = path.suffix.lower()
-    if path.is_dir() or backend in ("onnx", "native"):
-        return str(path), _backend_of(path), digest
-    try:
-        if suffix == ".onnx":
-            return str(convert_onnx_to_openvino(path, cache_dir, digest)), "openvino", digest
-        if suffix == ".pt":
-            return str(export_pt_to_openvino(path, cache_dir, digest)), "openvino", digest
-    except Exception as exc:
-        if backend == "openvino":
-            raise DetectorUnavailable(f"cannot convert {path.name} to OpenVINO: {exc}") from exc
-        log.warning("using %s as given: conversion to OpenVINO failed: %s", path.name, exc)
-    return str(path), _backend_of(path), digest
+    runtime: Any
+    shape: tuple[int, int]
+    choice: Optional[dict] = field(default=None)
 
-
-def _backend_of(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith("_openvino_model") or path.suffix.lower() == ".xml":
-        return "openvino"
-    if path.suffix.lower() == ".onnx":
-        return "onnxruntime"
-    if path.suffix.lower() == ".pt":
-        return "pytorch"
-    return path.suffix.lstrip(".") or "unknown"
+    def model_info(self, ref: ModelRef) -> dict:
+        info = {
+            "file": ref.file,
+            "sha256": ref.sha256,
+            "backend": self.runtime.name,
+            "input_size": max(self.shape),
+            "input_shape": list(self.shape),
+            "precision": self.runtime.precision,
+            "threads": self.runtime.threads,
+        }
+        if self.choice is not None:
+            info["backend_choice"] = self.choice
+        return info
 
 
 class Detector:
@@ -185,55 +140,94 @@ class Detector:
     confidence (descending) then position, so the order is reproducible.
     """
 
-    def __init__(self, model: str, cache_dir: Path, backend: str = "auto") -> None:
+    def __init__(self, model: str, cache_dir: Path, backend: str = "auto", threads: int = 1) -> None:
+        if backend not in BACKENDS:
+            raise DetectorUnavailable(f"detector_backend {backend!r} is not one of {', '.join(BACKENDS)}")
         self.model_spec = model
         self.cache_dir = Path(cache_dir)
         self.backend = backend
-        self._yolo: Any = None
+        self.threads = max(1, int(threads))
         self._ref: Optional[ModelRef] = None
-        self._lock = threading.Lock()
+        self._names: dict[int, str] = {}
+        self._stride = 32
+        self._fixed_shape: Optional[tuple[int, int]] = None
+        self._module: Any = None  # the PyTorch module of a checkpoint
+        self._sessions: OrderedDict[tuple[int, int], _Session] = OrderedDict()
+        self._letterboxes: dict[tuple[int, int], Any] = {}
+        self._lock = threading.RLock()
 
     @property
     def loaded(self) -> bool:
-        return self._yolo is not None
+        return self._ref is not None
 
+    # -- loading -------------------------------------------------------------------------------
     def load(self) -> ModelRef:
-        """Load (once) and return what was loaded."""
+        """Read the model (once): its class names, stride and, for fixed-shape models, the input size."""
         with self._lock:
-            if self._yolo is None:
+            if self._ref is None:
                 self._load()
             assert self._ref is not None
             return self._ref
 
     def _load(self) -> None:
-        from ultralytics import YOLO
+        import torch
 
         adopt(logging.getLogger("ultralytics"))  # it installs a stdout handler of its own at import
-
-        load_path, backend_name, digest = resolve_model(self.model_spec, self.cache_dir, self.backend)
+        torch.set_num_threads(self.threads)  # NMS runs in torch too: no more threads than the runtime's
+        path = Path(self.model_spec).expanduser()
+        suffix = path.suffix.lower()
         try:
-            yolo = YOLO(load_path, task="detect")
+            if path.is_dir():
+                self._load_openvino_folder(path)
+                kind = "openvino"
+            elif suffix == ".onnx" and path.is_file():
+                meta = _onnx_metadata(path)
+                self._apply_metadata(meta, path)
+                kind = "onnx"
+            elif suffix == ".pt" or not path.exists():
+                path = self._load_checkpoint(path)
+                kind = "pt"
+            else:
+                raise DetectorUnavailable(f"{path.name}: unsupported model format (use .pt, .onnx or an OpenVINO folder)")
+        except DetectorUnavailable:
+            raise
         except Exception as exc:
-            raise DetectorUnavailable(f"cannot load detector model {self.model_spec!r}: {exc}") from exc
-        if digest is None:
-            resolved = Path(getattr(yolo, "ckpt_path", None) or load_path)
-            digest = sha256_of(resolved) if resolved.exists() else ""
+            raise DetectorUnavailable(f"cannot load detector model {self.model_spec!r}: {exc}",
+                                      f"the worker cannot load its detector model {path.name}") from exc
+        self._ref = ModelRef(file=Path(self.model_spec).name, sha256=sha256_of(path), kind=kind, load_path=str(path))
+
+    def _load_checkpoint(self, path: Path) -> Path:
+        from ultralytics import YOLO
+
+        yolo = YOLO(str(path), task="detect")  # a bare name (production's yolov8n.pt) resolves through Ultralytics
         if getattr(yolo, "task", "detect") != "detect":
-            raise DetectorUnavailable(f"{self.model_spec!r} is a {yolo.task} model, not a detector")
-        self._yolo = yolo
-        self._ref = ModelRef(
-            file=Path(self.model_spec).name,
-            sha256=digest,
-            backend=backend_name,
-            load_path=load_path,
-            input_size=None,
-        )
+            raise DetectorUnavailable(f"{Path(self.model_spec).name!r} is a {yolo.task} model, not a detector")
+        self._module = yolo.model
+        self._names = {int(k): str(v) for k, v in yolo.names.items()}
+        self._stride = int(max(int(self._module.stride.max()), 32))
+        return Path(getattr(yolo, "ckpt_path", None) or path)
+
+    def _load_openvino_folder(self, folder: Path) -> None:
+        from ultralytics.utils import YAML
+
+        meta_file = folder / "metadata.yaml"
+        if not meta_file.is_file() or not any(folder.glob("*.xml")):
+            raise DetectorUnavailable(f"{folder.name}: not an OpenVINO model folder (model .xml and metadata.yaml)")
+        self._apply_metadata(YAML.load(meta_file), folder)
+
+    def _apply_metadata(self, meta: dict, path: Path) -> None:
+        if meta.get("task", "detect") != "detect" or "names" not in meta:
+            raise DetectorUnavailable(f"{path.name} carries no Ultralytics detection metadata")
+        self._names = {int(k): str(v) for k, v in meta["names"].items()}
+        self._stride = int(meta.get("stride", 32))
+        imgsz = meta.get("imgsz", [640, 640])
+        self._fixed_shape = (int(imgsz[0]), int(imgsz[1]))
 
     @property
     def names(self) -> dict[int, str]:
         """Class id -> class name of the loaded model."""
         self.load()
-        return {int(k): str(v) for k, v in self._yolo.names.items()}
+        return dict(self._names)
 
     def class_ids(self, class_names: Sequence[str]) -> Optional[list[int]]:
         """Ids for the requested class names (None = all); unknown names are InvalidOptions."""
@@ -245,50 +239,170 @@ class Detector:
             raise UnknownClass(unknown, [self.names[k] for k in sorted(self.names)])
         return sorted(by_name[c] for c in class_names)
 
+    # -- shapes and runtimes -----------------------------------------------------------------------
+    def input_shape(self, frame_hw: tuple[int, int], imgsz: int) -> tuple[int, int]:
+        """The (h, w) the model runs at for frames of `frame_hw` at `imgsz`, as Ultralytics' predict uses."""
+        self.load()
+        if self._fixed_shape is not None:
+            return self._fixed_shape
+        return letterbox_shape(frame_hw, imgsz, self._stride)
+
+    def prepare(self, frame_hw: tuple[int, int], imgsz: int) -> dict:
+        """Export, choose and compile the runtime for this frame size (once); its provenance entry."""
+        ref = self.load()
+        return self._session(self.input_shape(frame_hw, imgsz)).model_info(ref)
+
+    def _session(self, shape: tuple[int, int]) -> _Session:
+        with self._lock:
+            session = self._sessions.get(shape)
+            if session is None:
+                session = self._open(shape)
+                self._sessions[shape] = session
+                while len(self._sessions) > _SHAPES_KEPT:
+                    self._sessions.popitem(last=False)
+            else:
+                self._sessions.move_to_end(shape)
+            return session
+
+    def available_backends(self) -> list[str]:
+        """Runtimes that can run the configured model here, in preference order for ties."""
+        kind = self.load().kind
+        candidates = {"pt": ["openvino", "onnxruntime", "torch"], "onnx": ["openvino", "onnxruntime"],
+                      "openvino": ["openvino"]}[kind]
+        out = [name for name in candidates if runtimes.runtime_available(name)]
+        if kind == "pt" and "onnxruntime" in out and not runtimes.onnx_exportable():
+            out.remove("onnxruntime")  # exporting to ONNX needs the `onnx` package
+        return out
+
+    def _open(self, shape: tuple[int, int]) -> _Session:
+        available = self.available_backends()
+        if self.backend != "auto":
+            if self.backend not in available:
+                raise DetectorUnavailable(
+                    f"detector_backend {self.backend!r} cannot run {self._ref.file if self._ref else self.model_spec}"
+                    f" here (available: {', '.join(available) or 'none'})")
+            return _Session(self._build(self.backend, shape), shape)
+        if not available:
+            raise DetectorUnavailable("no inference runtime is installed (openvino, onnxruntime or torch)")
+        ref = self.load()
+        record_name = f"{Path(ref.load_path).stem}-{ref.sha256[:16]}-{shape[0]}x{shape[1]}-t{self.threads}-auto.json"
+        record_file = self.cache_dir / record_name
+        if record_file.is_file():
+            choice = _read_json(record_file)
+            if choice and choice.get("backend") in available:
+                return _Session(self._build(choice["backend"], shape), shape, _choice_entry(choice))
+        choice, runtime = self._measure(available, shape)
+        stored = runtimes.write_json_once(self.cache_dir, record_name, choice)
+        if stored["backend"] != choice["backend"]:  # another worker measured first: follow its record
+            runtime = self._build(stored["backend"], shape)
+        return _Session(runtime, shape, _choice_entry(stored))
+
+    def _measure(self, available: list[str], shape: tuple[int, int]) -> tuple[dict, Any]:
+        rng = np.random.default_rng(0)
+        batch = (rng.integers(0, 256, (1, 3, *shape), dtype=np.uint8) / np.float32(255)).astype(np.float32)
+        times: dict[str, float] = {}
+        best: Any = None
+        for name in available:
+            try:
+                runtime = self._build(name, shape)
+            except DetectorUnavailable as exc:
+                log.warning("auto backend: %s unavailable: %s", name, exc)
+                continue
+            times[name] = runtimes.median_forward_ms(runtime, batch)
+            if best is None or times[name] < times[best.name]:
+                best = runtime
+        if best is None:
+            raise DetectorUnavailable("no inference runtime could load the model")
+        log.info("auto backend at %dx%d with %d threads: %s (forward ms %s)", shape[0], shape[1], self.threads,
+                 best.name, times)
+        return {"backend": best.name, "rule": AUTO_RULE, "forward_ms": times}, best
+
+    def _build(self, name: str, shape: tuple[int, int]) -> Any:
+        ref = self.load()
+        source = Path(ref.load_path)
+        try:
+            if name == "torch":
+                return runtimes.TorchRuntime(self._module, self.threads)
+            if ref.kind == "pt":
+                stem = f"{source.stem}-{ref.sha256[:16]}-{shape[0]}x{shape[1]}"
+                fmt = "openvino" if name == "openvino" else "onnx"
+                entry = f"{stem}_openvino_model" if fmt == "openvino" else f"{stem}.onnx"
+                model_file = runtimes.cached(
+                    self.cache_dir, entry, lambda tmp: runtimes.export_checkpoint(source, fmt, shape, tmp))
+            else:
+                model_file = source
+            if model_file.is_dir():
+                model_file = next(model_file.glob("*.xml"))
+            if name == "openvino":
+                return runtimes.OpenVinoRuntime(model_file, self.threads)
+            return runtimes.OnnxRuntime(model_file, self.threads)
+        except DetectorUnavailable:
+            raise
+        except Exception as exc:
+            raise DetectorUnavailable(f"cannot prepare {ref.file} on {name} at {shape[0]}x{shape[1]}: {exc}",
+                                      f"the worker cannot run {ref.file} on {name} at {shape[0]}x{shape[1]}") from exc
+
+    # -- inference -------------------------------------------------------------------------------
+    def preprocess(self, frames: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        """BGR frames -> the letterboxed RGB float32 ``(n, 3, h, w)`` batch Ultralytics' predict builds."""
+        letterbox = self._letterboxes.get(shape)
+        if letterbox is None:
+            from ultralytics.data.augment import LetterBox
+
+            letterbox = self._letterboxes[shape] = LetterBox(shape, auto=False, stride=self._stride)
+        boxed = np.stack([letterbox(image=f) for f in frames])  # (n, h, w, 3) uint8
+        out = np.empty((len(frames), 3, *shape), np.float32)
+        np.divide(boxed[..., ::-1].transpose(0, 3, 1, 2), np.float32(255), out=out, casting="unsafe")
+        return out
+
     def detect(
         self, frames: Sequence[np.ndarray], conf: float, imgsz: int, classes: Optional[list[int]] = None
     ) -> list[np.ndarray]:
-        """Run the model on BGR frames; one detections array per frame."""
+        """Run the model on BGR frames (all of one size); one detections array per frame."""
+        import torch
+        from ultralytics.utils import nms, ops
+
+        if not frames:
+            return []
         self.load()
-        results = self._yolo.predict(
-            list(frames), conf=conf, imgsz=imgsz, classes=classes, verbose=False, save=False, batch=len(frames)
-        )
+        shape = self.input_shape(frames[0].shape[:2], imgsz)
+        session = self._session(shape)
+        raw = session.runtime(self.preprocess(frames, shape))
+        preds = nms.non_max_suppression(torch.from_numpy(raw), conf, NMS_IOU, classes, False, max_det=MAX_DET)
         out = []
-        for r in results:
-            data = r.boxes.data.cpu().numpy().astype(np.float64, copy=False)
-            dets = data[:, :6] if len(data) else np.zeros((0, 6))
+        for pred, frame in zip(preds, frames):
+            pred[:, :4] = ops.scale_boxes(shape, pred[:, :4], frame.shape)
+            dets = pred[:, :6].numpy().astype(np.float64)
             if len(dets):
                 order = np.lexsort((dets[:, 1], dets[:, 0], dets[:, 5], -dets[:, 4]))
                 dets = dets[order]
+            else:
+                dets = np.zeros((0, 6))
             out.append(dets)
         return out
 
-    def input_size(self) -> Optional[int]:
-        """The size the model runs at when its input shape is fixed (an export's imgsz), else None."""
-        self.load()
-        predictor = getattr(self._yolo, "predictor", None)
-        backend = getattr(predictor, "model", None)
-        if backend is not None and not getattr(backend, "dynamic", False):
-            imgsz = getattr(backend, "imgsz", None)
-            if isinstance(imgsz, (list, tuple)) and imgsz:
-                return int(max(imgsz))
-        return None
+    def model_info(self, frame_hw: tuple[int, int], imgsz: int) -> dict:
+        """Provenance of the model as it ran on frames of `frame_hw` (prepares it if needed)."""
+        return self.prepare(frame_hw, imgsz)
 
-    def forward_seconds(self, frame: np.ndarray, repeat: int = 20) -> float:
+    def forward_seconds(self, frame: np.ndarray, imgsz: int = 640, repeat: int = 20) -> float:
         """Bare model forward time for one frame (letterboxed tensor in, raw output out), median of `repeat`."""
-        import time
+        shape = self.input_shape(frame.shape[:2], imgsz)
+        session = self._session(shape)
+        batch = self.preprocess([frame], shape)
+        return runtimes.median_forward_ms(session.runtime, batch, warmup=3, repeat=repeat) / 1000
 
-        import torch
 
-        self.load()
-        self.detect([frame], conf=0.25, imgsz=640)
-        predictor = self._yolo.predictor
-        im = predictor.preprocess([frame])
-        times = []
-        with torch.inference_mode():
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                predictor.model(im)
-                times.append(time.perf_counter() - t0)
-        times.sort()
-        return times[len(times) // 2]
+def _choice_entry(choice: dict) -> dict:
+    return {"requested": "auto", "rule": choice.get("rule", AUTO_RULE),
+            "forward_ms": {k: float(v) for k, v in sorted(choice.get("forward_ms", {}).items())}}
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

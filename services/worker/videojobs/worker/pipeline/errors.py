@@ -42,4 +42,13 @@ class DecodeStalled(BadVideo):
 
 
 class DetectorUnavailable(VideoJobsError):
-    """The configured detector model cannot be loaded (missing file, unsupported format)."""
+    """The configured detector model cannot be loaded (missing file, unsupported format) or run
+    on the configured backend. ``public`` is the part clients may read (no paths, no library text)."""
+
+    def __init__(self, message: str, public: str = "") -> None:
+        super().__init__(message)
+        self._public = public or message
+
+    @property
+    def public_detail(self) -> str:
+        return self._public

@@ -1,0 +1,195 @@
+"""Inference runtimes for the detector, and the cache of models exported per input shape.
+
+A runtime takes a letterboxed ``(n, 3, h, w)`` float32 batch and returns the raw
+``(n, 4 + classes, anchors)`` output of the YOLO head. Three are available:
+OpenVINO (``openvino``), ONNX Runtime (``onnxruntime``) and the PyTorch module
+itself (``torch``). Each runs with the thread count it is given.
+
+Exports from an Ultralytics checkpoint are written by Ultralytics' own exporter,
+once per (model sha256, input shape, format), into the model cache folder: under
+an exclusive ``fcntl`` lock per entry, into a temporary folder beside it, then
+renamed into place, so concurrent worker processes sharing the cache never see a
+half-written model and never export the same entry twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+RUNTIMES = ("openvino", "onnxruntime", "torch")
+
+
+# -- the cache -------------------------------------------------------------------------------
+def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path]) -> Path:
+    """``cache_dir/name``, produced once by ``produce(tmp_dir) -> path inside tmp_dir`` if missing.
+
+    Safe across processes: the producer runs under an exclusive lock on
+    ``.name.lock`` and its result is renamed into place in one step.
+    """
+    target = cache_dir / name
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f".{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if target.exists():  # another process produced it while we waited
+                return target
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_dir))
+            try:
+                os.replace(produce(tmp), target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+def write_json_once(cache_dir: Path, name: str, data: dict) -> dict:
+    """Store `data` as ``cache_dir/name`` unless present; return what the cache holds."""
+
+    def produce(tmp: Path) -> Path:
+        out = tmp / name
+        out.write_text(json.dumps(data, sort_keys=True))
+        return out
+
+    return json.loads(cached(cache_dir, name, produce).read_text())
+
+
+def export_checkpoint(pt_path: Path, fmt: str, shape: tuple[int, int], tmp: Path) -> Path:
+    """Export an Ultralytics checkpoint at a fixed input shape with Ultralytics' exporter (offline)."""
+    from ultralytics import YOLO
+
+    local = tmp / pt_path.name
+    shutil.copy2(pt_path, local)  # the exporter writes beside its input
+    options: dict[str, Any] = {"format": fmt, "imgsz": list(shape), "half": False, "int8": False, "dynamic": False,
+                               "batch": 1, "device": "cpu", "verbose": False}
+    if fmt == "onnx":
+        options["simplify"] = False  # onnxslim is not a dependency; nothing may be installed at run time
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace deprecation notices from the exporter
+        return Path(YOLO(str(local), task="detect").export(**options))
+
+
+def onnx_exportable() -> bool:
+    """Ultralytics' ONNX exporter needs the ``onnx`` package (not a dependency of the worker)."""
+    return importlib.util.find_spec("onnx") is not None
+
+
+def runtime_available(name: str) -> bool:
+    module = {"openvino": "openvino", "onnxruntime": "onnxruntime", "torch": "torch"}[name]
+    return importlib.util.find_spec(module) is not None
+
+
+# -- runtimes --------------------------------------------------------------------------------
+class OpenVinoRuntime:
+    """An OpenVINO model (IR ``.xml`` or ``.onnx``) compiled for the CPU, latency mode.
+
+    The precision is the CPU plugin's default, as Ultralytics' own OpenVINO backend
+    leaves it (bf16 on CPUs with AMX, f32 elsewhere); it is recorded in provenance.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model_file: Path, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(model_file))
+        self.compiled = core.compile_model(
+            model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads)}
+        )
+        self.request = self.compiled.create_infer_request()
+        self.precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        outs = []
+        for i in range(len(batch)):  # exported with batch 1: latency mode, one frame at a time
+            self.request.infer({0: batch[i:i + 1]})
+            outs.append(self.request.get_output_tensor(0).data.copy())
+        return np.concatenate(outs)
+
+
+class OnnxRuntime:
+    """An ONNX file on ONNX Runtime's CPU provider."""
+
+    name = "onnxruntime"
+    precision = "f32"
+
+    def __init__(self, model_file: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(model_file), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.fixed_batch = self.session.get_inputs()[0].shape[0] == 1
+        self.threads = int(threads)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.fixed_batch:
+            return np.concatenate([self.session.run(None, {self.input_name: batch[i:i + 1]})[0]
+                                   for i in range(len(batch))])
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class TorchRuntime:
+    """The checkpoint's own PyTorch module (any input shape, no export).
+
+    ``torch.set_num_threads`` is process-wide; the worker runs one detector per process.
+    """
+
+    name = "torch"
+    precision = "f32"
+
+    def __init__(self, module: Any, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+        self.module = module.eval()
+        self.torch = torch
+        self.threads = int(threads)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.module(self.torch.from_numpy(batch))
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        return out.numpy()
+
+
+def _precision_name(value: Any) -> str:
+    text = value.to_string() if hasattr(value, "to_string") else str(value).lower()
+    for name in ("bf16", "f16", "f32"):
+        if name in text:
+            return name
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(text, text)
+
+
+def median_forward_ms(runtime: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, warmup: int = 2,
+                      repeat: int = 5) -> float:
+    """Median wall time of one forward of `batch` after `warmup` unmeasured ones."""
+    for _ in range(warmup):
+        runtime(batch)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        runtime(batch)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return round(times[len(times) // 2] * 1000, 2)

@@ -1,0 +1,182 @@
+"""The detector on the shared checkpoint: input shapes, exports, backend choice, parity with Ultralytics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
+    REPO_ROOT,
+    model_path,
+    read_frames,
+    sample_video,
+)
+from videojobs.worker.pipeline import runtimes
+from videojobs.worker.pipeline.detector import Detector
+from videojobs.worker.pipeline.errors import DetectorUnavailable
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def yolo(model_path):
+    from ultralytics import YOLO
+
+    return YOLO(str(model_path))
+
+
+@pytest.fixture(scope="module")
+def frame(sample_video):
+    return read_frames(sample_video, [300])[0]
+
+
+@pytest.mark.parametrize("frame_hw", [(720, 1280), (480, 640), (1280, 720), (360, 640)],
+                         ids=["16:9", "4:3", "portrait", "sample"])
+@pytest.mark.parametrize("imgsz", [640, 320])
+def test_input_shape_is_what_ultralytics_predict_uses(yolo, model_path, tmp_path, frame_hw, imgsz):
+    image = np.full((*frame_hw, 3), 90, np.uint8)
+    yolo.predict(image, imgsz=imgsz, verbose=False)
+    expected = tuple(yolo.predictor.preprocess([image]).shape[2:])
+    detector = Detector(str(model_path), tmp_path)
+    assert detector.input_shape(frame_hw, imgsz) == expected
+    if imgsz == 640:
+        assert expected == {(720, 1280): (384, 640), (480, 640): (480, 640), (1280, 720): (640, 384),
+                            (360, 640): (384, 640)}[frame_hw]
+
+
+@pytest.fixture(scope="module")
+def auto_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("auto-cache")
+
+
+@pytest.fixture(scope="module")
+def auto_detector(model_path, auto_cache):
+    return Detector(str(model_path), auto_cache, "auto", threads=1)
+
+
+def test_auto_measures_the_available_runtimes_and_records_the_choice(auto_detector, auto_cache):
+    info = auto_detector.prepare((360, 640), 640)
+    choice = info["backend_choice"]
+    assert choice["requested"] == "auto" and "fastest" in choice["rule"]
+    assert set(choice["forward_ms"]) == set(auto_detector.available_backends()) >= {"openvino", "torch"}
+    assert info["backend"] == min(choice["forward_ms"], key=choice["forward_ms"].get)
+    assert info["input_shape"] == [384, 640] and info["input_size"] == 640 and info["threads"] == 1
+    assert info["sha256"].startswith("804c9171") and info["file"] == "yolov8n.pt"
+    # One export per (sha256, shape, format) and one record per (model, shape, threads) in the cache.
+    names = sorted(p.name for p in auto_cache.iterdir() if not p.name.startswith("."))
+    assert names == ["yolov8n-804c9171bab39e51-384x640-t1-auto.json", "yolov8n-804c9171bab39e51-384x640_openvino_model"]
+
+
+def test_a_second_worker_on_the_same_cache_reuses_the_record(model_path, auto_detector, auto_cache, monkeypatch):
+    first = auto_detector.prepare((360, 640), 640)
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(runtimes, "median_forward_ms", no_measuring)
+    again = Detector(str(model_path), auto_cache, "auto", threads=1).prepare((720, 1280), 640)  # same 384x640
+    assert again == first
+
+
+def _ultralytics_boxes(yolo, frame, conf):
+    r = yolo.predict(frame, conf=conf, verbose=False)[0]
+    return r.boxes.data.cpu().numpy().astype(np.float64)
+
+
+def _matched(a: np.ndarray, b: np.ndarray) -> int:
+    """Boxes of `a` with a same-class box in `b` at IoU >= 0.5 (greedy, one to one)."""
+    used, n = set(), 0
+    for box in a:
+        for j, other in enumerate(b):
+            if j in used or other[5] != box[5]:
+                continue
+            iw = min(box[2], other[2]) - max(box[0], other[0])
+            ih = min(box[3], other[3]) - max(box[1], other[1])
+            inter = max(iw, 0) * max(ih, 0)
+            union = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1]) - inter
+            if inter / union >= 0.5:
+                used.add(j)
+                n += 1
+                break
+    return n
+
+
+def test_torch_backend_gives_ultralytics_predict_detections(yolo, model_path, tmp_path, frame):
+    expected = _ultralytics_boxes(yolo, frame, 0.1)
+    detector = Detector(str(model_path), tmp_path, "torch", threads=1)
+    info = detector.prepare(frame.shape[:2], 640)
+    assert info["backend"] == "torch" and info["precision"] == "f32" and "backend_choice" not in info
+    got = detector.detect([frame], conf=0.1, imgsz=640)[0]
+    assert len(got) == len(expected) >= 3
+    order = np.lexsort((expected[:, 1], expected[:, 0], expected[:, 5], -expected[:, 4]))
+    assert np.allclose(got, expected[order], atol=1e-3)
+    assert list(tmp_path.iterdir()) == []  # nothing exported for torch
+
+
+def test_openvino_backend_matches_ultralytics_predict(yolo, model_path, auto_cache, frame):
+    expected = _ultralytics_boxes(yolo, frame, 0.25)
+    detector = Detector(str(model_path), auto_cache, "openvino", threads=1)
+    got = detector.detect([frame, frame], conf=0.25, imgsz=640)
+    assert detector.prepare(frame.shape[:2], 640)["backend"] == "openvino"
+    assert np.array_equal(got[0], got[1])  # the same frame twice in a batch: the same boxes
+    assert _matched(expected, got[0]) >= len(expected) - 1 and abs(len(got[0]) - len(expected)) <= 1
+
+
+def test_unavailable_backend_is_a_clear_error(tmp_path):
+    from tests.integration.conftest_pipeline import SHARED_DIR
+
+    onnx = SHARED_DIR / "models" / "yolov8n_fp32.onnx"
+    detector = Detector(str(onnx), tmp_path, "torch")
+    with pytest.raises(DetectorUnavailable, match="'torch' cannot run yolov8n_fp32.onnx"):
+        detector.prepare((360, 640), 640)
+
+
+def test_fixed_shape_onnx_file_still_runs_at_its_size(tmp_path, frame):
+    from tests.integration.conftest_pipeline import SHARED_DIR
+
+    detector = Detector(str(SHARED_DIR / "models" / "yolov8n_fp32.onnx"), tmp_path, "onnxruntime")
+    assert detector.input_shape(frame.shape[:2], 640) == (640, 640)
+    info = detector.prepare(frame.shape[:2], 640)
+    assert info["backend"] == "onnxruntime" and info["input_shape"] == [640, 640]
+    assert "bottle" in {detector.names[int(c)] for c in detector.detect([frame], 0.25, 640)[0][:, 5]}
+
+
+_EXPORT_CHILD = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from videojobs.worker.pipeline.runtimes import cached, export_checkpoint
+
+    model, cache, log = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+
+    def produce(tmp):
+        with log.open("a") as f:
+            f.write(f"{os.getpid()}\\n")
+        return export_checkpoint(model, "openvino", (384, 640), tmp)
+
+    print(cached(cache, "yolov8n-384x640_openvino_model", produce))
+""")
+
+
+def test_two_workers_exporting_the_same_shape_at_once_leave_one_valid_model(model_path, tmp_path):
+    import os
+
+    import openvino as ov
+
+    cache, log = tmp_path / "cache", tmp_path / "exports.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        str(REPO_ROOT / p) for p in ("libs/common", "services/worker", "."))}
+    procs = [subprocess.Popen([sys.executable, "-c", _EXPORT_CHILD, str(model_path), str(cache), str(log)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert len(log.read_text().split()) == 1  # exported once, the other waited and reused it
+    folders = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert [p.name for p in folders] == ["yolov8n-384x640_openvino_model"]
+    assert not [p for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")]  # no temporary left
+    compiled = ov.Core().compile_model(str(next(folders[0].glob("*.xml"))), "CPU")
+    assert list(compiled.input(0).shape) == [1, 3, 384, 640]
+    assert list(compiled.output(0).shape) == [1, 84, 5040]

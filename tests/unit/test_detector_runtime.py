@@ -1,0 +1,120 @@
+"""The detector's pieces that need no model: thread sizing, the export cache, backend names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from videojobs.common.config import Settings
+from videojobs.common.cpus import default_inference_threads, usable_cpus
+from videojobs.worker.pipeline import runtimes
+from videojobs.worker.pipeline.detector import Detector
+from videojobs.worker.pipeline.errors import DetectorUnavailable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("affinity", "cpu_max", "limit", "usable"),
+    [
+        ({0, 1, 2, 3}, "max 100000\n", 0, 4),  # no quota: the affinity
+        ({0, 1, 2, 3}, "200000 100000\n", 0, 2),  # a 2-core quota
+        ({0, 1, 2, 3}, "150000 100000\n", 0, 1),  # 1.5 cores cannot keep two threads busy
+        ({0, 1, 2, 3}, "50000 100000\n", 0, 1),  # never below 1
+        ({0, 1}, "800000 100000\n", 0, 2),  # the affinity bounds a larger quota
+        (set(range(16)), "", 3, 3),  # no cgroup file; the orchestrator's limit
+        (set(range(16)), "garbage", 0, 16),
+    ],
+)
+def test_usable_cores_from_affinity_quota_and_limit(affinity, cpu_max, limit, usable):
+    assert usable_cpus(affinity, cpu_max, limit) == usable
+
+
+def test_inference_threads_leave_a_core_for_decode_and_ocr():
+    assert [default_inference_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    assert Settings(inference_threads=5).effective_inference_threads == 5  # explicit wins
+    assert Settings(cpu_limit=1).effective_inference_threads == 1
+    assert Settings().effective_inference_threads == default_inference_threads(usable_cpus())
+
+
+def test_backend_names_are_checked():
+    assert Settings(detector_backend="torch").detector_backend == "torch"
+    with pytest.raises(pydantic.ValidationError):
+        Settings(detector_backend="onnx")  # the old name: a clear error at start, not a silent default
+    with pytest.raises(DetectorUnavailable, match="auto, openvino, onnxruntime, torch"):
+        Detector("m.pt", Path("cache"), "tensorrt")
+
+
+_CHILD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from videojobs.worker.pipeline.runtimes import cached
+
+    cache, log = Path(sys.argv[1]), Path(sys.argv[2])
+
+    def produce(tmp):
+        with log.open("a") as f:
+            f.write(f"{os.getpid()}\\n")
+        out = tmp / "model"
+        out.mkdir()
+        (out / "model.xml").write_text("<xml/>")
+        time.sleep(0.5)  # a slow export: the other process must wait, then reuse
+        (out / "model.bin").write_bytes(b"w" * 1000)
+        return out
+
+    target = cached(cache, "m-abc-384x640_openvino_model", produce)
+    print(sorted(p.name for p in target.iterdir()))
+""")
+
+
+def test_two_processes_exporting_the_same_entry_produce_it_once(tmp_path):
+    cache, log = tmp_path / "cache", tmp_path / "exports.log"
+    env = {"PYTHONPATH": ":".join(str(REPO / p) for p in ("libs/common", "services/worker", "."))}
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(cache), str(log)], stdout=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["['model.bin', 'model.xml']"] * 2  # both see the complete entry
+    assert len(log.read_text().split()) == 1  # exported once
+    entries = [p.name for p in cache.iterdir() if not p.name.endswith(".lock")]
+    assert entries == ["m-abc-384x640_openvino_model"]  # no temporary folder left behind
+    assert (cache / entries[0] / "model.bin").stat().st_size == 1000
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path):
+    def produce(tmp):
+        (tmp / "half").write_text("x")
+        raise RuntimeError("exporter crashed")
+
+    with pytest.raises(RuntimeError):
+        runtimes.cached(tmp_path, "entry", produce)
+    assert [p.name for p in tmp_path.iterdir()] == [".entry.lock"]
+    # The next attempt produces it.
+    assert runtimes.cached(tmp_path, "entry", lambda tmp: _write(tmp / "ok", "1")).read_text() == "1"
+
+
+def test_the_first_record_wins(tmp_path):
+    first = runtimes.write_json_once(tmp_path, "choice.json", {"backend": "openvino"})
+    second = runtimes.write_json_once(tmp_path, "choice.json", {"backend": "torch"})
+    assert first == second == {"backend": "openvino"}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_model_errors_tell_clients_no_paths(tmp_path):
+    weights = tmp_path / "private" / "model.bin"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not a model")
+    with pytest.raises(DetectorUnavailable) as err:
+        Detector(str(weights), tmp_path / "cache").load()
+    assert "model.bin" in err.value.public_detail and str(tmp_path) not in err.value.public_detail
+    wrapped = DetectorUnavailable(f"cannot load {weights}: libfoo said no", "the worker cannot load model.bin")
+    assert wrapped.public_detail == "the worker cannot load model.bin" and str(weights) in str(wrapped)
