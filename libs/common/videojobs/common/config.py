@@ -129,6 +129,14 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 10.0
     # Lease of a RUNNING job in the database; re-taken by another worker once expired.
     lease_seconds: float = 60.0
+    # Jobs with more sampled frames than this are split into segments that any worker takes
+    # (0: never split). 304 = 38 batches of 8: at sample_fps=1 a segment is about 5 minutes of
+    # video and ~15 s of yolo work here, so a crash costs at most that, while the per-segment
+    # overhead (download, open, seek from the keyframe before) stays under 1% of it.
+    segment_frames: int = Field(default=304, ge=0)
+    # Threads each detector uses (OpenVINO, torch, OpenCV); 0 lets the libraries choose. Set
+    # it when several worker processes share a machine, e.g. 1 per process on 2 cores.
+    inference_threads: int = Field(default=0, ge=0)
     # Bound on waiting for a video decode to make progress.
     decode_timeout_seconds: float = 30.0
     # Each analysed frame is kept as a JPEG (for the viewer and contact sheets), scaled

@@ -43,6 +43,7 @@ def policy_from_settings(settings: Settings) -> WorkerPolicy:
         idle_backoff_max=settings.idle_backoff_max_seconds,
         backoff=Backoff(settings.retry_backoff_base_seconds, settings.retry_backoff_max_seconds),
         fault_window=timedelta(seconds=settings.fault_window_seconds),
+        segment_frames=settings.segment_frames,
     )
 
 
@@ -55,6 +56,7 @@ def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
         model_cache_dir=settings.model_cache_dir,
         detector_backend=settings.detector_backend,
         decode_timeout_seconds=settings.decode_timeout_seconds,
+        inference_threads=settings.inference_threads,
     )
 
 

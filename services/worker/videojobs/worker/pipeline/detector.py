@@ -185,7 +185,9 @@ class Detector:
     confidence (descending) then position, so the order is reproducible.
     """
 
-    def __init__(self, model: str, cache_dir: Path, backend: str = "auto") -> None:
+    def __init__(self, model: str, cache_dir: Path, backend: str = "auto", threads: int = 0) -> None:
+        self.threads = max(0, int(threads))
+        self._threads_applied = self.threads == 0
         self.model_spec = model
         self.cache_dir = Path(cache_dir)
         self.backend = backend
@@ -253,6 +255,8 @@ class Detector:
         results = self._yolo.predict(
             list(frames), conf=conf, imgsz=imgsz, classes=classes, verbose=False, save=False, batch=len(frames)
         )
+        if not self._threads_applied:
+            self._apply_threads()
         out = []
         for r in results:
             data = r.boxes.data.cpu().numpy().astype(np.float64, copy=False)
@@ -262,6 +266,34 @@ class Detector:
                 dets = dets[order]
             out.append(dets)
         return out
+
+    def _apply_threads(self) -> None:
+        """Bound the threads inference uses (several worker processes on one machine must not
+        oversubscribe its cores): torch and OpenCV globally, and the OpenVINO model recompiled with
+        INFERENCE_NUM_THREADS once Ultralytics built it (its compile step is not configurable)."""
+        import functools
+
+        import cv2
+        import torch
+
+        self._threads_applied = True
+        torch.set_num_threads(self.threads)
+        cv2.setNumThreads(self.threads)
+        backend = getattr(getattr(self._yolo, "predictor", None), "model", None)
+        backend = getattr(backend, "backend", backend)
+        compile_model = getattr(backend, "compile_model", None)
+        if not isinstance(compile_model, functools.partial) or self._ref is None:
+            return
+        xml = Path(self._ref.load_path)
+        xml = xml / "model.xml" if xml.is_dir() else xml
+        core = getattr(compile_model.func, "__self__", None)
+        if core is None or not xml.is_file():
+            return
+        keywords = dict(compile_model.keywords)
+        keywords["config"] = {**keywords.get("config", {}), "INFERENCE_NUM_THREADS": self.threads}
+        backend.compile_model = functools.partial(compile_model.func, **keywords)
+        backend.ov_compiled_model = backend.compile_model(core.read_model(str(xml)))
+        log.info("detector limited to %d inference thread(s)", self.threads)
 
     def input_size(self) -> Optional[int]:
         """The size the model runs at when its input shape is fixed (an export's imgsz), else None."""

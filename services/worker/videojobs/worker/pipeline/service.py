@@ -109,9 +109,10 @@ class VideoFilePipelineService(VideoAnalyzer):
         decode_timeout_seconds: float = 30.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         tessdata_dir: Optional[str] = None,
+        inference_threads: int = 0,
     ) -> None:
         quiet_third_party()
-        self.detector = Detector(model, Path(model_cache_dir), detector_backend)
+        self.detector = Detector(model, Path(model_cache_dir), detector_backend, threads=inference_threads)
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
         self.tessdata_dir = tessdata_dir
