@@ -555,7 +555,7 @@ class JobWorker:
             return
         guard.stop()
         if guard.cancelled or (not guard.lost and guard.check_cancelled()):
-            self._drop_segment(job, guard, message)
+            self._drop_segment(job, guard, message, segment.output_key)
             return
         if guard.lost:
             log.warning("job %s: segment %d: lease lost during attempt %d", job.job_id, segment.index, segment.attempt)
@@ -572,13 +572,16 @@ class JobWorker:
         self._queue.ack(message)
         self._merge_if_due(job)
 
-    def _drop_segment(self, job: Job, guard: "_LeaseKeeper", message: str) -> None:
-        """The job was cancelled, deleted or failed (another segment) while this segment ran."""
-        if guard.frames is not None:
-            try:
+    def _drop_segment(self, job: Job, guard: "_LeaseKeeper", message: str, key: str | None = None) -> None:
+        """The job was cancelled, deleted or failed (another segment) while this segment ran: remove
+        what this attempt wrote (frame images, its output `key`) and ack."""
+        try:
+            if guard.frames is not None:
                 guard.frames.discard()
-            except TemporaryFault:
-                pass
+            if key is not None:
+                self._storage.delete_file(key)
+        except TemporaryFault as exc:
+            log.warning("job %s: dropped segment's objects not removed: %s", job.job_id, exc)
         log.info("job %s: no longer running; segment dropped", job.job_id)
         self._queue.ack(message)
 

@@ -218,6 +218,12 @@ class SqlJobRepository(JobRepository):
                 sa.or_(
                     sa.and_(jobs.c.status == JobStatus.PENDING.value, jobs.c.updated_at < idle_since),
                     sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < idle_since),
+                    # A split job whose segments are all DONE but whose merge nobody took (the
+                    # worker that finished the last one stopped before it).
+                    sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.segments_total > 0,
+                            jobs.c.lease_expires_at.is_(None), jobs.c.updated_at < idle_since,
+                            ~sa.exists().where(segments.c.job_id == jobs.c.job_id,
+                                               segments.c.status != SegmentStatus.DONE.value)),
                 )
             )
             .order_by(jobs.c.created_at, jobs.c.job_id)
