@@ -287,3 +287,35 @@ def test_embedded_restart_rebuilds_segment_messages_and_hands_back_orphans(env):
     assert hand_back_orphans(env.repo) == 1
     assert env.repo.get_segment(job_id, 1).status is SegmentStatus.PENDING
     assert unfinished_messages(env.repo) == [job_id] + [segment_message(job_id, i) for i in (1, 2, 3)]
+
+
+def test_status_shows_segments_over_rest_and_grpc_alike():
+    from videojobs.common.resources import JobResource
+    from videojobs.common.wire import job_from_pb, job_to_pb
+
+    job = Job.submit("yolo")
+    job.start("w1", timedelta(seconds=30))
+    job.split(4, 1200)
+    job.segments_done, job.frames_recomputed, job.frames_done = 2, 17, 650
+    resource = JobResource.from_job(job)
+    rest = json.loads(resource.model_dump_json())
+    assert (rest["segments_total"], rest["segments_done"], rest["frames_recomputed"]) == (4, 2, 17)
+    assert rest["progress"] == round(650 / 1200, 4)
+    message = job_to_pb(resource)
+    assert (message.segments_total, message.segments_done, message.frames_recomputed) == (4, 2, 17)
+    assert job_from_pb(message) == resource
+
+
+def test_reconciler_republishes_stranded_segments_under_fresh_message_ids(env):
+    from videojobs.common.outbox import OutboxRelay
+
+    job_id = env.submit()
+    env.worker().run_once()  # split: 4 segment messages
+    while env.queue.dequeue() is not None:  # ...which are lost (e.g. a queue rebuilt empty)
+        pass
+    env.queue = InMemoryQueue()
+    relay = OutboxRelay(env.repo, env.queue, stranded_after=timedelta(0))
+    assert relay.republish_stranded() == 4
+    messages = [env.queue.dequeue() for _ in range(4)]
+    assert sorted(parse_message(m).segment for m in messages) == [0, 1, 2, 3]
+    assert all(parse_message(m).job_id == job_id for m in messages)
