@@ -134,8 +134,9 @@ class Settings(BaseSettings):
     # video and ~15 s of yolo work here, so a crash costs at most that, while the per-segment
     # overhead (download, open, seek from the keyframe before) stays under 1% of it.
     segment_frames: int = Field(default=304, ge=0)
-    # Threads each detector uses (OpenVINO, torch, OpenCV); 0 lets the libraries choose. Set
-    # it when several worker processes share a machine, e.g. 1 per process on 2 cores.
+    # Threads each worker's analysis uses (OpenVINO inference, torch, OpenCV, the FFmpeg
+    # decoder); 0 lets the libraries choose (one per core). Set it when several worker
+    # processes share a machine, e.g. 1 per process on 2 cores.
     inference_threads: int = Field(default=0, ge=0)
     # Bound on waiting for a video decode to make progress.
     decode_timeout_seconds: float = 30.0

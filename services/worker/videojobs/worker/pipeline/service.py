@@ -284,7 +284,8 @@ class VideoFilePipelineService(VideoAnalyzer):
         timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0,
                    "ocr_lines_read": 0.0, "ocr_lines_dropped": 0.0}
 
-        with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2) as reader:
+        with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2,
+                         threads=self.detector.threads) as reader:
             info = reader.open()
             # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
             class_ids = None

@@ -335,8 +335,9 @@ class FrameReader:
     DecodeStalled and abandons the (daemon) thread.
     """
 
-    def __init__(self, path: Path, timeout: float, queue_size: int = 8) -> None:
+    def __init__(self, path: Path, timeout: float, queue_size: int = 8, threads: int = 0) -> None:
         self.path = Path(path)
+        self.threads = max(0, int(threads))  # FFmpeg decoder threads (0: its default, one per core)
         self.timeout = float(timeout)
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=max(1, queue_size))
         self._plan_ready = threading.Event()
@@ -434,7 +435,8 @@ class FrameReader:
             cap = cv2.VideoCapture(
                 str(self.path),
                 cv2.CAP_FFMPEG,
-                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms],
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+                + ([cv2.CAP_PROP_N_THREADS, self.threads] if self.threads else []),
             )
             if not cap.isOpened():
                 self._put(describe_unopenable(self.path))
