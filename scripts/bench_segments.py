@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -200,11 +201,12 @@ def run_simulated(workers: int, segments: int, seconds: float, state: Path) -> d
                           segment_frames=8)
     pool = [JobWorker(q, storage, repo, SimulatedAnalyzer(segments, seconds), policy, worker_id=f"sim{i}",
                       stop_event=stop) for i, q in enumerate(queues)]
+    threads: list[threading.Thread] = []
     try:
         job = Job.submit("yolo", AnalysisOptions())
         storage.save_bytes(b"\x00" * 64, job.input_key)
         repo.add(job)
-        threads = [threading.Thread(target=w.run_forever, daemon=True) for w in pool]
+        threads += [threading.Thread(target=w.run_forever, daemon=True) for w in pool]
         start = time.perf_counter()
         queues[0].enqueue(job.job_id)
         for t in threads:
@@ -215,6 +217,8 @@ def run_simulated(workers: int, segments: int, seconds: float, state: Path) -> d
         return {"workers": workers, "segments": segments, "stage_s": seconds, "elapsed_s": round(elapsed, 2)}
     finally:
         stop.set()
+        for t in threads:  # out of their dequeue before the connections close
+            t.join(10)
         for q in queues:
             q.close()
         engine.dispose()
@@ -250,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-real", action="store_true", help="only the simulated part")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-segments.json")
     args = parser.parse_args(argv)
-    report: dict = {"cpu": cpu_model(), "benchmark": "one long job in segments across workers"}
+    report: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(),
+                    "benchmark": "one long job in segments across workers"}
     with tempfile.TemporaryDirectory(prefix="vj-bench-seg-") as tmp:
         state = Path(tmp)
         if not args.skip_real:
@@ -274,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sim   workers={r['workers']}  {r['elapsed_s']:7.1f} s  segments={r['segments']} x "
                   f"{r['stage_s']:g} s", flush=True)
         print(f"sim   speed-up 4 vs 1 workers: {speedup:.2f}x (target >= 3.5)", flush=True)
+    report["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
