@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.conftest import MODEL, SAMPLE, JobsClient
-from tests.e2e.test_stack import PG, ROOT, stack_factory  # noqa: F401 -- the fixture
+from tests.e2e.test_stack import PG, ROOT, SHARED_NATS, make_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +24,17 @@ OPTIONS = {"pipeline_id": "yolo", "sample_fps": 2}  # 80 sampled frames of the 4
 FAST_LEASES = dict(VIDEOJOBS_SEGMENT_FRAMES=SEGMENT_FRAMES, VIDEOJOBS_INFERENCE_THREADS=1,
                    VIDEOJOBS_ACK_WAIT_SECONDS=4, VIDEOJOBS_LEASE_SECONDS=4, VIDEOJOBS_HEARTBEAT_SECONDS=1,
                    VIDEOJOBS_FRAME_IMAGE_MAX_SIDE=0)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, model_cache):
+    """One stack (2 workers) for both scenarios: starting one takes a while."""
+    made = make_stack(tmp_path_factory.mktemp("segstack"), "segments", VIDEOJOBS_MODEL_CACHE_DIR=model_cache,
+                      **FAST_LEASES)
+    made.up(workers=2)
+    yield made
+    made.down(timeout=30)
+    made.purge(delete_stream=made.nats_url == SHARED_NATS)
 
 
 def segments_table(stack, job_id: str) -> list[dict]:
@@ -70,10 +81,7 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_sigkill_mid_job_costs_at_most_one_segment_and_results_equal_one_pass(stack_factory, single_pass,  # noqa: F811
-                                                                               model_cache):
-    stack = stack_factory("segkill", VIDEOJOBS_MODEL_CACHE_DIR=model_cache, **FAST_LEASES)
-    stack.up(workers=2)
+def test_sigkill_mid_job_costs_at_most_one_segment_and_results_equal_one_pass(stack, single_pass):
     client = JobsClient(stack.http_port, stack.grpc_port)
     job_id = client.submit_rest(SAMPLE, **OPTIONS)
 
@@ -99,13 +107,11 @@ def test_sigkill_mid_job_costs_at_most_one_segment_and_results_equal_one_pass(st
     assert json.dumps(doc["results"]) == json.dumps(single_pass["results"])
     assert json.dumps(doc["tracks"]) == json.dumps(single_pass["tracks"])
     assert doc["sampling"]["segments"] == 5
+    stack.start_worker(int(holder.removeprefix("worker")))  # back to two workers for the next scenario
     client.close()
 
 
-def test_sigterm_to_every_worker_then_restart_reruns_only_unfinished_segments(stack_factory, single_pass,  # noqa: F811
-                                                                                model_cache):
-    stack = stack_factory("segterm", VIDEOJOBS_MODEL_CACHE_DIR=model_cache, **FAST_LEASES)
-    stack.up(workers=2)
+def test_sigterm_to_every_worker_then_restart_reruns_only_unfinished_segments(stack, single_pass):
     client = JobsClient(stack.http_port, stack.grpc_port)
     job_id = client.submit_rest(SAMPLE, **OPTIONS)
     wait_until(lambda: sum(r["status"] == "DONE" for r in segments_table(stack, job_id)) >= 1
