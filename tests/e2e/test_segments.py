@@ -107,7 +107,11 @@ def test_sigkill_mid_job_costs_at_most_one_segment_and_results_equal_one_pass(st
     assert json.dumps(doc["results"]) == json.dumps(single_pass["results"])
     assert json.dumps(doc["tracks"]) == json.dumps(single_pass["tracks"])
     assert doc["sampling"]["segments"] == 5
-    stack.start_worker(int(holder.removeprefix("worker")))  # back to two workers for the next scenario
+    # back to two workers for the next scenario, once the new process can take a signal
+    log = stack.state_dir / f"{holder}.log"
+    starts = log.read_text(errors="replace").count("worker started")
+    stack.start_worker(int(holder.removeprefix("worker")))
+    wait_until(lambda: log.read_text(errors="replace").count("worker started") > starts, 120, f"{holder} restarted")
     client.close()
 
 
