@@ -113,6 +113,7 @@ class VideoFilePipelineService(VideoAnalyzer):
     ) -> None:
         quiet_third_party()
         self.detector = Detector(model, Path(model_cache_dir), detector_backend, threads=inference_threads)
+        self.inference_threads = max(0, int(inference_threads))
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
         self.tessdata_dir = tessdata_dir
@@ -285,7 +286,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                    "ocr_lines_read": 0.0, "ocr_lines_dropped": 0.0}
 
         with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2,
-                         threads=self.detector.threads) as reader:
+                         threads=self.inference_threads) as reader:
             info = reader.open()
             # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
             class_ids = None
