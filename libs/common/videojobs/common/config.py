@@ -131,8 +131,9 @@ class Settings(BaseSettings):
     lease_seconds: float = 60.0
     # Jobs with more sampled frames than this are split into segments that any worker takes
     # (0: never split). 304 = 38 batches of 8: at sample_fps=1 a segment is about 5 minutes of
-    # video and 22-29 s of yolo work here (bench_segments, one worker), so a crash costs at most that, while the per-segment
-    # overhead (download, open, seek from the keyframe before) stays under 1% of it.
+    # video and 22-29 s of yolo work here (bench_segments, one worker), so a crash costs at most
+    # that, while the per-segment overhead (download, open, seek from the keyframe before) stays
+    # under 1% of it.
     segment_frames: int = Field(default=304, ge=0)
     # Threads each worker's analysis uses (OpenVINO inference, torch, OpenCV, the FFmpeg
     # decoder); 0 lets the libraries choose (one per core). Set it when several worker
