@@ -11,7 +11,8 @@ from videojobs.common.errors import JobInterrupted, JobNotFound, TemporaryFault
 from videojobs.common.job import Job, JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import get_pipeline
-from videojobs.common.ports.analysis import AnalyzerCapabilities, VideoAnalyzer
+from videojobs.common.ports.analysis import AnalyzerCapabilities, SegmentRange, SplitPlan, VideoAnalyzer
+from videojobs.common.segments import Segment, SegmentStatus, split_samples
 from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import Backlog, JobRepository, PublishIntent
 from videojobs.common.resources import WorkerCapabilities
@@ -33,6 +34,7 @@ class FakeJobRepository(JobRepository):
         self.outbox: dict[str, bool] = {}  # job_id -> published
         self.trace_contexts: dict[str, dict[str, str]] = {}  # job_id -> trace context of the submit
         self.saves: list[tuple[str, str, int]] = []
+        self.segment_rows: dict[tuple[str, int], Segment] = {}
         self.down = False
         self._lock = threading.Lock()
 
@@ -103,7 +105,60 @@ class FakeJobRepository(JobRepository):
         with self._lock:
             if job_id not in self.rows:
                 raise JobNotFound(job_id)
-            return copy.deepcopy(self.rows[job_id])
+            job = copy.deepcopy(self.rows[job_id])
+            if job.segments_total:
+                parts = [s for (j, _), s in self.segment_rows.items() if j == job_id]
+                job.segments_done = sum(s.status is SegmentStatus.DONE for s in parts)
+                job.frames_recomputed = sum(s.frames_recomputed for s in parts)
+                if not job.status.is_final:
+                    job.frames_done = sum(s.frames_done for s in parts)
+            return job
+
+    # -- segments --------------------------------------------------------------------------
+    def split(self, job, segments, expected_attempt):
+        self._check()
+        with self._lock:
+            row = self.rows.get(job.job_id)
+            if row is None or row.status is not JobStatus.RUNNING or row.attempt != expected_attempt:
+                return False
+            self.rows[job.job_id] = copy.deepcopy(job)
+            for seg in segments:
+                self.segment_rows[(seg.job_id, seg.index)] = copy.deepcopy(seg)
+            return True
+
+    def get_segment(self, job_id, index):
+        self._check()
+        with self._lock:
+            if (job_id, index) not in self.segment_rows:
+                raise JobNotFound(job_id)
+            return copy.deepcopy(self.segment_rows[(job_id, index)])
+
+    def segments(self, job_id):
+        self._check()
+        with self._lock:
+            return [copy.deepcopy(s) for (j, _), s in sorted(self.segment_rows.items()) if j == job_id]
+
+    def save_segment(self, segment, expected_status, expected_attempt):
+        self._check()
+        with self._lock:
+            row = self.segment_rows.get((segment.job_id, segment.index))
+            if row is None or row.status is not expected_status or row.attempt != expected_attempt:
+                return False
+            self.segment_rows[(segment.job_id, segment.index)] = copy.deepcopy(segment)
+            return True
+
+    def stranded_segments(self, idle_since, limit=100):
+        self._check()
+        out = []
+        for (job_id, index), seg in sorted(self.segment_rows.items(), key=lambda kv: kv[1].updated_at):
+            job = self.rows.get(job_id)
+            if job is None or job.status is not JobStatus.RUNNING:
+                continue
+            if seg.status is SegmentStatus.PENDING and seg.updated_at < idle_since:
+                out.append((job_id, index))
+            elif seg.status is SegmentStatus.RUNNING and seg.lease_expires_at and seg.lease_expires_at < idle_since:
+                out.append((job_id, index))
+        return out[:limit]
 
     def save(self, job: Job, expected_status: JobStatus, expected_attempt: int) -> bool:
         self._check()
@@ -169,6 +224,8 @@ class FakeAnalyzer(VideoAnalyzer):
         self.raise_error: Exception | None = None
         self.on_frame: Callable[[int], None] | None = None  # hook run before each frame
         self.detections_for: Callable[[int], list[Detection]] | None = None  # detections of the k-th frame
+        self.segment_calls: list[tuple[int, int]] = []
+        self.fail_sample: int | None = None  # run_segment raises raise_error at this sample
 
     def frame_image(self, k: int):
         """The k-th frame it pretends to decode: a BGR gradient, different per frame."""
@@ -207,6 +264,65 @@ class FakeAnalyzer(VideoAnalyzer):
                                 duration_ms=total * 1000.0, codec="fake"),
             sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=total,
                               requested_sample_fps=1.0, every_frame=False),
+            provenance=Provenance(options=options or AnalysisOptions()),
+            results=frames,
+        )
+
+    # -- segments: frame k is frame_index 30*k; "tracking" numbers each class in order of first sight --
+    def plan_split(self, pipeline_id, file_path, options, segment_frames) -> SplitPlan:
+        total = self.frames if not options.max_frames else min(self.frames, options.max_frames)
+        ranges = split_samples(total, segment_frames, self.align)
+        return SplitPlan(total, [SegmentRange(a, b, a * 30, (b - 1) * 30) for a, b in ranges])
+
+    align = 1
+
+    def run_segment(self, pipeline_id, file_path, options, first_sample, end_sample, on_progress=None,
+                    should_stop=None, on_frame=None) -> bytes:
+        import json
+
+        get_pipeline(pipeline_id)
+        self.segment_calls.append((first_sample, end_sample))
+        frames = []
+        for k in range(first_sample, end_sample):
+            if self.on_frame:
+                self.on_frame(k)
+            if should_stop and should_stop():
+                raise JobInterrupted("stop requested")
+            if self.raise_error is not None and self.fail_sample == k:
+                raise self.raise_error
+            dets = self.detections_for(k) if self.detections_for else []
+            frames.append({"frame_index": k * 30, "timestamp_ms": k * 1000.0,
+                           "classes": [d.class_name for d in dets]})
+            if on_frame is not None:
+                on_frame(k * 30, self.frame_image(k))
+            if on_progress:
+                on_progress(k - first_sample + 1, end_sample - first_sample)
+        return json.dumps({"first_sample": first_sample, "frames": frames}).encode()
+
+    def merge_segments(self, pipeline_id, options, parts) -> ResultsDocument:
+        import json
+
+        outputs = sorted((json.loads(p) for p in parts), key=lambda o: o["first_sample"])
+        seen, ids, frames = set(), {}, []
+        for out in outputs:
+            for f in out["frames"]:
+                if f["frame_index"] in seen:
+                    continue
+                seen.add(f["frame_index"])
+                dets = []
+                for name in f["classes"]:
+                    ids.setdefault(name, len(ids) + 1)
+                    dets.append(Detection(class_id=0, class_name=name, confidence=0.9, box=Box(x1=0, y1=0, x2=1, y2=1),
+                                          box_norm=Box(x1=0, y1=0, x2=1, y2=1), track_id=ids[name]))
+                frames.append(FrameResult(frame_index=f["frame_index"], timestamp_ms=f["timestamp_ms"],
+                                          result=FrameAnalysis(detections=dets)))
+        total = len(frames)
+        return ResultsDocument(
+            pipeline_id=pipeline_id,
+            video=VideoMetadata(width=self.size[0], height=self.size[1], fps=30.0, frame_count=self.frames * 30,
+                                duration_ms=self.frames * 1000.0, codec="fake"),
+            sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=total,
+                              requested_sample_fps=1.0, every_frame=False, segments=len(outputs)),
             provenance=Provenance(options=options or AnalysisOptions()),
             results=frames,
         )

@@ -164,6 +164,6 @@ def test_the_worker_builds_the_analyzer_from_its_settings(tmp_path):
                         decode_timeout_seconds=3, inference_threads=3)
     svc = build_analyzer(settings)
     assert svc.detector.model_spec == "m.onnx" and svc.detector.backend == "onnxruntime"
-    assert svc.detector.threads == 3
+    assert svc.detector.threads == 3 and svc.decode_threads == 3  # set: it bounds the decoder too
     assert svc.detector.cache_dir == tmp_path and svc.decode_timeout_seconds == 3.0
     assert not svc.detector.loaded  # nothing loaded until a job needs it

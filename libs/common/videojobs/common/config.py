@@ -125,7 +125,9 @@ class Settings(BaseSettings):
     # the choice and times go into provenance), "openvino", "onnxruntime" or "torch".
     detector_backend: str = Field(default="auto", pattern=r"^(auto|openvino|onnxruntime|torch)$")
     # Threads of the detector's runtime; 0: the usable cores (CPU affinity, cgroup quota,
-    # cpu_limit) minus one for the decoder and OCR threads, at least 1.
+    # cpu_limit) minus one for the decoder and OCR threads, at least 1. When set, it also
+    # bounds the FFmpeg decoder's threads (several worker processes sharing a machine, e.g.
+    # 1 per process on 2 cores); unset, the decoder keeps FFmpeg's default.
     inference_threads: int = Field(default=0, ge=0)
     # CPU limit the orchestrator gives the process (Kubernetes: resourceFieldRef limits.cpu); 0 = none known.
     cpu_limit: float = Field(default=0.0, ge=0)
@@ -137,6 +139,12 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 10.0
     # Lease of a RUNNING job in the database; re-taken by another worker once expired.
     lease_seconds: float = 60.0
+    # Jobs with more sampled frames than this are split into segments that any worker takes
+    # (0: never split). 304 = 38 batches of 8: at sample_fps=1 a segment is about 5 minutes of
+    # video and 22-29 s of yolo work here (bench_segments, one worker), so a crash costs at most
+    # that, while the per-segment overhead (download, open, seek from the keyframe before) stays
+    # under 1% of it.
+    segment_frames: int = Field(default=304, ge=0)
     # Bound on waiting for a video decode to make progress.
     decode_timeout_seconds: float = 30.0
     # Each analysed frame is kept as a JPEG (for the viewer and contact sheets), scaled

@@ -125,6 +125,13 @@ class Job:
     finished_at: datetime | None = None
     # Set once retention removed the input object.
     input_deleted_at: datetime | None = None
+    # Split into this many segments (0: analysed in one piece). A split job stays RUNNING
+    # without a lease while its segments run; the merge then takes a lease of its own.
+    segments_total: int = 0
+    # Read from the segment rows (not columns of the job): finished segments, and frames an
+    # earlier attempt of a segment had analysed that were analysed again.
+    segments_done: int = field(default=0, compare=False)
+    frames_recomputed: int = field(default=0, compare=False)
     # Events raised by transitions, written by the repository with the same save.
     events: list[JobFinished] = field(default_factory=list, compare=False, repr=False)
 
@@ -175,8 +182,21 @@ class Job:
             return True
         return (now or utcnow()) >= as_utc(self.lease_expires_at)
 
+    @property
+    def is_split(self) -> bool:
+        return self.segments_total > 0
+
+    @property
+    def merging(self) -> bool:
+        """A worker holds (or held) the merge of this split job's segments."""
+        return self.is_split and self.lease_expires_at is not None
+
     def can_be_taken(self, now: datetime | None = None) -> bool:
-        """True if a worker may start (or restart after a lost lease) this job."""
+        """True if a worker may start (or restart after a lost lease) this job.
+
+        A split job is never taken whole again: its segments carry the work (see ``start_merge``)."""
+        if self.is_split:
+            return False
         if self.status is JobStatus.PENDING:
             return True
         return self.status is JobStatus.RUNNING and self.lease_expired(now)
@@ -195,6 +215,37 @@ class Job:
         self.lease_expires_at = now + lease
         self.frames_done = 0
         self.started_at = now
+        self.updated_at = now
+
+    def split(self, segments_total: int, frames_total: int, now: datetime | None = None) -> None:
+        """RUNNING -> RUNNING in `segments_total` segments: this worker gives up the job's lease;
+        the segments (each with a lease of its own) carry the work from now on."""
+        self._require(JobStatus.RUNNING, JobStatus.RUNNING)
+        if segments_total < 1 or self.is_split:
+            raise IllegalTransition(self.job_id, "split" if self.is_split else self.status.value, "split")
+        self.segments_total = segments_total
+        self.frames_total = frames_total
+        self.frames_done = 0
+        self.worker_id = None
+        self.lease_expires_at = None
+        self.updated_at = now or utcnow()
+
+    def can_merge(self, now: datetime | None = None) -> bool:
+        """A split RUNNING job whose merge nobody holds (or whose merging worker was lost)."""
+        if self.status is not JobStatus.RUNNING or not self.is_split:
+            return False
+        return not self.merging or self.lease_expired(now)
+
+    def start_merge(self, worker_id: str, lease: timedelta, now: datetime | None = None) -> None:
+        """Take the merge of a split job (attempt + 1: the fencing token of the final write)."""
+        now = now or utcnow()
+        if not self.can_merge(now):
+            raise IllegalTransition(self.job_id, self.status.value, "merge")
+        if self.merging:  # the worker merging before was lost
+            self.crashes += 1
+        self.attempt += 1
+        self.worker_id = worker_id
+        self.lease_expires_at = now + lease
         self.updated_at = now
 
     def extend_lease(self, lease: timedelta, now: datetime | None = None) -> None:
@@ -246,6 +297,13 @@ class Job:
         self.worker_id = None
         self.lease_expires_at = None
         self.frames_done = 0
+        self.updated_at = now or utcnow()
+
+    def release_merge(self, now: datetime | None = None) -> None:
+        """A worker that stops (or meets a temporary fault) while merging gives the merge back."""
+        self._require(JobStatus.RUNNING, JobStatus.RUNNING)
+        self.worker_id = None
+        self.lease_expires_at = None
         self.updated_at = now or utcnow()
 
     def release_after_fault(self, now: datetime | None = None) -> None:

@@ -30,6 +30,7 @@ from videojobs.common.job import utcnow
 from videojobs.common.observability import tracing
 from videojobs.common.ports.jobs import JobRepository
 from videojobs.common.ports.queue import QueueService
+from videojobs.common.segments import SegmentStatus, parse_message, segment_message
 
 log = logging.getLogger(__name__)
 _tracer = tracing.tracer(__name__)
@@ -104,8 +105,12 @@ class OutboxRelay:
         try:
             if self._queue.size() > 0:
                 return 0
-            ids = self._repo.stranded_job_ids(utcnow() - self._stranded_after, batch)
-            published = [job_id for job_id in ids if self._queue.enqueue(job_id, fresh_message_id(job_id))]
+            idle_since = utcnow() - self._stranded_after
+            ids = self._repo.stranded_job_ids(idle_since, batch)
+            # Segments of split jobs: PENDING ones whose message was lost (e.g. the splitting worker
+            # died before publishing them), RUNNING ones whose worker is gone.
+            ids += [segment_message(job_id, index) for job_id, index in self._repo.stranded_segments(idle_since, batch)]
+            published = [message for message in ids if self._queue.enqueue(message, fresh_message_id(message))]
         except TemporaryFault as exc:
             log.warning("reconcile: skipped: %s", exc)
             return 0
@@ -119,13 +124,11 @@ class OutboxRelay:
         try:
             dead = self._queue.reclaim_dead()
             republished = []
-            for job_id in dead:
-                try:
-                    job = self._repo.get(job_id)
-                except JobNotFound:
+            for message in dead:
+                if self._is_final(message):
                     continue
-                if not job.status.is_final and self._queue.enqueue(job_id, fresh_message_id(job_id)):
-                    republished.append(job_id)
+                if self._queue.enqueue(message, fresh_message_id(message)):
+                    republished.append(message)
             purged = self._queue.purge(self._is_final)
         except TemporaryFault as exc:
             log.warning("reconcile: dead messages not reclaimed yet: %s", exc)
@@ -137,9 +140,15 @@ class OutboxRelay:
             log.info("removed %d queue message(s) of jobs already final", purged)
         return len(republished)
 
-    def _is_final(self, job_id: str) -> bool:
+    def _is_final(self, message: str) -> bool:
+        """Nothing left to deliver for this message: its job is final (or gone), or its segment is DONE."""
+        item = parse_message(message)
         try:
-            return self._repo.get(job_id).status.is_final
+            if self._repo.get(item.job_id).status.is_final:
+                return True
+            if item.segment is not None:
+                return self._repo.get_segment(item.job_id, item.segment).status is SegmentStatus.DONE
+            return False
         except JobNotFound:
             return True  # no such job any more: nothing to deliver
 

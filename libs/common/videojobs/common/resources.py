@@ -60,6 +60,10 @@ class JobResource(_Resource):
     eta_seconds: Optional[float] = Field(
         None, description="PENDING or RUNNING: estimated seconds until the job is final, from recent throughput.")
     callback_url: Optional[str] = Field(None, description="Receives a signed POST when the job reaches a final state.")
+    segments_total: int = Field(0, description="Segments a long job was split into (0: analysed in one piece).")
+    segments_done: int = Field(0, description="Segments finished so far.")
+    frames_recomputed: int = Field(
+        0, description="Frames analysed again because the worker analysing them stopped or was lost.")
 
     @classmethod
     def from_job(cls, job: Job, standing: Standing | None = None) -> "JobResource":
@@ -81,6 +85,9 @@ class JobResource(_Resource):
             queue_position=standing.queue_position,
             eta_seconds=standing.eta_seconds,
             callback_url=job.callback_url,
+            segments_total=job.segments_total,
+            segments_done=job.segments_done,
+            frames_recomputed=job.frames_recomputed,
         )
 
 

@@ -99,6 +99,10 @@ class Sampling(_Part):
     every_frame: bool
     first_frame_index: Optional[int] = None
     last_frame_index: Optional[int] = None
+    segments: int = Field(1, description="Segments the frames were analysed in (by several workers); "
+                                         "the results are the same as one pass.")
+    segmentation_note: Optional[str] = Field(
+        None, description="Why a job long enough to be split was analysed in one pass (e.g. no exact seeking).")
 
 
 class BackendChoice(_Part):

@@ -90,7 +90,7 @@ class SubmitFromStorageResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "status", "progress", "frames_done", "frames_total", "pipeline_id", "options", "error_message", "attempt", "created_at", "updated_at", "expires_at", "input_sha256", "queue_position", "eta_seconds", "callback_url")
+    __slots__ = ("job_id", "status", "progress", "frames_done", "frames_total", "pipeline_id", "options", "error_message", "attempt", "created_at", "updated_at", "expires_at", "input_sha256", "queue_position", "eta_seconds", "callback_url", "segments_total", "segments_done", "frames_recomputed")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,9 @@ class Job(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_DONE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_RECOMPUTED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     status: JobStatus
     progress: float
@@ -123,7 +126,10 @@ class Job(_message.Message):
     queue_position: int
     eta_seconds: float
     callback_url: str
-    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[float] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., error_message: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_sha256: _Optional[str] = ..., queue_position: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., callback_url: _Optional[str] = ...) -> None: ...
+    segments_total: int
+    segments_done: int
+    frames_recomputed: int
+    def __init__(self, job_id: _Optional[str] = ..., status: _Optional[_Union[JobStatus, str]] = ..., progress: _Optional[float] = ..., frames_done: _Optional[int] = ..., frames_total: _Optional[int] = ..., pipeline_id: _Optional[str] = ..., options: _Optional[_Union[AnalysisOptions, _Mapping]] = ..., error_message: _Optional[str] = ..., attempt: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_sha256: _Optional[str] = ..., queue_position: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., callback_url: _Optional[str] = ..., segments_total: _Optional[int] = ..., segments_done: _Optional[int] = ..., frames_recomputed: _Optional[int] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "status")
@@ -266,7 +272,7 @@ class VideoMetadata(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., fps: _Optional[float] = ..., frame_count: _Optional[int] = ..., duration_ms: _Optional[float] = ..., codec: _Optional[str] = ..., container: _Optional[str] = ...) -> None: ...
 
 class Sampling(_message.Message):
-    __slots__ = ("sample_fps", "frame_step", "max_frames", "frames_analysed", "requested_sample_fps", "every_frame", "first_frame_index", "last_frame_index")
+    __slots__ = ("sample_fps", "frame_step", "max_frames", "frames_analysed", "requested_sample_fps", "every_frame", "first_frame_index", "last_frame_index", "segments", "segmentation_note")
     SAMPLE_FPS_FIELD_NUMBER: _ClassVar[int]
     FRAME_STEP_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +281,8 @@ class Sampling(_message.Message):
     EVERY_FRAME_FIELD_NUMBER: _ClassVar[int]
     FIRST_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAST_FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTATION_NOTE_FIELD_NUMBER: _ClassVar[int]
     sample_fps: float
     frame_step: float
     max_frames: int
@@ -283,7 +291,9 @@ class Sampling(_message.Message):
     every_frame: bool
     first_frame_index: int
     last_frame_index: int
-    def __init__(self, sample_fps: _Optional[float] = ..., frame_step: _Optional[float] = ..., max_frames: _Optional[int] = ..., frames_analysed: _Optional[int] = ..., requested_sample_fps: _Optional[float] = ..., every_frame: _Optional[bool] = ..., first_frame_index: _Optional[int] = ..., last_frame_index: _Optional[int] = ...) -> None: ...
+    segments: int
+    segmentation_note: str
+    def __init__(self, sample_fps: _Optional[float] = ..., frame_step: _Optional[float] = ..., max_frames: _Optional[int] = ..., frames_analysed: _Optional[int] = ..., requested_sample_fps: _Optional[float] = ..., every_frame: _Optional[bool] = ..., first_frame_index: _Optional[int] = ..., last_frame_index: _Optional[int] = ..., segments: _Optional[int] = ..., segmentation_note: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("file", "sha256", "backend", "input_size", "input_shape", "precision", "threads", "backend_choice")

@@ -17,7 +17,7 @@ from videojobs.common.observability import tracing
 from videojobs.gateway import bootstrap as gateway
 from videojobs.gateway.app import create_app
 from videojobs.worker.bootstrap import build_workers, start_threads
-from videojobs.worker.worker import hand_back_orphans
+from videojobs.worker.worker import hand_back_orphans, unfinished_messages
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ def main(argv: list[str]) -> int:
         raise
     if settings.is_embedded_queue:
         orphans = hand_back_orphans(api.repo)
-        for job_id in api.repo.unfinished_job_ids():
-            api.queue.enqueue(job_id)
+        for message in unfinished_messages(api.repo):
+            api.queue.enqueue(message)
         log.info("queue rebuilt: %d unfinished job(s), %d handed back", api.queue.size(), orphans)
     api.start()
 

@@ -43,6 +43,7 @@ from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
 from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import AdmissionLimits, JobRepository, ListCursor, RequestIdTaken, SubmitRecord
 from videojobs.common.ports.storage import StorageService
+from videojobs.common.segments import segment_key
 from videojobs.common.ports.tenants import TenantStore
 from videojobs.common.resources import Capabilities, Standing, WorkerCapabilities
 from videojobs.common.results import ResultsDocument, page_bounds
@@ -330,8 +331,18 @@ class JobsService:
             job.cancel()
             if self._repo.save(job, *expected):
                 log.info("job %s: cancelled by %s (was %s)", job_id, caller.tenant_id, expected[0].value)
+                self._remove_segment_outputs(job)
                 return job
         raise TemporaryFault(f"job {job_id} kept changing while being cancelled")
+
+    def _remove_segment_outputs(self, job: Job) -> None:
+        """A cancelled split job's finished segments leave nothing behind (its running segments stop
+        at their next batch and remove their own; retention removes any straggler with the job)."""
+        try:
+            for index in range(job.segments_total):
+                self._storage.delete_file(segment_key(job.job_id, index))
+        except TemporaryFault as exc:
+            log.warning("job %s: segment outputs not removed yet: %s", job.job_id, exc)
 
     def delete_job(self, caller: Caller, job_id: str) -> None:
         """Cancel if needed, then remove the job's objects (input if uploaded, results) and the job."""
@@ -397,6 +408,8 @@ def remove_job_objects(storage: StorageService, job: Job) -> None:
     if document is not None:
         FrameImageStore(storage).delete(job.job_id, (frame.frame_index for frame in document.results))
     storage.delete_file(output_key)
+    for index in range(job.segments_total):  # outputs of a split job's segments (none once merged)
+        storage.delete_file(segment_key(job.job_id, index))
     if job.owns_input:
         storage.delete_file(job.input_key)
 

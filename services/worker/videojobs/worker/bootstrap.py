@@ -43,6 +43,7 @@ def policy_from_settings(settings: Settings) -> WorkerPolicy:
         idle_backoff_max=settings.idle_backoff_max_seconds,
         backoff=Backoff(settings.retry_backoff_base_seconds, settings.retry_backoff_max_seconds),
         fault_window=timedelta(seconds=settings.fault_window_seconds),
+        segment_frames=settings.segment_frames,
     )
 
 
@@ -57,6 +58,7 @@ def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
         # Worker threads of one process share its cores.
         inference_threads=max(1, settings.effective_inference_threads // settings.worker_threads),
         decode_timeout_seconds=settings.decode_timeout_seconds,
+        decode_threads=settings.inference_threads,
     )
 
 

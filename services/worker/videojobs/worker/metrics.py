@@ -35,6 +35,9 @@ STAGE_SECONDS = Histogram(
 HANDED_BACK = Counter(
     "videojobs_jobs_handed_back_total", "Attempts handed back for a later retry, by reason (shutdown, fault).",
     ["reason"])
+SEGMENTS = Counter(
+    "videojobs_segments_total", "Segments of split jobs, by status: created by a split (PENDING), finished (DONE).",
+    ["status"])
 WORKER_THREADS = Gauge("videojobs_worker_threads", "Worker threads running in this process (busy or idle).")
 BUSY_THREADS = Gauge("videojobs_worker_busy_threads", "Worker threads of this process handling a job right now.")
 

@@ -40,9 +40,18 @@ from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
 from videojobs.common.resources import WorkerCapabilities
 from videojobs.common.retry import Backoff
+from videojobs.common.segments import (
+    Segment,
+    SegmentStatus,
+    WorkItem,
+    parse_message,
+    segment_message,
+)
+from videojobs.common.segments import segment_key as segment_key_of
 from videojobs.worker import metrics
 
 if TYPE_CHECKING:
+    from videojobs.common.ports.analysis import SplitPlan
     from videojobs.worker.frames import FrameImageWriter, JobFrameImages
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,8 @@ class WorkerPolicy:
     commit_backoff: Backoff = Backoff(base=0.2, cap=5.0)
     fault_window: timedelta = timedelta(minutes=10)
     progress_interval_seconds: float = 0.5
+    # Jobs with more sampled frames than this are split into segments (0: never split).
+    segment_frames: int = 0
 
 
 _worker_numbers = itertools.count()
@@ -112,21 +123,26 @@ class JobWorker:
     # -- loop ------------------------------------------------------------------------------
     def run_once(self, timeout: float = 0.0) -> bool:
         """Process a single delivery if one arrives within `timeout`. Returns True if one was handled."""
-        job_id = self._queue.dequeue(timeout)
-        if job_id is None:
+        message = self._queue.dequeue(timeout)
+        if message is None:
             return False
+        item = parse_message(message)
+        job_id = item.job_id
         # The delivery continues the submit's trace (from the message headers); every line logged
         # while it is handled names the job.
-        with metrics.busy(), logs.bind(job_id=job_id), tracing.continued(self._queue.trace_context(job_id)), \
-                tracing.span(_tracer, "job", SpanKind.CONSUMER, **{"videojobs.job_id": job_id,
-                                                                   "videojobs.worker_id": self.worker_id}):
+        with metrics.busy(), logs.bind(job_id=job_id), tracing.continued(self._queue.trace_context(message)), \
+                tracing.span(_tracer, "job" if item.segment is None else "segment", SpanKind.CONSUMER,
+                             **{"videojobs.job_id": job_id, "videojobs.worker_id": self.worker_id}):
             try:
-                self._handle(job_id)
+                if item.segment is None:
+                    self._handle(job_id)
+                else:
+                    self._handle_segment(item)
             except TemporaryFault as exc:
                 # Before the claim (e.g. the database is down): not an attempt; the message comes back later.
-                delay = self._policy.backoff.delay(self._queue.delivery_count(job_id))
+                delay = self._policy.backoff.delay(self._queue.delivery_count(message))
                 log.warning("job %s: temporary fault before analysis, redelivery in %.1fs: %s", job_id, delay, exc)
-                self._queue.nak(job_id, delay)
+                self._queue.nak(message, delay)
         return True
 
     def publish_capabilities(self) -> bool:
@@ -184,6 +200,15 @@ class JobWorker:
             log.info("job %s: already %s, dropping a redelivery", job_id, job.status.value)
             self._queue.ack(job_id)
             return
+        if job.is_split:
+            # The segments carry the work; this message only matters if the merge is due.
+            if job.can_merge() and self._merge_if_due(job, message=job_id):
+                return
+            if job.merging and not job.lease_expired():
+                self._queue.nak(job_id, self._policy.lease.total_seconds())
+            else:
+                self._queue.ack(job_id)
+            return
         if not job.can_be_taken():
             # Another worker holds a live lease: look again once it could have run out.
             self._queue.nak(job_id, self._policy.lease.total_seconds())
@@ -227,10 +252,21 @@ class JobWorker:
             with contextlib.ExitStack() as stack:
                 with _stage(job, "download"):
                     path = stack.enter_context(self._storage.local_copy(job.input_key))
+                note = None
+                if self._policy.segment_frames > 0:
+                    plan = self._analyzer.plan_split(job.pipeline_id, path, job.options, self._policy.segment_frames)
+                    if plan is not None and len(plan.ranges) > 1:
+                        guard.stop()
+                        self._split(job, guard, plan)
+                        return
+                    note = plan.note if plan is not None else None
                 document = self._analyzer.run_on_file(
                     job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop,
                     on_frame=keep_frame if frames is not None else None,
                 )
+            if note:
+                document = document.model_copy(update={
+                    "sampling": document.sampling.model_copy(update={"segmentation_note": note})})
             output_key = output_key_for(job.job_id)
             data = document.to_bytes()
             # Same input, options and model give the same bytes, so a repeated write is harmless.
@@ -271,7 +307,7 @@ class JobWorker:
 
     # -- outcomes ---------------------------------------------------------------------------------
     def _finish(self, job: Job, guard: "_LeaseKeeper", transition: Callable[[], None], poison: bool = False,
-                failure: str = "analysis_error", frames: int = 0) -> None:
+                failure: str = "analysis_error", frames: int = 0, message: str | None = "") -> None:
         """Commit the final status (guarded by the attempt), then ack the delivery.
 
         `failure` is the kind of reason counted if the job ends FAILED; `frames` the analysed
@@ -295,22 +331,30 @@ class JobWorker:
             return
         self.jobs_processed += 1
         self._record_final(job, time.monotonic() - guard.started, failure, frames)
+        message = job.job_id if message == "" else message
+        if message is None:  # a merge started after a segment: that message is acked already
+            return
         if poison:
-            self._queue.term(job.job_id)
+            self._queue.term(message)
         else:
-            self._queue.ack(job.job_id)
+            self._queue.ack(message)
 
-    def _drop_cancelled(self, job: Job, guard: "_LeaseKeeper", where: str = "at the end") -> None:
+    def _drop_cancelled(self, job: Job, guard: "_LeaseKeeper", where: str = "at the end",
+                        message: str | None = "") -> None:
         """The owner cancelled (or deleted) the job: write nothing more, remove any results and frame
         images, ack at once."""
         try:
             if guard.frames is not None:
                 guard.frames.discard()
             self._storage.delete_file(output_key_for(job.job_id))
+            for index in range(job.segments_total):
+                self._storage.delete_file(segment_key_of(job.job_id, index))
         except TemporaryFault as exc:
             log.warning("job %s: cancelled, but its results object could not be removed: %s", job.job_id, exc)
         log.info("job %s: cancelled during attempt %d; %s", job.job_id, job.attempt, where)
-        self._queue.ack(job.job_id)
+        message = job.job_id if message == "" else message
+        if message is not None:
+            self._queue.ack(message)
 
     def _record_final(self, job: Job, attempt_seconds: float | None, failure: str, frames: int = 0) -> None:
         """Metrics and the one log line of a final transition this worker committed."""
@@ -382,7 +426,8 @@ class JobWorker:
                 delay = self._policy.commit_backoff.delay(failures)
                 log.warning("job %s: cannot write yet (%s); retrying in %.1fs", job.job_id, exc, delay)
                 try:
-                    self._queue.heartbeat(job.job_id)
+                    if guard.message is not None:
+                        self._queue.heartbeat(guard.message)
                 except TemporaryFault:
                     pass
                 time.sleep(delay)
@@ -396,6 +441,255 @@ class JobWorker:
             self._queue.nak(job.job_id, self._policy.idle_backoff_max)
 
 
+    # -- segments of long jobs --------------------------------------------------------------------
+    def _split(self, job: Job, guard: "_LeaseKeeper", plan: "SplitPlan") -> None:
+        """Write the segments and the split job in one guarded transaction, then publish one
+        message per segment and ack the job's. A crash between the two leaves PENDING segments
+        without messages: the api's reconciler publishes them again (``stranded_segments``)."""
+        parts = [Segment(job.job_id, i, r.first_sample, r.end_sample, r.first_frame, r.last_frame)
+                 for i, r in enumerate(plan.ranges)]
+        attempt = job.attempt
+        if guard.cancelled or guard.check_cancelled():
+            self._drop_cancelled(job, guard)
+            return
+        job.split(len(parts), plan.samples)
+        saved = self._in_place(job, guard, lambda: self._repo.split(job, parts, attempt))
+        if not saved:
+            if guard.check_cancelled():
+                self._drop_cancelled(job, guard)
+            else:
+                log.warning("job %s: attempt %d was superseded before its split", job.job_id, attempt)
+            return
+        log.info("job %s: split into %d segments of about %d sampled frames (%d in all)", job.job_id, len(parts),
+                 parts[0].frames_total, plan.samples, extra={"segments": len(parts)})
+        metrics.SEGMENTS.labels("PENDING").inc(len(parts))
+        try:
+            for part in parts:
+                self._queue.enqueue(segment_message(job.job_id, part.index))
+        except TemporaryFault as exc:
+            log.warning("job %s: segments not all published (the reconciler will): %s", job.job_id, exc)
+        self._queue.ack(job.job_id)
+
+    def _handle_segment(self, item: WorkItem) -> None:
+        message = item.message
+        assert item.segment is not None
+        try:
+            job = self._repo.get(item.job_id)
+            segment = self._repo.get_segment(item.job_id, item.segment)
+        except JobNotFound:
+            log.warning("job %s: segment %d not in the job store, dropping the message", item.job_id, item.segment)
+            self._queue.term(message)
+            return
+        if job.status.is_final:
+            self._queue.ack(message)
+            return
+        if segment.status is SegmentStatus.DONE:
+            self._queue.ack(message)
+            self._merge_if_due(job)  # the worker that finished it may have stopped before the merge
+            return
+        if not segment.can_be_taken():
+            self._queue.nak(message, self._policy.lease.total_seconds())
+            return
+        expected = (segment.status, segment.attempt)
+        segment.start(self.worker_id, self._policy.lease)
+        if segment.crashes >= self._policy.max_attempts:
+            self._fail_job(job, f"the worker analysing {segment.frame_range} (segment {segment.index}) was lost "
+                                f"{segment.crashes} times (crashed or killed); giving up", message, "worker_lost")
+            return
+        if not self._repo.save_segment(segment, *expected):
+            self._queue.nak(message, self._policy.idle_backoff_max)
+            return
+        log.info("job %s: segment %d (%s) RUNNING (attempt %d by %s)", job.job_id, segment.index,
+                 segment.frame_range, segment.attempt, self.worker_id)
+        with logs.bind(attempt=segment.attempt):
+            self._run_segment(job, segment, message)
+
+    def _run_segment(self, job: Job, segment: Segment, message: str) -> None:
+        guard = _LeaseKeeper(segment, self._repo, self._queue, self._policy, self.stop_event, message=message,
+                             write=lambda: self._repo.save_segment(segment, SegmentStatus.RUNNING, segment.attempt))
+        guard.start()
+        frames = self._frame_images.for_job(job.job_id) if self._frame_images is not None else None
+        guard.frames = frames
+
+        def keep_frame(index: int, image: object) -> None:
+            self._in_place(job, guard, lambda: frames(index, image))
+
+        try:
+            with contextlib.ExitStack() as stack:
+                with _stage(job, "download"):
+                    path = stack.enter_context(self._storage.local_copy(job.input_key))
+                data = self._analyzer.run_segment(
+                    job.pipeline_id, path, job.options, segment.first_sample, segment.end_sample,
+                    on_progress=guard.progress, should_stop=guard.should_stop,
+                    on_frame=keep_frame if frames is not None else None)
+            with _stage(job, "store"):
+                self._in_place(job, guard, lambda: self._storage.save_bytes(data, segment.output_key))
+        except JobInterrupted:
+            guard.stop()
+            if guard.cancelled:
+                self._drop_segment(job, guard, message)
+            else:
+                self._hand_back_segment(segment, guard, message, 0.0, "shutdown")
+            return
+        except TemporaryFault as exc:
+            guard.stop()
+            log.warning("job %s: segment %d: temporary fault: %s", job.job_id, segment.index, exc)
+            self._hand_back_segment(segment, guard, message,
+                                    self._policy.backoff.delay(self._queue.delivery_count(message)), "fault")
+            return
+        except Exception as exc:  # noqa: BLE001 -- poison range or pipeline error: the job fails with the range
+            guard.stop()
+            if isinstance(exc, _POISON):
+                log.warning("job %s: segment %d: poison input: %s", job.job_id, segment.index, exc)
+                reason = exc.public_detail
+                failure = "poison_input"
+            else:
+                log.exception("job %s: segment %d: pipeline error", job.job_id, segment.index)
+                reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
+                    f"internal error during analysis ({type(exc).__name__}); the worker's logs have the detail")
+                failure = "analysis_error"
+            if frames is not None:
+                frames.discard()
+            self._fail_job(job, f"{segment.frame_range} (segment {segment.index}): {reason}", message, failure,
+                           poison=failure == "poison_input")
+            return
+        guard.stop()
+        if guard.cancelled or (not guard.lost and guard.check_cancelled()):
+            self._drop_segment(job, guard, message, segment.output_key)
+            return
+        if guard.lost:
+            log.warning("job %s: segment %d: lease lost during attempt %d", job.job_id, segment.index, segment.attempt)
+            return
+        attempt = segment.attempt
+        with guard.lock:
+            segment.finish()
+        saved = self._in_place(job, guard, lambda: self._repo.save_segment(segment, SegmentStatus.RUNNING, attempt))
+        if not saved:
+            log.warning("job %s: segment %d: attempt %d was superseded", job.job_id, segment.index, attempt)
+            return
+        metrics.SEGMENTS.labels("DONE").inc()
+        log.info("job %s: segment %d DONE in %.1f s", job.job_id, segment.index, time.monotonic() - guard.started)
+        self._queue.ack(message)
+        self._merge_if_due(job)
+
+    def _drop_segment(self, job: Job, guard: "_LeaseKeeper", message: str, key: str | None = None) -> None:
+        """The job was cancelled, deleted or failed (another segment) while this segment ran: remove
+        what this attempt wrote (frame images, its output `key`) and ack."""
+        try:
+            if guard.frames is not None:
+                guard.frames.discard()
+            if key is not None:
+                self._storage.delete_file(key)
+        except TemporaryFault as exc:
+            log.warning("job %s: dropped segment's objects not removed: %s", job.job_id, exc)
+        log.info("job %s: no longer running; segment dropped", job.job_id)
+        self._queue.ack(message)
+
+    def _hand_back_segment(self, segment: Segment, guard: "_LeaseKeeper", message: str, delay: float,
+                           why: str) -> None:
+        if guard.lost:
+            return
+        attempt = segment.attempt
+        with guard.lock:
+            segment.release()
+        try:
+            saved = self._repo.save_segment(segment, SegmentStatus.RUNNING, attempt)
+        except TemporaryFault:
+            saved = True  # the lease runs out and a redelivery takes it again
+        metrics.HANDED_BACK.labels(why).inc()
+        log.info("job %s: segment %d PENDING (handed back: %s)", segment.job_id, segment.index, why)
+        if saved:
+            self._queue.nak(message, delay)
+
+    def _fail_job(self, job: Job, reason: str, message: str | None, failure: str, poison: bool = False) -> None:
+        """A segment cannot be analysed: the whole job FAILED with the segment's range (guarded by the
+        job's attempt as it is stored; re-read if a merge claim or a progress write got there first)."""
+        for _ in range(5):
+            if job.status.is_final:
+                break
+            expected = (job.status, job.attempt)
+            job.give_up(reason)
+            if self._repo.save(job, *expected):
+                self.jobs_processed += 1
+                self._record_final(job, None, failure)
+                self._remove_segment_objects(job)
+                break
+            job = self._repo.get(job.job_id)
+        if message is not None:
+            (self._queue.term if poison else self._queue.ack)(message)
+
+    def _remove_segment_objects(self, job: Job) -> None:
+        for index in range(job.segments_total):
+            try:
+                self._storage.delete_file(segment_key_of(job.job_id, index))
+            except TemporaryFault as exc:  # retention removes what is left with the job
+                log.warning("job %s: segment objects not removed yet: %s", job.job_id, exc)
+                return
+
+    def _merge_if_due(self, job: Job, message: str | None = None) -> bool:
+        """Once every segment is DONE: take the merge (compare-and-set on the job's attempt, so
+        exactly one worker merges) and write the whole job's results. True if this worker merged."""
+        try:
+            job = self._repo.get(job.job_id)
+            if not job.can_merge():
+                return False
+            parts = self._repo.segments(job.job_id)
+        except (JobNotFound, TemporaryFault) as exc:
+            log.warning("job %s: merge not attempted: %s", job.job_id, exc)
+            return False
+        if len(parts) != job.segments_total or any(p.status is not SegmentStatus.DONE for p in parts):
+            return False
+        expected = (job.status, job.attempt)
+        job.start_merge(self.worker_id, self._policy.lease)
+        if job.crashes >= self._policy.max_attempts:
+            self._give_up(job, expected, f"the worker merging this job's segments was lost {job.crashes} times")
+            return True
+        if not self._repo.save(job, *expected):
+            return False
+        log.info("job %s: merging %d segments (attempt %d by %s)", job.job_id, len(parts), job.attempt, self.worker_id)
+        with logs.bind(attempt=job.attempt):
+            self._run_merge(job, parts, message)
+        return True
+
+    def _run_merge(self, job: Job, parts: list[Segment], message: str | None) -> None:
+        guard = _LeaseKeeper(job, self._repo, self._queue, self._policy, self.stop_event, message=message)
+        guard.start()
+        output_key = output_key_for(job.job_id)
+        try:
+            with _stage(job, "merge"):
+                outputs = [self._in_place(job, guard, lambda key=p.output_key: self._storage.read_bytes(key))
+                           for p in parts]
+                document = self._analyzer.merge_segments(job.pipeline_id, job.options, outputs)
+            data = document.to_bytes()
+            with _stage(job, "store"):
+                self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
+        except TemporaryFault as exc:
+            guard.stop()
+            if not guard.lost:
+                log.warning("job %s: merge hit a temporary fault, handed back: %s", job.job_id, exc)
+                with guard.lock:
+                    job.release_merge()
+                try:
+                    self._repo.save(job, JobStatus.RUNNING, job.attempt)
+                except TemporaryFault:
+                    pass
+            if message is not None:
+                self._queue.nak(message, self._policy.backoff.delay(1))
+            return
+        except Exception as exc:  # noqa: BLE001 -- a missing or unreadable segment output ends the job FAILED
+            guard.stop()
+            log.exception("job %s: merge failed", job.job_id)
+            reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
+                f"internal error while merging segments ({type(exc).__name__}); the worker's logs have the detail")
+            self._finish(job, guard, lambda: job.fail(reason), failure="analysis_error", message=message)
+            self._remove_segment_objects(job)
+            return
+        guard.stop()
+        self._finish(job, guard, lambda: job.complete(output_key), frames=len(document.results), message=message)
+        if job.status is JobStatus.COMPLETED:
+            self._remove_segment_objects(job)
+
+
 class _LeaseKeeper:
     """While a job runs: heartbeats the queue, extends the lease, records progress.
 
@@ -407,13 +701,21 @@ class _LeaseKeeper:
 
     def __init__(
         self,
-        job: Job,
+        job: "Job | Segment",
         repo: JobRepository,
         queue: QueueService,
         policy: WorkerPolicy,
         stop_event: threading.Event,
+        message: str | None = "",
+        write: Callable[[], bool] | None = None,
     ) -> None:
+        # `job` is what the lease is on: a job, or a segment (then `write` saves it, and the job
+        # ending in any final state, not only a cancel, stops it). `message` is the queue message
+        # heartbeats keep alive (default the job id; None: none in flight).
         self._job = job
+        self._segment = isinstance(job, Segment)
+        self._message = job.job_id if message == "" else message
+        self._save = write or (lambda: self._repo.save(self._job, JobStatus.RUNNING, self._job.attempt))
         self._repo = repo
         self._queue = queue
         self._policy = policy
@@ -428,6 +730,10 @@ class _LeaseKeeper:
         self.frames: "JobFrameImages | None" = None  # frame images this attempt kept (discarded if it is dropped)
         self.lost = False
         self.cancelled = False
+
+    @property
+    def message(self) -> str | None:
+        return self._message
 
     def start(self) -> None:
         self._thread.start()
@@ -450,7 +756,7 @@ class _LeaseKeeper:
         except TemporaryFault as exc:
             log.warning("job %s: cannot check for a cancel: %s", self._job.job_id, exc)
             return False
-        if status is JobStatus.CANCELLED:
+        if status is JobStatus.CANCELLED or (self._segment and status.is_final):
             self.cancelled = self.lost = True
         return self.cancelled
 
@@ -469,7 +775,8 @@ class _LeaseKeeper:
     def _beat(self) -> None:
         while not self._done.wait(self._policy.heartbeat_seconds):
             try:
-                self._queue.heartbeat(self._job.job_id)
+                if self._message is not None:
+                    self._queue.heartbeat(self._message)
                 with self.lock:
                     if self.lost:
                         return
@@ -480,7 +787,7 @@ class _LeaseKeeper:
 
     def _write(self) -> None:
         try:
-            ok = self._repo.save(self._job, JobStatus.RUNNING, self._job.attempt)
+            ok = self._save()
         except TemporaryFault as exc:
             log.warning("job %s: progress not saved: %s", self._job.job_id, exc)
             return
@@ -499,13 +806,37 @@ def _stage(job: Job, stage: str) -> Iterator[None]:
 
 
 def hand_back_orphans(repo: JobRepository) -> int:
-    """Embedded start-up: this process is the only worker, so any RUNNING job is an orphan of a dead one."""
+    """Embedded start-up: this process is the only worker, so any RUNNING job (or segment, or merge)
+    is an orphan of a dead one."""
     count = 0
     for job_id in repo.unfinished_job_ids():
         job = repo.get(job_id)
+        if job.is_split:
+            for segment in repo.segments(job_id):
+                if segment.status is SegmentStatus.RUNNING:
+                    attempt = segment.attempt
+                    segment.release()
+                    count += repo.save_segment(segment, SegmentStatus.RUNNING, attempt)
+            if job.merging:
+                job.release_merge()
+                count += repo.save(job, JobStatus.RUNNING, job.attempt)
+            continue
         if job.status is JobStatus.RUNNING:
             attempt = job.attempt
             job.release()
             if repo.save(job, JobStatus.RUNNING, attempt):
                 count += 1
     return count
+
+
+def unfinished_messages(repo: JobRepository) -> list[str]:
+    """Embedded start-up: the queue messages that rebuild the in-process queue from the job store
+    (every unfinished job, and every unfinished segment of a split one)."""
+    messages = []
+    for job_id in repo.unfinished_job_ids():
+        messages.append(job_id)
+        job = repo.get(job_id)
+        if job.is_split:
+            messages.extend(segment_message(job_id, s.index) for s in repo.segments(job_id)
+                            if s.status is not SegmentStatus.DONE)
+    return messages

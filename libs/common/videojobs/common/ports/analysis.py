@@ -29,6 +29,26 @@ class AnalyzerCapabilities:
     ocr_languages: list[str]
 
 
+@dataclass(frozen=True)
+class SegmentRange:
+    """Sample positions [first_sample, end_sample) of a job's sampling plan and their video frames."""
+
+    first_sample: int
+    end_sample: int
+    first_frame: int
+    last_frame: int
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How a job would be split: its sampled frames, the segments (one: not split) and, when a long
+    job stays in one piece, why (e.g. the container cannot be seeked exactly)."""
+
+    samples: int
+    ranges: list[SegmentRange]
+    note: str | None = None
+
+
 class VideoAnalyzer(ABC):
     """Runs one pipeline over one local video file and returns the results document."""
 
@@ -48,6 +68,33 @@ class VideoAnalyzer(ABC):
         PoisonInput) for inputs that can never be analysed, JobInterrupted when
         `should_stop` turns True.
         """
+        raise NotImplementedError
+
+    # -- segments (long jobs across workers) ------------------------------------------------
+    def plan_split(self, pipeline_id: str, file_path: Path, options: AnalysisOptions,
+                   segment_frames: int) -> SplitPlan | None:
+        """How the job on `file_path` splits into segments of about `segment_frames` sampled frames;
+        None if this analyzer cannot split (the job runs in one piece)."""
+        return None
+
+    def run_segment(
+        self,
+        pipeline_id: str,
+        file_path: Path,
+        options: AnalysisOptions,
+        first_sample: int,
+        end_sample: int,
+        on_progress: Optional[ProgressCallback] = None,
+        should_stop: Optional[StopCheck] = None,
+        on_frame: Optional[FrameCallback] = None,
+    ) -> bytes:
+        """Analyse samples [first_sample, end_sample) of the job's plan; the segment's output
+        (per-frame results and what the merge needs) as bytes to store."""
+        raise NotImplementedError
+
+    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: list[bytes]) -> ResultsDocument:
+        """The results document of the whole job from its segments' outputs (any order; frames
+        repeated by a redelivered segment count once): the same `results` and `tracks` as one pass."""
         raise NotImplementedError
 
     @abstractmethod

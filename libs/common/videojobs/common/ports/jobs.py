@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Iterator, Mapping
 
 from videojobs.common.job import Job, JobStatus
+from videojobs.common.segments import Segment, SegmentStatus
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,34 @@ class JobRepository(ABC):
     @abstractmethod
     def purge_before(self, before: datetime) -> int:
         """Drop idempotency keys and settled webhook deliveries older than `before`."""
+        raise NotImplementedError
+
+    # -- segments of split jobs ------------------------------------------------------------------
+    @abstractmethod
+    def split(self, job: Job, segments: list[Segment], expected_attempt: int) -> bool:
+        """Write the split `job` and insert its segments in one transaction, only if the stored
+        row is still RUNNING with `expected_attempt` (False: another attempt holds it)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def get_segment(self, job_id: str, index: int) -> Segment:
+        """Load one segment, or raise JobNotFound."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def segments(self, job_id: str) -> list[Segment]:
+        """The job's segments by index (empty for a job that was not split)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def save_segment(self, segment: Segment, expected_status: SegmentStatus, expected_attempt: int) -> bool:
+        """Write `segment` only if its stored row still has (expected_status, expected_attempt)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def stranded_segments(self, idle_since: datetime, limit: int = 100) -> list[tuple[str, int]]:
+        """(job_id, index) of segments of unfinished jobs nothing touched since `idle_since`:
+        PENDING ones not updated since then, RUNNING ones whose lease ran out before then."""
         raise NotImplementedError
 
     @contextlib.contextmanager

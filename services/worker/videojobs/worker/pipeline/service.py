@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from videojobs.common.errors import InvalidOptions, JobInterrupted
 from videojobs.common.formats import SNIFF_BYTES, sniff
@@ -20,20 +21,48 @@ from videojobs.common.ports.analysis import (
     AnalyzerCapabilities,
     FrameCallback,
     ProgressCallback,
+    SegmentRange,
+    SplitPlan,
     StopCheck,
     VideoAnalyzer,
 )
-from videojobs.common.results import Detection, ModelInfo, Provenance, ResultsDocument
+from videojobs.common.results import Detection, FrameResult, ModelInfo, Provenance, ResultsDocument, VideoMetadata
+from videojobs.common.segments import split_samples
 from videojobs.worker.metrics import observe_stage
 from videojobs.worker.pipeline import document as doc
 from videojobs.worker.pipeline.detector import Detector
 from videojobs.worker.pipeline.noise import quiet_third_party
 from videojobs.worker.pipeline.ocr import OcrEngine, OcrLine, installed_languages, is_worth_reading, tesseract_version
 from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
-from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
+from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
 
 DEFAULT_BATCH_SIZE = 8
 _tracer = tracing.tracer(__name__)
+
+
+class SegmentOutput(BaseModel):
+    """What one segment leaves for the merge (``segments/{job_id}/{index}.json``).
+
+    ``frames`` are the segment's results without track ids; ``detections`` are, per frame,
+    every detection the tracker is fed (``x1, y1, x2, y2, confidence, class_id`` as floats,
+    down to the tracker's low threshold), so the merge runs the tracker exactly as one pass
+    would. ``fps`` and ``frame_count`` are the decoder's, unrounded, to rebuild the plan.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_sample: int
+    end_sample: int
+    fps: float
+    frame_count: int
+    video: VideoMetadata
+    provenance: Provenance
+    class_names: dict[int, str]
+    frames: list[FrameResult]
+    detections: list[list[list[float]]]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
 
 
 def library_versions() -> dict[str, str]:
@@ -83,9 +112,11 @@ class VideoFilePipelineService(VideoAnalyzer):
         decode_timeout_seconds: float = 30.0,
         batch_size: int = DEFAULT_BATCH_SIZE,
         tessdata_dir: Optional[str] = None,
+        decode_threads: int = 0,
     ) -> None:
         quiet_third_party()
         self.detector = Detector(model, Path(model_cache_dir), detector_backend, inference_threads)
+        self.decode_threads = max(0, int(decode_threads))  # FFmpeg decoder threads; 0: its default
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
         self.tessdata_dir = tessdata_dir
@@ -125,12 +156,92 @@ class VideoFilePipelineService(VideoAnalyzer):
             raise FileNotFoundError(f"no input file at {path}")
         with self._lock, tracing.span(_tracer, "analyse", **{"videojobs.pipeline": pipeline.pipeline_id}):
             document = self._run(pipeline, path, options, on_progress, should_stop, on_frame)
+        self._observe(pipeline)
+        return document
+
+    def _observe(self, pipeline: Pipeline) -> None:
         timings = self.last_timings
         for stage in (Stage.DETECT, Stage.TRACK, Stage.OCR):
             if pipeline.runs(stage):
                 observe_stage(pipeline.pipeline_id, stage.value, timings[stage.value])
         observe_stage(pipeline.pipeline_id, "decode", timings["decode"])
-        return document
+
+    # -- segments ----------------------------------------------------------------------------
+    def plan_split(self, pipeline_id: str, file_path: Path, options: AnalysisOptions,
+                   segment_frames: int) -> SplitPlan:
+        """Segments of about `segment_frames` samples, aligned to the analysis batch so each batch of
+        a segment is a batch of one pass; one segment (with the reason) if seeking is not exact."""
+        get_pipeline(pipeline_id)
+        path = Path(file_path)
+        with FrameReader(path, self.decode_timeout_seconds) as reader:
+            info = reader.open()
+        plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
+        ranges = split_samples(len(plan), segment_frames, self.batch_size)
+        note = None
+        if len(ranges) > 1:
+            index = seek_index(path)
+            if not index.exact:
+                note = f"analysed in one pass: the video cannot be seeked exactly ({index.reason})"
+                ranges = [(0, len(plan))]
+        return SplitPlan(
+            samples=len(plan),
+            ranges=[SegmentRange(a, b, plan.index(a), plan.index(b - 1)) for a, b in ranges],
+            note=note,
+        )
+
+    def run_segment(self, pipeline_id, file_path, options, first_sample, end_sample, on_progress=None,
+                    should_stop=None, on_frame=None) -> bytes:
+        """Analyse samples [first_sample, end_sample) (decoding from the keyframe before the first)."""
+        pipeline = get_pipeline(pipeline_id)
+        with self._lock, tracing.span(_tracer, "analyse segment", **{"videojobs.pipeline": pipeline.pipeline_id,
+                                                                     "videojobs.first_sample": first_sample}):
+            output = self._run(pipeline, Path(file_path), options, on_progress, should_stop, on_frame,
+                               part=(first_sample, end_sample))
+        self._observe(pipeline)
+        assert isinstance(output, SegmentOutput)
+        return output.to_bytes()
+
+    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: list[bytes]) -> ResultsDocument:
+        """Concatenate the segments' frames in order (a frame seen twice counts once) and run the
+        tracker over all of them, as one pass does batch after batch."""
+        pipeline = get_pipeline(pipeline_id)
+        outputs = sorted((SegmentOutput.model_validate_json(p) for p in parts), key=lambda o: o.first_sample)
+        if not outputs:
+            raise ValueError("no segment outputs to merge")
+        head = outputs[0]
+        plan = SamplingPlan(head.frame_count, head.fps, options.sample_fps, options.max_frames)
+        frames: list[FrameResult] = []
+        dets: list[list[list[float]]] = []
+        seen: set[int] = set()
+        for out in outputs:
+            for frame, rows in zip(out.frames, out.detections):
+                if frame.frame_index in seen:
+                    continue
+                seen.add(frame.frame_index)
+                frames.append(frame)
+                dets.append(rows)
+        order = sorted(range(len(frames)), key=lambda i: frames[i].frame_index)
+        frames, dets = [frames[i] for i in order], [dets[i] for i in order]
+        tracker = JobTracker(plan.effective_sample_fps) if pipeline.runs(Stage.TRACK) else None
+        if tracker is not None:
+            tracked = []
+            for frame, rows in zip(frames, dets):
+                arr = np.array(rows, dtype=np.float64).reshape(-1, 6)
+                reported = arr[:, 4] >= options.min_confidence
+                ids = tracker.update(arr, reported, frame.frame_index, frame.timestamp_ms)
+                detections = [d.model_copy(update={"track_id": t}) for d, t in zip(frame.result.detections, ids)]
+                tracked.append(frame.model_copy(update={
+                    "result": frame.result.model_copy(update={"detections": detections})}))
+            frames = tracked
+        sampling = plan.sampling(len(frames)).model_copy(update={"segments": len({o.first_sample for o in outputs})})
+        return ResultsDocument(
+            pipeline_id=pipeline.pipeline_id,
+            video=head.video,
+            sampling=sampling,
+            provenance=head.provenance,
+            results=frames,
+            tracks=tracker.summaries(head.class_names) if tracker is not None else [],
+        )
 
     def describe(self) -> AnalyzerCapabilities:
         """Loads the detector (so the first job does not wait for it) and lists the OCR languages."""
@@ -166,7 +277,10 @@ class VideoFilePipelineService(VideoAnalyzer):
         on_progress: Optional[ProgressCallback],
         should_stop: Optional[StopCheck],
         on_frame: Optional[FrameCallback] = None,
-    ) -> ResultsDocument:
+        part: Optional[tuple[int, int]] = None,
+    ) -> "ResultsDocument | SegmentOutput":
+        """One pass over the plan, or (with `part`) over samples [first, end) of it: then no
+        tracker runs here, and the detections it would be fed are kept for the merge."""
         t_start = time.perf_counter()
         use_detector = pipeline.runs(Stage.DETECT)
         use_tracker = pipeline.runs(Stage.TRACK)
@@ -174,7 +288,8 @@ class VideoFilePipelineService(VideoAnalyzer):
         timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0,
                    "ocr_lines_read": 0.0, "ocr_lines_dropped": 0.0}
 
-        with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2) as reader:
+        with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2,
+                         threads=self.decode_threads) as reader:
             info = reader.open()
             # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
             class_ids = None
@@ -190,15 +305,23 @@ class VideoFilePipelineService(VideoAnalyzer):
                 timings["detector_prepare"] = time.perf_counter() - t0
             engine = self._ocr_engine(options.ocr_lang) if use_ocr else None
             plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
-            total = len(plan)
-            tracker = JobTracker(plan.effective_sample_fps) if use_tracker else None
+            first, end = (0, len(plan)) if part is None else (max(0, part[0]), min(part[1], len(plan)))
+            total = max(0, end - first)
+            seek_from = 0
+            if part is not None and first > 0 and total:
+                index = seek_index(path)
+                if not index.exact:  # the split checked this; the file changed?
+                    raise InvalidOptions(f"segment cannot be decoded exactly: {index.reason}")
+                seek_from = index.keyframe_at_or_before(plan.index(first))
+            tracker = JobTracker(plan.effective_sample_fps) if use_tracker and part is None else None
+            raw: Optional[list[list[list[float]]]] = [] if part is not None else None
             detect_conf = min(options.min_confidence, TRACK_LOW_CONFIDENCE)
             if on_progress:
                 on_progress(0, total)
 
             frames_out: list = []
             batch: list[tuple[int, np.ndarray]] = []
-            source = reader.frames(plan)
+            source = reader.frames(plan, first, end, seek_from)
             done = 0
             while True:
                 if should_stop is not None and should_stop():
@@ -215,7 +338,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                     break
                 frames_out.extend(
                     self._analyse_batch(batch, info.fps, info.width, info.height, options, names, class_ids,
-                                        detect_conf, use_detector, tracker, engine, timings)
+                                        detect_conf, use_detector, tracker, engine, timings, raw)
                 )
                 if on_frame is not None:
                     t0 = time.perf_counter()
@@ -228,19 +351,29 @@ class VideoFilePipelineService(VideoAnalyzer):
             timings["decode"] = reader.decode_seconds
 
         t0 = time.perf_counter()
-        result = ResultsDocument(
-            pipeline_id=pipeline.pipeline_id,
-            video=info.metadata(container=_container_of(path)),
-            sampling=plan.sampling(done),
-            provenance=Provenance(
-                model=model_info,
-                libraries=self._library_versions(),
-                ocr_lang=options.ocr_lang if use_ocr else None,
-                options=options,
-            ),
-            results=frames_out,
-            tracks=tracker.summaries(names) if tracker is not None else [],
+        provenance = Provenance(
+            model=model_info,
+            libraries=self._library_versions(),
+            ocr_lang=options.ocr_lang if use_ocr else None,
+            options=options,
         )
+        result: "ResultsDocument | SegmentOutput"
+        if part is not None:
+            assert raw is not None
+            result = SegmentOutput(
+                first_sample=first, end_sample=end, fps=info.fps, frame_count=info.frame_count,
+                video=info.metadata(container=_container_of(path)), provenance=provenance, class_names=names,
+                frames=frames_out, detections=raw if use_detector else [[] for _ in frames_out],
+            )
+        else:
+            result = ResultsDocument(
+                pipeline_id=pipeline.pipeline_id,
+                video=info.metadata(container=_container_of(path)),
+                sampling=plan.sampling(done),
+                provenance=provenance,
+                results=frames_out,
+                tracks=tracker.summaries(names) if tracker is not None else [],
+            )
         timings["write"] += time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         timings["frames"] = float(done)
@@ -264,6 +397,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         tracker: Optional[JobTracker],
         engine: Optional[OcrEngine],
         timings: dict[str, float],
+        raw: Optional[list[list[list[float]]]] = None,
     ) -> list:
         frames = [frame for _, frame in batch]
         ocr_future: Optional[Future] = None
@@ -276,12 +410,14 @@ class VideoFilePipelineService(VideoAnalyzer):
         if use_detector:
             t0 = time.perf_counter()
             with tracing.span(_tracer, "detect", **{"videojobs.frames": len(frames)}):
-                raw = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
+                found = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
             t1 = time.perf_counter()
             timings["detect"] += t1 - t0
             with tracing.span(_tracer, "track"):
-                for k, ((index, _), dets) in enumerate(zip(batch, raw)):
+                for k, ((index, _), dets) in enumerate(zip(batch, found)):
                     reported = dets[:, 4] >= options.min_confidence
+                    if raw is not None:  # a segment: the merge runs the tracker on these
+                        raw.append(dets.tolist())
                     if tracker is not None:
                         ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
                     else:

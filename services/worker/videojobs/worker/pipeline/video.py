@@ -265,6 +265,67 @@ def check_info(path: Path, info: VideoInfo) -> None:
 _END = object()
 
 
+@dataclass(frozen=True)
+class SeekIndex:
+    """Whether a file's frames can be reached by seeking exactly, and where its keyframes are.
+
+    ``keyframes`` are frame indices in presentation order (the order a sequential decode
+    returns frames). ``exact`` is False, with ``reason``, when frame numbers and timestamps do
+    not map one to one (a variable frame rate, a packet count unlike the header's, missing
+    timestamps): then seeking could land on another frame than a sequential decode counts.
+    """
+
+    exact: bool
+    keyframes: tuple[int, ...] = ()
+    reason: str = ""
+
+    def keyframe_at_or_before(self, frame_index: int) -> int:
+        best = 0
+        for k in self.keyframes:
+            if k > frame_index:
+                break
+            best = k
+        return best
+
+
+def seek_index(path: Path) -> SeekIndex:
+    """Read the packets of `path` without decoding them (OpenCV's raw mode: timestamps and key
+    flags only; about 10 ms per 1000 frames here) and decide whether seeking is exact."""
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
+    try:
+        if not cap.isOpened():
+            return SeekIndex(False, reason="the container cannot be read packet by packet")
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        stamps: list[float] = []
+        keys: list[float] = []
+        while cap.grab():
+            pts = float(cap.get(cv2.CAP_PROP_POS_MSEC))
+            stamps.append(pts)
+            if cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
+                keys.append(pts)
+    finally:
+        cap.release()
+    if not stamps or not (fps > 0) or not math.isfinite(fps):
+        return SeekIndex(False, reason="the video's packets carry no usable timestamps")
+    if len(stamps) != announced:
+        return SeekIndex(False, reason=f"the container announces {announced} frames but holds {len(stamps)} packets")
+    order = sorted(stamps)
+    if len(set(order)) != len(order):
+        return SeekIndex(False, reason="packets share timestamps")
+    frame_ms = 1000.0 / fps
+    for a, b in zip(order, order[1:]):
+        if abs((b - a) - frame_ms) > 0.05 * frame_ms:
+            return SeekIndex(False, reason="the frame rate is variable (frames are not evenly spaced in time)")
+    if abs(order[0]) > 0.5 * frame_ms:
+        return SeekIndex(False, reason="the first frame does not start at time 0")
+    rank = {pts: i for i, pts in enumerate(order)}
+    keyframes = tuple(sorted(rank[pts] for pts in keys))
+    if not keyframes or keyframes[0] != 0:
+        return SeekIndex(False, reason="the first frame is not a keyframe")
+    return SeekIndex(True, keyframes)
+
+
 class FrameReader:
     """Decodes one file in a background thread and yields the planned frames in order.
 
@@ -274,13 +335,15 @@ class FrameReader:
     DecodeStalled and abandons the (daemon) thread.
     """
 
-    def __init__(self, path: Path, timeout: float, queue_size: int = 8) -> None:
+    def __init__(self, path: Path, timeout: float, queue_size: int = 8, threads: int = 0) -> None:
         self.path = Path(path)
+        self.threads = max(0, int(threads))  # FFmpeg decoder threads (0: its default, one per core)
         self.timeout = float(timeout)
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=max(1, queue_size))
         self._plan_ready = threading.Event()
         self._stop = threading.Event()
         self._plan: Optional[SamplingPlan] = None
+        self._range: tuple[int, int, int] = (0, 0, 0)
         self._thread: Optional[threading.Thread] = None
         self.decode_seconds = 0.0  # time the decoder thread spent in OpenCV
         self.frames_decoded = 0
@@ -302,9 +365,15 @@ class FrameReader:
             raise TruncatedVideo("the MP4 is cut off: its media data runs past the end of the file (truncated upload?)")
         return item
 
-    def frames(self, plan: SamplingPlan) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(frame_index, bgr_frame)`` for each planned index, in order."""
+    def frames(self, plan: SamplingPlan, first: int = 0, end: Optional[int] = None,
+               seek_from: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame_index, bgr_frame)`` for the planned samples ``first..end`` (default: all), in order.
+
+        With `seek_from` (a keyframe index, see ``seek_index``) decoding starts there instead of
+        at frame 0 and reads forward counting frames, so every frame equals a sequential decode's.
+        """
         self._plan = plan
+        self._range = (first, len(plan) if end is None else min(end, len(plan)), seek_from)
         self._plan_ready.set()
         while True:
             item = self._get("decoding the video")
@@ -366,7 +435,8 @@ class FrameReader:
             cap = cv2.VideoCapture(
                 str(self.path),
                 cv2.CAP_FFMPEG,
-                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms],
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+                + ([cv2.CAP_PROP_N_THREADS, self.threads] if self.threads else []),
             )
             if not cap.isOpened():
                 self._put(describe_unopenable(self.path))
@@ -393,9 +463,20 @@ class FrameReader:
                 cap.release()
 
     def _decode(self, cap: "cv2.VideoCapture", plan: SamplingPlan, info: VideoInfo) -> None:
-        wanted = iter(plan)
+        first, end, seek_from = self._range
+        wanted = (plan.index(k) for k in range(first, end))
         target = next(wanted, None)
         index = 0
+        if seek_from > 0 and target is not None:
+            if seek_from > target:
+                self._put(NotAVideo(f"seek to frame {seek_from} lies past the first wanted frame {target}"))
+                return
+            cap.set(cv2.CAP_PROP_POS_FRAMES, seek_from)
+            landed = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if landed != seek_from:
+                self._put(NotAVideo(f"seeking to frame {seek_from} landed on frame {landed}"))
+                return
+            index = seek_from
         while target is not None and not self._stop.is_set():
             t0 = time.perf_counter()
             ok = cap.grab()

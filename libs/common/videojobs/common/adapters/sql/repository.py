@@ -13,10 +13,11 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from videojobs.common.adapters.sql.tables import idempotency_keys, job_outbox, jobs, webhook_deliveries
+from videojobs.common.adapters.sql.tables import idempotency_keys, job_outbox, jobs, segments, webhook_deliveries
 from videojobs.common.errors import InvalidOptions, JobNotFound, TemporaryFault, TooManyJobs
 from videojobs.common.job import FINAL_STATUSES, Job, JobStatus, as_utc, utcnow
 from videojobs.common.options import AnalysisOptions
+from videojobs.common.segments import Segment, SegmentStatus
 from videojobs.common.ports.jobs import (
     AdmissionLimits,
     Backlog,
@@ -139,9 +140,9 @@ class SqlJobRepository(JobRepository):
     def _one(self, where: Any, job_id: str) -> Job:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(jobs).where(where)).mappings().first()
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job_from_row(row)
+            if row is None:
+                raise JobNotFound(job_id)
+            return _with_segment_counts(conn, [_job_from_row(row)])[0]
 
     @temporary_on_disconnect
     def list_owned(self, tenant_id: str, status: JobStatus | None, limit: int,
@@ -154,7 +155,7 @@ class SqlJobRepository(JobRepository):
                                      sa.and_(jobs.c.created_at == after.created_at, jobs.c.job_id < after.job_id)))
         stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.job_id.desc()).limit(limit)
         with self._engine.connect() as conn:
-            return [_job_from_row(row) for row in conn.execute(stmt).mappings()]
+            return _with_segment_counts(conn, [_job_from_row(row) for row in conn.execute(stmt).mappings()])
 
     @temporary_on_disconnect
     def find_request(self, tenant_id: str, request_id: str, since: datetime) -> PriorSubmit | None:
@@ -195,6 +196,7 @@ class SqlJobRepository(JobRepository):
             if conn.execute(sa.select(jobs.c.job_id).where(exists)).first() is None:
                 return False
             conn.execute(job_outbox.delete().where(job_outbox.c.job_id == job_id))
+            conn.execute(segments.delete().where(segments.c.job_id == job_id))
             conn.execute(idempotency_keys.delete().where(idempotency_keys.c.job_id == job_id))
             return conn.execute(jobs.delete().where(exists)).rowcount == 1
 
@@ -216,6 +218,12 @@ class SqlJobRepository(JobRepository):
                 sa.or_(
                     sa.and_(jobs.c.status == JobStatus.PENDING.value, jobs.c.updated_at < idle_since),
                     sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_expires_at < idle_since),
+                    # A split job whose segments are all DONE but whose merge nobody took (the
+                    # worker that finished the last one stopped before it).
+                    sa.and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.segments_total > 0,
+                            jobs.c.lease_expires_at.is_(None), jobs.c.updated_at < idle_since,
+                            ~sa.exists().where(segments.c.job_id == jobs.c.job_id,
+                                               segments.c.status != SegmentStatus.DONE.value)),
                 )
             )
             .order_by(jobs.c.created_at, jobs.c.job_id)
@@ -332,6 +340,64 @@ class SqlJobRepository(JobRepository):
                 webhook_deliveries.c.state != "pending", webhook_deliveries.c.finished_at < before)).rowcount
         return keys + notices
 
+    # -- segments ----------------------------------------------------------------------------------
+    @temporary_on_disconnect
+    def split(self, job: Job, parts: list[Segment], expected_attempt: int) -> bool:
+        values = _row_from_job(job)
+        del values["job_id"], values["created_at"]
+        stmt = (jobs.update().where(jobs.c.job_id == job.job_id, jobs.c.status == JobStatus.RUNNING.value,
+                                    jobs.c.attempt == expected_attempt).values(**values))
+        with self._engine.begin() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            # An earlier split of this attempt cannot exist (split happens once per job), but a
+            # leftover of a deleted job's id would: start clean.
+            conn.execute(segments.delete().where(segments.c.job_id == job.job_id))
+            conn.execute(segments.insert(), [_row_from_segment(seg) for seg in parts])
+        return True
+
+    @temporary_on_disconnect
+    def get_segment(self, job_id: str, index: int) -> Segment:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(segments).where(segments.c.job_id == job_id,
+                                                         segments.c.segment_index == index)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _segment_from_row(row)
+
+    @temporary_on_disconnect
+    def segments(self, job_id: str) -> list[Segment]:
+        stmt = sa.select(segments).where(segments.c.job_id == job_id).order_by(segments.c.segment_index)
+        with self._engine.connect() as conn:
+            return [_segment_from_row(row) for row in conn.execute(stmt).mappings()]
+
+    @temporary_on_disconnect
+    def save_segment(self, segment: Segment, expected_status: SegmentStatus, expected_attempt: int) -> bool:
+        values = _row_from_segment(segment)
+        del values["job_id"], values["segment_index"]
+        stmt = (segments.update()
+                .where(segments.c.job_id == segment.job_id, segments.c.segment_index == segment.index,
+                       segments.c.status == expected_status.value, segments.c.attempt == expected_attempt)
+                .values(**values))
+        with self._engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    @temporary_on_disconnect
+    def stranded_segments(self, idle_since: datetime, limit: int = 100) -> list[tuple[str, int]]:
+        stmt = (
+            sa.select(segments.c.job_id, segments.c.segment_index)
+            .join(jobs, jobs.c.job_id == segments.c.job_id)
+            .where(jobs.c.status == JobStatus.RUNNING.value)
+            .where(sa.or_(
+                sa.and_(segments.c.status == SegmentStatus.PENDING.value, segments.c.updated_at < idle_since),
+                sa.and_(segments.c.status == SegmentStatus.RUNNING.value, segments.c.lease_expires_at < idle_since),
+            ))
+            .order_by(segments.c.updated_at, segments.c.job_id, segments.c.segment_index)
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return [(row.job_id, row.segment_index) for row in conn.execute(stmt)]
+
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
         if self._engine.dialect.name != "postgresql":
@@ -396,7 +462,63 @@ def _row_from_job(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "input_deleted_at": job.input_deleted_at,
+        "segments_total": job.segments_total,
     }
+
+
+def _row_from_segment(seg: Segment) -> dict[str, Any]:
+    return {
+        "job_id": seg.job_id,
+        "segment_index": seg.index,
+        "first_sample": seg.first_sample,
+        "end_sample": seg.end_sample,
+        "first_frame": seg.first_frame,
+        "last_frame": seg.last_frame,
+        "status": seg.status.value,
+        "attempt": seg.attempt,
+        "crashes": seg.crashes,
+        "worker_id": seg.worker_id,
+        "lease_expires_at": seg.lease_expires_at,
+        "frames_done": seg.frames_done,
+        "frames_recomputed": seg.frames_recomputed,
+        "updated_at": seg.updated_at,
+    }
+
+
+def _segment_from_row(row: Any) -> Segment:
+    return Segment(
+        job_id=row["job_id"],
+        index=row["segment_index"],
+        first_sample=row["first_sample"],
+        end_sample=row["end_sample"],
+        first_frame=row["first_frame"],
+        last_frame=row["last_frame"],
+        status=SegmentStatus(row["status"]),
+        attempt=row["attempt"],
+        crashes=row["crashes"],
+        worker_id=row["worker_id"],
+        lease_expires_at=_opt_utc(row["lease_expires_at"]),
+        frames_done=row["frames_done"],
+        frames_recomputed=row["frames_recomputed"],
+        updated_at=_opt_utc(row["updated_at"]),
+    )
+
+
+def _with_segment_counts(conn: sa.Connection, found: list[Job]) -> list[Job]:
+    """Split jobs get their progress, finished segments and recomputed frames from their segments."""
+    split = {job.job_id: job for job in found if job.segments_total}
+    if not split:
+        return found
+    stmt = (sa.select(segments.c.job_id, sa.func.sum(segments.c.frames_done), sa.func.sum(segments.c.frames_recomputed),
+                      sa.func.count().filter(segments.c.status == SegmentStatus.DONE.value))
+            .where(segments.c.job_id.in_(list(split))).group_by(segments.c.job_id))
+    for job_id, done, recomputed, finished in conn.execute(stmt):
+        job = split[job_id]
+        job.frames_recomputed = int(recomputed or 0)
+        job.segments_done = int(finished or 0)
+        if not job.status.is_final:
+            job.frames_done = min(int(done or 0), job.frames_total) if job.frames_total else int(done or 0)
+    return found
 
 
 def _options(raw: dict[str, Any] | None) -> AnalysisOptions:
@@ -436,6 +558,7 @@ def _job_from_row(row: Any) -> Job:
         started_at=_opt_utc(row["started_at"]),
         finished_at=_opt_utc(row["finished_at"]),
         input_deleted_at=_opt_utc(row["input_deleted_at"]),
+        segments_total=row["segments_total"],
     )
 
 

@@ -33,9 +33,34 @@ jobs = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("input_deleted_at", sa.DateTime(timezone=True), nullable=True),
+    # 0006: a long job split into segments (0: one piece)
+    sa.Column("segments_total", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_jobs_tenant_created", "tenant_id", "created_at", "job_id"),
     sa.Index("ix_jobs_status_created", "status", "created_at", "job_id"),
     sa.Index("ix_jobs_finished_at", "finished_at"),
+)
+
+# Segments of split jobs (0006): ranges of sampled frames, each taken by a worker like a job
+# (claim = compare-and-set on status and attempt, lease, fencing). Output objects are
+# segments/{job_id}/{segment_index}.json.
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("job_id", sa.String(36), sa.ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("segment_index", sa.Integer, primary_key=True),
+    sa.Column("first_sample", sa.Integer, nullable=False),
+    sa.Column("end_sample", sa.Integer, nullable=False),
+    sa.Column("first_frame", sa.Integer, nullable=False),
+    sa.Column("last_frame", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("crashes", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("worker_id", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("frames_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("frames_recomputed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_segments_status_updated", "status", "updated_at"),
 )
 
 # Transactional outbox: the intent to publish a job id, written in the same

@@ -1,0 +1,133 @@
+"""Segments on real video: exact seeking (pixel hashes against a sequential decode) on the shared
+sample, on a generated clip with B-frames and short GOPs and on a variable-frame-rate clip (which
+must fall back to one pass), and merged results byte-identical to one pass with the real model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import pytest
+
+from tests.integration.conftest_pipeline import model_path, pipeline_service, sample_video  # noqa: F401
+
+pytestmark = pytest.mark.slow
+from videojobs.common.options import AnalysisOptions
+from videojobs.common.segments import split_samples
+from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+
+
+def sequential_hashes(path: Path) -> list[str]:
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    out = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.append(hashlib.sha1(frame.tobytes()).hexdigest())
+    cap.release()
+    return out
+
+
+def segment_hashes(path: Path, plan: SamplingPlan, first: int, end: int) -> list[tuple[int, str]]:
+    """Frames of samples [first, end) decoded the way a segment does: from the keyframe before."""
+    index = seek_index(path)
+    seek_from = index.keyframe_at_or_before(plan.index(first)) if first else 0
+    with FrameReader(path, 10.0) as reader:
+        reader.open()
+        return [(i, hashlib.sha1(f.tobytes()).hexdigest()) for i, f in reader.frames(plan, first, end, seek_from)]
+
+
+def bframe_clip(src: Path, dst: Path, seconds: float = 4.0) -> Path:
+    """H.264 with 3 B-frames and a keyframe every 12 frames (open GOPs allowed), from the sample."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        source = inp.streams.video[0]
+        target = out.add_stream("libx264", rate=30, options={
+            "x264-params": "bframes=3:b-pyramid=normal:keyint=12:min-keyint=12:scenecut=0:open-gop=1",
+            "preset": "ultrafast", "crf": "30"})
+        target.width, target.height, target.pix_fmt = 320, 180, "yuv420p"
+        for k, frame in enumerate(inp.decode(source)):
+            if k >= seconds * 30:
+                break
+            frame = frame.reformat(width=320, height=180, format="yuv420p")
+            frame.pts, frame.time_base = k, Fraction(1, 30)
+            for packet in target.encode(frame):
+                out.mux(packet)
+        for packet in target.encode():
+            out.mux(packet)
+    return dst
+
+
+def vfr_clip(src: Path, dst: Path, frames: int = 90) -> Path:
+    """Frames 33 ms and 50 ms apart in turn: a variable frame rate."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        source = inp.streams.video[0]
+        target = out.add_stream("libx264", options={"preset": "ultrafast", "x264-params": "keyint=10"})
+        target.width, target.height, target.pix_fmt = 320, 180, "yuv420p"
+        target.codec_context.time_base = target.time_base = Fraction(1, 1000)
+        t = 0
+        for k, frame in enumerate(inp.decode(source)):
+            if k >= frames:
+                break
+            frame = frame.reformat(width=320, height=180, format="yuv420p")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            t += 33 if k % 2 else 50
+            for packet in target.encode(frame):
+                out.mux(packet)
+        for packet in target.encode():
+            out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize("sample_fps,size", [(0.0, 300), (7.0, 17)])
+def test_segments_decode_the_same_pixels_as_one_sequential_pass_on_the_sample(sample_video, sample_fps, size):  # noqa: F811
+    index = seek_index(sample_video)
+    assert index.exact and index.keyframes[:3] == (0, 250, 500)  # GOP 250, B-frames
+    reference = sequential_hashes(sample_video)
+    plan = SamplingPlan(len(reference), 29.8333333, sample_fps)
+    decoded = [item for a, b in split_samples(len(plan), size, 8) for item in segment_hashes(sample_video, plan, a, b)]
+    assert [i for i, _ in decoded] == list(plan)
+    assert [h for _, h in decoded] == [reference[i] for i in plan]
+
+
+def test_segments_are_exact_on_a_bframe_clip_with_short_gops(tmp_path, sample_video):  # noqa: F811
+    clip = bframe_clip(sample_video, tmp_path / "bframes.mp4")
+    index = seek_index(clip)
+    assert index.exact, index.reason
+    assert len(index.keyframes) >= 8
+    reference = sequential_hashes(clip)
+    plan = SamplingPlan(len(reference), 30.0, 0.0)
+    for first, end in [(0, 13), (13, 37), (37, 61), (61, len(plan)), (5, 6), (12, 13), (23, 24)]:
+        got = segment_hashes(clip, plan, first, end)
+        assert [h for _, h in got] == reference[first:end], (first, end)
+
+
+def test_a_variable_frame_rate_clip_is_not_split_and_the_sampling_block_says_why(tmp_path, sample_video,  # noqa: F811
+                                                                                 pipeline_service):  # noqa: F811
+    clip = vfr_clip(sample_video, tmp_path / "vfr.mp4")
+    index = seek_index(clip)
+    assert not index.exact and "variable" in index.reason
+    split = pipeline_service.plan_split("yolo", clip, AnalysisOptions(sample_fps=0), 16)
+    assert len(split.ranges) == 1 and split.samples > 16
+    assert "cannot be seeked exactly" in split.note and "variable" in split.note
+
+
+def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_service):  # noqa: F811
+    options = AnalysisOptions(sample_fps=1.0)
+    whole = json.loads(pipeline_service.run_on_file("yolo", sample_video, options).to_bytes())
+    split = pipeline_service.plan_split("yolo", sample_video, options, 16)
+    assert len(split.ranges) == 3 and split.note is None
+    parts = [pipeline_service.run_segment("yolo", sample_video, options, r.first_sample, r.end_sample)
+             for r in split.ranges]
+    # any order, and a segment delivered twice (its frames count once)
+    merged = pipeline_service.merge_segments("yolo", options, [parts[2], parts[0], parts[1], parts[2]])
+    doc = json.loads(merged.to_bytes())
+    assert whole["tracks"], "the sample has tracked objects"
+    assert json.dumps(doc["results"]) == json.dumps(whole["results"])
+    assert json.dumps(doc["tracks"]) == json.dumps(whole["tracks"])
+    assert doc["sampling"] == {**whole["sampling"], "segments": 3}
+    assert doc["video"] == whole["video"] and doc["provenance"] == whole["provenance"]
