@@ -177,8 +177,8 @@ def model_cache(tmp_path_factory) -> Path:
 def service_factory(tmp_path, model_cache):
     started: list[Service] = []
 
-    def make() -> Service:
-        svc = Service(tmp_path, model_cache)
+    def make(**extra_env: str) -> Service:
+        svc = Service(tmp_path, model_cache, **extra_env)
         started.append(svc)
         return svc
 

@@ -62,7 +62,8 @@ def test_sample_video_over_rest_and_grpc(service_factory):
 
 
 def test_worker_sigterm_mid_job_hands_back_and_job_completes_after_restart(service_factory):
-    svc = service_factory().start()
+    # One job as one unit (no segments: tests/e2e/test_segments.py covers a split job's SIGTERM).
+    svc = service_factory(VIDEOJOBS_SEGMENT_FRAMES="0").start()
     job_id = svc.submit_rest(SAMPLE, pipeline_id="yolo", sample_fps=0, max_frames=600)
     status = svc.wait_for(job_id, statuses=("RUNNING",), timeout=120)
     while status["frames_done"] == 0 and status["status"] == "RUNNING":

@@ -26,6 +26,9 @@ pytestmark = pytest.mark.e2e
 
 LIFECYCLE_ENV = {
     "VIDEOJOBS_AUTH": "keys",
+    # Jobs as single units: the cancel test keeps the one worker busy with a long job so that a
+    # second job stays PENDING (a split job's segments would let it in between them).
+    "VIDEOJOBS_SEGMENT_FRAMES": "0",
     "VIDEOJOBS_API_KEY_PEPPER": "e2e-pepper",
     "VIDEOJOBS_WEBHOOK_ALLOW_PRIVATE": "1",
     "VIDEOJOBS_WEBHOOK_RETRY_BASE_SECONDS": "0.5",

@@ -122,8 +122,9 @@ def test_job_submitted_while_nats_is_down_completes_when_it_is_back(stack_factor
 
 
 def test_killed_worker_job_completes_on_another_after_the_lease(stack_factory):
+    # One job as one unit (no segments: tests/e2e/test_segments.py kills a worker of a split job).
     stack = stack_factory("sigkill", VIDEOJOBS_ACK_WAIT_SECONDS=4, VIDEOJOBS_LEASE_SECONDS=4,
-                          VIDEOJOBS_HEARTBEAT_SECONDS=1)
+                          VIDEOJOBS_HEARTBEAT_SECONDS=1, VIDEOJOBS_SEGMENT_FRAMES="0")
     stack.up(workers=2)
     client = JobsClient(stack.http_port, stack.grpc_port)
     job_id = client.submit_rest(SAMPLE, pipeline_id="yolo", sample_fps=0, max_frames=400)

@@ -16,6 +16,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 KEY_COOKIE = "videojobs_key"
+# Keys are about 60 characters; anything much longer is not one, and would overflow gRPC's
+# metadata limit (8 KiB: RESOURCE_EXHAUSTED in the channel, a 502) instead of reaching the api.
+MAX_KEY_CHARS = 512
 Metadata = tuple[tuple[str, str], ...]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `videojobs keys create`.")
@@ -36,7 +39,8 @@ def reader_metadata(request: Request,
 
 def _forwarded(key: str | None) -> Metadata:
     """The key as gRPC metadata. A value gRPC cannot carry (control or non-ASCII characters) is no key at
-    all: forwarding it would fail in the channel (a 500) instead of reaching the api (401 where keys are on)."""
-    if not key or not all("!" <= c <= "~" for c in key):
+    all: forwarding it would fail in the channel (a 5xx) instead of reaching the api (401 where keys are on).
+    So is a value longer than any key (MAX_KEY_CHARS)."""
+    if not key or len(key) > MAX_KEY_CHARS or not all("!" <= c <= "~" for c in key):
         return ()
     return (("authorization", f"Bearer {key}"),)
