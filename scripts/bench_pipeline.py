@@ -483,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                     k: round(t[k] * 1000 / n, 2) for k in ("decode", "detect", "track", "ocr", "write")
                 },
                 "b_wall_ms_per_frame": round(b["seconds"] * 1000 / n, 2),
+                "b_frames_decoded": int(t.get("frames_decoded", 0)),
                 "b_ocr_frames_read": int(t.get("ocr_frames_read", 0)),
                 "b_ocr_frames_reused": int(t.get("ocr_frames_reused", 0)),
                 "baselines": {},
@@ -565,6 +566,7 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
         "ratio_to_bare_forward": round(per / forward, 3),
         "stage_ms_per_frame": {k: round(yolo["timings"][k] * 1000 / n, 2) for k in ("decode", "detect", "track",
                                                                                     "write")},
+        "frames_decoded": int(yolo["timings"].get("frames_decoded", 0)),
     }
 
 
@@ -590,7 +592,8 @@ def print_summary(r: dict) -> None:
               f"(first-run prepare {c['b_first_run_prepare_s']} s)")
         print(f"  b {c['b_frames_per_s']:.2f} frames/s, {c['b_wall_ms_per_frame']} ms/frame (runs {c['b_runs_s']} s); "
               f"stages (ms/frame): {c['b_stage_ms_per_frame']}")
-        print(f"  b OCR frames read {c['b_ocr_frames_read']}, reused (identical to the last) {c['b_ocr_frames_reused']}")
+        print(f"  b decoded {c['b_frames_decoded']} frames for {c['frames']} analysed; OCR frames read "
+              f"{c['b_ocr_frames_read']}, reused (identical to the last) {c['b_ocr_frames_reused']}")
         for kind, v in c["baselines"].items():
             ag = v["agreement"]
             print(f"  (a) {v['label']}: {v['a_backend']} at {v['a_input_shape']}, {v['a_frames_per_s']:.2f} frames/s "
@@ -610,7 +613,7 @@ def print_summary(r: dict) -> None:
               f"{y['yolo_frames_per_s']} frames/s (runs {y['yolo_runs_s']} s), (c) {y['c_frames_per_s']} frames/s "
               f"(runs {y['c_runs_s']} s) -> {y['ratio_yolo_over_c']}x")
         print(f"  yolo {y['yolo_ms_per_frame']} ms/frame = {y['ratio_to_bare_forward']}x bare forward "
-              f"({y['bare_forward_ms']} ms); stages {y['stage_ms_per_frame']}")
+              f"({y['bare_forward_ms']} ms); stages {y['stage_ms_per_frame']}; decoded {y['frames_decoded']} frames")
     if "peak_rss" in r:
         print("\n[peak RSS, yolo_ocr in its own process]")
         for k, v in r["peak_rss"].items():

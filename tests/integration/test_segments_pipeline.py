@@ -33,13 +33,17 @@ def sequential_hashes(path: Path) -> list[str]:
     return out
 
 
-def segment_hashes(path: Path, plan: SamplingPlan, first: int, end: int) -> list[tuple[int, str]]:
-    """Frames of samples [first, end) decoded the way a segment does: from the keyframe before."""
+def segment_hashes(path: Path, plan: SamplingPlan, first: int, end: int,
+                   expect_skipping: bool | None = None) -> list[tuple[int, str]]:
+    """Frames of samples [first, end) decoded the way a job or a segment does: with the file's seek
+    index, so from the keyframe before the first and by keyframes where that saves decoding."""
     index = seek_index(path)
-    seek_from = index.keyframe_at_or_before(plan.index(first)) if first else 0
     with FrameReader(path, 10.0) as reader:
         reader.open()
-        return [(i, hashlib.sha1(f.tobytes()).hexdigest()) for i, f in reader.frames(plan, first, end, seek_from)]
+        out = [(i, hashlib.sha1(f.tobytes()).hexdigest()) for i, f in reader.frames(plan, first, end, index)]
+        if expect_skipping is not None:
+            assert reader.skipped_ahead is expect_skipping
+        return out
 
 
 def bframe_clip(src: Path, dst: Path, seconds: float = 4.0) -> Path:
@@ -59,6 +63,21 @@ def bframe_clip(src: Path, dst: Path, seconds: float = 4.0) -> Path:
                 out.mux(packet)
         for packet in target.encode():
             out.mux(packet)
+    return dst
+
+
+def intra_clip(src: Path, dst: Path, codec: str, seconds: float = 4.0, **writer) -> Path:
+    """The sample scaled to 320x180 through OpenCV's writer: MJPEG (every frame a keyframe) or
+    mp4v (a keyframe every 12 frames), as screen recordings and OpenCV's own outputs are."""
+    cap = cv2.VideoCapture(str(src))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*codec), 30.0, (320, 180))
+    for _ in range(int(seconds * 30)):
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.write(cv2.resize(frame, (320, 180)))
+    cap.release()
+    out.release()
     return dst
 
 
@@ -104,6 +123,41 @@ def test_segments_are_exact_on_a_bframe_clip_with_short_gops(tmp_path, sample_vi
     for first, end in [(0, 13), (13, 37), (37, 61), (61, len(plan)), (5, 6), (12, 13), (23, 24)]:
         got = segment_hashes(clip, plan, first, end)
         assert [h for _, h in got] == reference[first:end], (first, end)
+
+
+@pytest.mark.parametrize("kind,sample_fps", [(kind, fps) for kind in ("mjpeg", "mp4v", "bframes") for fps in (1.0, 2.5)]
+                         + [("mjpeg", 7.0), ("mjpeg", 15.0)])
+def test_sampled_frames_decoded_by_keyframe_jumps_equal_a_sequential_decode(tmp_path, sample_video, kind,  # noqa: F811
+                                                                           sample_fps):
+    clip = {"mjpeg": lambda: intra_clip(sample_video, tmp_path / "c.avi", "MJPG"),
+            "mp4v": lambda: intra_clip(sample_video, tmp_path / "c.mp4", "mp4v"),
+            "bframes": lambda: bframe_clip(sample_video, tmp_path / "c.mp4")}[kind]()
+    reference = sequential_hashes(clip)
+    plan = SamplingPlan(len(reference), 30.0, sample_fps)
+    index = seek_index(clip)
+    assert index.exact, index.reason
+    sequential, skipping = index.frames_to_decode(iter(plan))
+    assert skipping < 0.75 * sequential  # keyframes every 12 frames (or each), samples 12+ (2+) apart
+    got = segment_hashes(clip, plan, 0, len(plan), expect_skipping=True)
+    assert [i for i, _ in got] == list(plan)
+    assert [h for _, h in got] == [reference[i] for i in plan]
+
+
+def test_frames_to_decode_counts_the_frames_each_way():
+    from videojobs.worker.pipeline.video import SeekIndex
+
+    index = SeekIndex(True, (0, 10, 20))
+    assert index.frames_to_decode(iter([])) == (0, 0)
+    assert index.frames_to_decode(iter([5, 15, 25])) == (26, 6 + 6 + 6)
+    assert index.frames_to_decode(iter([1, 2, 3])) == (4, 4)  # no keyframe ahead: decode on
+    assert index.frames_to_decode(iter([12, 13])) == (4, 4)  # a segment starts at its keyframe
+    assert index.keyframe_at_or_before(9) == 0 and index.keyframe_at_or_before(10) == 10
+
+
+def test_every_frame_sampling_decodes_sequentially(sample_video):  # noqa: F811
+    plan = SamplingPlan(40, 29.8333333, 0.0)
+    got = segment_hashes(sample_video, plan, 0, len(plan), expect_skipping=False)
+    assert [h for _, h in got] == sequential_hashes(sample_video)[:40]
 
 
 def test_a_variable_frame_rate_clip_is_not_split_and_the_sampling_block_says_why(tmp_path, sample_video,  # noqa: F811

@@ -307,12 +307,11 @@ class VideoFilePipelineService(VideoAnalyzer):
             plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
             first, end = (0, len(plan)) if part is None else (max(0, part[0]), min(part[1], len(plan)))
             total = max(0, end - first)
-            seek_from = 0
-            if part is not None and first > 0 and total:
+            index = None
+            if total and (first > 0 or not plan.every_frame):  # frames to skip: by keyframes where exact
                 index = seek_index(path)
-                if not index.exact:  # the split checked this; the file changed?
+                if first > 0 and not index.exact:  # the split checked this; the file changed?
                     raise InvalidOptions(f"segment cannot be decoded exactly: {index.reason}")
-                seek_from = index.keyframe_at_or_before(plan.index(first))
             tracker = JobTracker(plan.effective_sample_fps) if use_tracker and part is None else None
             raw: Optional[list[list[list[float]]]] = [] if part is not None else None
             detect_conf = min(options.min_confidence, TRACK_LOW_CONFIDENCE)
@@ -321,7 +320,7 @@ class VideoFilePipelineService(VideoAnalyzer):
 
             frames_out: list = []
             batch: list[tuple[int, np.ndarray]] = []
-            source = reader.frames(plan, first, end, seek_from)
+            source = reader.frames(plan, first, end, index)
             done = 0
             while True:
                 if should_stop is not None and should_stop():
@@ -349,6 +348,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                 if on_progress:
                     on_progress(done, total)
             timings["decode"] = reader.decode_seconds
+            timings["frames_decoded"] = float(reader.frames_decoded)
 
         t0 = time.perf_counter()
         provenance = Provenance(

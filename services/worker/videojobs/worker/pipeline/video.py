@@ -1,13 +1,22 @@
-"""Video decoding and frame sampling with OpenCV.
+"""Video decoding and frame sampling with OpenCV (and PyAV where frames can be skipped).
 
 Decoding runs in one background thread per job that hands over only the sampled
 frames through a small bounded queue, so memory stays flat whatever the video
 length, decoding overlaps analysis, and a decode that stalls (a hung network
 mount, a pathological file) is cut off by ``timeout`` instead of hanging the job.
+
+A file whose frames can be reached by seeking exactly (``seek_index``) is decoded
+from the keyframe before each planned frame when a keyframe lies ahead, instead of
+through every frame in between: at 1 sample per second of a clip with a keyframe
+every 12 frames, or of an intra-only one (MJPEG), that is a fraction of the decoding.
+That path uses PyAV, which wraps the same FFmpeg decoders as OpenCV, and converts to
+BGR the way OpenCV does (swscale, bicubic), so every frame's pixels equal those of a
+sequential OpenCV decode (tests/integration/test_segments_pipeline.py checks them).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import queue
 import stat
@@ -15,9 +24,11 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Optional
 
+import av
 import cv2
 import numpy as np
 
@@ -43,6 +54,9 @@ MAX_FPS = 1000.0
 # shortfall is within this share of the announced frames (container frame counts of
 # some muxers are estimates); beyond it the file is reported truncated.
 TRUNCATION_TOLERANCE = 0.02
+# Skip ahead by keyframes only when that decodes at most this share of the frames a
+# sequential pass would (below it the two are close and the sequential path is the plainer).
+SKIP_WORTHWHILE = 0.75
 
 
 @dataclass(frozen=True)
@@ -280,12 +294,24 @@ class SeekIndex:
     reason: str = ""
 
     def keyframe_at_or_before(self, frame_index: int) -> int:
-        best = 0
-        for k in self.keyframes:
-            if k > frame_index:
-                break
-            best = k
-        return best
+        at = bisect.bisect_right(self.keyframes, frame_index)
+        return self.keyframes[at - 1] if at else 0
+
+    def frames_to_decode(self, targets: Iterator[int]) -> tuple[int, int]:
+        """Frames decoded to reach `targets` (ascending) sequentially from the first one's
+        keyframe, and jumping to each target's keyframe when one lies ahead: (sequential, skipping)."""
+        start = position = None
+        skipping = 0
+        last = -1
+        for target in targets:
+            key = self.keyframe_at_or_before(target)
+            if position is None or key > position:
+                position = key
+                start = key if start is None else start
+            skipping += target - position + 1
+            position = last = target
+            position += 1
+        return (0, 0) if start is None else (last - start + 1, skipping)
 
 
 def seek_index(path: Path) -> SeekIndex:
@@ -304,6 +330,8 @@ def seek_index(path: Path) -> SeekIndex:
             stamps.append(pts)
             if cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
                 keys.append(pts)
+    except cv2.error as exc:
+        return SeekIndex(False, reason=f"the packets cannot be read ({type(exc).__name__})")
     finally:
         cap.release()
     if not stamps or not (fps > 0) or not math.isfinite(fps):
@@ -343,11 +371,12 @@ class FrameReader:
         self._plan_ready = threading.Event()
         self._stop = threading.Event()
         self._plan: Optional[SamplingPlan] = None
-        self._range: tuple[int, int, int] = (0, 0, 0)
+        self._range: tuple[int, int] = (0, 0)
+        self._seek: Optional[SeekIndex] = None
         self._thread: Optional[threading.Thread] = None
         self.decode_seconds = 0.0  # time the decoder thread spent in OpenCV
-        self.frames_decoded = 0
-        self.ended_at: Optional[int] = None  # frames seen when the stream ran out early
+        self.frames_decoded = 0  # frames the decoder produced (sampled or not)
+        self.skipped_ahead = False  # whether the keyframe-seeking path decoded this file
 
     # -- public ---------------------------------------------------------------------
     def open(self) -> VideoInfo:
@@ -366,14 +395,17 @@ class FrameReader:
         return item
 
     def frames(self, plan: SamplingPlan, first: int = 0, end: Optional[int] = None,
-               seek_from: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+               seek: Optional[SeekIndex] = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(frame_index, bgr_frame)`` for the planned samples ``first..end`` (default: all), in order.
 
-        With `seek_from` (a keyframe index, see ``seek_index``) decoding starts there instead of
-        at frame 0 and reads forward counting frames, so every frame equals a sequential decode's.
+        With `seek` (an exact ``seek_index`` of the file) decoding starts at the keyframe before
+        the first wanted frame and jumps to the keyframe before a later one when that saves
+        decoding; every frame still equals a sequential decode's. Without it, samples after the
+        first (``first > 0``) are reached by decoding from frame 0.
         """
         self._plan = plan
-        self._range = (first, len(plan) if end is None else min(end, len(plan)), seek_from)
+        self._range = (first, len(plan) if end is None else min(end, len(plan)))
+        self._seek = seek if seek is not None and seek.exact else None
         self._plan_ready.set()
         while True:
             item = self._get("decoding the video")
@@ -455,28 +487,35 @@ class FrameReader:
             plan = self._plan
             if plan is None or self._stop.is_set():
                 return
-            self._decode(cap, plan, info)
+            first, end = self._range
+            targets = (plan.index(k) for k in range(first, end))
+            if self._seek is not None and self._worth_skipping(plan, first, end):
+                cap.release()
+                cap = None
+                self.skipped_ahead = True
+                self._decode_skipping(targets, plan, info, self._seek)
+            else:
+                self._decode(cap, targets, plan, info)
         except Exception as exc:  # reported to the consumer, never lost in the thread
             self._put(NotAVideo(f"decoding failed: {type(exc).__name__}"))
         finally:
             if cap is not None:
                 cap.release()
 
-    def _decode(self, cap: "cv2.VideoCapture", plan: SamplingPlan, info: VideoInfo) -> None:
-        first, end, seek_from = self._range
-        wanted = (plan.index(k) for k in range(first, end))
-        target = next(wanted, None)
+    def _worth_skipping(self, plan: SamplingPlan, first: int, end: int) -> bool:
+        assert self._seek is not None
+        if first > 0:
+            return True  # a segment: never decode the frames before it
+        if plan.every_frame:
+            return False
+        sequential, skipping = self._seek.frames_to_decode(plan.index(k) for k in range(first, end))
+        return skipping <= SKIP_WORTHWHILE * sequential
+
+    def _decode(self, cap: "cv2.VideoCapture", targets: Iterator[int], plan: SamplingPlan, info: VideoInfo) -> None:
+        """Every frame from the first, in order, with OpenCV; only the planned ones are converted."""
+        target = next(targets, None)
         index = 0
-        if seek_from > 0 and target is not None:
-            if seek_from > target:
-                self._put(NotAVideo(f"seek to frame {seek_from} lies past the first wanted frame {target}"))
-                return
-            cap.set(cv2.CAP_PROP_POS_FRAMES, seek_from)
-            landed = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
-            if landed != seek_from:
-                self._put(NotAVideo(f"seeking to frame {seek_from} landed on frame {landed}"))
-                return
-            index = seek_from
+        frame = None
         while target is not None and not self._stop.is_set():
             t0 = time.perf_counter()
             ok = cap.grab()
@@ -484,21 +523,75 @@ class FrameReader:
                 ok, frame = cap.retrieve()
             self.decode_seconds += time.perf_counter() - t0
             if not ok:
-                self.ended_at = index
                 self._put(self._early_end(index, plan, info))
                 return
             if index == target:
-                if frame is None or frame.shape[0] != info.height or frame.shape[1] != info.width:
-                    shape = None if frame is None else frame.shape
-                    self._put(NotAVideo(f"frame {index} decoded as {shape}, "
-                                        f"not {info.width}x{info.height}"))
+                if not self._emit(index, frame, info):
                     return
-                if not self._put((index, frame)):
-                    return
-                target = next(wanted, None)
+                target = next(targets, None)
             index += 1
             self.frames_decoded = index
         self._put(_END)
+
+    def _decode_skipping(self, targets: Iterator[int], plan: SamplingPlan, info: VideoInfo, index: SeekIndex) -> None:
+        """The planned frames with PyAV, jumping to the keyframe before a wanted frame whenever one
+        lies ahead of the decoder (on an intra-only stream: to the frame itself)."""
+        with av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's decoder uses
+            stream.thread_count = self.threads
+            origin = stream.start_time or 0
+            tick = stream.time_base
+            fps = Fraction(info.fps).limit_denominator(1_000_000)
+
+            def frame_at(pts: int) -> int:
+                return math.floor((pts - origin) * tick * fps + Fraction(1, 2))
+
+            def decoded(key: int) -> Iterator[tuple[int, "av.VideoFrame"]]:
+                if key > 0:
+                    container.seek(origin + math.floor(key / fps / tick), stream=stream, backward=True)
+                for packet in container.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except av.error.InvalidDataError:
+                        continue  # a damaged packet: skipped, as FFmpeg's own tools and OpenCV do
+                    for frame in frames:
+                        if frame.pts is None:
+                            raise NotAVideo("a decoded frame has no timestamp")
+                        yield frame_at(frame.pts), frame
+
+            source: Optional[Iterator[tuple[int, "av.VideoFrame"]]] = None
+            position = 0  # the frame a forward decode reaches next
+            for target in targets:
+                if self._stop.is_set():
+                    return
+                key = index.keyframe_at_or_before(target)
+                if source is None or key > position:
+                    source, position = decoded(key), key
+                t0 = time.perf_counter()
+                image = None
+                for at, frame in source:
+                    self.frames_decoded += 1
+                    position = at + 1
+                    if at == target:
+                        image = frame.to_ndarray(format="bgr24", interpolation="BICUBIC")
+                        break
+                    if at > target:
+                        raise NotAVideo(f"frame {target} is not where the video's index puts it")
+                self.decode_seconds += time.perf_counter() - t0
+                if image is None:
+                    self._put(self._early_end(position, plan, info))
+                    return
+                if not self._emit(target, image, info):
+                    return
+        self._put(_END)
+
+    def _emit(self, index: int, frame: Optional[np.ndarray], info: VideoInfo) -> bool:
+        if frame is None or frame.shape[0] != info.height or frame.shape[1] != info.width:
+            shape = None if frame is None else frame.shape
+            self._put(NotAVideo(f"frame {index} decoded as {shape}, not {info.width}x{info.height}"))
+            return False
+        return self._put((index, frame))
 
     def _early_end(self, index: int, plan: SamplingPlan, info: VideoInfo) -> object:
         """The stream ran out at `index` before the plan was done."""
