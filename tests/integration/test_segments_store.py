@@ -1,4 +1,4 @@
-"""Segments in the job store (SQLite and Postgres, migration 0006): split, guarded writes, counts, strays."""
+"""Segments in the job store (SQLite and Postgres, migrations 0006-0007): split, guarded writes, counts, fault streaks, strays."""
 
 from datetime import timedelta
 
@@ -87,3 +87,15 @@ def test_deleting_a_job_removes_its_segments(repo):  # noqa: F811
     assert repo.segments(job.job_id) == []
     with pytest.raises(Exception):
         repo.get_segment(job.job_id, 0)
+
+
+def test_a_segments_fault_streak_is_stored(repo):  # noqa: F811
+    job, _ = _split_job(repo)
+    seg = repo.get_segment(job.job_id, 2)
+    seg.start("w1", LEASE)
+    assert repo.save_segment(seg, SegmentStatus.PENDING, 0)
+    seg.release_after_fault()
+    assert repo.save_segment(seg, SegmentStatus.RUNNING, 1)
+    stored = repo.get_segment(job.job_id, 2)
+    assert stored.status is SegmentStatus.PENDING and stored.faults == 1 and stored.crashes == 0
+    assert stored.faulting_since == seg.faulting_since and stored.faulting_for() >= timedelta(0)

@@ -2,13 +2,14 @@
 
 import json
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 
 from tests.fakes import FakeAnalyzer, FakeJobRepository, fake_detections
 from videojobs.common.adapters.memory_queue import InMemoryQueue
-from videojobs.common.errors import IllegalTransition, PoisonInput
+from videojobs.common.errors import IllegalTransition, PoisonInput, TemporaryFault
 from videojobs.common.job import Job, JobStatus, utcnow
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.retry import Backoff
@@ -242,6 +243,44 @@ def test_poison_segment_fails_the_job_with_its_frame_range(env):
     assert env.queue.size() == 0 and not env.storage.exists(segment_key(job_id, 0))
     # the other segments' messages were dropped without analysis once the job had failed
     assert (10, 15) not in env.analyzer.segment_calls
+
+
+def test_a_segment_outage_is_retried_not_counted_and_fails_the_job_only_after_the_window(env):
+    job_id = env.submit()
+    w = env.worker()
+    w.run_once()  # split
+    w.run_once()  # segment 0 DONE
+    env.analyzer.raise_error = TemporaryFault("storage at 10.0.0.7:9000 unavailable")
+    env.analyzer.fail_sample = 7  # in segment 1
+    started = time.monotonic()
+    assert w.run_once(timeout=2)
+    seg = env.repo.get_segment(job_id, 1)
+    assert seg.status is SegmentStatus.PENDING and seg.faults == 1 and seg.crashes == 0 and seg.faulting_since
+    while env.repo.get(job_id).status is not JobStatus.FAILED:
+        assert w.run_once(timeout=2)  # redelivered after the (short) backoff
+        assert time.monotonic() - started < 10
+    job, seg = env.repo.get(job_id), env.repo.get_segment(job_id, 1)
+    assert time.monotonic() - started >= 0.5  # not before the window
+    assert seg.faults >= 2 and seg.crashes == 0
+    assert "frames 150..270 (segment 1)" in job.error_message and "unavailable for more than" in job.error_message
+    assert "10.0.0.7" not in job.error_message
+    env.drain(w)
+    assert env.queue.size() == 0 and not env.storage.exists(segment_key(job_id, 0))
+
+
+def test_a_short_segment_outage_is_survived_and_the_job_completes(env):
+    job_id = env.submit()
+    w = env.worker()
+    w.run_once()
+    env.analyzer.raise_error = TemporaryFault("storage unavailable")
+    env.analyzer.fail_sample = 2  # in segment 0
+    assert w.run_once(timeout=2)
+    env.analyzer.raise_error = None  # back
+    while w.run_once(timeout=0.5):  # the handed-back segment returns after its backoff
+        pass
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.COMPLETED and env.repo.get_segment(job_id, 0).faults == 1
+    assert [s.crashes for s in env.repo.segments(job_id)] == [0, 0, 0, 0]
 
 
 def test_cancel_stops_every_segment(env):

@@ -107,6 +107,8 @@ class Segment:
     frames_done: int = 0
     # Frames an earlier attempt had analysed that this segment analyses again.
     frames_recomputed: int = 0
+    faults: int = 0  # temporary faults (storage, database) in the current streak: not attempts
+    faulting_since: datetime | None = None  # when the current streak began
     updated_at: datetime = field(default_factory=utcnow)
 
     @property
@@ -179,6 +181,20 @@ class Segment:
         self.frames_recomputed += self.frames_done
         self.frames_done = 0
         self.updated_at = now or utcnow()
+
+    def release_after_fault(self, now: datetime | None = None) -> None:
+        """RUNNING -> PENDING because a backing service failed: one more fault in the current streak."""
+        now = now or utcnow()
+        self.release(now)
+        self.faults += 1
+        if self.faulting_since is None:
+            self.faulting_since = now
+
+    def faulting_for(self, now: datetime | None = None) -> timedelta:
+        """How long the current streak of temporary faults has lasted (zero without one)."""
+        if self.faulting_since is None:
+            return timedelta(0)
+        return (now or utcnow()) - as_utc(self.faulting_since)
 
     @property
     def _name(self) -> str:

@@ -533,9 +533,7 @@ class JobWorker:
             return
         except TemporaryFault as exc:
             guard.stop()
-            log.warning("job %s: segment %d: temporary fault: %s", job.job_id, segment.index, exc)
-            self._hand_back_segment(segment, guard, message,
-                                    self._policy.backoff.delay(self._queue.delivery_count(message)), "fault")
+            self._on_segment_fault(job, segment, guard, message, exc)
             return
         except Exception as exc:  # noqa: BLE001 -- poison range or pipeline error: the job fails with the range
             guard.stop()
@@ -585,13 +583,36 @@ class JobWorker:
         log.info("job %s: no longer running; segment dropped", job.job_id)
         self._queue.ack(message)
 
+    def _on_segment_fault(self, job: Job, segment: Segment, guard: "_LeaseKeeper", message: str,
+                          exc: TemporaryFault) -> None:
+        """Hand the segment back for a later retry (not an attempt), or fail the job once the
+        segment's faults outlast the window, as a job's do."""
+        if guard.lost:
+            return
+        window = self._policy.fault_window
+        if segment.faulting_for() >= window:
+            minutes = window.total_seconds() / 60
+            reason = f"a backing service stayed unavailable for more than {minutes:g} minutes: {exc.public_detail}"
+            log.warning("job %s: segment %d: %s (%s)", job.job_id, segment.index, reason, exc)
+            self._fail_job(job, f"{segment.frame_range} (segment {segment.index}): {reason}", message,
+                           "fault_window")
+            return
+        log.warning("job %s: segment %d: temporary fault %d: %s", job.job_id, segment.index, segment.faults + 1, exc)
+        self._hand_back_segment(segment, guard, message, 0.0, "fault")
+
     def _hand_back_segment(self, segment: Segment, guard: "_LeaseKeeper", message: str, delay: float,
                            why: str) -> None:
+        """RUNNING -> PENDING and the message back to the queue after `delay` (after a fault: the
+        backoff of the segment's fault streak)."""
         if guard.lost:
             return
         attempt = segment.attempt
         with guard.lock:
-            segment.release()
+            if why == "fault":
+                segment.release_after_fault()
+                delay = self._policy.backoff.delay(segment.faults)
+            else:
+                segment.release()
         try:
             saved = self._repo.save_segment(segment, SegmentStatus.RUNNING, attempt)
         except TemporaryFault:

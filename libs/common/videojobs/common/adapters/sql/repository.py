@@ -481,6 +481,8 @@ def _row_from_segment(seg: Segment) -> dict[str, Any]:
         "lease_expires_at": seg.lease_expires_at,
         "frames_done": seg.frames_done,
         "frames_recomputed": seg.frames_recomputed,
+        "faults": seg.faults,
+        "faulting_since": seg.faulting_since,
         "updated_at": seg.updated_at,
     }
 
@@ -500,6 +502,8 @@ def _segment_from_row(row: Any) -> Segment:
         lease_expires_at=_opt_utc(row["lease_expires_at"]),
         frames_done=row["frames_done"],
         frames_recomputed=row["frames_recomputed"],
+        faults=row["faults"],
+        faulting_since=_opt_utc(row["faulting_since"]),
         updated_at=_opt_utc(row["updated_at"]),
     )
 

@@ -60,6 +60,9 @@ segments = sa.Table(
     sa.Column("frames_done", sa.Integer, nullable=False, server_default="0"),
     sa.Column("frames_recomputed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # 0007: a segment's streak of temporary faults, bounded by the fault window like a job's
+    sa.Column("faults", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("faulting_since", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_segments_status_updated", "status", "updated_at"),
 )
 
