@@ -20,6 +20,7 @@ from videojobs.common.results import (
     Box,
     Detection,
     FrameAnalysis,
+    SkippedRange,
     FrameResult,
     Provenance,
     ResultsDocument,
@@ -302,7 +303,9 @@ class FakeAnalyzer(VideoAnalyzer):
     def merge_segments(self, pipeline_id, options, parts) -> ResultsDocument:
         import json
 
-        outputs = sorted((json.loads(p) for p in parts), key=lambda o: o["first_sample"])
+        parsed = sorted((json.loads(p) for p in parts), key=lambda o: o["first_sample"])
+        outputs = [o for o in parsed if "skipped" not in o]
+        skipped = [SkippedRange(**o["skipped"]) for o in parsed if "skipped" in o]
         seen, ids, frames = set(), {}, []
         for out in outputs:
             for f in out["frames"]:
@@ -322,7 +325,8 @@ class FakeAnalyzer(VideoAnalyzer):
             video=VideoMetadata(width=self.size[0], height=self.size[1], fps=30.0, frame_count=self.frames * 30,
                                 duration_ms=self.frames * 1000.0, codec="fake"),
             sampling=Sampling(sample_fps=1.0, frame_step=30.0, max_frames=0, frames_analysed=total,
-                              requested_sample_fps=1.0, every_frame=False, segments=len(outputs)),
+                              requested_sample_fps=1.0, every_frame=False, segments=len(parsed),
+                              skipped_ranges=skipped or None),
             provenance=Provenance(options=options or AnalysisOptions()),
             results=frames,
         )

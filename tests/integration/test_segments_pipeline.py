@@ -17,7 +17,8 @@ from tests.integration.conftest_pipeline import model_path, pipeline_service, sa
 
 pytestmark = pytest.mark.slow
 from videojobs.common.options import AnalysisOptions
-from videojobs.common.segments import split_samples
+from videojobs.common.errors import PoisonInput
+from videojobs.common.segments import Segment, SkippedSegment, split_samples
 from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
 
 
@@ -34,15 +35,16 @@ def sequential_hashes(path: Path) -> list[str]:
 
 
 def segment_hashes(path: Path, plan: SamplingPlan, first: int, end: int,
-                   expect_skipping: bool | None = None) -> list[tuple[int, str]]:
+                   decoded: list[int] | None = None) -> list[tuple[int, str]]:
     """Frames of samples [first, end) decoded the way a job or a segment does: with the file's seek
-    index, so from the keyframe before the first and by keyframes where that saves decoding."""
+    index, so from the keyframe before the first and only what the plan needs (`decoded` gets how
+    many frames the decoder produced, or -1 if it decoded sequentially)."""
     index = seek_index(path)
     with FrameReader(path, 10.0) as reader:
         reader.open()
         out = [(i, hashlib.sha1(f.tobytes()).hexdigest()) for i, f in reader.frames(plan, first, end, index)]
-        if expect_skipping is not None:
-            assert reader.skipped_ahead is expect_skipping
+        if decoded is not None:
+            decoded.append(reader.frames_decoded if reader.selective else -1)
         return out
 
 
@@ -125,39 +127,36 @@ def test_segments_are_exact_on_a_bframe_clip_with_short_gops(tmp_path, sample_vi
         assert [h for _, h in got] == reference[first:end], (first, end)
 
 
-@pytest.mark.parametrize("kind,sample_fps", [(kind, fps) for kind in ("mjpeg", "mp4v", "bframes") for fps in (1.0, 2.5)]
-                         + [("mjpeg", 7.0), ("mjpeg", 15.0)])
-def test_sampled_frames_decoded_by_keyframe_jumps_equal_a_sequential_decode(tmp_path, sample_video, kind,  # noqa: F811
-                                                                           sample_fps):
+@pytest.mark.parametrize("kind,sample_fps,at_most", [
+    *[(kind, fps, share) for kind, share in (("mjpeg", None), ("mp4v", 0.3), ("bframes", 0.6), ("sample", 0.55))
+      for fps in (1.0, 2.5)],
+    ("mjpeg", 7.0, None), ("mjpeg", 15.0, None), ("bframes", 15.0, 1.0), ("sample", 15.0, 1.0)])
+def test_sampled_frames_decoded_selectively_equal_a_sequential_decode(tmp_path, sample_video, kind,  # noqa: F811
+                                                                      sample_fps, at_most):
+    """MJPEG: every frame a keyframe; mp4v: a keyframe every 12 frames; bframes: H.264, 12-frame open
+    GOPs with B-pyramids; the sample: H.264, a keyframe every 250 frames, half the frames non-reference."""
     clip = {"mjpeg": lambda: intra_clip(sample_video, tmp_path / "c.avi", "MJPG"),
             "mp4v": lambda: intra_clip(sample_video, tmp_path / "c.mp4", "mp4v"),
-            "bframes": lambda: bframe_clip(sample_video, tmp_path / "c.mp4")}[kind]()
+            "bframes": lambda: bframe_clip(sample_video, tmp_path / "c.mp4"),
+            "sample": lambda: sample_video}[kind]()
     reference = sequential_hashes(clip)
-    plan = SamplingPlan(len(reference), 30.0, sample_fps)
-    index = seek_index(clip)
-    assert index.exact, index.reason
-    sequential, skipping = index.frames_to_decode(iter(plan))
-    assert skipping < 0.75 * sequential  # keyframes every 12 frames (or each), samples 12+ (2+) apart
-    got = segment_hashes(clip, plan, 0, len(plan), expect_skipping=True)
+    fps = cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FPS)
+    plan = SamplingPlan(len(reference), fps, sample_fps)
+    decoded: list[int] = []
+    got = segment_hashes(clip, plan, 0, len(plan), decoded)
     assert [i for i, _ in got] == list(plan)
     assert [h for _, h in got] == [reference[i] for i in plan]
-
-
-def test_frames_to_decode_counts_the_frames_each_way():
-    from videojobs.worker.pipeline.video import SeekIndex
-
-    index = SeekIndex(True, (0, 10, 20))
-    assert index.frames_to_decode(iter([])) == (0, 0)
-    assert index.frames_to_decode(iter([5, 15, 25])) == (26, 6 + 6 + 6)
-    assert index.frames_to_decode(iter([1, 2, 3])) == (4, 4)  # no keyframe ahead: decode on
-    assert index.frames_to_decode(iter([12, 13])) == (4, 4)  # a segment starts at its keyframe
-    assert index.keyframe_at_or_before(9) == 0 and index.keyframe_at_or_before(10) == 10
+    if at_most is None:  # intra-only: exactly the planned frames
+        assert decoded == [len(plan)]
+    else:  # a share of a sequential decode
+        assert 0 < decoded[0] <= at_most * (plan.last_index + 1), decoded
 
 
 def test_every_frame_sampling_decodes_sequentially(sample_video):  # noqa: F811
     plan = SamplingPlan(40, 29.8333333, 0.0)
-    got = segment_hashes(sample_video, plan, 0, len(plan), expect_skipping=False)
-    assert [h for _, h in got] == sequential_hashes(sample_video)[:40]
+    decoded: list[int] = []
+    got = segment_hashes(sample_video, plan, 0, len(plan), decoded)
+    assert [h for _, h in got] == sequential_hashes(sample_video)[:40] and decoded == [-1]
 
 
 def test_a_variable_frame_rate_clip_is_not_split_and_the_sampling_block_says_why(tmp_path, sample_video,  # noqa: F811
@@ -185,3 +184,15 @@ def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_servi
     assert json.dumps(doc["tracks"]) == json.dumps(whole["tracks"])
     assert doc["sampling"] == {**whole["sampling"], "segments": 3}
     assert doc["video"] == whole["video"] and doc["provenance"] == whole["provenance"]
+    # on_bad_frames=skip: a segment that could not be decoded is left out and listed; none left: poison
+    skipped = SkippedSegment.of(Segment("j", 1, split.ranges[1].first_sample, split.ranges[1].end_sample,
+                                        split.ranges[1].first_frame, split.ranges[1].last_frame), "bad range")
+    merged = json.loads(pipeline_service.merge_segments("yolo", options, [parts[0], skipped.to_bytes(),
+                                                                          parts[2]]).to_bytes())
+    left_out = set(range(split.ranges[1].first_frame, split.ranges[1].last_frame + 1))
+    assert [f["frame_index"] for f in merged["results"]] == [f["frame_index"] for f in whole["results"]
+                                                             if f["frame_index"] not in left_out]
+    assert merged["sampling"]["skipped_ranges"] == [skipped.skipped.model_dump()]
+    assert merged["sampling"]["frames_analysed"] == len(merged["results"])
+    with pytest.raises(PoisonInput, match="no range of the video could be decoded: bad range"):
+        pipeline_service.merge_segments("yolo", options, [skipped.to_bytes()])

@@ -10,7 +10,7 @@ from videojobs.common.pipelines import PIPELINES, Stage, get_pipeline
 def test_defaults_are_documented_values():
     opts = AnalysisOptions.parse({})
     assert opts.to_dict() == {"sample_fps": 1.0, "max_frames": 0, "min_confidence": 0.25, "classes": [],
-                              "ocr_lang": "eng", "imgsz": 640, "min_text_confidence": 0.6}
+                              "ocr_lang": "eng", "imgsz": 640, "min_text_confidence": 0.6, "on_bad_frames": "fail"}
 
 
 def test_form_strings_are_parsed():
@@ -65,3 +65,10 @@ def test_pipeline_registry():
         get_pipeline("sam2")
     assert err.value.violations[0].field == "pipeline_id"
     assert set(PIPELINES) == {"yolo_ocr", "yolo", "ocr"}
+
+
+def test_on_bad_frames_is_fail_or_skip():
+    assert AnalysisOptions.parse({"on_bad_frames": "skip"}).on_bad_frames == "skip"
+    with pytest.raises(InvalidOptions) as err:
+        AnalysisOptions.parse({"on_bad_frames": "ignore"})
+    assert err.value.violations[0].field == "on_bad_frames"

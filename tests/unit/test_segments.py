@@ -283,6 +283,28 @@ def test_a_short_segment_outage_is_survived_and_the_job_completes(env):
     assert [s.crashes for s in env.repo.segments(job_id)] == [0, 0, 0, 0]
 
 
+def test_with_on_bad_frames_skip_a_poison_segment_is_left_out_listed_and_the_job_completes(env):
+    job_id = env.submit(on_bad_frames="skip")
+    env.analyzer.raise_error = PoisonInput("frame 210 cannot be decoded")
+    env.analyzer.fail_sample = 7  # in segment 1 (samples 5..9, frames 150..270)
+    env.drain(env.worker())
+    job, doc = _results(env, job_id)
+    assert job.status is JobStatus.COMPLETED and job.segments_done == 4
+    assert doc["sampling"]["skipped_ranges"] == [
+        {"first_frame": 150, "last_frame": 270, "frames": 5, "reason": "frame 210 cannot be decoded"}]
+    assert [f["frame_index"] for f in doc["results"]] == [30 * k for k in range(20) if not 5 <= k < 10]
+    assert env.queue.size() == 0 and not any(env.storage.exists(segment_key(job_id, i)) for i in range(4))
+
+
+def test_on_bad_frames_skip_does_not_hide_errors_that_are_not_the_videos(env):
+    job_id = env.submit(on_bad_frames="skip")
+    env.analyzer.raise_error = RuntimeError("bug")
+    env.analyzer.fail_sample = 7
+    env.drain(env.worker())
+    job = env.repo.get(job_id)
+    assert job.status is JobStatus.FAILED and "frames 150..270 (segment 1)" in job.error_message
+
+
 def test_cancel_stops_every_segment(env):
     job_id = env.submit()
     w = env.worker()

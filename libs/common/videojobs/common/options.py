@@ -11,7 +11,7 @@ conversion all derive from them (the proto message mirrors the field names).
 from __future__ import annotations
 
 import argparse
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
@@ -52,6 +52,11 @@ class AnalysisOptions(BaseModel):
         0.6, ge=0.0, le=1.0,
         description="OCR lines whose mean word confidence (0..1) is below this are dropped, as are lines "
                     "with no letter or digit.")
+    on_bad_frames: Literal["fail", "skip"] = Field(
+        "fail",
+        description="A range of a long video (one segment) that cannot be decoded: fail the job (fail), or "
+                    "leave the range out, list it in the results' sampling.skipped_ranges and complete (skip). "
+                    "A video analysed in one pass fails either way.")
 
     @field_validator("sample_fps")
     @classmethod

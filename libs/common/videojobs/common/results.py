@@ -88,6 +88,15 @@ class VideoMetadata(_Part):
     container: str = Field("", description="Container format id, e.g. iso-bmff, matroska, webm, avi.")
 
 
+class SkippedRange(_Part):
+    """Frames left out because they could not be decoded (``on_bad_frames=skip``)."""
+
+    first_frame: int = Field(description="Video frame index of the first sampled frame left out.")
+    last_frame: int = Field(description="Video frame index of the last sampled frame left out.")
+    frames: int = Field(description="Sampled frames left out.")
+    reason: str
+
+
 class Sampling(_Part):
     """Which frames were analysed."""
 
@@ -103,6 +112,8 @@ class Sampling(_Part):
                                          "the results are the same as one pass.")
     segmentation_note: Optional[str] = Field(
         None, description="Why a job long enough to be split was analysed in one pass (e.g. no exact seeking).")
+    skipped_ranges: Optional[list[SkippedRange]] = Field(
+        None, description="Ranges that could not be decoded and were left out (on_bad_frames=skip); unset when none.")
 
 
 class BackendChoice(_Part):

@@ -15,6 +15,8 @@ State machine of a segment (the entity owns it):
     split                   -> PENDING
     a worker takes it       PENDING -> RUNNING (or a retake of a RUNNING one whose lease ran out)
     its output is stored    RUNNING -> DONE (final)
+    its range is undecodable RUNNING -> DONE with a ``SkippedSegment`` as output, when the
+                            job's on_bad_frames is skip (else the job FAILS with the range)
     the worker stops        RUNNING -> PENDING (hand-back, not a crash)
 """
 
@@ -25,8 +27,11 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pydantic import BaseModel, ConfigDict
+
 from videojobs.common.errors import IllegalTransition
 from videojobs.common.job import as_utc, utcnow
+from videojobs.common.results import SkippedRange
 
 # Queue messages of segments: "segment:<job_id>:<index>"; a plain job id is a job message.
 SEGMENT_MESSAGE_PREFIX = "segment:"
@@ -203,6 +208,25 @@ class Segment:
     def _require(self, expected: SegmentStatus, wanted: SegmentStatus) -> None:
         if self.status is not expected:
             raise IllegalTransition(self._name, self.status.value, wanted.value)
+
+
+class SkippedSegment(BaseModel):
+    """The output a segment leaves in place of frames when its range cannot be decoded and the
+    job's ``on_bad_frames`` is ``skip``: the merge lists it in ``sampling.skipped_ranges``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_sample: int
+    skipped: SkippedRange
+
+    @classmethod
+    def of(cls, segment: Segment, reason: str) -> "SkippedSegment":
+        return cls(first_sample=segment.first_sample, skipped=SkippedRange(
+            first_frame=segment.first_frame, last_frame=segment.last_frame, frames=segment.frames_total,
+            reason=reason))
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
 
 
 def build_segments(job_id: str, ranges: list[tuple[int, int]], frame_of) -> list[Segment]:

@@ -26,7 +26,7 @@ JOB_STATUS_FAILED: JobStatus
 JOB_STATUS_CANCELLED: JobStatus
 
 class AnalysisOptions(_message.Message):
-    __slots__ = ("sample_fps", "max_frames", "min_confidence", "classes", "ocr_lang", "imgsz", "min_text_confidence")
+    __slots__ = ("sample_fps", "max_frames", "min_confidence", "classes", "ocr_lang", "imgsz", "min_text_confidence", "on_bad_frames")
     SAMPLE_FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class AnalysisOptions(_message.Message):
     OCR_LANG_FIELD_NUMBER: _ClassVar[int]
     IMGSZ_FIELD_NUMBER: _ClassVar[int]
     MIN_TEXT_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    ON_BAD_FRAMES_FIELD_NUMBER: _ClassVar[int]
     sample_fps: float
     max_frames: int
     min_confidence: float
@@ -41,7 +42,8 @@ class AnalysisOptions(_message.Message):
     ocr_lang: str
     imgsz: int
     min_text_confidence: float
-    def __init__(self, sample_fps: _Optional[float] = ..., max_frames: _Optional[int] = ..., min_confidence: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., ocr_lang: _Optional[str] = ..., imgsz: _Optional[int] = ..., min_text_confidence: _Optional[float] = ...) -> None: ...
+    on_bad_frames: str
+    def __init__(self, sample_fps: _Optional[float] = ..., max_frames: _Optional[int] = ..., min_confidence: _Optional[float] = ..., classes: _Optional[_Iterable[str]] = ..., ocr_lang: _Optional[str] = ..., imgsz: _Optional[int] = ..., min_text_confidence: _Optional[float] = ..., on_bad_frames: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("pipeline_id", "options", "filename", "request_id", "callback_url")

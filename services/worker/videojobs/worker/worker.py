@@ -42,6 +42,7 @@ from videojobs.common.resources import WorkerCapabilities
 from videojobs.common.retry import Backoff
 from videojobs.common.segments import (
     Segment,
+    SkippedSegment,
     SegmentStatus,
     WorkItem,
     parse_message,
@@ -537,20 +538,19 @@ class JobWorker:
             return
         except Exception as exc:  # noqa: BLE001 -- poison range or pipeline error: the job fails with the range
             guard.stop()
-            if isinstance(exc, _POISON):
-                log.warning("job %s: segment %d: poison input: %s", job.job_id, segment.index, exc)
-                reason = exc.public_detail
-                failure = "poison_input"
-            else:
-                log.exception("job %s: segment %d: pipeline error", job.job_id, segment.index)
-                reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
-                    f"internal error during analysis ({type(exc).__name__}); the worker's logs have the detail")
-                failure = "analysis_error"
             if frames is not None:
                 frames.discard()
-            self._fail_job(job, f"{segment.frame_range} (segment {segment.index}): {reason}", message, failure,
-                           poison=failure == "poison_input")
-            return
+            if not (isinstance(exc, _POISON) and job.options.on_bad_frames == "skip"):
+                self._fail_segment(job, segment, message, exc)
+                return
+            # on_bad_frames=skip: the range is left out and listed in the results
+            log.warning("job %s: segment %d (%s) skipped: %s", job.job_id, segment.index, segment.frame_range, exc)
+            skipped = SkippedSegment.of(segment, exc.public_detail).to_bytes()
+            try:
+                self._in_place(job, guard, lambda: self._storage.save_bytes(skipped, segment.output_key))
+            except TemporaryFault as fault:
+                self._on_segment_fault(job, segment, guard, message, fault)
+                return
         guard.stop()
         if guard.cancelled or (not guard.lost and guard.check_cancelled()):
             self._drop_segment(job, guard, message, segment.output_key)
@@ -569,6 +569,20 @@ class JobWorker:
         log.info("job %s: segment %d DONE in %.1f s", job.job_id, segment.index, time.monotonic() - guard.started)
         self._queue.ack(message)
         self._merge_if_due(job)
+
+    def _fail_segment(self, job: Job, segment: Segment, message: str, exc: Exception) -> None:
+        """A poison range or a pipeline error: the whole job FAILED, naming the segment's range."""
+        if isinstance(exc, _POISON):
+            log.warning("job %s: segment %d: poison input: %s", job.job_id, segment.index, exc)
+            reason = exc.public_detail
+            failure = "poison_input"
+        else:
+            log.exception("job %s: segment %d: pipeline error", job.job_id, segment.index, exc_info=exc)
+            reason = exc.public_detail if isinstance(exc, VideoJobsError) else (
+                f"internal error during analysis ({type(exc).__name__}); the worker's logs have the detail")
+            failure = "analysis_error"
+        self._fail_job(job, f"{segment.frame_range} (segment {segment.index}): {reason}", message, failure,
+                       poison=failure == "poison_input")
 
     def _drop_segment(self, job: Job, guard: "_LeaseKeeper", message: str, key: str | None = None) -> None:
         """The job was cancelled, deleted or failed (another segment) while this segment ran: remove

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -12,7 +13,7 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from videojobs.common.errors import InvalidOptions, JobInterrupted
+from videojobs.common.errors import InvalidOptions, JobInterrupted, PoisonInput
 from videojobs.common.formats import SNIFF_BYTES, sniff
 from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
@@ -27,7 +28,7 @@ from videojobs.common.ports.analysis import (
     VideoAnalyzer,
 )
 from videojobs.common.results import Detection, FrameResult, ModelInfo, Provenance, ResultsDocument, VideoMetadata
-from videojobs.common.segments import split_samples
+from videojobs.common.segments import SkippedSegment, split_samples
 from videojobs.worker.metrics import observe_stage
 from videojobs.worker.pipeline import document as doc
 from videojobs.worker.pipeline.detector import Detector
@@ -205,8 +206,18 @@ class VideoFilePipelineService(VideoAnalyzer):
         """Concatenate the segments' frames in order (a frame seen twice counts once) and run the
         tracker over all of them, as one pass does batch after batch."""
         pipeline = get_pipeline(pipeline_id)
-        outputs = sorted((SegmentOutput.model_validate_json(p) for p in parts), key=lambda o: o.first_sample)
+        outputs: list[SegmentOutput] = []
+        skipped: list[SkippedSegment] = []
+        for part in parts:
+            raw = json.loads(part)
+            if "skipped" in raw:
+                skipped.append(SkippedSegment.model_validate(raw))
+            else:
+                outputs.append(SegmentOutput.model_validate(raw))
+        outputs.sort(key=lambda o: o.first_sample)
         if not outputs:
+            if skipped:
+                raise PoisonInput("no range of the video could be decoded: " + skipped[0].skipped.reason)
             raise ValueError("no segment outputs to merge")
         head = outputs[0]
         plan = SamplingPlan(head.frame_count, head.fps, options.sample_fps, options.max_frames)
@@ -233,7 +244,10 @@ class VideoFilePipelineService(VideoAnalyzer):
                 tracked.append(frame.model_copy(update={
                     "result": frame.result.model_copy(update={"detections": detections})}))
             frames = tracked
-        sampling = plan.sampling(len(frames)).model_copy(update={"segments": len({o.first_sample for o in outputs})})
+        ranges = [k.skipped for k in sorted(skipped, key=lambda k: k.first_sample)]
+        sampling = plan.sampling(len(frames)).model_copy(update={
+            "segments": len({o.first_sample for o in outputs} | {k.first_sample for k in skipped}),
+            "skipped_ranges": ranges or None})
         return ResultsDocument(
             pipeline_id=pipeline.pipeline_id,
             video=head.video,

@@ -5,13 +5,16 @@ frames through a small bounded queue, so memory stays flat whatever the video
 length, decoding overlaps analysis, and a decode that stalls (a hung network
 mount, a pathological file) is cut off by ``timeout`` instead of hanging the job.
 
-A file whose frames can be reached by seeking exactly (``seek_index``) is decoded
-from the keyframe before each planned frame when a keyframe lies ahead, instead of
-through every frame in between: at 1 sample per second of a clip with a keyframe
-every 12 frames, or of an intra-only one (MJPEG), that is a fraction of the decoding.
-That path uses PyAV, which wraps the same FFmpeg decoders as OpenCV, and converts to
-BGR the way OpenCV does (swscale, bicubic), so every frame's pixels equal those of a
-sequential OpenCV decode (tests/integration/test_segments_pipeline.py checks them).
+When sampling skips frames and the file's frames can be reached by seeking exactly
+(``seek_index``), only what the planned frames need is decoded: the decoder jumps to
+the keyframe before a planned frame whenever one lies ahead, and frames no other frame
+refers to (non-reference B-frames) are left undecoded unless planned. At 1 sample per
+second that decodes 1 frame of 30 of an intra-only file (MJPEG), about 6 of 30 with a
+keyframe every 12 frames, and half of the shared sample's (a keyframe every 250 frames,
+every other frame a non-reference B-frame). That path uses PyAV, which wraps the same
+FFmpeg decoders as OpenCV, and converts to BGR the way OpenCV does (swscale, bicubic),
+so every frame's pixels equal those of a sequential OpenCV decode
+(tests/integration/test_segments_pipeline.py checks them frame by frame).
 """
 
 from __future__ import annotations
@@ -54,9 +57,6 @@ MAX_FPS = 1000.0
 # shortfall is within this share of the announced frames (container frame counts of
 # some muxers are estimates); beyond it the file is reported truncated.
 TRUNCATION_TOLERANCE = 0.02
-# Skip ahead by keyframes only when that decodes at most this share of the frames a
-# sequential pass would (below it the two are close and the sequential path is the plainer).
-SKIP_WORTHWHILE = 0.75
 
 
 @dataclass(frozen=True)
@@ -297,22 +297,6 @@ class SeekIndex:
         at = bisect.bisect_right(self.keyframes, frame_index)
         return self.keyframes[at - 1] if at else 0
 
-    def frames_to_decode(self, targets: Iterator[int]) -> tuple[int, int]:
-        """Frames decoded to reach `targets` (ascending) sequentially from the first one's
-        keyframe, and jumping to each target's keyframe when one lies ahead: (sequential, skipping)."""
-        start = position = None
-        skipping = 0
-        last = -1
-        for target in targets:
-            key = self.keyframe_at_or_before(target)
-            if position is None or key > position:
-                position = key
-                start = key if start is None else start
-            skipping += target - position + 1
-            position = last = target
-            position += 1
-        return (0, 0) if start is None else (last - start + 1, skipping)
-
 
 def seek_index(path: Path) -> SeekIndex:
     """Read the packets of `path` without decoding them (OpenCV's raw mode: timestamps and key
@@ -376,7 +360,7 @@ class FrameReader:
         self._thread: Optional[threading.Thread] = None
         self.decode_seconds = 0.0  # time the decoder thread spent in OpenCV
         self.frames_decoded = 0  # frames the decoder produced (sampled or not)
-        self.skipped_ahead = False  # whether the keyframe-seeking path decoded this file
+        self.selective = False  # whether only what the plan needs was decoded (PyAV, by keyframes)
 
     # -- public ---------------------------------------------------------------------
     def open(self) -> VideoInfo:
@@ -489,27 +473,20 @@ class FrameReader:
                 return
             first, end = self._range
             targets = (plan.index(k) for k in range(first, end))
-            if self._seek is not None and self._worth_skipping(plan, first, end):
+            if self._seek is not None and (first > 0 or not plan.every_frame):
                 cap.release()
                 cap = None
-                self.skipped_ahead = True
+                self.selective = True
                 self._decode_skipping(targets, plan, info, self._seek)
             else:
                 self._decode(cap, targets, plan, info)
+        except NotAVideo as exc:
+            self._put(exc)
         except Exception as exc:  # reported to the consumer, never lost in the thread
             self._put(NotAVideo(f"decoding failed: {type(exc).__name__}"))
         finally:
             if cap is not None:
                 cap.release()
-
-    def _worth_skipping(self, plan: SamplingPlan, first: int, end: int) -> bool:
-        assert self._seek is not None
-        if first > 0:
-            return True  # a segment: never decode the frames before it
-        if plan.every_frame:
-            return False
-        sequential, skipping = self._seek.frames_to_decode(plan.index(k) for k in range(first, end))
-        return skipping <= SKIP_WORTHWHILE * sequential
 
     def _decode(self, cap: "cv2.VideoCapture", targets: Iterator[int], plan: SamplingPlan, info: VideoInfo) -> None:
         """Every frame from the first, in order, with OpenCV; only the planned ones are converted."""
@@ -534,12 +511,15 @@ class FrameReader:
         self._put(_END)
 
     def _decode_skipping(self, targets: Iterator[int], plan: SamplingPlan, info: VideoInfo, index: SeekIndex) -> None:
-        """The planned frames with PyAV, jumping to the keyframe before a wanted frame whenever one
-        lies ahead of the decoder (on an intra-only stream: to the frame itself)."""
+        """The planned frames with PyAV: jump to the keyframe before a wanted frame whenever one lies
+        ahead of the decoder (on an intra-only stream: to the frame itself), and let the decoder drop
+        frames that nothing refers to unless they are planned."""
+        first, end = self._range
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame and slice threads, as OpenCV's decoder uses
             stream.thread_count = self.threads
+            codec = stream.codec_context
             origin = stream.start_time or 0
             tick = stream.time_base
             fps = Fraction(info.fps).limit_denominator(1_000_000)
@@ -547,10 +527,17 @@ class FrameReader:
             def frame_at(pts: int) -> int:
                 return math.floor((pts - origin) * tick * fps + Fraction(1, 2))
 
+            def planned(frame_index: int) -> bool:
+                k = round(frame_index / plan.step)
+                return any(first <= j < end and plan.index(j) == frame_index for j in (k - 1, k, k + 1))
+
             def decoded(key: int) -> Iterator[tuple[int, "av.VideoFrame"]]:
                 if key > 0:
                     container.seek(origin + math.floor(key / fps / tick), stream=stream, backward=True)
                 for packet in container.demux(stream):
+                    # A non-reference frame changes no other frame: decoding it is needed only if planned.
+                    wanted = packet.pts is None or planned(frame_at(packet.pts))
+                    codec.skip_frame = "DEFAULT" if wanted else "NONREF"
                     try:
                         frames = packet.decode()
                     except av.error.InvalidDataError:
