@@ -7,6 +7,8 @@
     letterbox, conf 0.25), and full-frame ``pytesseract.image_to_data`` with defaults.
 (b) ``VideoFilePipelineService.run_on_file("yolo_ocr", ...)`` built from the default
     settings (detector backend ``auto``, inference threads from the usable cores).
+    Where the runtime's default precision is not f32 (OpenVINO on CPUs with AMX runs bf16),
+    (b) runs again with ``VIDEOJOBS_DETECTOR_PRECISION=f32``: speed and agreement of both.
 (c) what an expert does with Ultralytics alone, detection only:
     ``YOLO(<its OpenVINO export at the video's letterbox shape>).predict(source=video,
     vid_stride=k, stream=True)``, against the ``yolo`` pipeline on the same frames
@@ -314,12 +316,12 @@ def median_run(runs: list[dict]) -> dict:
     return mid
 
 
-def build_service(model: str, cache: Path):
+def build_service(model: str, cache: Path, precision: str = "auto"):
     """The pipeline as the worker builds it from its settings (defaults: auto backend, threads from the cores)."""
     from videojobs.common.config import load_settings
     from videojobs.worker.bootstrap import build_analyzer
 
-    return build_analyzer(load_settings(model=model, model_cache_dir=cache))
+    return build_analyzer(load_settings(model=model, model_cache_dir=cache, detector_precision=precision))
 
 
 # -- agreement --------------------------------------------------------------------------------
@@ -457,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in clips_in.items():
             run_pipeline(service, path, args.sample_fps, 2)
             prepare[name] = round(service.last_timings.get("detector_prepare", 0.0), 2)
+        # Where the runtime's default precision is not f32 (OpenVINO on AMX CPUs: bf16), (b) also
+        # runs with VIDEOJOBS_DETECTOR_PRECISION=f32: what exact agreement costs.
+        service_f32 = None
+        if run_pipeline(service, args.sample, args.sample_fps, 1)["model"]["precision"] != "f32":
+            service_f32 = build_service(args.model, cache, precision="f32")
+            for path in clips_in.values():
+                run_pipeline(service_f32, path, args.sample_fps, 2)
 
         kinds = list(BASELINES) if args.baseline == "both" else [args.baseline]
         clips = {}
@@ -499,6 +508,18 @@ def main(argv: list[str] | None = None) -> int:
                     "a_runs_s": a["runs"],
                     "ratio_b_over_a": round(b_fps / a_fps, 2),
                     "agreement": agreement(a, b),
+                }
+            if service_f32 is not None:
+                f32 = median_run([run_pipeline(service_f32, path, args.sample_fps, args.max_frames)
+                                  for _ in range(args.repeat)])
+                f32_fps = len(f32["frames"]) / f32["seconds"]
+                clip["b_f32"] = {
+                    "frames_per_s": round(f32_fps, 2),
+                    "runs_s": f32["runs"],
+                    "stage_ms_per_frame": {k: round(f32["timings"][k] * 1000 / n, 2)
+                                           for k in ("decode", "detect", "ocr")},
+                    "baselines": {kind: {"ratio_b_over_a": round(f32_fps / (len(a["frames"]) / a["seconds"]), 2),
+                                         "agreement": agreement(a, f32)} for kind, a in baselines.items()},
                 }
             clip["ocr_engine_parity"] = ocr_engine_parity(path, b, args.sample_fps, args.max_frames)
             clip["yolo_vs_expert"] = yolo_vs_expert(service, path, args, tmp)
@@ -603,6 +624,15 @@ def print_summary(r: dict) -> None:
             print(f"    OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
                   f" agreement={ag['ocr_word_agreement']:.4f}; frames with the same words "
                   f"{ag['ocr_frames_same_words']}/{ag['frames_compared']}")
+        if "b_f32" in c:
+            f = c["b_f32"]
+            for kind, v in f["baselines"].items():
+                ag = v["agreement"]
+                print(f"  b with VIDEOJOBS_DETECTOR_PRECISION=f32: {f['frames_per_s']:.2f} frames/s (runs {f['runs_s']} s), "
+                      f"stages {f['stage_ms_per_frame']}; b/a = {v['ratio_b_over_a']:.2f}x; detections a="
+                      f"{ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']} "
+                      f"agreement={ag['detection_agreement']:.4f}; OCR words matched {ag['ocr_words_matched']}"
+                      f"/{ag['ocr_words_a']}")
         p = c["ocr_engine_parity"]
         print(f"  OCR engine parity (pytesseract on the same decoded pixels, no JPEG): words "
               f"{p['words_pytesseract_raw_frame']} vs pipeline {p['words_pipeline']}, matched {p['words_matched']}; "

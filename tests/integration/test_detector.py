@@ -180,3 +180,27 @@ def test_two_workers_exporting_the_same_shape_at_once_leave_one_valid_model(mode
     compiled = ov.Core().compile_model(str(next(folders[0].glob("*.xml"))), "CPU")
     assert list(compiled.input(0).shape) == [1, 3, 384, 640]
     assert list(compiled.output(0).shape) == [1, 84, 5040]
+
+
+def test_f32_precision_is_f32_on_every_cpu_and_auto_is_the_runtimes_default(model_path, auto_cache, frame):
+    import openvino as ov
+
+    default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    auto = Detector(str(model_path), auto_cache, "openvino", threads=1).prepare(frame.shape[:2], 640)
+    f32 = Detector(str(model_path), auto_cache, "openvino", threads=1, precision="f32")
+    assert auto["precision"] in str(default).lower().replace("bfloat16", "bf16").replace("float32", "f32")
+    assert f32.prepare(frame.shape[:2], 640)["precision"] == "f32"
+    expected = Detector(str(model_path), auto_cache, "torch", threads=1).detect([frame], conf=0.25, imgsz=640)[0]
+    got = f32.detect([frame], conf=0.25, imgsz=640)[0]
+    assert len(got) == len(expected) and np.allclose(got, expected, atol=0.05)  # f32 both: the same boxes
+    with pytest.raises(DetectorUnavailable, match="detector_precision"):
+        Detector(str(model_path), auto_cache, "openvino", precision="f16")
+
+
+def test_openvino_threads_are_not_pinned_so_worker_processes_spread_over_the_cores(model_path, auto_cache, frame):
+    # Pinned, the 1-thread runtimes of two worker processes both ran on core 0 (each 2.3x slower).
+    detector = Detector(str(model_path), auto_cache, "openvino", threads=1)
+    detector.prepare(frame.shape[:2], 640)
+    runtime = detector._session(detector.input_shape(frame.shape[:2], 640)).runtime
+    assert runtime.compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert runtime.compiled.get_property("INFERENCE_NUM_THREADS") == 1

@@ -55,6 +55,7 @@ def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
         model=settings.model,
         model_cache_dir=settings.model_cache_dir,
         detector_backend=settings.detector_backend,
+        detector_precision=settings.detector_precision,
         # Worker threads of one process share its cores.
         inference_threads=max(1, settings.effective_inference_threads // settings.worker_threads),
         decode_timeout_seconds=settings.decode_timeout_seconds,

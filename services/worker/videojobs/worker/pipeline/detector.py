@@ -42,6 +42,7 @@ from videojobs.worker.pipeline.errors import DetectorUnavailable
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", *runtimes.RUNTIMES)
+PRECISIONS = ("auto", "f32")  # auto: the runtime's CPU default (OpenVINO: bf16 with AMX)
 AUTO_RULE = "fastest median forward at the input shape (2 warm-up + 5 timed, batch 1)"
 NMS_IOU = 0.7  # Ultralytics' predict defaults
 MAX_DET = 300
@@ -140,9 +141,13 @@ class Detector:
     confidence (descending) then position, so the order is reproducible.
     """
 
-    def __init__(self, model: str, cache_dir: Path, backend: str = "auto", threads: int = 1) -> None:
+    def __init__(self, model: str, cache_dir: Path, backend: str = "auto", threads: int = 1,
+                 precision: str = "auto") -> None:
         if backend not in BACKENDS:
             raise DetectorUnavailable(f"detector_backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise DetectorUnavailable(f"detector_precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.model_spec = model
         self.cache_dir = Path(cache_dir)
         self.backend = backend
@@ -285,7 +290,8 @@ class Detector:
         if not available:
             raise DetectorUnavailable("no inference runtime is installed (openvino, onnxruntime or torch)")
         ref = self.load()
-        record_name = f"{Path(ref.load_path).stem}-{ref.sha256[:16]}-{shape[0]}x{shape[1]}-t{self.threads}-auto.json"
+        record_name = (f"{Path(ref.load_path).stem}-{ref.sha256[:16]}-{shape[0]}x{shape[1]}-t{self.threads}"
+                       f"{'' if self.precision == 'auto' else '-' + self.precision}-auto.json")
         record_file = self.cache_dir / record_name
         if record_file.is_file():
             choice = _read_json(record_file)
@@ -334,7 +340,7 @@ class Detector:
             if model_file.is_dir():
                 model_file = next(model_file.glob("*.xml"))
             if name == "openvino":
-                return runtimes.OpenVinoRuntime(model_file, self.threads)
+                return runtimes.OpenVinoRuntime(model_file, self.threads, self.precision)
             return runtimes.OnnxRuntime(model_file, self.threads)
         except DetectorUnavailable:
             raise

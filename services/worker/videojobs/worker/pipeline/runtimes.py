@@ -96,20 +96,26 @@ def runtime_available(name: str) -> bool:
 class OpenVinoRuntime:
     """An OpenVINO model (IR ``.xml`` or ``.onnx``) compiled for the CPU, latency mode.
 
-    The precision is the CPU plugin's default, as Ultralytics' own OpenVINO backend
-    leaves it (bf16 on CPUs with AMX, f32 elsewhere); it is recorded in provenance.
+    The precision is the CPU plugin's default with ``precision="auto"``, as Ultralytics' own
+    OpenVINO backend leaves it (bf16 on CPUs with AMX, f32 elsewhere), or ``f32`` when asked
+    for; it is recorded in provenance.
     """
 
     name = "openvino"
 
-    def __init__(self, model_file: Path, threads: int) -> None:
+    def __init__(self, model_file: Path, threads: int, precision: str = "auto") -> None:
         import openvino as ov
 
         core = ov.Core()
         model = core.read_model(str(model_file))
-        self.compiled = core.compile_model(
-            model, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads)}
-        )
+        # No CPU pinning: OpenVINO pins its inference threads to the first cores, so the 1-thread
+        # runtimes of two worker processes on one machine would share core 0 (each 2.3x slower,
+        # measured) while the other core idled; the OS scheduler spreads them instead.
+        config: dict = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads),
+                        "ENABLE_CPU_PINNING": False}
+        if precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = precision
+        self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))

@@ -114,9 +114,11 @@ class VideoFilePipelineService(VideoAnalyzer):
         batch_size: int = DEFAULT_BATCH_SIZE,
         tessdata_dir: Optional[str] = None,
         decode_threads: int = 0,
+        detector_precision: str = "auto",
     ) -> None:
         quiet_third_party()
-        self.detector = Detector(model, Path(model_cache_dir), detector_backend, inference_threads)
+        self.detector = Detector(model, Path(model_cache_dir), detector_backend, inference_threads,
+                                 precision=detector_precision)
         self.decode_threads = max(0, int(decode_threads))  # FFmpeg decoder threads; 0: its default
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
