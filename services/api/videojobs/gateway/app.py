@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, AsyncIterator, BinaryIO, Optional
+import functools
+from typing import Any, AsyncIterator, BinaryIO, Iterator, Optional
 
 import anyio
 import grpc
@@ -98,9 +99,13 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
             options=[("grpc.max_receive_message_length", MAX_IMAGE_MESSAGE_BYTES)])
         state["stub"] = jobs_pb2_grpc.JobServiceStub(channel)
         state["health"] = health_pb2_grpc.HealthStub(channel)
+        # Uploads go through the synchronous client (see _forward_upload).
+        upload_channel = grpc.insecure_channel(api_target)
+        state["upload_stub"] = jobs_pb2_grpc.JobServiceStub(tracing.traced_channel(upload_channel))
         try:
             yield
         finally:
+            upload_channel.close()
             await channel.close()
 
     app = FastAPIOffline(
@@ -154,7 +159,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                 video = spool.finish()
                 spec = _job_spec(spool.fields, spool.filename or "")
                 spec.request_id = idempotency_key or ""
-                response = await _forward_upload(state["stub"], spec, video, chunk_bytes, metadata)
+                response = await _forward_upload(state["upload_stub"], spec, video, chunk_bytes, metadata)
             finally:
                 spool.close()
         return response
@@ -329,11 +334,14 @@ def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
 
 async def _forward_upload(stub: jobs_pb2_grpc.JobServiceStub, spec: jobs_pb2.JobSpec, video: BinaryIO,
                           chunk_bytes: int, metadata: Metadata) -> jobs_pb2.SubmitResponse:
-    """Stream the spooled video to the api's Submit, spec first."""
+    """Stream the spooled video to the api's Submit, spec first, on the synchronous gRPC client in a
+    worker thread. grpc.aio's client turns a refusal that arrives while it is still writing (no key, no
+    free upload slot) into a bare INTERNAL ("Internal error from Core", a 502 here) about once in 50-500
+    uploads (the header fuzzer found it); the synchronous client reports the api's own answer."""
 
-    async def messages() -> AsyncIterator[jobs_pb2.SubmitRequest]:
+    def messages() -> Iterator[jobs_pb2.SubmitRequest]:
         yield jobs_pb2.SubmitRequest(spec=spec)
-        while chunk := await anyio.to_thread.run_sync(video.read, chunk_bytes):
+        while chunk := video.read(chunk_bytes):
             yield jobs_pb2.SubmitRequest(chunk=chunk)
 
-    return await stub.Submit(messages(), metadata=metadata)
+    return await anyio.to_thread.run_sync(functools.partial(stub.Submit, messages(), metadata=metadata))

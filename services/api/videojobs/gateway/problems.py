@@ -84,7 +84,7 @@ def domain_problem(exc: VideoJobsError, request: Request | None = None) -> JSONR
     return problem_response(exc.problem, exc.public_detail, request, exc.extensions())
 
 
-def rpc_problem(exc: grpc.aio.AioRpcError, request: Request | None = None) -> JSONResponse:
+def rpc_problem(exc: grpc.RpcError, request: Request | None = None) -> JSONResponse:
     """An error answer of the gRPC api, by its ErrorInfo reason; transport failures by code alone."""
     remote = remote_problem(exc)
     if remote is None:
@@ -125,8 +125,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _domain(request: Request, exc: VideoJobsError) -> JSONResponse:
         return domain_problem(exc, request)
 
-    @app.exception_handler(grpc.aio.AioRpcError)
-    async def _rpc(request: Request, exc: grpc.aio.AioRpcError) -> JSONResponse:
+    @app.exception_handler(grpc.RpcError)  # the async client's errors, and the synchronous one's (uploads)
+    async def _rpc(request: Request, exc: grpc.RpcError) -> JSONResponse:
         return rpc_problem(exc, request)
 
     @app.exception_handler(StarletteHTTPException)

@@ -128,6 +128,16 @@ def grpc_server_interceptors() -> list[Any]:
     return [server_interceptor()]
 
 
+def traced_channel(channel: Any) -> Any:
+    """A synchronous gRPC channel with client spans (itself when tracing is off)."""
+    if not _enabled:
+        return channel
+    from opentelemetry.instrumentation.grpc import client_interceptor
+    from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+    return intercept_channel(channel, client_interceptor())
+
+
 def grpc_aio_client_interceptors() -> list[Any]:
     if not _enabled:
         return []
