@@ -19,8 +19,10 @@ from tests.e2e.test_stack import PG, ROOT, SHARED_NATS, make_stack
 
 pytestmark = pytest.mark.e2e
 
-SEGMENT_FRAMES = 16
-OPTIONS = {"pipeline_id": "yolo", "sample_fps": 2}  # 80 sampled frames of the 40 s sample: 5 segments
+# 399 sampled frames of the 40 s sample: 5 segments, each long enough (1-2 s) to be caught part-way
+# (progress is written every 0.5 s) now that decoding skips what sampling skips.
+SEGMENT_FRAMES = 80
+OPTIONS = {"pipeline_id": "yolo", "sample_fps": 10}
 FAST_LEASES = dict(VIDEOJOBS_SEGMENT_FRAMES=SEGMENT_FRAMES, VIDEOJOBS_INFERENCE_THREADS=1,
                    VIDEOJOBS_ACK_WAIT_SECONDS=4, VIDEOJOBS_LEASE_SECONDS=4, VIDEOJOBS_HEARTBEAT_SECONDS=1,
                    VIDEOJOBS_FRAME_IMAGE_MAX_SIDE=0)
@@ -57,7 +59,7 @@ def model_cache(tmp_path_factory) -> str:
 def single_pass(model_cache) -> dict:
     """`videojobs analyze` on the same file, options and model."""
     run = subprocess.run([sys.executable, "-m", "videojobs.cli", "analyze", str(SAMPLE), "--pipeline", "yolo",
-                          "--sample-fps", "2", "--model", str(MODEL), "--no-progress"],
+                          "--sample-fps", str(OPTIONS["sample_fps"]), "--model", str(MODEL), "--no-progress"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
                               "VIDEOJOBS_MODEL_CACHE_DIR": model_cache})
