@@ -97,8 +97,28 @@ class JobFinished:
         }
 
 
+class FaultStreak:
+    """Temporary faults of a backing service (storage, database) in a row: counted apart from
+    attempts, and bounded in time by the fault window (see ``faulting_for``). Jobs and segments both
+    carry ``faults`` and ``faulting_since``."""
+
+    faults: int
+    faulting_since: datetime | None
+
+    def _count_fault(self, now: datetime) -> None:
+        self.faults += 1
+        if self.faulting_since is None:
+            self.faulting_since = now
+
+    def faulting_for(self, now: datetime | None = None) -> timedelta:
+        """How long the current streak of temporary faults has lasted (zero without one)."""
+        if self.faulting_since is None:
+            return timedelta(0)
+        return (now or utcnow()) - as_utc(self.faulting_since)
+
+
 @dataclass
-class Job:
+class Job(FaultStreak):
     job_id: str
     pipeline_id: str
     options: AnalysisOptions
@@ -310,15 +330,7 @@ class Job:
         """RUNNING -> PENDING because a backing service failed: one more fault in the current streak."""
         now = now or utcnow()
         self.release(now)
-        self.faults += 1
-        if self.faulting_since is None:
-            self.faulting_since = now
-
-    def faulting_for(self, now: datetime | None = None) -> timedelta:
-        """How long the current streak of temporary faults has lasted (zero without one)."""
-        if self.faulting_since is None:
-            return timedelta(0)
-        return (now or utcnow()) - as_utc(self.faulting_since)
+        self._count_fault(now)
 
     # -- helpers ---------------------------------------------------------------------
     def _fail(self, error_message: str, now: datetime | None) -> None:

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict
 
 from videojobs.common.errors import IllegalTransition
-from videojobs.common.job import as_utc, utcnow
+from videojobs.common.job import FaultStreak, as_utc, utcnow
 from videojobs.common.results import SkippedRange
 
 # Queue messages of segments: "segment:<job_id>:<index>"; a plain job id is a job message.
@@ -97,7 +97,7 @@ def split_samples(samples: int, segment_frames: int, align: int = 1) -> list[tup
 
 
 @dataclass
-class Segment:
+class Segment(FaultStreak):
     job_id: str
     index: int
     first_sample: int  # position in the job's sampling plan (0-based), inclusive
@@ -191,15 +191,7 @@ class Segment:
         """RUNNING -> PENDING because a backing service failed: one more fault in the current streak."""
         now = now or utcnow()
         self.release(now)
-        self.faults += 1
-        if self.faulting_since is None:
-            self.faulting_since = now
-
-    def faulting_for(self, now: datetime | None = None) -> timedelta:
-        """How long the current streak of temporary faults has lasted (zero without one)."""
-        if self.faulting_since is None:
-            return timedelta(0)
-        return (now or utcnow()) - as_utc(self.faulting_since)
+        self._count_fault(now)
 
     @property
     def _name(self) -> str:

@@ -31,7 +31,7 @@ from videojobs.common.errors import (
     TemporaryFault,
     VideoJobsError,
 )
-from videojobs.common.job import Job, JobStatus, output_key_for, utcnow
+from videojobs.common.job import FaultStreak, Job, JobStatus, output_key_for, utcnow
 from videojobs.common.observability import logs, tracing
 from videojobs.common.ports.analysis import VideoAnalyzer
 from videojobs.common.ports.capabilities import CapabilityStore
@@ -388,14 +388,20 @@ class JobWorker:
         if saved:
             self._queue.nak(job.job_id)
 
+    def _outlasted_window(self, streak: FaultStreak, exc: TemporaryFault) -> str | None:
+        """The failure reason once a job's or a segment's faults have lasted the fault window, else None."""
+        window = self._policy.fault_window
+        if streak.faulting_for() < window:
+            return None
+        minutes = window.total_seconds() / 60
+        return f"a backing service stayed unavailable for more than {minutes:g} minutes: {exc.public_detail}"
+
     def _on_temporary_fault(self, job: Job, guard: "_LeaseKeeper", exc: TemporaryFault) -> None:
         """Hand the job back for a later retry (not an attempt), or fail it once the faults outlast the window."""
         if guard.lost:
             return
-        window = self._policy.fault_window
-        if job.faulting_for() >= window:
-            minutes = window.total_seconds() / 60
-            reason = f"a backing service stayed unavailable for more than {minutes:g} minutes: {exc.public_detail}"
+        reason = self._outlasted_window(job, exc)
+        if reason is not None:
             log.warning("job %s: %s (%s)", job.job_id, reason, exc)
             self._finish(job, guard, lambda: job.fail(reason), failure="fault_window")
             return
@@ -530,7 +536,7 @@ class JobWorker:
             if guard.cancelled:
                 self._drop_segment(job, guard, message)
             else:
-                self._hand_back_segment(segment, guard, message, 0.0, "shutdown")
+                self._hand_back_segment(segment, guard, message, fault=False)
             return
         except TemporaryFault as exc:
             guard.stop()
@@ -603,30 +609,28 @@ class JobWorker:
         segment's faults outlast the window, as a job's do."""
         if guard.lost:
             return
-        window = self._policy.fault_window
-        if segment.faulting_for() >= window:
-            minutes = window.total_seconds() / 60
-            reason = f"a backing service stayed unavailable for more than {minutes:g} minutes: {exc.public_detail}"
+        reason = self._outlasted_window(segment, exc)
+        if reason is not None:
             log.warning("job %s: segment %d: %s (%s)", job.job_id, segment.index, reason, exc)
             self._fail_job(job, f"{segment.frame_range} (segment {segment.index}): {reason}", message,
                            "fault_window")
             return
         log.warning("job %s: segment %d: temporary fault %d: %s", job.job_id, segment.index, segment.faults + 1, exc)
-        self._hand_back_segment(segment, guard, message, 0.0, "fault")
+        self._hand_back_segment(segment, guard, message, fault=True)
 
-    def _hand_back_segment(self, segment: Segment, guard: "_LeaseKeeper", message: str, delay: float,
-                           why: str) -> None:
-        """RUNNING -> PENDING and the message back to the queue after `delay` (after a fault: the
-        backoff of the segment's fault streak)."""
+    def _hand_back_segment(self, segment: Segment, guard: "_LeaseKeeper", message: str, fault: bool) -> None:
+        """RUNNING -> PENDING and the message back to the queue: at once when the worker stops, after
+        the backoff of the segment's fault streak when a backing service failed (`fault`)."""
         if guard.lost:
             return
         attempt = segment.attempt
+        why = "fault" if fault else "shutdown"
         with guard.lock:
-            if why == "fault":
+            if fault:
                 segment.release_after_fault()
-                delay = self._policy.backoff.delay(segment.faults)
             else:
                 segment.release()
+        delay = self._policy.backoff.delay(segment.faults) if fault else 0.0
         try:
             saved = self._repo.save_segment(segment, SegmentStatus.RUNNING, attempt)
         except TemporaryFault:
