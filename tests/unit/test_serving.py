@@ -26,3 +26,24 @@ def test_http_connections_are_accepted_with_nodelay():
             return value
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_a_stop_signal_delivered_to_another_thread_still_stops_the_main_thread():
+    # The kernel may hand SIGTERM to any thread; an untimed wait in the main thread then slept through it
+    # (a worker ignored a rolling deploy's SIGTERM in the segments e2e test).
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import signal, threading, time
+        from videojobs.common.serving import stop_on_signals, wait_until_stopped
+        stop = stop_on_signals()
+        busy = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+        busy.start()
+        threading.Timer(0.3, signal.pthread_kill, (busy.ident, signal.SIGTERM)).start()
+        wait_until_stopped(stop)
+        print("stopped")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20)
+    assert run.returncode == 0 and run.stdout.strip() == "stopped", run.stderr

@@ -1,4 +1,4 @@
-"""Listening sockets for the composition roots: exclusive ports, clear failures.
+"""Listening sockets for the composition roots: exclusive ports, clear failures; and their stop signal.
 
 gRPC turns SO_REUSEPORT on by default, so a second server on the same port binds
 silently and the two share the traffic. Every server here turns it off and binds
@@ -8,7 +8,9 @@ with a readable message and a non-zero exit (``videojobs.cli`` prints it).
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 from concurrent import futures
 from typing import Any, Sequence
 
@@ -16,6 +18,22 @@ import grpc
 
 # Messages are at most one upload chunk plus framing; results pages stay far below.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets (call from the main thread)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def wait_until_stopped(stop: threading.Event, poll_seconds: float = 0.5) -> None:
+    """Block the main thread until `stop` is set, waking every `poll_seconds`. The kernel may deliver
+    a signal to any thread (an inference, decoder or gRPC one): CPython then only runs the handler when
+    the main thread wakes, and an untimed wait slept through a rolling deploy's SIGTERM."""
+    while not stop.wait(poll_seconds):
+        pass
 
 
 class PortInUse(Exception):

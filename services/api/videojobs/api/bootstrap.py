@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,7 +36,7 @@ from videojobs.common.outbox import OutboxRelay
 from videojobs.common.ports.jobs import AdmissionLimits, JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
-from videojobs.common.serving import bind_grpc, grpc_server
+from videojobs.common.serving import bind_grpc, grpc_server, stop_on_signals, wait_until_stopped
 from videojobs.common.scratch import prepare_scratch
 from videojobs.storage.factory import make_storage
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -154,11 +152,9 @@ def main(argv: list[str]) -> int:
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
     metrics.start()
     log.info("metrics on %s", metrics.url)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     api.start()
-    stop.wait()
+    wait_until_stopped(stop)
     api.stop()
     api.queue.close()
     metrics.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ from videojobs.common.ports.storage import StorageService
 from videojobs.common.scratch import prepare_scratch
 from videojobs.storage.factory import make_storage
 from videojobs.common.retry import Backoff
-from videojobs.common.serving import bind_grpc, grpc_server
+from videojobs.common.serving import bind_grpc, grpc_server, stop_on_signals, wait_until_stopped
 from videojobs.worker.worker import JobWorker, WorkerPolicy
 
 if TYPE_CHECKING:
@@ -132,14 +131,12 @@ def main(argv: list[str]) -> int:
     metrics = MetricsServer(settings.bind_host, settings.metrics_port)
     metrics.start()
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     workers = build_workers(settings, repo, queue, storage, stop)
     threads = start_threads(workers)
     log.info("worker started: %d thread(s) (%s), queue %s, metrics on %s", len(threads),
              ", ".join(w.worker_id for w in workers), settings.queue_url, metrics.url)
-    stop.wait()
+    wait_until_stopped(stop)
     log.info("stopping: finishing or handing back current jobs")
     for t in threads:
         t.join(timeout=60)
