@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -204,3 +205,25 @@ def test_openvino_threads_are_not_pinned_so_worker_processes_spread_over_the_cor
     runtime = detector._session(detector.input_shape(frame.shape[:2], 640)).runtime
     assert runtime.compiled.get_property("ENABLE_CPU_PINNING") is False
     assert runtime.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+
+
+def test_openvino_with_several_threads_runs_a_frame_per_stream_and_gives_the_same_output(model_path, auto_cache,
+                                                                                         sample_video):
+    # Threads run as one-thread streams (capped at the cores), the frames of a batch side by side; each frame's output
+    # is bit-identical to the 1-thread runtime's, in the batch's order.
+    frames = read_frames(sample_video, [0, 150, 300, 450, 600])
+    one = Detector(str(model_path), auto_cache, "openvino", threads=1)
+    two = Detector(str(model_path), auto_cache, "openvino", threads=2)
+    shape = one.input_shape(frames[0].shape[:2], 640)
+    runtime = two._session(shape).runtime
+    assert runtime.compiled.get_property("NUM_STREAMS") == runtime.streams == min(2, len(os.sched_getaffinity(0)))
+    assert runtime.compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert two.prepare(frames[0].shape[:2], 640)["threads"] == runtime.threads
+    batch = one.preprocess(frames, shape)
+    alone = one._session(shape).runtime(batch)
+    side_by_side = runtime(batch)
+    anchors = sum(shape[0] * shape[1] // (stride * stride) for stride in (8, 16, 32))
+    assert side_by_side.shape == alone.shape == (5, 84, anchors)
+    assert np.array_equal(side_by_side, alone)
+    assert not np.array_equal(side_by_side[0], side_by_side[1])  # distinct frames stay in their slots
+    assert np.array_equal(runtime(batch[2:3]), alone[2:3])  # a lone frame takes the single request

@@ -35,8 +35,8 @@ def test_usable_cores_from_affinity_quota_and_limit(affinity, cpu_max, limit, us
     assert usable_cpus(affinity, cpu_max, limit) == usable
 
 
-def test_inference_threads_leave_a_core_for_decode_and_ocr():
-    assert [default_inference_threads(n) for n in (1, 2, 3, 8)] == [1, 1, 2, 7]
+def test_inference_threads_default_to_the_usable_cores():
+    assert [default_inference_threads(n) for n in (0, 1, 2, 3, 8)] == [1, 1, 2, 3, 8]
     assert Settings(inference_threads=5).effective_inference_threads == 5  # explicit wins
     assert Settings(cpu_limit=1).effective_inference_threads == 1
     assert Settings().effective_inference_threads == default_inference_threads(usable_cpus())

@@ -128,8 +128,8 @@ class Settings(BaseSettings):
     # f32 elsewhere, as Ultralytics' own OpenVINO backend runs); "f32" everywhere gives the same
     # detections on every CPU kind, at about 2.7x the forward time on an AMX CPU.
     detector_precision: str = Field(default="auto", pattern=r"^(auto|f32)$")
-    # Threads of the detector's runtime; 0: the usable cores (CPU affinity, cgroup quota,
-    # cpu_limit) minus one for the decoder and OCR threads, at least 1. When set, it also
+    # Threads of the detector's runtime (OpenVINO: one-thread streams, a frame each); 0: the
+    # usable cores (CPU affinity, cgroup quota, cpu_limit). When set, it also
     # bounds the FFmpeg decoder's threads (several worker processes sharing a machine, e.g.
     # 1 per process on 2 cores); unset, the decoder keeps FFmpeg's default.
     inference_threads: int = Field(default=0, ge=0)
@@ -183,7 +183,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_inference_threads(self) -> int:
-        """`inference_threads`, or the usable cores minus one for decode and OCR (at least 1)."""
+        """`inference_threads`, or the usable cores (see ``cpus.default_inference_threads``)."""
         if self.inference_threads:
             return self.inference_threads
         from videojobs.common.cpus import default_inference_threads, usable_cpus
