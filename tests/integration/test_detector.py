@@ -227,3 +227,14 @@ def test_openvino_with_several_threads_runs_a_frame_per_stream_and_gives_the_sam
     assert np.array_equal(side_by_side, alone)
     assert not np.array_equal(side_by_side[0], side_by_side[1])  # distinct frames stay in their slots
     assert np.array_equal(runtime(batch[2:3]), alone[2:3])  # a lone frame takes the single request
+    # detect() hands each frame over as soon as it is letterboxed: the same detections as one thread
+    assert all(np.array_equal(a, b) for a, b in zip(two.detect(frames, 0.25, 640), one.detect(frames, 0.25, 640)))
+
+    def failing():
+        yield batch[0:1]
+        yield batch[1:2]
+        raise RuntimeError("a frame could not be prepared")
+
+    with pytest.raises(RuntimeError):
+        runtime.run_frames(failing())
+    assert np.array_equal(runtime(batch), alone)  # nothing in flight from the failed call lands here

@@ -372,8 +372,11 @@ class Detector:
             return []
         self.load()
         shape = self.input_shape(frames[0].shape[:2], imgsz)
-        session = self._session(shape)
-        raw = session.runtime(self.preprocess(frames, shape))
+        runtime = self._session(shape).runtime
+        if getattr(runtime, "streams", 1) > 1:  # each frame goes in as soon as it is letterboxed
+            raw = runtime.run_frames(self.preprocess([frame], shape) for frame in frames)
+        else:
+            raw = runtime(self.preprocess(frames, shape))
         preds = nms.non_max_suppression(torch.from_numpy(raw), conf, NMS_IOU, classes, False, max_det=MAX_DET)
         out = []
         for pred, frame in zip(preds, frames):

@@ -23,7 +23,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -147,10 +147,20 @@ class OpenVinoRuntime:
                 self.request.infer({0: batch[i:i + 1]})
                 outs.append(self.request.get_output_tensor(0).data.copy())
             return np.concatenate(outs)
-        self._outputs = [None] * len(batch)
-        for i in range(len(batch)):
-            self._queue.start_async({0: batch[i:i + 1]}, i)
-        self._queue.wait_all()
+        return self.run_frames(batch[i:i + 1] for i in range(len(batch)))
+
+    def run_frames(self, tensors: Iterable[np.ndarray]) -> np.ndarray:
+        """Forward each ``(1, 3, h, w)`` tensor as it comes: the next one is prepared (by the
+        caller's generator) while the streams work on those before it."""
+        if self._queue is None:
+            return self(np.concatenate(list(tensors)))
+        self._outputs = []
+        try:
+            for i, tensor in enumerate(tensors):
+                self._outputs.append(None)
+                self._queue.start_async({0: tensor}, i)  # waits for an idle stream
+        finally:
+            self._queue.wait_all()  # nothing in flight outlives the call, even if a tensor failed
         return np.concatenate(self._outputs)
 
 
