@@ -372,11 +372,8 @@ class Detector:
             return []
         self.load()
         shape = self.input_shape(frames[0].shape[:2], imgsz)
-        runtime = self._session(shape).runtime
-        if getattr(runtime, "streams", 1) > 1:  # each frame goes in as soon as it is letterboxed
-            raw = runtime.run_frames(self.preprocess([frame], shape) for frame in frames)
-        else:
-            raw = runtime(self.preprocess(frames, shape))
+        # Each frame goes in as soon as it is letterboxed (OpenVINO streams start on it at once).
+        raw = self._session(shape).runtime.run_frames(self.preprocess([frame], shape) for frame in frames)
         preds = nms.non_max_suppression(torch.from_numpy(raw), conf, NMS_IOU, classes, False, max_det=MAX_DET)
         out = []
         for pred, frame in zip(preds, frames):

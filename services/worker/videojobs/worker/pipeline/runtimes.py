@@ -93,7 +93,18 @@ def runtime_available(name: str) -> bool:
 
 
 # -- runtimes --------------------------------------------------------------------------------
-class OpenVinoRuntime:
+class _Runtime:
+    """What every runtime offers: ``runtime(batch)`` and ``run_frames(tensors)``."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run_frames(self, tensors: Iterable[np.ndarray]) -> np.ndarray:
+        """Forward ``(1, 3, h, w)`` tensors given one by one; by default as one batch."""
+        return self(np.concatenate(list(tensors)))
+
+
+class OpenVinoRuntime(_Runtime):
     """An OpenVINO model (IR ``.xml`` or ``.onnx``) compiled for the CPU.
 
     With ``threads`` > 1 the model runs as that many streams of one thread each, and the
@@ -141,19 +152,17 @@ class OpenVinoRuntime:
         self._outputs[slot] = request.get_output_tensor(0).data.copy()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        if self._queue is None or len(batch) == 1:  # exported with batch 1: one frame per request
-            outs = []
-            for i in range(len(batch)):
-                self.request.infer({0: batch[i:i + 1]})
-                outs.append(self.request.get_output_tensor(0).data.copy())
-            return np.concatenate(outs)
-        return self.run_frames(batch[i:i + 1] for i in range(len(batch)))
+        return self.run_frames(batch[i:i + 1] for i in range(len(batch)))  # exported with batch 1
 
     def run_frames(self, tensors: Iterable[np.ndarray]) -> np.ndarray:
-        """Forward each ``(1, 3, h, w)`` tensor as it comes: the next one is prepared (by the
-        caller's generator) while the streams work on those before it."""
+        """Forward each ``(1, 3, h, w)`` tensor as it comes: with streams, the next one is
+        prepared (by the caller's generator) while the streams work on those before it."""
         if self._queue is None:
-            return self(np.concatenate(list(tensors)))
+            outs = []
+            for tensor in tensors:
+                self.request.infer({0: tensor})
+                outs.append(self.request.get_output_tensor(0).data.copy())
+            return np.concatenate(outs)
         self._outputs = []
         try:
             for i, tensor in enumerate(tensors):
@@ -164,7 +173,7 @@ class OpenVinoRuntime:
         return np.concatenate(self._outputs)
 
 
-class OnnxRuntime:
+class OnnxRuntime(_Runtime):
     """An ONNX file on ONNX Runtime's CPU provider."""
 
     name = "onnxruntime"
@@ -190,7 +199,7 @@ class OnnxRuntime:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-class TorchRuntime:
+class TorchRuntime(_Runtime):
     """The checkpoint's own PyTorch module (any input shape, no export).
 
     ``torch.set_num_threads`` is process-wide; the worker runs one detector per process.
