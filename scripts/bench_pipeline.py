@@ -7,7 +7,7 @@
     letterbox, conf 0.25), and full-frame ``pytesseract.image_to_data`` with defaults.
 (b) ``VideoFilePipelineService.run_on_file("yolo_ocr", ...)`` built from the default
     settings (detector backend ``auto``, inference threads from the usable cores).
-    Where the runtime's default precision is not f32 (OpenVINO on CPUs with AMX runs bf16),
+    Where the runtime's default precision is not f32 (OpenVINO runs bf16 on CPUs with AMX or AVX-512 BF16),
     (b) runs again with ``VIDEOJOBS_DETECTOR_PRECISION=f32``: speed and agreement of both.
 (c) what an expert does with Ultralytics alone, detection only:
     ``YOLO(<its OpenVINO export at the video's letterbox shape>).predict(source=video,
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in clips_in.items():
             run_pipeline(service, path, args.sample_fps, 2)
             prepare[name] = round(service.last_timings.get("detector_prepare", 0.0), 2)
-        # Where the runtime's default precision is not f32 (OpenVINO on AMX CPUs: bf16), (b) also
+        # Where the runtime's default precision is not f32 (OpenVINO with AMX or AVX-512 BF16: bf16), (b) also
         # runs with VIDEOJOBS_DETECTOR_PRECISION=f32: what exact agreement costs.
         service_f32 = None
         if run_pipeline(service, args.sample, args.sample_fps, 1)["model"]["precision"] != "f32":

@@ -238,3 +238,12 @@ def test_openvino_with_several_threads_runs_a_frame_per_stream_and_gives_the_sam
     with pytest.raises(RuntimeError):
         runtime.run_frames(failing())
     assert np.array_equal(runtime(batch), alone)  # nothing in flight from the failed call lands here
+
+    # Two calls in flight at once (the pipeline hands over a batch before finishing the last) each get
+    # their own outputs, whichever is collected first; a discarded call gives its requests back.
+    first = runtime.submit(batch[i:i + 1] for i in range(3))
+    second = runtime.submit(batch[i:i + 1] for i in range(3, 5))
+    assert np.array_equal(second.result(), alone[3:5]) and np.array_equal(first.result(), alone[:3])
+    pooled = len(runtime._idle)
+    runtime.submit(batch[i:i + 1] for i in range(5)).discard()
+    assert len(runtime._idle) == pooled and np.array_equal(runtime(batch), alone)

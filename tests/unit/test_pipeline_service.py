@@ -20,6 +20,7 @@ class FakeDetector:
 
     def __init__(self):
         self.calls = []
+        self.events = []  # ("submit" | "result" | "discard", the batch's number)
 
     def load(self):
         return ModelRef("fake.onnx", "0" * 64, "onnx", "fake.onnx")
@@ -37,6 +38,21 @@ class FakeDetector:
         if unknown:
             raise UnknownClass(unknown, sorted(by))
         return [by[n] for n in names]
+
+    def submit(self, frames, conf, imgsz, classes=None):
+        found = self.detect(frames, conf, imgsz, classes)
+        events, first = self.events, len(self.calls) - 1  # the batch's number in the job
+        events.append(("submit", first))
+
+        class Pending:
+            def result(self):
+                events.append(("result", first))
+                return found
+
+            def discard(self):
+                events.append(("discard", first))
+
+        return Pending()
 
     def detect(self, frames, conf, imgsz, classes=None):
         self.calls.append((len(frames), conf, imgsz, classes))
@@ -108,6 +124,8 @@ def test_samples_progress_and_document_shape(service, clip):
     assert doc["provenance"]["options"] == AnalysisOptions(sample_fps=2.0).to_dict()
     # The detector sees scores down to ByteTrack's second-stage threshold.
     assert service.detector.calls[0][1] == 0.1
+    # Two batches deep: the next batch is with the detector before the last one is finished.
+    assert service.detector.events == [("submit", 0), ("submit", 1), ("result", 0), ("result", 1)]
 
 
 def test_same_input_same_bytes(service, clip):
@@ -147,6 +165,8 @@ def test_stop_between_batches(service, clip):
             on_progress=lambda d, t: progress.append(d), should_stop=lambda: len(progress) >= 2,
         )
     assert progress == [0, 4]
+    # The batch after the last one finished was already with the detector: waited for and dropped.
+    assert service.detector.events == [("submit", 0), ("submit", 1), ("result", 0), ("discard", 1)]
     # The service is usable again afterwards.
     assert len(service.run_on_file("yolo", clip, AnalysisOptions(max_frames=3)).results) == 3
 

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     # Detector runtime: "auto" (a short measured warm-up of those available, per input shape;
     # the choice and times go into provenance), "openvino", "onnxruntime" or "torch".
     detector_backend: str = Field(default="auto", pattern=r"^(auto|openvino|onnxruntime|torch)$")
-    # Detector precision: "auto" keeps the runtime's CPU default (OpenVINO: bf16 on CPUs with AMX,
+    # Detector precision: "auto" keeps the runtime's CPU default (OpenVINO: bf16 on CPUs with AMX or AVX-512 BF16,
     # f32 elsewhere, as Ultralytics' own OpenVINO backend runs); "f32" everywhere gives the same
     # detections on every CPU kind, at about 2.7x the forward time on an AMX CPU.
     detector_precision: str = Field(default="auto", pattern=r"^(auto|f32)$")

@@ -42,7 +42,7 @@ from videojobs.worker.pipeline.errors import DetectorUnavailable
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", *runtimes.RUNTIMES)
-PRECISIONS = ("auto", "f32")  # auto: the runtime's CPU default (OpenVINO: bf16 with AMX)
+PRECISIONS = ("auto", "f32")  # auto: the runtime's CPU default (OpenVINO: bf16 with AMX or AVX-512 BF16)
 AUTO_RULE = "fastest median time per frame at the input shape (a batch of one frame per thread; 2 warm-up + 5 timed)"
 NMS_IOU = 0.7  # Ultralytics' predict defaults
 MAX_DET = 300
@@ -365,27 +365,23 @@ class Detector:
         self, frames: Sequence[np.ndarray], conf: float, imgsz: int, classes: Optional[list[int]] = None
     ) -> list[np.ndarray]:
         """Run the model on BGR frames (all of one size); one detections array per frame."""
-        import torch
-        from ultralytics.utils import nms, ops
+        return self.submit(frames, conf, imgsz, classes).result()
 
-        if not frames:
-            return []
+    def submit(
+        self, frames: Sequence[np.ndarray], conf: float, imgsz: int, classes: Optional[list[int]] = None
+    ) -> "PendingDetections":
+        """Hand BGR frames (all of one size) to the runtime; their detections come from ``result()``.
+
+        Each frame goes in as soon as it is letterboxed; a runtime that works in the background
+        (OpenVINO) returns at once, so the caller can read the next frames or finish the last
+        batch while the model works on these.
+        """
         self.load()
+        if not frames:
+            return PendingDetections(runtimes.InFlight(np.zeros((0,))), (0, 0), [], conf, classes)
         shape = self.input_shape(frames[0].shape[:2], imgsz)
-        # Each frame goes in as soon as it is letterboxed (OpenVINO streams start on it at once).
-        raw = self._session(shape).runtime.run_frames(self.preprocess([frame], shape) for frame in frames)
-        preds = nms.non_max_suppression(torch.from_numpy(raw), conf, NMS_IOU, classes, False, max_det=MAX_DET)
-        out = []
-        for pred, frame in zip(preds, frames):
-            pred[:, :4] = ops.scale_boxes(shape, pred[:, :4], frame.shape)
-            dets = pred[:, :6].numpy().astype(np.float64)
-            if len(dets):
-                order = np.lexsort((dets[:, 1], dets[:, 0], dets[:, 5], -dets[:, 4]))
-                dets = dets[order]
-            else:
-                dets = np.zeros((0, 6))
-            out.append(dets)
-        return out
+        inflight = self._session(shape).runtime.submit(self.preprocess([frame], shape) for frame in frames)
+        return PendingDetections(inflight, shape, [f.shape for f in frames], conf, classes)
 
     def model_info(self, frame_hw: tuple[int, int], imgsz: int) -> dict:
         """Provenance of the model as it ran on frames of `frame_hw` (prepares it if needed)."""
@@ -398,6 +394,46 @@ class Detector:
         session = self._session(shape)
         batch = self.preprocess([frame] * frames, shape)
         return runtimes.median_forward_ms(session.runtime, batch, warmup=3, repeat=repeat) / 1000
+
+
+class PendingDetections:
+    """Frames handed to the detector; ``result()`` gives one ``(n, 6)`` detections array per frame.
+
+    Detections are ``x1, y1, x2, y2, confidence, class_id`` in original-frame pixels, sorted by
+    confidence (descending) then position; ``discard()`` drops frames whose results nobody will read.
+    """
+
+    def __init__(self, inflight: runtimes.InFlight, shape: tuple[int, int], frame_shapes: list,
+                 conf: float, classes: Optional[list[int]]) -> None:
+        self._inflight = inflight
+        self._shape = shape
+        self._frame_shapes = frame_shapes
+        self._conf = conf
+        self._classes = classes
+
+    def discard(self) -> None:
+        self._inflight.discard()
+
+    def result(self) -> list[np.ndarray]:
+        import torch
+        from ultralytics.utils import nms, ops
+
+        if not self._frame_shapes:
+            return []
+        raw = self._inflight.result()
+        preds = nms.non_max_suppression(torch.from_numpy(raw), self._conf, NMS_IOU, self._classes, False,
+                                        max_det=MAX_DET)
+        out = []
+        for pred, frame_shape in zip(preds, self._frame_shapes):
+            pred[:, :4] = ops.scale_boxes(self._shape, pred[:, :4], frame_shape)
+            dets = pred[:, :6].numpy().astype(np.float64)
+            if len(dets):
+                order = np.lexsort((dets[:, 1], dets[:, 0], dets[:, 5], -dets[:, 4]))
+                dets = dets[order]
+            else:
+                dets = np.zeros((0, 6))
+            out.append(dets)
+        return out
 
 
 def _choice_entry(choice: dict) -> dict:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -93,32 +94,55 @@ def runtime_available(name: str) -> bool:
 
 
 # -- runtimes --------------------------------------------------------------------------------
+class InFlight:
+    """Frames handed to a runtime: ``result()`` gives their raw outputs, in the order given."""
+
+    def __init__(self, outputs: np.ndarray) -> None:
+        self._outputs = outputs
+
+    def result(self) -> np.ndarray:
+        return self._outputs
+
+    def discard(self) -> None:
+        """Wait until none of these frames is in flight, without their outputs (an abandoned batch)."""
+
+
 class _Runtime:
-    """What every runtime offers: ``runtime(batch)`` and ``run_frames(tensors)``."""
+    """What every runtime offers: ``runtime(batch)``, ``run_frames(tensors)`` and ``submit(tensors)``."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def submit(self, tensors: Iterable[np.ndarray]) -> InFlight:
+        """Start the forward of ``(1, 3, h, w)`` tensors given one by one; by default computed at
+        once, as one batch. A runtime that works in the background returns before they are done."""
+        return InFlight(self(np.concatenate(list(tensors))))
+
     def run_frames(self, tensors: Iterable[np.ndarray]) -> np.ndarray:
-        """Forward ``(1, 3, h, w)`` tensors given one by one; by default as one batch."""
-        return self(np.concatenate(list(tensors)))
+        """Forward ``(1, 3, h, w)`` tensors given one by one; their raw outputs, in order."""
+        return self.submit(tensors).result()
 
 
 class OpenVinoRuntime(_Runtime):
     """An OpenVINO model (IR ``.xml`` or ``.onnx``) compiled for the CPU.
 
     With ``threads`` > 1 the model runs as that many streams of one thread each, and the
-    frames of a batch go through them side by side (an ``AsyncInferQueue``), rather than one
-    frame at a time on ``threads`` threads. Streams do not wait for each other: when the
-    decoder or OCR thread takes a core for a moment, one frame's forward pauses while the other
-    goes on, where a multi-threaded forward stalls at its next barrier. On a 2-core AVX2 CPU,
-    with a decode-like thread beside it: 2 streams 70 ms/frame, 2 threads 91 ms, 1 thread
-    76 ms (47, 49 and 81 ms without it). Each frame is still computed by one thread with the
-    same kernels, so the outputs are bit-identical to the 1-thread runtime (tested).
+    frames of a batch go through them side by side, rather than one frame at a time on
+    ``threads`` threads. Streams do not wait for each other: when the decoder or OCR thread
+    takes a core for a moment, one frame's forward pauses while the other goes on, where a
+    multi-threaded forward stalls at its next barrier. On a 2-core AVX2 CPU, with a
+    decode-like thread beside it: 2 streams 70 ms/frame, 2 threads 91 ms, 1 thread 76 ms
+    (47, 49 and 81 ms without it). Each frame is still computed by one thread with the same
+    kernels, so the outputs are bit-identical to the 1-thread runtime (tested).
+
+    Every frame gets an infer request of its own (reused from call to call), so frames beyond
+    the streams wait in the plugin's queue rather than in the caller: ``submit`` returns at
+    once, and the caller letterboxes the next batch and post-processes the last one while the
+    streams work on this one.
 
     The precision is the CPU plugin's default with ``precision="auto"``, as Ultralytics' own
-    OpenVINO backend leaves it (bf16 on CPUs with AMX, f32 elsewhere), or ``f32`` when asked
-    for; it is recorded in provenance.
+    OpenVINO backend leaves it (bf16 on CPUs with AMX or AVX-512 BF16, f32 elsewhere), or
+    ``f32`` when asked for; it is recorded in provenance.
     """
 
     name = "openvino"
@@ -142,35 +166,66 @@ class OpenVinoRuntime(_Runtime):
         self.precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))  # the plugin caps it at the cores
-        self.request = self.compiled.create_infer_request()
-        self._queue = ov.AsyncInferQueue(self.compiled, self.streams) if self.streams > 1 else None
-        self._outputs: list = []
-        if self._queue is not None:
-            self._queue.set_callback(self._keep)
-
-    def _keep(self, request: Any, slot: int) -> None:
-        self._outputs[slot] = request.get_output_tensor(0).data.copy()
+        self._idle: list = []  # infer requests not in flight
+        self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run_frames(batch[i:i + 1] for i in range(len(batch)))  # exported with batch 1
 
-    def run_frames(self, tensors: Iterable[np.ndarray]) -> np.ndarray:
-        """Forward each ``(1, 3, h, w)`` tensor as it comes: with streams, the next one is
-        prepared (by the caller's generator) while the streams work on those before it."""
-        if self._queue is None:
-            outs = []
-            for tensor in tensors:
-                self.request.infer({0: tensor})
-                outs.append(self.request.get_output_tensor(0).data.copy())
-            return np.concatenate(outs)
-        self._outputs = []
+    def submit(self, tensors: Iterable[np.ndarray]) -> InFlight:
+        """Queue each ``(1, 3, h, w)`` tensor as it comes (the streams start on the first while the
+        caller's generator prepares the next) and return; if a tensor fails to come, the frames
+        already queued are finished before the error goes on, so nothing of the call stays in flight."""
+        call = _Requests(self)
         try:
-            for i, tensor in enumerate(tensors):
-                self._outputs.append(None)
-                self._queue.start_async({0: tensor}, i)  # waits for an idle stream
+            for tensor in tensors:
+                call.start(tensor)
+        except BaseException:
+            call.discard()
+            raise
+        return call
+
+    def _request(self) -> Any:
+        with self._lock:
+            return self._idle.pop() if self._idle else self.compiled.create_infer_request()
+
+    def _release(self, requests: list) -> None:
+        with self._lock:
+            self._idle.extend(requests)
+
+
+class _Requests(InFlight):
+    """OpenVINO infer requests started for one call, each on its own input (copied in)."""
+
+    def __init__(self, runtime: OpenVinoRuntime) -> None:
+        self._runtime = runtime
+        self._requests: list = []
+
+    def start(self, tensor: np.ndarray) -> None:
+        request = self._runtime._request()
+        self._requests.append(request)
+        request.start_async({0: tensor})
+
+    def result(self) -> np.ndarray:
+        try:
+            outputs = []
+            for request in self._requests:
+                request.wait()  # raises what the inference raised
+                outputs.append(request.get_output_tensor(0).data.copy())
+            return np.concatenate(outputs)
         finally:
-            self._queue.wait_all()  # nothing in flight outlives the call, even if a tensor failed
-        return np.concatenate(self._outputs)
+            self.discard()
+
+    def discard(self) -> None:
+        requests, self._requests = self._requests, []
+        try:
+            for request in requests:
+                try:
+                    request.wait()
+                except Exception:  # noqa: BLE001 - an abandoned frame's failure has nobody to reach
+                    pass
+        finally:
+            self._runtime._release(requests)
 
 
 class OnnxRuntime(_Runtime):

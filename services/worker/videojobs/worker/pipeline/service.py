@@ -6,7 +6,8 @@ import importlib.metadata
 import json
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +32,7 @@ from videojobs.common.results import Detection, FrameResult, ModelInfo, Provenan
 from videojobs.common.segments import SkippedSegment, split_samples
 from videojobs.worker.metrics import observe_stage
 from videojobs.worker.pipeline import document as doc
-from videojobs.worker.pipeline.detector import Detector
+from videojobs.worker.pipeline.detector import Detector, PendingDetections
 from videojobs.worker.pipeline.noise import quiet_third_party
 from videojobs.worker.pipeline.ocr import OcrEngine, OcrLine, installed_languages, is_worth_reading, tesseract_version
 from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
@@ -335,34 +336,43 @@ class VideoFilePipelineService(VideoAnalyzer):
                 on_progress(0, total)
 
             frames_out: list = []
-            batch: list[tuple[int, np.ndarray]] = []
+            analysis = _BatchContext(info.fps, info.width, info.height, options, names, class_ids, detect_conf,
+                                     use_detector, tracker, engine, timings, raw)
             source = reader.frames(plan, first, end, index)
             done = 0
-            while True:
-                if should_stop is not None and should_stop():
-                    raise JobInterrupted(f"stopped after {done} of {total} frames")
-                t0 = time.perf_counter()
-                batch = []
-                with tracing.span(_tracer, "decode", **{"videojobs.batch_start": done}):
-                    for item in source:
-                        batch.append(item)
-                        if len(batch) >= self.batch_size:
-                            break
-                timings["decode_wait"] += time.perf_counter() - t0
-                if not batch:
-                    break
-                frames_out.extend(
-                    self._analyse_batch(batch, info.fps, info.width, info.height, options, names, class_ids,
-                                        detect_conf, use_detector, tracker, engine, timings, raw)
-                )
-                if on_frame is not None:
+            # Two batches deep: batch k+1 is handed to the detector (and the OCR thread) before batch k
+            # is finished, so the model works on it while batch k is post-processed and tracked.
+            pending: Optional[_StartedBatch] = None
+            try:
+                while True:
+                    if should_stop is not None and should_stop():
+                        raise JobInterrupted(f"stopped after {done} of {total} frames")
                     t0 = time.perf_counter()
-                    for index, frame in batch:
-                        on_frame(index, frame)
-                    timings["frame_images"] = timings.get("frame_images", 0.0) + time.perf_counter() - t0
-                done += len(batch)
-                if on_progress:
-                    on_progress(done, total)
+                    batch = []
+                    with tracing.span(_tracer, "decode", **{"videojobs.batch_start": done}):
+                        for item in source:
+                            batch.append(item)
+                            if len(batch) >= self.batch_size:
+                                break
+                    timings["decode_wait"] += time.perf_counter() - t0
+                    started = self._start_batch(batch, analysis) if batch else None
+                    if pending is not None:
+                        finishing, pending = pending, None
+                        frames_out.extend(self._finish_batch(finishing, analysis))
+                        if on_frame is not None:
+                            t0 = time.perf_counter()
+                            for index, frame in finishing.batch:
+                                on_frame(index, frame)
+                            timings["frame_images"] = timings.get("frame_images", 0.0) + time.perf_counter() - t0
+                        done += len(finishing.batch)
+                        if on_progress:
+                            on_progress(done, total)
+                    if started is None:
+                        break
+                    pending = started
+            finally:
+                if pending is not None:  # a job stopped or failed: nothing of it stays in flight
+                    pending.discard()
             timings["decode"] = reader.decode_seconds
             timings["frames_decoded"] = float(reader.frames_decoded)
 
@@ -399,51 +409,47 @@ class VideoFilePipelineService(VideoAnalyzer):
         self.last_timings = timings
         return result
 
-    def _analyse_batch(
-        self,
-        batch: list[tuple[int, np.ndarray]],
-        fps: float,
-        width: int,
-        height: int,
-        options: AnalysisOptions,
-        names: dict[int, str],
-        class_ids: Optional[list[int]],
-        detect_conf: float,
-        use_detector: bool,
-        tracker: Optional[JobTracker],
-        engine: Optional[OcrEngine],
-        timings: dict[str, float],
-        raw: Optional[list[list[list[float]]]] = None,
-    ) -> list:
+    def _start_batch(self, batch: list[tuple[int, np.ndarray]], ctx: "_BatchContext") -> "_StartedBatch":
+        """Hand a batch to the OCR thread and to the detector; both work on it in the background."""
         frames = [frame for _, frame in batch]
         ocr_future: Optional[Future] = None
-        if engine is not None:
+        if ctx.engine is not None:
             assert self._ocr_pool is not None
-            # OCR of this batch runs on its own thread while the detector works here.
-            ocr_future = self._ocr_pool.submit(logs.in_current_context(_read_all), engine, frames)
-
-        per_frame_dets: list[list[Detection]] = [[] for _ in batch]
-        if use_detector:
+            ocr_future = self._ocr_pool.submit(logs.in_current_context(_read_all), ctx.engine, frames)
+        detections = None
+        if ctx.use_detector:
             t0 = time.perf_counter()
             with tracing.span(_tracer, "detect", **{"videojobs.frames": len(frames)}):
-                found = self.detector.detect(frames, conf=detect_conf, imgsz=options.imgsz, classes=class_ids)
+                detections = self.detector.submit(frames, conf=ctx.detect_conf, imgsz=ctx.options.imgsz,
+                                                  classes=ctx.class_ids)
+            ctx.timings["detect"] += time.perf_counter() - t0
+        return _StartedBatch(batch, detections, ocr_future)
+
+    def _finish_batch(self, started: "_StartedBatch", ctx: "_BatchContext") -> list:
+        """The batch's detections (tracked, in frame order) and OCR lines, as results items."""
+        batch, options, timings = started.batch, ctx.options, ctx.timings
+        per_frame_dets: list[list[Detection]] = [[] for _ in batch]
+        if started.detections is not None:
+            t0 = time.perf_counter()
+            with tracing.span(_tracer, "detect results", **{"videojobs.frames": len(batch)}):
+                found = started.detections.result()
             t1 = time.perf_counter()
             timings["detect"] += t1 - t0
             with tracing.span(_tracer, "track"):
                 for k, ((index, _), dets) in enumerate(zip(batch, found)):
                     reported = dets[:, 4] >= options.min_confidence
-                    if raw is not None:  # a segment: the merge runs the tracker on these
-                        raw.append(dets.tolist())
-                    if tracker is not None:
-                        ids = tracker.update(dets, reported, index, doc.timestamp_ms(index, fps))
+                    if ctx.raw is not None:  # a segment: the merge runs the tracker on these
+                        ctx.raw.append(dets.tolist())
+                    if ctx.tracker is not None:
+                        ids = ctx.tracker.update(dets, reported, index, doc.timestamp_ms(index, ctx.fps))
                     else:
                         ids = [None] * int(reported.sum())
-                    per_frame_dets[k] = doc.detection_items(dets[reported], ids, names, width, height)
+                    per_frame_dets[k] = doc.detection_items(dets[reported], ids, ctx.names, ctx.width, ctx.height)
             timings["track"] += time.perf_counter() - t1
 
         lines_per_frame: list[list[OcrLine]] = [[] for _ in batch]
-        if ocr_future is not None:
-            read, ocr_seconds = ocr_future.result()
+        if started.ocr is not None:
+            read, ocr_seconds = started.ocr.result()
             timings["ocr"] += ocr_seconds
             for k, lines in enumerate(read):
                 kept = [line for line in lines if is_worth_reading(line, options.min_text_confidence)]
@@ -453,7 +459,7 @@ class VideoFilePipelineService(VideoAnalyzer):
 
         t0 = time.perf_counter()
         out = [
-            doc.frame_item(index, doc.timestamp_ms(index, fps), dets, lines)
+            doc.frame_item(index, doc.timestamp_ms(index, ctx.fps), dets, lines)
             for (index, _), dets, lines in zip(batch, per_frame_dets, lines_per_frame)
         ]
         timings["write"] += time.perf_counter() - t0
@@ -463,6 +469,40 @@ class VideoFilePipelineService(VideoAnalyzer):
         if self._versions is None:
             self._versions = library_versions()
         return dict(sorted(self._versions.items()))
+
+
+@dataclass(frozen=True)
+class _BatchContext:
+    """What every batch of one pass is analysed with."""
+
+    fps: float
+    width: int
+    height: int
+    options: AnalysisOptions
+    names: dict[int, str]
+    class_ids: Optional[list[int]]
+    detect_conf: float
+    use_detector: bool
+    tracker: Optional[JobTracker]
+    engine: Optional[OcrEngine]
+    timings: dict[str, float]
+    raw: Optional[list[list[list[float]]]]
+
+
+@dataclass(frozen=True)
+class _StartedBatch:
+    """A batch handed to the detector and the OCR thread, not yet finished."""
+
+    batch: list[tuple[int, np.ndarray]]
+    detections: Optional[PendingDetections]
+    ocr: Optional[Future]
+
+    def discard(self) -> None:
+        """Wait for the work of a batch nobody will finish (the job stopped or failed)."""
+        if self.detections is not None:
+            self.detections.discard()
+        if self.ocr is not None:
+            self.ocr.cancel() or wait([self.ocr])
 
 
 def _container_of(path: Path) -> str:
