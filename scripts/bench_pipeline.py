@@ -255,6 +255,36 @@ def expert_child(path: str, model: str, shape: str, stride: int, max_frames: int
                       "export_seconds": round(export_s, 2), "input_shape": [h, w], "detections": frames}))
 
 
+def parity_child(path: str, model: str, sample_fps: float, max_frames: int) -> None:
+    """--parity-child: ``YOLO(model).predict(frame)`` (PyTorch, defaults) on the decoded frames themselves,
+    without (a)'s JPEG round trip; detections per frame as JSON (last stdout line). Untimed."""
+    import logging
+
+    from ultralytics import YOLO
+
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    yolo = YOLO(model)
+    frames = {}
+    for index, frame in sampled_frames(Path(path), sample_fps, max_frames):
+        result = yolo.predict(frame, verbose=False)[0]
+        frames[str(index)] = [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
+    print(json.dumps(frames))
+
+
+def detector_parity(path: Path, model: str, b: dict, sample_fps: float, max_frames: int) -> dict:
+    """Pipeline detections against Ultralytics' own ``predict`` on the very same decoded pixels.
+
+    Untimed. The baseline detects on a JPEG round trip of each frame; this separates
+    "the detector differs" from "the input pixels differ".
+    """
+    raw = _child(["--parity-child", str(path), "--model", model, "--sample-fps", str(sample_fps),
+                  "--max-frames", str(max_frames)])
+    plain = {"frames": {int(k): {"detections": [(c, box) for c, box in v], "words": []} for k, v in raw.items()}}
+    ag = agreement(plain, b)
+    return {k: ag[k] for k in ("frames_compared", "detections_a", "detections_b", "detections_matched",
+                               "detection_agreement")}
+
+
 def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -> dict:
     """Pipeline words against plain ``pytesseract.image_to_data`` on the very same decoded pixels.
 
@@ -415,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frames", type=int, default=0, help="bound analysed frames per clip (0 = all sampled)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
     p.add_argument("--text-seconds", type=int, default=32, help="length of the generated text clip")
-    p.add_argument("--notext-seconds", type=int, default=20, help="length of the 1280x720 clip without text")
+    p.add_argument("--notext-seconds", type=int, default=40,
+                   help="length of the 1280x720 clip without text (40: all of the sample)")
     p.add_argument("--long-factor", type=int, default=10, help="the long clip is the sample this many times over")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--baseline", choices=("both", *BASELINES), default="omp_thread_limit_1",
@@ -426,7 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-omp", default="1", help=argparse.SUPPRESS)
     p.add_argument("--expert-child", nargs=4, default=None, help=argparse.SUPPRESS)
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--parity-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.parity_child:
+        parity_child(args.parity_child, args.model, args.sample_fps, args.max_frames)
+        return 0
     if args.rss_child:
         rss_child(args.rss_child, args.model, args.cache, args.sample_fps)
         return 0
@@ -534,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                                          "agreement": agreement(a, f32)} for kind, a in baselines.items()},
                 }
             clip["ocr_engine_parity"] = ocr_engine_parity(path, b, args.sample_fps, args.max_frames)
+            clip["detector_parity"] = detector_parity(path, args.model, b, args.sample_fps, args.max_frames)
             clip["yolo_vs_expert"] = yolo_vs_expert(service, path, args, tmp)
             clips[name] = clip
         report["clips"] = clips
@@ -652,6 +688,10 @@ def print_summary(r: dict) -> None:
         print(f"  OCR engine parity (pytesseract on the same decoded pixels, no JPEG): words "
               f"{p['words_pytesseract_raw_frame']} vs pipeline {p['words_pipeline']}, matched {p['words_matched']}; "
               f"frames with the same words {p['frames_same_words']}/{p['frames']}")
+        d = c["detector_parity"]
+        print(f"  Detector parity (Ultralytics predict, PyTorch, on the same decoded pixels, no JPEG): detections "
+              f"{d['detections_a']} vs pipeline {d['detections_b']}, matched {d['detections_matched']}, agreement "
+              f"{d['detection_agreement']:.4f}")
         y = c["yolo_vs_expert"]
         print(f"  yolo pipeline vs (c) Ultralytics+OpenVINO stream, vid_stride={y['vid_stride']}, {y['frames']} frames "
               f"at {y['input_shape']} (frames {y['yolo_frame_indices']}... vs {y['c_frame_indices']}...): yolo "
