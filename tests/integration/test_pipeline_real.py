@@ -156,6 +156,24 @@ def test_skipping_identical_frames_changes_nothing(pipeline_service, tmp_path):
     assert [[o["text"] for o in f["result"]["ocr"]] for f in doc["results"]] == fresh
 
 
+def test_ocr_on_several_threads_gives_the_same_bytes(pipeline_service, sample_video, text_clip, model_path):
+    # Each OCR thread reads a consecutive run of every batch with its own Tesseract engine: the
+    # documents are byte-identical to one thread's, on real footage and on slides.
+    from videojobs.worker.pipeline import VideoFilePipelineService
+
+    two = VideoFilePipelineService(str(model_path), pipeline_service.detector.cache_dir, ocr_threads=2)
+    try:
+        for pipeline, clip, options in (("yolo_ocr", sample_video, AnalysisOptions(sample_fps=2.0, max_frames=12)),
+                                        ("ocr", text_clip, AnalysisOptions(sample_fps=0))):
+            one_bytes = pipeline_service.run_on_file(pipeline, clip, options).to_bytes()
+            two_bytes = two.run_on_file(pipeline, clip, options).to_bytes()
+            assert two_bytes == one_bytes
+        assert sum(1 for engines in two._ocr._engines if engines["eng"].frames_read) == 2  # both threads read
+        assert b"SECOND SLIDE" in two_bytes
+    finally:
+        two.close()
+
+
 def test_cli_prints_results_json(sample_video, model_path, tmp_path):
     env = dict(os.environ, VIDEOJOBS_MODEL=str(model_path), VIDEOJOBS_MODEL_CACHE_DIR=str(tmp_path / "cache"))
     run = subprocess.run(

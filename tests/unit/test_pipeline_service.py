@@ -10,7 +10,7 @@ from videojobs.common.errors import InvalidOptions, JobInterrupted, UnknownClass
 from videojobs.common.options import AnalysisOptions
 from videojobs.worker.pipeline import VideoFilePipelineService
 from videojobs.worker.pipeline.detector import ModelRef
-from videojobs.worker.pipeline.ocr import OcrLine
+from videojobs.worker.pipeline.ocr import OcrLine, OcrPool
 
 
 class FakeDetector:
@@ -91,8 +91,7 @@ def clip(tmp_path):
 def service(tmp_path):
     svc = VideoFilePipelineService("fake.onnx", tmp_path / "cache", batch_size=4)
     svc.detector = FakeDetector()
-    svc._ocr_engines["eng"] = FakeOcr()
-    svc._ocr_engine("eng")  # starts the OCR thread with the fake engine cached
+    svc._ocr = OcrPool(1, engine_factory=lambda lang, tessdata: FakeOcr())
     yield svc
     svc.close()
 
@@ -185,5 +184,6 @@ def test_the_worker_builds_the_analyzer_from_its_settings(tmp_path):
     svc = build_analyzer(settings)
     assert svc.detector.model_spec == "m.onnx" and svc.detector.backend == "onnxruntime"
     assert svc.detector.threads == 3 and svc.decode_threads == 3  # set: it bounds the decoder too
+    assert svc.ocr_threads == 3  # OCR runs on as many threads as the detector (each a Tesseract engine)
     assert svc.detector.cache_dir == tmp_path and svc.decode_timeout_seconds == 3.0
     assert not svc.detector.loaded  # nothing loaded until a job needs it

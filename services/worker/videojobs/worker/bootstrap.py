@@ -46,19 +46,25 @@ def policy_from_settings(settings: Settings) -> WorkerPolicy:
     )
 
 
+MAX_OCR_THREADS = 4
+
+
 def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
     """The analysis pipeline with the worker's settings (model, cache, backend, decode bound)."""
     from videojobs.worker.pipeline.service import VideoFilePipelineService
 
+    # Worker threads of one process share its cores.
+    threads = max(1, settings.effective_inference_threads // settings.worker_threads)
     return VideoFilePipelineService(
         model=settings.model,
         model_cache_dir=settings.model_cache_dir,
         detector_backend=settings.detector_backend,
         detector_precision=settings.detector_precision,
-        # Worker threads of one process share its cores.
-        inference_threads=max(1, settings.effective_inference_threads // settings.worker_threads),
+        inference_threads=threads,
         decode_timeout_seconds=settings.decode_timeout_seconds,
         decode_threads=settings.inference_threads,
+        # OCR threads on the same cores (a Tesseract engine each, so at most MAX_OCR_THREADS).
+        ocr_threads=min(threads, MAX_OCR_THREADS),
     )
 
 

@@ -19,9 +19,10 @@ import os
 # instead of 0.19 s per frame here); OpenMP reads this when the library first runs.
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
+from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
+from typing import Any, Callable, Optional, Sequence  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -209,3 +210,55 @@ class OcrEngine:
             )
         api.Clear()
         return group_lines(words)
+
+
+class OcrPool:
+    """Tesseract on ``threads`` threads, each with its own engine per language (an engine is not
+    thread-safe and is only used from the thread that made it).
+
+    A batch is cut into consecutive runs of frames, one run per thread, so a video whose OCR
+    costs more than its detection (text-dense 720p and larger) keeps every core busy. Each run
+    is read in order by its thread's engine, which reuses its answer for a frame identical to
+    the one it read before; Tesseract holds no state from frame to frame, so the lines are the
+    same whichever engine reads a frame (tested).
+    """
+
+    def __init__(self, threads: int, tessdata: Optional[str] = None,
+                 engine_factory: Callable[[str, Optional[str]], Any] = OcrEngine) -> None:
+        self.threads = max(1, int(threads))
+        self._tessdata = tessdata
+        self._factory = engine_factory
+        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ocr-{i}") for i in range(self.threads)]
+        self._engines: list[dict[str, Any]] = [{} for _ in self._lanes]
+
+    def start(self, lang: str) -> None:
+        """Make (once) and reset each thread's engine for `lang`, on its own thread (start of a job)."""
+
+        def ready(engines: dict[str, Any]) -> None:
+            engine = engines.get(lang)
+            if engine is None:
+                engine = engines[lang] = self._factory(lang, self._tessdata)
+            engine.reset()
+
+        for future in [lane.submit(ready, engines) for lane, engines in zip(self._lanes, self._engines)]:
+            future.result()
+
+    def submit(self, lang: str, frames: list[np.ndarray],
+               reader: Callable[[], Callable[[Any, list[np.ndarray]], Any]]) -> list[Future]:
+        """``reader()(engine, run)`` for consecutive runs of `frames`, one per thread (a callable of its
+        own each, e.g. one carrying a copy of the caller's context); the futures in frame order."""
+        size = -(-len(frames) // self.threads)
+        return [lane.submit(reader(), engines[lang], frames[i:i + size])
+                for (lane, engines), i in zip(zip(self._lanes, self._engines), range(0, len(frames), size))]
+
+    def counts(self, lang: str) -> tuple[int, int]:
+        """Frames read and frames reused since `start`, over every thread."""
+        engines = [e[lang] for e in self._engines if lang in e]
+        return sum(e.frames_read for e in engines), sum(e.frames_reused for e in engines)
+
+    def close(self) -> None:
+        for lane, engines in zip(self._lanes, self._engines):
+            for engine in engines.values():
+                lane.submit(engine.close).result()
+            engines.clear()
+            lane.shutdown(wait=True)

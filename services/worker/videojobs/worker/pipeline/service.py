@@ -6,7 +6,7 @@ import importlib.metadata
 import json
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -34,7 +34,14 @@ from videojobs.worker.metrics import observe_stage
 from videojobs.worker.pipeline import document as doc
 from videojobs.worker.pipeline.detector import Detector, PendingDetections
 from videojobs.worker.pipeline.noise import quiet_third_party
-from videojobs.worker.pipeline.ocr import OcrEngine, OcrLine, installed_languages, is_worth_reading, tesseract_version
+from videojobs.worker.pipeline.ocr import (
+    OcrEngine,
+    OcrLine,
+    OcrPool,
+    installed_languages,
+    is_worth_reading,
+    tesseract_version,
+)
 from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
 from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
 
@@ -116,6 +123,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         tessdata_dir: Optional[str] = None,
         decode_threads: int = 0,
         detector_precision: str = "auto",
+        ocr_threads: int = 1,
     ) -> None:
         quiet_third_party()
         self.detector = Detector(model, Path(model_cache_dir), detector_backend, inference_threads,
@@ -124,20 +132,17 @@ class VideoFilePipelineService(VideoAnalyzer):
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
         self.tessdata_dir = tessdata_dir
-        self._ocr_engines: dict[str, OcrEngine] = {}
-        self._ocr_pool: Optional[ThreadPoolExecutor] = None
+        self.ocr_threads = max(1, int(ocr_threads))
+        self._ocr: Optional[OcrPool] = None  # started with the first job that reads text
         self._lock = threading.Lock()
         self._versions: Optional[dict[str, str]] = None
         self.last_timings: dict[str, float] = {}
 
     def close(self) -> None:
-        """Release the OCR thread and engines."""
-        if self._ocr_pool is not None:
-            for engine in self._ocr_engines.values():
-                self._ocr_pool.submit(engine.close).result()
-            self._ocr_pool.shutdown(wait=True)
-            self._ocr_pool = None
-            self._ocr_engines.clear()
+        """Release the OCR threads and engines."""
+        if self._ocr is not None:
+            self._ocr.close()
+            self._ocr = None
 
     # -- VideoAnalyzer ------------------------------------------------------------------
     def run_on_file(
@@ -272,19 +277,12 @@ class VideoFilePipelineService(VideoAnalyzer):
         )
 
     # -- internals ----------------------------------------------------------------------
-    def _ocr_engine(self, lang: str) -> OcrEngine:
-        """The engine for `lang`, created on (and only used from) the OCR thread."""
-        if self._ocr_pool is None:
-            self._ocr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
-
-        def get() -> OcrEngine:
-            engine = self._ocr_engines.get(lang)
-            if engine is None:
-                engine = self._ocr_engines[lang] = OcrEngine(lang, self.tessdata_dir)
-            engine.reset()
-            return engine
-
-        return self._ocr_pool.submit(get).result()
+    def _ocr_pool(self, lang: str) -> OcrPool:
+        """The OCR threads, their engines for `lang` ready for a new job."""
+        if self._ocr is None:
+            self._ocr = OcrPool(self.ocr_threads, self.tessdata_dir)
+        self._ocr.start(lang)
+        return self._ocr
 
     def _run(
         self,
@@ -320,7 +318,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                 t0 = time.perf_counter()
                 model_info = ModelInfo(**self.detector.prepare((info.height, info.width), options.imgsz))
                 timings["detector_prepare"] = time.perf_counter() - t0
-            engine = self._ocr_engine(options.ocr_lang) if use_ocr else None
+            ocr = self._ocr_pool(options.ocr_lang) if use_ocr else None
             plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
             first, end = (0, len(plan)) if part is None else (max(0, part[0]), min(part[1], len(plan)))
             total = max(0, end - first)
@@ -337,7 +335,7 @@ class VideoFilePipelineService(VideoAnalyzer):
 
             frames_out: list = []
             analysis = _BatchContext(info.fps, info.width, info.height, options, names, class_ids, detect_conf,
-                                     use_detector, tracker, engine, timings, raw)
+                                     use_detector, tracker, ocr, timings, raw)
             source = reader.frames(plan, first, end, index)
             done = 0
             # Two batches deep: batch k+1 is handed to the detector (and the OCR thread) before batch k
@@ -403,19 +401,18 @@ class VideoFilePipelineService(VideoAnalyzer):
         timings["write"] += time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         timings["frames"] = float(done)
-        if engine is not None:
-            timings["ocr_frames_read"] = float(engine.frames_read)
-            timings["ocr_frames_reused"] = float(engine.frames_reused)
+        if ocr is not None:
+            read, reused = ocr.counts(options.ocr_lang)
+            timings["ocr_frames_read"], timings["ocr_frames_reused"] = float(read), float(reused)
         self.last_timings = timings
         return result
 
     def _start_batch(self, batch: list[tuple[int, np.ndarray]], ctx: "_BatchContext") -> "_StartedBatch":
         """Hand a batch to the OCR thread and to the detector; both work on it in the background."""
         frames = [frame for _, frame in batch]
-        ocr_future: Optional[Future] = None
-        if ctx.engine is not None:
-            assert self._ocr_pool is not None
-            ocr_future = self._ocr_pool.submit(logs.in_current_context(_read_all), ctx.engine, frames)
+        ocr_futures: list[Future] = []
+        if ctx.ocr is not None:
+            ocr_futures = ctx.ocr.submit(ctx.options.ocr_lang, frames, lambda: logs.in_current_context(_read_all))
         detections = None
         if ctx.use_detector:
             t0 = time.perf_counter()
@@ -423,7 +420,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                 detections = self.detector.submit(frames, conf=ctx.detect_conf, imgsz=ctx.options.imgsz,
                                                   classes=ctx.class_ids)
             ctx.timings["detect"] += time.perf_counter() - t0
-        return _StartedBatch(batch, detections, ocr_future)
+        return _StartedBatch(batch, detections, ocr_futures)
 
     def _finish_batch(self, started: "_StartedBatch", ctx: "_BatchContext") -> list:
         """The batch's detections (tracked, in frame order) and OCR lines, as results items."""
@@ -448,9 +445,12 @@ class VideoFilePipelineService(VideoAnalyzer):
             timings["track"] += time.perf_counter() - t1
 
         lines_per_frame: list[list[OcrLine]] = [[] for _ in batch]
-        if started.ocr is not None:
-            read, ocr_seconds = started.ocr.result()
-            timings["ocr"] += ocr_seconds
+        if started.ocr:
+            read: list[list[OcrLine]] = []
+            for future in started.ocr:  # consecutive runs of the batch, in order
+                lines_of_run, ocr_seconds = future.result()
+                read.extend(lines_of_run)
+                timings["ocr"] += ocr_seconds
             for k, lines in enumerate(read):
                 kept = [line for line in lines if is_worth_reading(line, options.min_text_confidence)]
                 timings["ocr_lines_read"] += len(lines)
@@ -484,7 +484,7 @@ class _BatchContext:
     detect_conf: float
     use_detector: bool
     tracker: Optional[JobTracker]
-    engine: Optional[OcrEngine]
+    ocr: Optional[OcrPool]
     timings: dict[str, float]
     raw: Optional[list[list[list[float]]]]
 
@@ -495,14 +495,13 @@ class _StartedBatch:
 
     batch: list[tuple[int, np.ndarray]]
     detections: Optional[PendingDetections]
-    ocr: Optional[Future]
+    ocr: list[Future]
 
     def discard(self) -> None:
         """Wait for the work of a batch nobody will finish (the job stopped or failed)."""
         if self.detections is not None:
             self.detections.discard()
-        if self.ocr is not None:
-            self.ocr.cancel() or wait([self.ocr])
+        wait([future for future in self.ocr if not future.cancel()])
 
 
 def _container_of(path: Path) -> str:
