@@ -40,7 +40,7 @@ class FakeDetector:
         return [by[n] for n in names]
 
     def submit(self, frames, conf, imgsz, classes=None):
-        found = self.detect(frames, conf, imgsz, classes)
+        found = self.detect(list(frames), conf, imgsz, classes)
         events, first = self.events, len(self.calls) - 1  # the batch's number in the job
         events.append(("submit", first))
 

@@ -92,6 +92,19 @@ def span(tracer_: trace.Tracer, name: str, kind: SpanKind = SpanKind.INTERNAL, *
     return tracer_.start_as_current_span(name, kind=kind, attributes=attributes or None)
 
 
+def start_span(tracer_: trace.Tracer, name: str, **attributes: Any) -> Any:
+    """A span started now, a child of the current one but never current itself (for work that
+    interleaves with other spans); end it with ``end_span``. None when tracing is off."""
+    if not _enabled:
+        return None
+    return tracer_.start_span(name, attributes=attributes or None)
+
+
+def end_span(span_: Any) -> None:
+    if span_ is not None:
+        span_.end()
+
+
 def inject() -> dict[str, str]:
     """The current trace context as W3C headers (empty when tracing is off or there is no span)."""
     if not _enabled:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -368,20 +369,29 @@ class Detector:
         return self.submit(frames, conf, imgsz, classes).result()
 
     def submit(
-        self, frames: Sequence[np.ndarray], conf: float, imgsz: int, classes: Optional[list[int]] = None
+        self, frames: Iterable[np.ndarray], conf: float, imgsz: int, classes: Optional[list[int]] = None
     ) -> "PendingDetections":
         """Hand BGR frames (all of one size) to the runtime; their detections come from ``result()``.
 
-        Each frame goes in as soon as it is letterboxed; a runtime that works in the background
-        (OpenVINO) returns at once, so the caller can read the next frames or finish the last
-        batch while the model works on these.
+        Each frame goes in as soon as it comes and is letterboxed; a runtime that works in the
+        background (OpenVINO) returns once the last is queued, so the caller can read the next
+        frames or finish the last batch while the model works on these.
         """
         self.load()
-        if not frames:
+        frames = iter(frames)
+        head = next(frames, None)
+        if head is None:
             return PendingDetections(runtimes.InFlight(np.zeros((0,))), (0, 0), [], conf, classes)
-        shape = self.input_shape(frames[0].shape[:2], imgsz)
-        inflight = self._session(shape).runtime.submit(self.preprocess([frame], shape) for frame in frames)
-        return PendingDetections(inflight, shape, [f.shape for f in frames], conf, classes)
+        shape = self.input_shape(head.shape[:2], imgsz)
+        frame_shapes: list = []
+
+        def tensors() -> Iterator[np.ndarray]:
+            for frame in itertools.chain([head], frames):
+                frame_shapes.append(frame.shape)
+                yield self.preprocess([frame], shape)
+
+        inflight = self._session(shape).runtime.submit(tensors())
+        return PendingDetections(inflight, shape, frame_shapes, conf, classes)
 
     def model_info(self, frame_hw: tuple[int, int], imgsz: int) -> dict:
         """Provenance of the model as it ran on frames of `frame_hw` (prepares it if needed)."""

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -338,22 +338,15 @@ class VideoFilePipelineService(VideoAnalyzer):
                                      use_detector, tracker, ocr, timings, raw)
             source = reader.frames(plan, first, end, index)
             done = 0
-            # Two batches deep: batch k+1 is handed to the detector (and the OCR thread) before batch k
-            # is finished, so the model works on it while batch k is post-processed and tracked.
+            # Two batches deep: batch k+1 is handed to the detector (and the OCR threads) before batch k
+            # is finished, so the model works on it while batch k is post-processed and tracked; and
+            # each frame goes to the detector as soon as it is decoded, not when its batch is complete.
             pending: Optional[_StartedBatch] = None
             try:
                 while True:
                     if should_stop is not None and should_stop():
                         raise JobInterrupted(f"stopped after {done} of {total} frames")
-                    t0 = time.perf_counter()
-                    batch = []
-                    with tracing.span(_tracer, "decode", **{"videojobs.batch_start": done}):
-                        for item in source:
-                            batch.append(item)
-                            if len(batch) >= self.batch_size:
-                                break
-                    timings["decode_wait"] += time.perf_counter() - t0
-                    started = self._start_batch(batch, analysis) if batch else None
+                    started = self._start_batch(self._read_batch(source, done, timings), analysis)
                     if pending is not None:
                         finishing, pending = pending, None
                         frames_out.extend(self._finish_batch(finishing, analysis))
@@ -407,19 +400,30 @@ class VideoFilePipelineService(VideoAnalyzer):
         self.last_timings = timings
         return result
 
-    def _start_batch(self, batch: list[tuple[int, np.ndarray]], ctx: "_BatchContext") -> "_StartedBatch":
-        """Hand a batch to the OCR thread and to the detector; both work on it in the background."""
-        frames = [frame for _, frame in batch]
-        ocr_futures: list[Future] = []
-        if ctx.ocr is not None:
-            ocr_futures = ctx.ocr.submit(ctx.options.ocr_lang, frames, lambda: logs.in_current_context(_read_all))
+    def _read_batch(self, source: Iterator[tuple[int, np.ndarray]], first: int,
+                    timings: dict[str, float]) -> "_BatchFrames":
+        """The next batch, read from the decoder frame by frame (a ``decode`` span over the reading)."""
+        span = tracing.start_span(_tracer, "decode", **{"videojobs.batch_start": first})
+        return _BatchFrames(source, self.batch_size, timings, span)
+
+    def _start_batch(self, frames: "_BatchFrames", ctx: "_BatchContext") -> Optional["_StartedBatch"]:
+        """Hand a batch to the detector, each frame as soon as it is decoded, then to the OCR threads;
+        both work on it in the background. None when the plan is done."""
         detections = None
-        if ctx.use_detector:
+        if ctx.use_detector and frames.peek():
+            waited = ctx.timings["decode_wait"]
             t0 = time.perf_counter()
-            with tracing.span(_tracer, "detect", **{"videojobs.frames": len(frames)}):
+            with tracing.span(_tracer, "detect", **{"videojobs.batch_start": frames.first}):
                 detections = self.detector.submit(frames, conf=ctx.detect_conf, imgsz=ctx.options.imgsz,
                                                   classes=ctx.class_ids)
-            ctx.timings["detect"] += time.perf_counter() - t0
+            ctx.timings["detect"] += time.perf_counter() - t0 - (ctx.timings["decode_wait"] - waited)
+        batch = frames.rest()
+        if not batch:
+            return None
+        ocr_futures: list[Future] = []
+        if ctx.ocr is not None:
+            ocr_futures = ctx.ocr.submit(ctx.options.ocr_lang, [frame for _, frame in batch],
+                                         lambda: logs.in_current_context(_read_all))
         return _StartedBatch(batch, detections, ocr_futures)
 
     def _finish_batch(self, started: "_StartedBatch", ctx: "_BatchContext") -> list:
@@ -469,6 +473,53 @@ class VideoFilePipelineService(VideoAnalyzer):
         if self._versions is None:
             self._versions = library_versions()
         return dict(sorted(self._versions.items()))
+
+
+class _BatchFrames:
+    """The frames of one batch as the decoder hands them over: iterating yields each frame at once
+    (and keeps it in ``batch``); ``rest()`` reads whatever the iteration did not reach."""
+
+    def __init__(self, source: Iterator[tuple[int, np.ndarray]], size: int, timings: dict[str, float],
+                 span: Any) -> None:
+        self._source = source
+        self._size = size
+        self._timings = timings
+        self._span = span
+        self.batch: list[tuple[int, np.ndarray]] = []
+        self.first = -1  # frame index of the batch's first frame
+
+    def _next(self) -> bool:
+        if self._span is not None and len(self.batch) >= self._size:
+            tracing.end_span(self._span)
+            self._span = None
+        if len(self.batch) >= self._size:
+            return False
+        t0 = time.perf_counter()
+        item = next(self._source, None)
+        self._timings["decode_wait"] += time.perf_counter() - t0
+        if item is None:
+            tracing.end_span(self._span)
+            self._span = None
+            return False
+        if not self.batch:
+            self.first = item[0]
+        self.batch.append(item)
+        return True
+
+    def peek(self) -> bool:
+        """Whether the batch has a frame (reads the first one)."""
+        return bool(self.batch) or self._next()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        k = 0
+        while k < len(self.batch) or self._next():
+            yield self.batch[k][1]
+            k += 1
+
+    def rest(self) -> list[tuple[int, np.ndarray]]:
+        while self._next():
+            pass
+        return self.batch
 
 
 @dataclass(frozen=True)
