@@ -10,6 +10,11 @@ from types import ModuleType
 
 import pytest
 
+# As in every videojobs process (videojobs/cli.py): no gRPC fork handlers. This process forks the
+# test servers (initdb, pg_ctl, nats-server, weed) while in-process gRPC servers and channels of
+# earlier tests still run; once, gRPC's handler in a forked child crashed it (SIGSEGV) before exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
