@@ -137,6 +137,11 @@ def median(values: list[float]) -> float:
     return values[len(values) // 2]
 
 
+def boxes_of(result) -> list:
+    """(class id, [x1, y1, x2, y2]) of each box of an Ultralytics ``Results``."""
+    return [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
+
+
 # -- (a) baseline ---------------------------------------------------------------------------
 def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int, repeat: int) -> dict:
     import pytesseract
@@ -156,7 +161,7 @@ def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int, rep
             ok, jpeg = cv2.imencode(".jpg", frame)
             image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
             result = yolo.predict(image, verbose=False)[0]
-            dets = [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
+            dets = boxes_of(result)
             data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)),
                                              output_type=pytesseract.Output.DICT)
             words = [w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0]
@@ -244,8 +249,7 @@ def expert_child(path: str, model: str, shape: str, stride: int, max_frames: int
         t0 = time.perf_counter()
         for k, r in enumerate(yolo.predict(source=path, vid_stride=stride, stream=True, verbose=False)):
             # Ultralytics grabs `stride` frames, then keeps the last: frames stride-1, 2*stride-1, ...
-            frames[str((k + 1) * stride - 1)] = [(int(c), [float(v) for v in box]) for c, box in
-                                       zip(r.boxes.cls, r.boxes.xyxy)]
+            frames[str((k + 1) * stride - 1)] = boxes_of(r)
             n += 1
             if max_frames and n >= max_frames:
                 break
@@ -267,7 +271,7 @@ def parity_child(path: str, model: str, sample_fps: float, max_frames: int) -> N
     frames = {}
     for index, frame in sampled_frames(Path(path), sample_fps, max_frames):
         result = yolo.predict(frame, verbose=False)[0]
-        frames[str(index)] = [(int(c), [float(v) for v in box]) for c, box in zip(result.boxes.cls, result.boxes.xyxy)]
+        frames[str(index)] = boxes_of(result)
     print(json.dumps(frames))
 
 

@@ -484,27 +484,26 @@ class _BatchFrames:
         self._source = source
         self._size = size
         self._timings = timings
-        self._span = span
+        self._span = span  # the batch's ``decode`` span, ended once the batch is read
         self.batch: list[tuple[int, np.ndarray]] = []
-        self.first = -1  # frame index of the batch's first frame
+
+    @property
+    def first(self) -> int:
+        """Frame index of the batch's first frame (-1 before it is read)."""
+        return self.batch[0][0] if self.batch else -1
 
     def _next(self) -> bool:
-        if self._span is not None and len(self.batch) >= self._size:
-            tracing.end_span(self._span)
-            self._span = None
-        if len(self.batch) >= self._size:
-            return False
-        t0 = time.perf_counter()
-        item = next(self._source, None)
-        self._timings["decode_wait"] += time.perf_counter() - t0
-        if item is None:
-            tracing.end_span(self._span)
-            self._span = None
-            return False
-        if not self.batch:
-            self.first = item[0]
-        self.batch.append(item)
-        return True
+        """Read one more frame into the batch; False once it is full or the plan is done."""
+        if len(self.batch) < self._size:
+            t0 = time.perf_counter()
+            item = next(self._source, None)
+            self._timings["decode_wait"] += time.perf_counter() - t0
+            if item is not None:
+                self.batch.append(item)
+                return True
+        tracing.end_span(self._span)
+        self._span = None
+        return False
 
     def peek(self) -> bool:
         """Whether the batch has a frame (reads the first one)."""
@@ -542,7 +541,7 @@ class _BatchContext:
 
 @dataclass(frozen=True)
 class _StartedBatch:
-    """A batch handed to the detector and the OCR thread, not yet finished."""
+    """A batch handed to the detector and the OCR threads, not yet finished."""
 
     batch: list[tuple[int, np.ndarray]]
     detections: Optional[PendingDetections]
