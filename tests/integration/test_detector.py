@@ -39,11 +39,16 @@ def frame(sample_video):
                          ids=["16:9", "4:3", "portrait", "sample"])
 @pytest.mark.parametrize("imgsz", [640, 320])
 def test_input_shape_is_what_ultralytics_predict_uses(yolo, model_path, tmp_path, frame_hw, imgsz):
-    image = np.full((*frame_hw, 3), 90, np.uint8)
+    image = np.random.default_rng(7).integers(0, 256, (*frame_hw, 3), np.uint8)
     yolo.predict(image, imgsz=imgsz, verbose=False)
-    expected = tuple(yolo.predictor.preprocess([image]).shape[2:])
+    tensor = yolo.predictor.preprocess([image]).numpy()
+    expected = tuple(tensor.shape[2:])
     detector = Detector(str(model_path), tmp_path)
     assert detector.input_shape(frame_hw, imgsz) == expected
+    # and the very same input values: letterboxed, RGB planes, x / 255 in float32 (into a buffer too)
+    assert np.array_equal(detector.preprocess([image], expected), tensor)
+    buffer = np.full((1, 3, *expected), np.nan, np.float32)
+    assert detector.letterboxed(image, expected, buffer) is buffer and np.array_equal(buffer, tensor)
     if imgsz == 640:
         assert expected == {(720, 1280): (384, 640), (480, 640): (480, 640), (1280, 720): (640, 384),
                             (360, 640): (384, 640)}[frame_hw]
@@ -247,3 +252,14 @@ def test_openvino_with_several_threads_runs_a_frame_per_stream_and_gives_the_sam
     pooled = len(runtime._idle)
     runtime.submit(batch[i:i + 1] for i in range(5)).discard()
     assert len(runtime._idle) == pooled and np.array_equal(runtime(batch), alone)
+
+    # Frames are prepared straight into the requests' own input tensors; one that fails to be prepared
+    # gives its request back and the frames before it are finished, as above.
+    def prepare(i, out=None):
+        if i == 2:
+            raise RuntimeError("a frame could not be letterboxed")
+        return runtimes.as_input(batch[i:i + 1], out)
+
+    with pytest.raises(RuntimeError):
+        runtime.submit(range(4), prepare)
+    assert len(runtime._idle) == pooled and np.array_equal(runtime.submit(range(2), prepare).result(), alone[:2])

@@ -31,8 +31,9 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from videojobs.common.errors import UnknownClass
@@ -352,14 +353,23 @@ class Detector:
     # -- inference -------------------------------------------------------------------------------
     def preprocess(self, frames: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
         """BGR frames -> the letterboxed RGB float32 ``(n, 3, h, w)`` batch Ultralytics' predict builds."""
+        out = np.empty((len(frames), 3, *shape), np.float32)
+        for i, frame in enumerate(frames):
+            self.letterboxed(frame, shape, out[i:i + 1])
+        return out
+
+    def letterboxed(self, frame: np.ndarray, shape: tuple[int, int], out: Optional[np.ndarray] = None) -> np.ndarray:
+        """One BGR frame -> its ``(1, 3, h, w)`` tensor of the batch above, written into `out` when given."""
         letterbox = self._letterboxes.get(shape)
         if letterbox is None:
             from ultralytics.data.augment import LetterBox
 
             letterbox = self._letterboxes[shape] = LetterBox(shape, auto=False, stride=self._stride)
-        boxed = np.stack([letterbox(image=f) for f in frames])  # (n, h, w, 3) uint8
-        out = np.empty((len(frames), 3, *shape), np.float32)
-        np.divide(boxed[..., ::-1].transpose(0, 3, 1, 2), np.float32(255), out=out, casting="unsafe")
+        boxed = letterbox(image=frame)  # (h, w, 3) uint8
+        if out is None:
+            out = np.empty((1, 3, *shape), np.float32)
+        for channel, plane in enumerate(reversed(cv2.split(boxed))):  # RGB planes, as float32 x / 255
+            np.divide(plane, np.float32(255), out=out[0, channel], casting="unsafe")
         return out
 
     def detect(
@@ -385,12 +395,11 @@ class Detector:
         shape = self.input_shape(head.shape[:2], imgsz)
         frame_shapes: list = []
 
-        def tensors() -> Iterator[np.ndarray]:
-            for frame in itertools.chain([head], frames):
-                frame_shapes.append(frame.shape)
-                yield self.preprocess([frame], shape)
+        def prepare(frame: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+            frame_shapes.append(frame.shape)
+            return self.letterboxed(frame, shape, out)
 
-        inflight = self._session(shape).runtime.submit(tensors())
+        inflight = self._session(shape).runtime.submit(itertools.chain([head], frames), prepare)
         return PendingDetections(inflight, shape, frame_shapes, conf, classes)
 
     def model_info(self, frame_hw: tuple[int, int], imgsz: int) -> dict:

@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -94,6 +94,15 @@ def runtime_available(name: str) -> bool:
 
 
 # -- runtimes --------------------------------------------------------------------------------
+def as_input(tensor: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The default ``prepare`` of ``submit``: the items are ``(1, 3, h, w)`` tensors already, copied
+    into the runtime's own input buffer when it offers one."""
+    if out is None:
+        return tensor
+    np.copyto(out, tensor)
+    return out
+
+
 class InFlight:
     """Frames handed to a runtime: ``result()`` gives their raw outputs, in the order given."""
 
@@ -108,15 +117,18 @@ class InFlight:
 
 
 class _Runtime:
-    """What every runtime offers: ``runtime(batch)``, ``run_frames(tensors)`` and ``submit(tensors)``."""
+    """What every runtime offers: ``runtime(batch)``, ``run_frames(tensors)`` and ``submit(items, prepare)``."""
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def submit(self, tensors: Iterable[np.ndarray]) -> InFlight:
-        """Start the forward of ``(1, 3, h, w)`` tensors given one by one; by default computed at
-        once, as one batch. A runtime that works in the background returns before they are done."""
-        return InFlight(self(np.concatenate(list(tensors))))
+    def submit(self, items: Iterable[Any], prepare: Callable[..., np.ndarray] = as_input) -> InFlight:
+        """Start the forward of items given one by one. ``prepare(item, out=None)`` makes an item's
+        ``(1, 3, h, w)`` float32 input: written into ``out`` (a buffer the runtime owns, so no tensor is
+        allocated or copied per frame) when the runtime passes one, else a new array. By default the
+        inputs are computed at once, as one batch; a runtime that works in the background returns
+        before they are done."""
+        return InFlight(self(np.concatenate([prepare(item) for item in items])))
 
     def run_frames(self, tensors: Iterable[np.ndarray]) -> np.ndarray:
         """Forward ``(1, 3, h, w)`` tensors given one by one; their raw outputs, in order."""
@@ -172,14 +184,15 @@ class OpenVinoRuntime(_Runtime):
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.run_frames(batch[i:i + 1] for i in range(len(batch)))  # exported with batch 1
 
-    def submit(self, tensors: Iterable[np.ndarray]) -> InFlight:
-        """Queue each ``(1, 3, h, w)`` tensor as it comes (the streams start on the first while the
-        caller's generator prepares the next) and return; if a tensor fails to come, the frames
-        already queued are finished before the error goes on, so nothing of the call stays in flight."""
+    def submit(self, items: Iterable[Any], prepare: Callable[..., np.ndarray] = as_input) -> InFlight:
+        """Queue each item as it comes, prepared straight into its infer request's input tensor (the
+        streams start on the first while the caller prepares the next), and return; if an item fails
+        to come or to be prepared, the frames already queued are finished before the error goes on,
+        so nothing of the call stays in flight."""
         call = _Requests(self)
         try:
-            for tensor in tensors:
-                call.start(tensor)
+            for item in items:
+                call.start(item, prepare)
         except BaseException:
             call.discard()
             raise
@@ -195,24 +208,32 @@ class OpenVinoRuntime(_Runtime):
 
 
 class _Requests(InFlight):
-    """OpenVINO infer requests started for one call, each on its own input (copied in)."""
+    """OpenVINO infer requests started for one call, each on its own input tensor."""
 
     def __init__(self, runtime: OpenVinoRuntime) -> None:
         self._runtime = runtime
         self._requests: list = []
 
-    def start(self, tensor: np.ndarray) -> None:
+    def start(self, item: Any, prepare: Callable[..., np.ndarray]) -> None:
         request = self._runtime._request()
+        try:
+            prepare(item, request.get_input_tensor(0).data)  # the request's own memory: nothing copied in
+        except BaseException:
+            self._runtime._release([request])
+            raise
         self._requests.append(request)
-        request.start_async({0: tensor})
+        request.start_async()
 
     def result(self) -> np.ndarray:
         try:
-            outputs = []
-            for request in self._requests:
+            outputs = np.zeros((0,), np.float32)  # no frame, no output
+            for i, request in enumerate(self._requests):
                 request.wait()  # raises what the inference raised
-                outputs.append(request.get_output_tensor(0).data.copy())
-            return np.concatenate(outputs)
+                output = request.get_output_tensor(0).data  # (1, ...): the request's own memory
+                if i == 0:
+                    outputs = np.empty((len(self._requests), *output.shape[1:]), output.dtype)
+                outputs[i] = output[0]  # copied out once: the request goes back to the pool
+            return outputs
         finally:
             self.discard()
 
