@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -133,6 +136,26 @@ def test_a_stalled_decode_is_cut_off(model_path, sample_video, tmp_path):
         release.set()
         feeder.join(10)
         service.close()
+
+
+def test_a_reader_closed_before_the_end_has_stopped_its_decoder_so_the_process_exits_cleanly(sample_video):
+    # The decoder thread used to be still tearing FFmpeg down when a short script's interpreter
+    # finalized: the process aborted after its work was done (exit code 134, "terminate called
+    # without an active exception"), every time on this plan (OpenCV's sequential decode, stopped early).
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
+        with FrameReader(Path(sys.argv[1]), timeout=30) as reader:
+            info = reader.open()
+            frames = sum(1 for _ in reader.frames(SamplingPlan(info.frame_count, info.fps, 0, max_frames=128)))
+        print(frames, reader._thread.is_alive())
+    """)
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script, str(sample_video)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-600:]
+        assert done.stdout.split() == ["128", "False"]
 
 
 def test_data_running_out_mid_decode_is_truncation(tmp_path, sample_video, monkeypatch):

@@ -57,6 +57,10 @@ MAX_FPS = 1000.0
 # shortfall is within this share of the announced frames (container frame counts of
 # some muxers are estimates); beyond it the file is reported truncated.
 TRUNCATION_TOLERANCE = 0.02
+# How long close() waits for the decoder thread to stop and release the file. A stop is seen
+# within one frame or one 0.2 s queue wait; the bound only keeps close() from hanging on a
+# thread blocked in FFmpeg, which FFmpeg's own read timeout ends later.
+CLOSE_WAIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,7 @@ class FrameReader:
         self.decode_seconds = 0.0  # time the decoder thread spent in OpenCV
         self.frames_decoded = 0  # frames the decoder produced (sampled or not)
         self.selective = False  # whether only what the plan needs was decoded (PyAV, by keyframes)
+        self._stalled = False  # the consumer gave up waiting: the thread may never return
 
     # -- public ---------------------------------------------------------------------
     def open(self) -> VideoInfo:
@@ -400,7 +405,12 @@ class FrameReader:
             yield item  # type: ignore[misc]
 
     def close(self) -> None:
-        """Stop the decoder thread (it releases the capture itself)."""
+        """Stop the decoder thread and wait until it has let go of the file (it releases the capture
+        itself); a thread stuck in a decode that stalled is abandoned instead.
+
+        Waiting matters at exit: a decoder thread still tearing FFmpeg down when the interpreter
+        finalizes is stopped inside OpenCV's C++ code, and the process aborts ("terminate called
+        without an active exception", exit code 134) after its work is done."""
         self._stop.set()
         self._plan_ready.set()
         # Unblock a producer waiting on a full queue.
@@ -409,6 +419,8 @@ class FrameReader:
                 self._queue.get_nowait()
         except queue.Empty:
             pass
+        if self._thread is not None and not self._stalled and self._thread is not threading.current_thread():
+            self._thread.join(CLOSE_WAIT_SECONDS)
 
     def __enter__(self) -> "FrameReader":
         return self
@@ -423,6 +435,7 @@ class FrameReader:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._stop.set()
+                self._stalled = True
                 raise DecodeStalled(
                     f"{what} made no progress for {self.timeout:g} s; giving up"
                 )
