@@ -25,7 +25,7 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ chaos: install ## Chaos scenarios (outages, kills, stalled uploads) on private P
 
 bench-observability: install ## Overhead of metrics + tracing on the yolo pipeline per frame; JSON in var/bench-observability.json
 	$(PY) scripts/bench_observability.py
+
+bench-pipeline: install ## Frames/s of the pipeline vs YOLO.predict+pytesseract, Ultralytics' OpenVINO stream and the bare forward; JSON in var/bench-pipeline.json
+	$(PY) scripts/bench_pipeline.py --long-factor 3 --out var/bench-pipeline.json
 
 bench-throughput: install ## Jobs/s through submit -> queue -> worker -> COMPLETED with 1 and 4 workers
 	$(PY) scripts/bench_throughput.py

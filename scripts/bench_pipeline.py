@@ -14,6 +14,12 @@
     vid_stride=k, stream=True)``, against the ``yolo`` pipeline on the same frames
     (every k-th frame) and against the bare model forward at the same input shape.
 
+Agreement of (b) with (a): detections matched (class, IoU >= 0.5), and OCR words both as (a)
+reports them (every word with a confidence) and through the service's default line filter
+(``min_text_confidence``, a letter or digit in the line), which is how the pipeline reports
+text; the detector and OCR engine are also compared with Ultralytics and pytesseract on the
+very same decoded pixels (no JPEG round trip).
+
 Clips: the shared sample (640x360 H.264), a generated 1280x720 text clip (MJPEG
 slides) and a 16:9 clip without text (the sample scaled to 1280x720, mp4v). Each
 measurement is the median of ``--repeat`` runs (default 3); (a) and (c) run in child
@@ -143,6 +149,22 @@ def boxes_of(result) -> list:
 
 
 # -- (a) baseline ---------------------------------------------------------------------------
+def tesseract_words(data: dict) -> tuple[list[str], list[str]]:
+    """Words of a ``pytesseract.image_to_data`` dict: every word it reports (confidence >= 0), and those
+    of the lines the service keeps by default (the pipeline's own rule: a letter or digit in the line,
+    mean word confidence >= ``min_text_confidence``)."""
+    from videojobs.common.options import AnalysisOptions
+    from videojobs.worker.pipeline.ocr import OcrWord, group_lines, is_worth_reading
+
+    words, line = [], None
+    for text, conf, *key in zip(data["text"], data["conf"], data["block_num"], data["par_num"], data["line_num"]):
+        if text.strip() and float(conf) >= 0:
+            words.append((OcrWord(text.strip(), float(conf) / 100, (0, 0, 0, 0)), key != line))
+            line = key
+    kept = [line for line in group_lines(words) if is_worth_reading(line, AnalysisOptions().min_text_confidence)]
+    return [w.text for w, _ in words], [w for line in kept for w in line.text.split()]
+
+
 def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int, repeat: int) -> dict:
     import pytesseract
     from PIL import Image
@@ -164,8 +186,8 @@ def run_baseline(path: Path, model: str, sample_fps: float, max_frames: int, rep
             dets = boxes_of(result)
             data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)),
                                              output_type=pytesseract.Output.DICT)
-            words = [w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0]
-            frames[index] = {"detections": dets, "words": words}
+            words, kept = tesseract_words(data)
+            frames[index] = {"detections": dets, "words": words, "words_kept": kept}
         runs.append(time.perf_counter() - t0)
     return {"frames": frames, "seconds": median(runs), "runs": [round(r, 3) for r in runs], "backend": backend,
             "input_shape": list(yolo.predictor.preprocess([warm]).shape[2:]) if yolo.predictor else None}
@@ -218,8 +240,7 @@ def measure_baseline(kind: str, path: Path, model: str, sample_fps: float, max_f
     r = _child(["--baseline-child", str(path), "--model", model, "--sample-fps", str(sample_fps),
                 "--max-frames", str(max_frames), "--baseline-omp", "unset" if omp is None else omp,
                 "--repeat", str(repeat)], env)
-    r["frames"] = {int(k): {"detections": [(c, b) for c, b in v["detections"]], "words": v["words"]}
-                   for k, v in r["frames"].items()}
+    r["frames"] = {int(k): {**v, "detections": [(c, b) for c, b in v["detections"]]} for k, v in r["frames"].items()}
     return r
 
 
@@ -298,22 +319,29 @@ def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -
     import pytesseract
     from PIL import Image
 
-    same = total = 0
-    matched = words_a = words_b = 0
+    same = same_kept = total = 0
+    matched = matched_kept = words_a = words_kept = words_b = 0
     for index, frame in sampled_frames(path, sample_fps, max_frames):
         data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)),
                                          output_type=pytesseract.Output.DICT)
-        wa = Counter(w.strip() for w, c in zip(data["text"], data["conf"]) if w.strip() and float(c) >= 0)
+        raw, kept = (Counter(words) for words in tesseract_words(data))
         wb = Counter(b["frames"].get(index, {"words": []})["words"])
         total += 1
-        same += wa == wb
-        words_a += sum(wa.values())
+        same += raw == wb
+        same_kept += kept == wb
+        words_a += sum(raw.values())
+        words_kept += sum(kept.values())
         words_b += sum(wb.values())
-        matched += sum((wa & wb).values())
+        matched += sum((raw & wb).values())
+        matched_kept += sum((kept & wb).values())
     return {
         "frames": total,
         "frames_same_words": same,
         "words_pytesseract_raw_frame": words_a,
+        # the same words through the service's default line filter (min_text_confidence, a letter or digit)
+        "words_pytesseract_kept": words_kept,
+        "words_matched_kept": matched_kept,
+        "frames_same_words_kept": same_kept,
         "words_pipeline": words_b,
         "words_matched": matched,
         "cli_tesseract": pytesseract.get_tesseract_version().base_version,
@@ -379,6 +407,7 @@ def iou(a, b) -> float:
 def agreement(a: dict, b: dict) -> dict:
     matched = n_a = n_b = 0
     same_words = word_matches = words_a = words_b = 0
+    same_kept = kept_matches = words_kept = 0
     for index, fa in a["frames"].items():
         fb = b["frames"].get(index, {"detections": [], "words": []})
         n_a += len(fa["detections"])
@@ -397,6 +426,10 @@ def agreement(a: dict, b: dict) -> dict:
         words_b += sum(wb.values())
         word_matches += sum((wa & wb).values())
         same_words += wa == wb
+        kept = Counter(fa.get("words_kept", []))  # (a) frames carry both word lists
+        words_kept += sum(kept.values())
+        kept_matches += sum((kept & wb).values())
+        same_kept += kept == wb
     frames = len(a["frames"])
     return {
         "frames_compared": frames,
@@ -411,6 +444,12 @@ def agreement(a: dict, b: dict) -> dict:
         "ocr_words_matched": word_matches,
         "ocr_word_agreement": round(word_matches / max(words_a, words_b), 4) if max(words_a, words_b) else 1.0,
         "ocr_frames_same_words": same_words,
+        # (a)'s words through the service's default line filter, as the pipeline reports text
+        "ocr_words_a_kept": words_kept,
+        "ocr_words_matched_kept": kept_matches,
+        "ocr_word_agreement_kept": round(kept_matches / max(words_kept, words_b), 4) if max(words_kept, words_b)
+        else 1.0,
+        "ocr_frames_same_words_kept": same_kept,
     }
 
 
@@ -686,6 +725,10 @@ def print_summary(r: dict) -> None:
             print(f"    OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
                   f" agreement={ag['ocr_word_agreement']:.4f}; frames with the same words "
                   f"{ag['ocr_frames_same_words']}/{ag['frames_compared']}")
+            print(f"    OCR words of (a) through the service's default line filter: a={ag['ocr_words_a_kept']} "
+                  f"b={ag['ocr_words_b']} matched={ag['ocr_words_matched_kept']} "
+                  f"agreement={ag['ocr_word_agreement_kept']:.4f}; frames with the same words "
+                  f"{ag['ocr_frames_same_words_kept']}/{ag['frames_compared']}")
         if "b_f32" in c:
             f = c["b_f32"]
             for kind, v in f["baselines"].items():
@@ -698,7 +741,9 @@ def print_summary(r: dict) -> None:
         p = c["ocr_engine_parity"]
         print(f"  OCR engine parity (pytesseract on the same decoded pixels, no JPEG): words "
               f"{p['words_pytesseract_raw_frame']} vs pipeline {p['words_pipeline']}, matched {p['words_matched']}; "
-              f"frames with the same words {p['frames_same_words']}/{p['frames']}")
+              f"frames with the same words {p['frames_same_words']}/{p['frames']}; through the service's default "
+              f"line filter {p['words_pytesseract_kept']} words, matched {p['words_matched_kept']}, frames with the "
+              f"same words {p['frames_same_words_kept']}/{p['frames']}")
         d = c["detector_parity"]
         print(f"  Detector parity (Ultralytics predict, PyTorch, on the same decoded pixels, no JPEG): detections "
               f"{d['detections_a']} vs pipeline {d['detections_b']}, matched {d['detections_matched']}, agreement "
