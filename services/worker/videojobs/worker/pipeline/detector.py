@@ -24,6 +24,7 @@ the detections are what ``YOLO(model).predict`` gives, without its per-call set-
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import itertools
 import logging
@@ -87,11 +88,13 @@ def _onnx_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def letterbox_shape(frame_hw: tuple[int, int], imgsz: int, stride: int) -> tuple[int, int]:
     """The input shape Ultralytics' ``predict`` gives a frame of `frame_hw` for a PyTorch model.
 
     Computed by Ultralytics' own ``check_imgsz`` and ``LetterBox(auto=True)`` (minimum
-    rectangle: the long side at `imgsz`, the short side padded to a multiple of the stride).
+    rectangle: the long side at `imgsz`, the short side padded to a multiple of the stride),
+    once per (frame size, imgsz, stride): it letterboxes a blank frame of that size.
     """
     from ultralytics.data.augment import LetterBox
     from ultralytics.utils.checks import check_imgsz
@@ -252,7 +255,7 @@ class Detector:
         self.load()
         if self._fixed_shape is not None:
             return self._fixed_shape
-        return letterbox_shape(frame_hw, imgsz, self._stride)
+        return letterbox_shape((int(frame_hw[0]), int(frame_hw[1])), int(imgsz), int(self._stride))
 
     def prepare(self, frame_hw: tuple[int, int], imgsz: int) -> dict:
         """Export, choose and compile the runtime for this frame size (once); its provenance entry."""

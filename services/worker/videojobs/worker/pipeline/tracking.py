@@ -8,6 +8,7 @@ Detections the tracker does not (yet) follow get ``track_id: null``.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
@@ -58,15 +59,23 @@ class TrackSummary:
     classes: Counter = field(default_factory=Counter)
 
 
+@functools.lru_cache(maxsize=1)
+def _bytetrack_settings() -> tuple[tuple[str, object], ...]:
+    """Ultralytics' ``bytetrack.yaml``, read once per process (finding it searches the package's folders)."""
+    from ultralytics.utils import YAML
+    from ultralytics.utils.checks import check_yaml
+
+    return tuple(YAML.load(check_yaml("bytetrack.yaml")).items())
+
+
 class JobTracker:
     """Fresh ByteTrack state for one job; ids are renumbered 1, 2, ... in order of first appearance."""
 
     def __init__(self, analysed_fps: float) -> None:
         from ultralytics.trackers.byte_tracker import BYTETracker
-        from ultralytics.utils import YAML, IterableSimpleNamespace
-        from ultralytics.utils.checks import check_yaml
+        from ultralytics.utils import IterableSimpleNamespace
 
-        cfg = IterableSimpleNamespace(**YAML.load(check_yaml("bytetrack.yaml")))
+        cfg = IterableSimpleNamespace(**dict(_bytetrack_settings()))
         scale = (analysed_fps or _REFERENCE_FPS) / _REFERENCE_FPS
         cfg.track_buffer = max(1, int(round(cfg.track_buffer * scale)))
         self._tracker = BYTETracker(args=cfg)
