@@ -263,3 +263,5 @@ def test_openvino_with_several_threads_runs_a_frame_per_stream_and_gives_the_sam
     with pytest.raises(RuntimeError):
         runtime.submit(range(4), prepare)
     assert len(runtime._idle) == pooled and np.array_equal(runtime.submit(range(2), prepare).result(), alone[:2])
+    # a prepare that returns an array of its own rather than filling the buffer is copied in
+    assert np.array_equal(runtime.submit(range(5), lambda i, out=None: batch[i:i + 1]).result(), alone)

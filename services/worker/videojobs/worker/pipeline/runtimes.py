@@ -217,7 +217,10 @@ class _Requests(InFlight):
     def start(self, item: Any, prepare: Callable[..., np.ndarray]) -> None:
         request = self._runtime._request()
         try:
-            prepare(item, request.get_input_tensor(0).data)  # the request's own memory: nothing copied in
+            buffer = request.get_input_tensor(0).data  # the request's own memory: nothing copied in
+            tensor = prepare(item, buffer)
+            if tensor is not buffer:  # a prepare that made its own array after all
+                np.copyto(buffer, tensor)
         except BaseException:
             self._runtime._release([request])
             raise
