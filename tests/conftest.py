@@ -10,10 +10,11 @@ from types import ModuleType
 
 import pytest
 
-# As in every videojobs process (videojobs/cli.py): no gRPC fork handlers. This process forks the
-# test servers (initdb, pg_ctl, nats-server, weed) while in-process gRPC servers and channels of
-# earlier tests still run; once, gRPC's handler in a forked child crashed it (SIGSEGV) before exec.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# The test process gets what every videojobs process gets from videojobs/cli.py on import: no gRPC
+# fork handlers. It forks the test servers (initdb, pg_ctl, nats-server, weed) while in-process gRPC
+# servers and channels of earlier tests still run; once, gRPC's handler in a forked child crashed it
+# (SIGSEGV) before exec.
+import videojobs.cli  # noqa: E402, F401  (before anything imports grpc)
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
