@@ -30,6 +30,16 @@ processes (their own thread settings). Prints a summary and writes JSON (default
     python scripts/bench_pipeline.py                      # everything (slow: (a) is)
     python scripts/bench_pipeline.py --max-frames 12      # fewer frames per clip
     python scripts/bench_pipeline.py --baseline both      # also (a) without OMP_THREAD_LIMIT
+    python scripts/bench_pipeline.py --isa avx2           # everything capped at AVX2 (see ISA_CAPS)
+
+``--isa avx2`` stands in for an AVX2-only CPU on one with AVX-512: the script starts again with
+the libraries' own instruction-set switches set (inherited by every child): oneDNN, which runs
+the convolutions of both PyTorch and OpenVINO's CPU plugin, PyTorch's own kernels, OpenCV and
+NumPy stop at AVX2, and OpenVINO runs f32, its default on such CPUs (its bf16 needs AVX-512 or
+AMX). What the cap reached is checked and written to the JSON (``isa_cap``). Not capped, for
+want of a switch: FFmpeg's decoders and Tesseract's float dot product (its int8 matrix code,
+which the shipped ``fast`` models run, is AVX2 at most). The core is still this CPU's: the
+ratios show what the instruction set does to them, not what an older core would.
 """
 
 from __future__ import annotations
@@ -49,6 +59,36 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
+
+ISA_ENV = "VIDEOJOBS_BENCH_ISA"  # set while a cap is in effect, for this process and its children
+ISA_CAPS = {
+    "avx2": {
+        "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN: PyTorch's convolutions and OpenVINO's CPU plugin
+        "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own vectorised kernels
+        "OPENCV_CPU_DISABLE": "AVX512-SKX",  # the one AVX-512 level its wheels dispatch to
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "VIDEOJOBS_DETECTOR_PRECISION": "f32",  # OpenVINO's default where there is no AVX-512 BF16 or AMX
+    },
+}
+
+
+def isa_cap_environment(isa: str) -> dict[str, str]:
+    return {**os.environ, **ISA_CAPS[isa], ISA_ENV: isa}
+
+
+def openvino_default_f32() -> None:
+    """Under a cap, a fresh ``ov.Core`` infers in f32, as OpenVINO does by default on an AVX2-only CPU
+    (left to itself it picks bf16 from the real CPU's flags, which oneDNN, capped, then cannot run).
+    The same property Ultralytics sets on Windows."""
+    import openvino as ov
+
+    class Core(ov.Core):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.set_property("CPU", {"INFERENCE_PRECISION_HINT": ov.Type.f32})
+
+    ov.Core = Core
+
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -252,6 +292,8 @@ def expert_child(path: str, model: str, shape: str, stride: int, max_frames: int
 
     from ultralytics import YOLO
 
+    if os.environ.get(ISA_ENV):
+        openvino_default_f32()
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
     h, w = (int(v) for v in shape.split("x"))
     local = Path(tmp) / Path(model).name
@@ -387,12 +429,14 @@ def median_run(runs: list[dict]) -> dict:
     return mid
 
 
-def build_service(model: str, cache: Path, precision: str = "auto"):
-    """The pipeline as the worker builds it from its settings (defaults: auto backend, threads from the cores)."""
+def build_service(model: str, cache: Path, precision: str | None = None):
+    """The pipeline as the worker builds it from its settings (defaults: auto backend, threads from the
+    cores, the precision from the environment: auto unless VIDEOJOBS_DETECTOR_PRECISION says otherwise)."""
     from videojobs.common.config import load_settings
     from videojobs.worker.bootstrap import build_analyzer
 
-    return build_analyzer(load_settings(model=model, model_cache_dir=cache, detector_precision=precision))
+    overrides = {} if precision is None else {"detector_precision": precision}
+    return build_analyzer(load_settings(model=model, model_cache_dir=cache, **overrides))
 
 
 # -- agreement --------------------------------------------------------------------------------
@@ -495,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", choices=("both", *BASELINES), default="omp_thread_limit_1",
                    help="which baseline(s) to run, each in its own process (default: OMP_THREAD_LIMIT=1, "
                         "the faster of the two, so the harder one to beat)")
+    p.add_argument("--isa", choices=sorted(ISA_CAPS), default=None,
+                   help="cap every library's instruction set (an AVX2-only CPU's stand-in; see above)")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--baseline-omp", default="1", help=argparse.SUPPRESS)
@@ -502,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--parity-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.isa and os.environ.get(ISA_ENV) != args.isa:  # the switches are read when the libraries load
+        argv = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, __file__, *argv], isa_cap_environment(args.isa))
     if args.parity_child:
         parity_child(args.parity_child, args.model, args.sample_fps, args.max_frames)
         return 0
@@ -617,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
             clips[name] = clip
         report["clips"] = clips
         service.close()
+        if args.isa:
+            report["isa_cap"] = isa_cap_report(args.isa, cache)
 
         if not args.skip_rss:
             long_clip = make_repeated_clip(args.sample, tmp / "long.mp4", args.long_factor)
@@ -691,6 +742,28 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
     }
 
 
+def isa_cap_report(isa: str, cache: Path) -> dict:
+    """What a cap reached, in each library's own words; for OpenVINO, the kernels its CPU plugin chose for
+    each layer of the pipeline's exported model (compiled again here, f32)."""
+    import openvino as ov
+    import torch
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    kernels: Counter = Counter()
+    for xml in sorted(cache.rglob("*.xml")):
+        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        for op in compiled.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            kind = rt["primitiveType"].astype(str) if "primitiveType" in rt else ""
+            if "avx" in kind:
+                kernels[f"{rt['layerType'].astype(str)}: {kind}"] += 1
+    return {"isa": isa, "environment": ISA_CAPS[isa],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "opencv_cpu_features": cv2.getCPUFeaturesLine(),  # a "?" marks a level switched off
+            "numpy_dispatch_levels": {name: bool(__cpu_features__.get(name)) for name in __cpu_dispatch__},
+            "openvino_layer_kernels": dict(sorted(kernels.items()))}
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -705,6 +778,11 @@ def print_summary(r: dict) -> None:
     print(f"Tesseract: pipeline {r['tesseract']['pipeline_tesserocr']} (tesserocr), baseline "
           f"{r['tesseract']['baseline_cli']} (CLI); load average (1, 5, 15 min) at start {r['load_average_at_start']}, "
           f"at end {r['load_average_at_end']}")
+    if "isa_cap" in r:
+        cap = r["isa_cap"]
+        print(f"Instruction set capped at {cap['isa']}: PyTorch {cap['torch_cpu_capability']}, OpenCV "
+              f"{cap['opencv_cpu_features']}, NumPy {cap['numpy_dispatch_levels']}; OpenVINO kernels by layer "
+              f"(CPU plugin, f32): {cap['openvino_layer_kernels']}")
     for name, c in r["clips"].items():
         m = c["b_model"]
         choice = m.get("backend_choice") or {}
