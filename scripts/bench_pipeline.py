@@ -352,6 +352,25 @@ def detector_parity(path: Path, model: str, b: dict, sample_fps: float, max_fram
                                "detection_agreement")}
 
 
+class WordTally:
+    """Words of side (a) against side (b), frame by frame: totals, multiset matches, identical frames."""
+
+    def __init__(self) -> None:
+        self.frames_same = self.words_a = self.words_b = self.matched = 0
+
+    def add(self, a: Counter, b: Counter) -> None:
+        self.frames_same += a == b
+        self.words_a += sum(a.values())
+        self.words_b += sum(b.values())
+        self.matched += sum((a & b).values())
+
+    @property
+    def agreement(self) -> float:
+        """Matched words over the larger side (1.0 when neither has a word)."""
+        larger = max(self.words_a, self.words_b)
+        return round(self.matched / larger, 4) if larger else 1.0
+
+
 def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -> dict:
     """Pipeline words against plain ``pytesseract.image_to_data`` on the very same decoded pixels.
 
@@ -361,31 +380,25 @@ def ocr_engine_parity(path: Path, b: dict, sample_fps: float, max_frames: int) -
     import pytesseract
     from PIL import Image
 
-    same = same_kept = total = 0
-    matched = matched_kept = words_a = words_kept = words_b = 0
+    total, raw, kept = 0, WordTally(), WordTally()
     for index, frame in sampled_frames(path, sample_fps, max_frames):
         data = pytesseract.image_to_data(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)),
                                          output_type=pytesseract.Output.DICT)
-        raw, kept = (Counter(words) for words in tesseract_words(data))
+        words, words_kept = (Counter(w) for w in tesseract_words(data))
         wb = Counter(b["frames"].get(index, {"words": []})["words"])
         total += 1
-        same += raw == wb
-        same_kept += kept == wb
-        words_a += sum(raw.values())
-        words_kept += sum(kept.values())
-        words_b += sum(wb.values())
-        matched += sum((raw & wb).values())
-        matched_kept += sum((kept & wb).values())
+        raw.add(words, wb)
+        kept.add(words_kept, wb)
     return {
         "frames": total,
-        "frames_same_words": same,
-        "words_pytesseract_raw_frame": words_a,
+        "frames_same_words": raw.frames_same,
+        "words_pytesseract_raw_frame": raw.words_a,
         # the same words through the service's default line filter (min_text_confidence, a letter or digit)
-        "words_pytesseract_kept": words_kept,
-        "words_matched_kept": matched_kept,
-        "frames_same_words_kept": same_kept,
-        "words_pipeline": words_b,
-        "words_matched": matched,
+        "words_pytesseract_kept": kept.words_a,
+        "words_matched_kept": kept.matched,
+        "frames_same_words_kept": kept.frames_same,
+        "words_pipeline": raw.words_b,
+        "words_matched": raw.matched,
         "cli_tesseract": pytesseract.get_tesseract_version().base_version,
     }
 
@@ -450,8 +463,7 @@ def iou(a, b) -> float:
 
 def agreement(a: dict, b: dict) -> dict:
     matched = n_a = n_b = 0
-    same_words = word_matches = words_a = words_b = 0
-    same_kept = kept_matches = words_kept = 0
+    raw, kept = WordTally(), WordTally()
     for index, fa in a["frames"].items():
         fb = b["frames"].get(index, {"detections": [], "words": []})
         n_a += len(fa["detections"])
@@ -465,15 +477,9 @@ def agreement(a: dict, b: dict) -> dict:
             if best is not None:
                 used.add(best)
                 matched += 1
-        wa, wb = Counter(fa["words"]), Counter(fb["words"])
-        words_a += sum(wa.values())
-        words_b += sum(wb.values())
-        word_matches += sum((wa & wb).values())
-        same_words += wa == wb
-        kept = Counter(fa.get("words_kept", []))  # (a) frames carry both word lists
-        words_kept += sum(kept.values())
-        kept_matches += sum((kept & wb).values())
-        same_kept += kept == wb
+        wb = Counter(fb["words"])
+        raw.add(Counter(fa["words"]), wb)
+        kept.add(Counter(fa.get("words_kept", [])), wb)  # (a) frames carry both word lists
     frames = len(a["frames"])
     return {
         "frames_compared": frames,
@@ -483,17 +489,16 @@ def agreement(a: dict, b: dict) -> dict:
         "detections_matched": matched,
         # Matched pairs over the larger side: a box found by only one side counts against.
         "detection_agreement": round(matched / max(n_a, n_b), 4) if max(n_a, n_b) else 1.0,
-        "ocr_words_a": words_a,
-        "ocr_words_b": words_b,
-        "ocr_words_matched": word_matches,
-        "ocr_word_agreement": round(word_matches / max(words_a, words_b), 4) if max(words_a, words_b) else 1.0,
-        "ocr_frames_same_words": same_words,
+        "ocr_words_a": raw.words_a,
+        "ocr_words_b": raw.words_b,
+        "ocr_words_matched": raw.matched,
+        "ocr_word_agreement": raw.agreement,
+        "ocr_frames_same_words": raw.frames_same,
         # (a)'s words through the service's default line filter, as the pipeline reports text
-        "ocr_words_a_kept": words_kept,
-        "ocr_words_matched_kept": kept_matches,
-        "ocr_word_agreement_kept": round(kept_matches / max(words_kept, words_b), 4) if max(words_kept, words_b)
-        else 1.0,
-        "ocr_frames_same_words_kept": same_kept,
+        "ocr_words_a_kept": kept.words_a,
+        "ocr_words_matched_kept": kept.matched,
+        "ocr_word_agreement_kept": kept.agreement,
+        "ocr_frames_same_words_kept": kept.frames_same,
     }
 
 
