@@ -36,7 +36,8 @@ processes (their own thread settings). Prints a summary and writes JSON (default
 the libraries' own instruction-set switches set (inherited by every child): oneDNN, which runs
 the convolutions of both PyTorch and OpenVINO's CPU plugin, PyTorch's own kernels, OpenCV and
 NumPy stop at AVX2, and OpenVINO runs f32, its default on such CPUs (its bf16 needs AVX-512 or
-AMX). What the cap reached is checked and written to the JSON (``isa_cap``). Not capped, for
+AMX). What the cap reached is checked and written to the JSON (``isa_cap``; OpenVINO's, the
+kernel its CPU plugin chose for each layer, is ``detector_kernels``, on every run). Not capped, for
 want of a switch: FFmpeg's decoders and Tesseract's float dot product (its int8 matrix code,
 which the shipped ``fast`` models run, is AVX2 at most). The core is still this CPU's: the
 ratios show what the instruction set does to them, not what an older core would.
@@ -672,7 +673,11 @@ def main(argv: list[str] | None = None) -> int:
         report["clips"] = clips
         service.close()
         if args.isa:
-            report["isa_cap"] = isa_cap_report(args.isa, cache)
+            report["isa_cap"] = isa_cap_report(args.isa)
+        b_model = clips["sample"]["b_model"]
+        if b_model["backend"] == "openvino":  # the kernels (b)'s forward ran, at its precision
+            report["detector_kernels"] = {"precision": b_model["precision"],
+                                          "layers": openvino_layer_kernels(cache, b_model["precision"])}
 
         if not args.skip_rss:
             long_clip = make_repeated_clip(args.sample, tmp / "long.mp4", args.long_factor)
@@ -747,26 +752,31 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
     }
 
 
-def isa_cap_report(isa: str, cache: Path) -> dict:
-    """What a cap reached, in each library's own words; for OpenVINO, the kernels its CPU plugin chose for
-    each layer of the pipeline's exported model (compiled again here, f32)."""
-    import openvino as ov
+def isa_cap_report(isa: str) -> dict:
+    """What a cap reached, in each library's own words (OpenVINO's: the report's detector_kernels)."""
     import torch
     from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
-    kernels: Counter = Counter()
-    for xml in sorted(cache.rglob("*.xml")):
-        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        for op in compiled.get_runtime_model().get_ops():
-            rt = op.get_rt_info()
-            kind = rt["primitiveType"].astype(str) if "primitiveType" in rt else ""
-            if "avx" in kind:
-                kernels[f"{rt['layerType'].astype(str)}: {kind}"] += 1
     return {"isa": isa, "environment": ISA_CAPS[isa],
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "opencv_cpu_features": cv2.getCPUFeaturesLine(),  # a "?" marks a level switched off
-            "numpy_dispatch_levels": {name: bool(__cpu_features__.get(name)) for name in __cpu_dispatch__},
-            "openvino_layer_kernels": dict(sorted(kernels.items()))}
+            "numpy_dispatch_levels": {name: bool(__cpu_features__.get(name)) for name in __cpu_dispatch__}}
+
+
+def openvino_layer_kernels(cache: Path, precision: str) -> dict:
+    """The JIT kernel OpenVINO's CPU plugin chose for each layer of the pipeline's exported model(s), counted
+    by (layer type, kernel): which instruction set the forward runs (e.g. brgconv_avx512_amx_bf16)."""
+    import openvino as ov
+
+    kernels: Counter = Counter()
+    for xml in sorted(cache.rglob("*.xml")):
+        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+        for op in compiled.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            kind = rt["primitiveType"].astype(str) if "primitiveType" in rt else ""
+            if "avx" in kind or "sse" in kind or "amx" in kind:
+                kernels[f"{rt['layerType'].astype(str)}: {kind}"] += 1
+    return dict(sorted(kernels.items()))
 
 
 def cpu_model() -> str:
@@ -786,8 +796,10 @@ def print_summary(r: dict) -> None:
     if "isa_cap" in r:
         cap = r["isa_cap"]
         print(f"Instruction set capped at {cap['isa']}: PyTorch {cap['torch_cpu_capability']}, OpenCV "
-              f"{cap['opencv_cpu_features']}, NumPy {cap['numpy_dispatch_levels']}; OpenVINO kernels by layer "
-              f"(CPU plugin, f32): {cap['openvino_layer_kernels']}")
+              f"{cap['opencv_cpu_features']}, NumPy {cap['numpy_dispatch_levels']}")
+    if "detector_kernels" in r:
+        k = r["detector_kernels"]
+        print(f"OpenVINO kernels by layer of (b)'s forward ({k['precision']}): {k['layers']}")
     for name, c in r["clips"].items():
         m = c["b_model"]
         choice = m.get("backend_choice") or {}
