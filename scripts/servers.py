@@ -59,18 +59,34 @@ class _PortTaken(Exception):
 
 
 # -- ports -------------------------------------------------------------------------------------
+_handed_out: set[int] = set()  # ports free_ports gave this process: never given again
+_handed_out_lock = threading.Lock()
+
+
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """``count`` distinct TCP ports that are free on ``host`` right now (all bound at once)."""
-    sockets = []
+    """``count`` distinct TCP ports that are free on ``host`` right now (all bound at once), none of them
+    handed out by an earlier call of this process: ports picked one call after another for servers that
+    start later (a stack's API, gateway and each worker's health and metrics) cannot coincide, which the
+    kernel, once a probe socket is closed, may otherwise give out again."""
+    sockets, picked = [], []
     try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
+        with _handed_out_lock:
+            while len(picked) < count:
+                s = socket.socket()
+                sockets.append(s)  # kept bound until the end: the kernel gives each port once here
+                s.bind((host, 0))
+                if (port := s.getsockname()[1]) not in _handed_out:
+                    picked.append(port)
+            _handed_out.update(picked)
+        return picked
     finally:
         for s in sockets:
             s.close()
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """One port as ``free_ports`` picks them."""
+    return free_ports(1, host)[0]
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:

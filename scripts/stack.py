@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,10 +46,7 @@ def _load_sibling(name: str):
 servers = _load_sibling("servers")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = servers.free_port
 
 
 @dataclass
@@ -155,16 +151,22 @@ class Stack:
         return {p.stem: p.read_text().strip() for p in sorted(self.state_dir.glob("*.metrics"))}
 
     def up(self, workers: int, timeout: float = 180) -> None:
+        """Start the stack and wait until it serves; if any part fails to come up, what did start is
+        stopped before the error goes on (no server outlives a stack that never came up)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if self.s3_endpoint is None:
-            self.start_s3()
-        self.start_api()
-        self.wait_ready("api", timeout)
-        self.start_gateway()
-        for i in range(workers):
-            self.start_worker(i)
-        self.wait_http_ready(timeout)
-        self.wait_workers_ready(timeout)
+        try:
+            if self.s3_endpoint is None:
+                self.start_s3()
+            self.start_api()
+            self.wait_ready("api", timeout)
+            self.start_gateway()
+            for i in range(workers):
+                self.start_worker(i)
+            self.wait_http_ready(timeout)
+            self.wait_workers_ready(timeout)
+        except BaseException:
+            self.down()
+            raise
 
     def wait_ready(self, name: str, timeout: float) -> None:
         import grpc
@@ -316,11 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(stack.status().values()) if args.state_dir.exists() else False:
             print("stack already running; `make down` first", file=sys.stderr)
             return 1
-        try:
-            stack.up(args.workers)
-        except Exception:
-            stack.down()
-            raise
+        stack.up(args.workers)  # a stack that fails to come up is taken down again
         print(json.dumps({"rest": f"http://127.0.0.1:{stack.http_port}", "grpc": f"127.0.0.1:{stack.grpc_port}",
                           "workers": args.workers, "s3": stack._read("s3.endpoint"), "logs": str(stack.state_dir),
                           "metrics": stack.metrics_urls()}))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import grpc
 import httpx
 import pytest
 
+from tests.conftest import load_script
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,10 +23,7 @@ SAMPLE = SHARED / "media" / "bottle-detection.mp4"
 MODEL = SHARED / "models" / "yolov8n.pt"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = load_script("servers").free_port
 
 
 class _KeyMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 import sys
 import subprocess
 import time
@@ -155,3 +156,18 @@ def test_poison_file_fails_after_one_attempt(stack_factory, tmp_path):
     time.sleep(2)  # a redelivery would have bumped the attempt
     assert client.status(job_id)["attempt"] == 1
     client.close()
+
+
+def test_a_stack_that_fails_to_come_up_leaves_no_process_behind(stack_factory):
+    # The gateway cannot listen (its port is held here): `up` fails after S3 and the API have started,
+    # and takes them down again instead of leaving them running after the error.
+    stack = stack_factory("halfup")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", stack.http_port))
+        holder.listen()
+        with pytest.raises(RuntimeError, match="gateway exited"):
+            stack.up(workers=1, timeout=60)
+    started = {name: proc for name, proc in stack.procs.items()}
+    assert {"s3", "api", "gateway"} <= set(started), started
+    assert all(proc.poll() is not None for proc in started.values()), started
+    assert stack.status() == {}  # no pid file left: `make up` can start afresh

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.conftest import load_script
 from tests.integration.conftest import SAMPLE
 from tests.integration.test_api_grpc import rich_error
 from tests.media import frame_count_bomb
@@ -30,10 +31,7 @@ from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = load_script("servers").free_port
 
 
 @pytest.fixture

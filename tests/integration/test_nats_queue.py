@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
 from videojobs.common.adapters.nats_queue import JetStreamQueue
 from videojobs.common.errors import TemporaryFault
 
@@ -157,10 +158,7 @@ def test_close_is_idempotent_and_final(shared_names):
 
 
 # -- outages, on a NATS server of our own ------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+free_port = load_script("servers").free_port
 
 
 class OwnNatsServer:

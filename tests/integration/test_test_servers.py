@@ -36,6 +36,15 @@ def storage_on(s3, bucket: str, **kw) -> S3Storage:
                      part_size=MIN_PART_SIZE, **kw)
 
 
+# -- ports ---------------------------------------------------------------------------------------
+def test_ports_picked_one_call_after_another_never_coincide():
+    # A stack picks its ports in separate calls before its servers bind them; once a probe socket is
+    # closed the kernel may hand the same port out again (a worker's health port once came out twice).
+    picked = [servers.free_port() for _ in range(400)] + servers.free_ports(100)
+    assert len(set(picked)) == len(picked)
+    assert all(servers.port_is_free(port) for port in picked[-5:])
+
+
 # -- SeaweedFS -----------------------------------------------------------------------------------
 @pytest.fixture
 def s3(tmp_path):
