@@ -709,23 +709,35 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
     shape = service.detector.input_shape(first.shape[:2], 640)
     folder = tmp / f"expert-{path.stem}"
     folder.mkdir()
-    yolo_runs, c_runs = [], []
-    for _ in range(args.repeat):  # interleaved, as for (a) and (b)
-        yolo_runs.append(run_pipeline(service, path, fps / stride, args.max_frames, "yolo"))
+
+    def bare_forward() -> float:
+        # Per frame over a batch as the pipeline sends them (its batch size), so a runtime that runs
+        # several frames side by side (OpenVINO streams) is measured as the pipeline uses it.
+        return service.detector.forward_seconds(first, repeat=10, frames=service.batch_size)
+
+    # Interleaved, as for (a) and (b); and the bare forward measured right after each yolo run, so each
+    # round's ratio compares the two at the same machine speed (a shared machine's speed drifts by a
+    # half between minutes), and the reported ratio is the median of the rounds' ratios.
+    yolo_rounds, c_runs = [], []
+    for _ in range(args.repeat):
+        run = run_pipeline(service, path, fps / stride, args.max_frames, "yolo")
+        yolo_rounds.append((run, bare_forward()))
         c_runs.append(_child(["--expert-child", str(path), f"{shape[0]}x{shape[1]}", str(stride), str(folder),
                               "--model", args.model, "--max-frames", str(args.max_frames), "--repeat", "1"]))
-    yolo, c = median_run(yolo_runs), median_run(c_runs)
+    yolo, c = median_run([run for run, _ in yolo_rounds]), median_run(c_runs)
     shape = yolo["model"]["input_shape"]
     n = len(yolo["frames"])
     per = yolo["seconds"] / n
-    # Per frame over a batch as the pipeline sends them (its batch size), so a runtime that runs
-    # several frames side by side (OpenVINO streams) is measured as the pipeline uses it.
-    forward = service.detector.forward_seconds(first, repeat=10, frames=service.batch_size)
     c_fps = c["frames"] / c["seconds"]
     # The same pipeline analysing every frame (the first 4n): no frame decoded only to reach the next
     # sample, so what remains over the bare forward is the pipeline's own work per frame.
-    every = median_run([run_pipeline(service, path, 0, 4 * n, "yolo") for _ in range(args.repeat)])
+    every_rounds = [(run, bare_forward()) for run in (run_pipeline(service, path, 0, 4 * n, "yolo")
+                                                      for _ in range(args.repeat))]
+    every = median_run([run for run, _ in every_rounds])
     every_per = every["seconds"] / len(every["frames"])
+    forward = median([f for _, f in yolo_rounds])
+    rounds = [round(run["seconds"] / len(run["frames"]) / f, 3) for run, f in yolo_rounds]
+    every_ratios = [round(run["seconds"] / len(run["frames"]) / f, 3) for run, f in every_rounds]
     return {
         "vid_stride": stride,
         "frames": n,
@@ -742,9 +754,13 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
         "ratio_yolo_over_c": round((n / yolo["seconds"]) / c_fps, 3),
         "yolo_ms_per_frame": round(per * 1000, 2),
         "bare_forward_ms": round(forward * 1000, 2),
-        "ratio_to_bare_forward": round(per / forward, 3),
+        "bare_forward_rounds_ms": [round(f * 1000, 2) for _, f in yolo_rounds],
+        "ratio_to_bare_forward": median(rounds),
+        "ratio_to_bare_forward_rounds": rounds,
         "every_frame": {"frames": len(every["frames"]), "ms_per_frame": round(every_per * 1000, 2),
-                        "ratio_to_bare_forward": round(every_per / forward, 3),
+                        "ratio_to_bare_forward": median(every_ratios),
+                        "ratio_to_bare_forward_rounds": every_ratios,
+                        "bare_forward_rounds_ms": [round(f * 1000, 2) for _, f in every_rounds],
                         "frames_decoded": int(every["timings"].get("frames_decoded", 0))},
         "stage_ms_per_frame": {k: round(yolo["timings"][k] * 1000 / n, 2) for k in ("decode", "detect", "track",
                                                                                     "write")},
@@ -848,11 +864,13 @@ def print_summary(r: dict) -> None:
               f"at {y['input_shape']} (frames {y['yolo_frame_indices']}... vs {y['c_frame_indices']}...): yolo "
               f"{y['yolo_frames_per_s']} frames/s (runs {y['yolo_runs_s']} s), (c) {y['c_frames_per_s']} frames/s "
               f"(runs {y['c_runs_s']} s) -> {y['ratio_yolo_over_c']}x")
-        print(f"  yolo {y['yolo_ms_per_frame']} ms/frame = {y['ratio_to_bare_forward']}x bare forward "
-              f"({y['bare_forward_ms']} ms); stages {y['stage_ms_per_frame']}; decoded {y['frames_decoded']} frames")
+        print(f"  yolo {y['yolo_ms_per_frame']} ms/frame, {y['ratio_to_bare_forward']}x the bare forward "
+              f"(median of the rounds' {y['ratio_to_bare_forward_rounds']}, each against the forward measured right "
+              f"after it: {y['bare_forward_rounds_ms']} ms); stages {y['stage_ms_per_frame']}; "
+              f"decoded {y['frames_decoded']} frames")
         e = y["every_frame"]
-        print(f"  yolo on every frame (the first {e['frames']}, {e['frames_decoded']} decoded): {e['ms_per_frame']} ms/frame "
-              f"= {e['ratio_to_bare_forward']}x bare forward")
+        print(f"  yolo on every frame (the first {e['frames']}, {e['frames_decoded']} decoded): {e['ms_per_frame']} ms/frame, "
+              f"{e['ratio_to_bare_forward']}x the bare forward (rounds {e['ratio_to_bare_forward_rounds']})")
     if "peak_rss" in r:
         print("\n[peak RSS, yolo_ocr in its own process]")
         for k, v in r["peak_rss"].items():
