@@ -710,34 +710,35 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
     folder = tmp / f"expert-{path.stem}"
     folder.mkdir()
 
-    def bare_forward() -> float:
-        # Per frame over a batch as the pipeline sends them (its batch size), so a runtime that runs
-        # several frames side by side (OpenVINO streams) is measured as the pipeline uses it.
-        return service.detector.forward_seconds(first, repeat=10, frames=service.batch_size)
+    def paired(run: dict) -> dict:
+        # The bare forward per frame over a batch as the pipeline sends them (its batch size), so a runtime
+        # that runs several frames side by side (OpenVINO streams) is measured as the pipeline uses it.
+        forward = service.detector.forward_seconds(first, repeat=10, frames=service.batch_size)
+        return run | {"bare_forward_s": forward, "ratio": run["seconds"] / len(run["frames"]) / forward}
+
+    def rounds_of(rounds: list[dict]) -> dict:
+        return {"ratio_to_bare_forward": round(median([r["ratio"] for r in rounds]), 3),
+                "ratio_to_bare_forward_rounds": [round(r["ratio"], 3) for r in rounds],
+                "bare_forward_rounds_ms": [round(r["bare_forward_s"] * 1000, 2) for r in rounds]}
 
     # Interleaved, as for (a) and (b); and the bare forward measured right after each yolo run, so each
     # round's ratio compares the two at the same machine speed (a shared machine's speed drifts by a
     # half between minutes), and the reported ratio is the median of the rounds' ratios.
     yolo_rounds, c_runs = [], []
     for _ in range(args.repeat):
-        run = run_pipeline(service, path, fps / stride, args.max_frames, "yolo")
-        yolo_rounds.append((run, bare_forward()))
+        yolo_rounds.append(paired(run_pipeline(service, path, fps / stride, args.max_frames, "yolo")))
         c_runs.append(_child(["--expert-child", str(path), f"{shape[0]}x{shape[1]}", str(stride), str(folder),
                               "--model", args.model, "--max-frames", str(args.max_frames), "--repeat", "1"]))
-    yolo, c = median_run([run for run, _ in yolo_rounds]), median_run(c_runs)
+    yolo, c = median_run(yolo_rounds), median_run(c_runs)
     shape = yolo["model"]["input_shape"]
     n = len(yolo["frames"])
     per = yolo["seconds"] / n
     c_fps = c["frames"] / c["seconds"]
     # The same pipeline analysing every frame (the first 4n): no frame decoded only to reach the next
     # sample, so what remains over the bare forward is the pipeline's own work per frame.
-    every_rounds = [(run, bare_forward()) for run in (run_pipeline(service, path, 0, 4 * n, "yolo")
-                                                      for _ in range(args.repeat))]
-    every = median_run([run for run, _ in every_rounds])
+    every_rounds = [paired(run_pipeline(service, path, 0, 4 * n, "yolo")) for _ in range(args.repeat)]
+    every = median_run(every_rounds)
     every_per = every["seconds"] / len(every["frames"])
-    forward = median([f for _, f in yolo_rounds])
-    rounds = [round(run["seconds"] / len(run["frames"]) / f, 3) for run, f in yolo_rounds]
-    every_ratios = [round(run["seconds"] / len(run["frames"]) / f, 3) for run, f in every_rounds]
     return {
         "vid_stride": stride,
         "frames": n,
@@ -753,14 +754,10 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
         "c_export_s": max(r["export_seconds"] for r in c_runs),
         "ratio_yolo_over_c": round((n / yolo["seconds"]) / c_fps, 3),
         "yolo_ms_per_frame": round(per * 1000, 2),
-        "bare_forward_ms": round(forward * 1000, 2),
-        "bare_forward_rounds_ms": [round(f * 1000, 2) for _, f in yolo_rounds],
-        "ratio_to_bare_forward": median(rounds),
-        "ratio_to_bare_forward_rounds": rounds,
+        "bare_forward_ms": round(median([r["bare_forward_s"] for r in yolo_rounds]) * 1000, 2),
+        **rounds_of(yolo_rounds),
         "every_frame": {"frames": len(every["frames"]), "ms_per_frame": round(every_per * 1000, 2),
-                        "ratio_to_bare_forward": median(every_ratios),
-                        "ratio_to_bare_forward_rounds": every_ratios,
-                        "bare_forward_rounds_ms": [round(f * 1000, 2) for _, f in every_rounds],
+                        **rounds_of(every_rounds),
                         "frames_decoded": int(every["timings"].get("frames_decoded", 0))},
         "stage_ms_per_frame": {k: round(yolo["timings"][k] * 1000 / n, 2) for k in ("decode", "detect", "track",
                                                                                     "write")},

@@ -167,7 +167,7 @@ def test_a_stack_that_fails_to_come_up_leaves_no_process_behind(stack_factory):
         holder.listen()
         with pytest.raises(RuntimeError, match="gateway exited"):
             stack.up(workers=1, timeout=60)
-    started = {name: proc for name, proc in stack.procs.items()}
+    started = dict(stack.procs)
     assert {"s3", "api", "gateway"} <= set(started), started
     assert all(proc.poll() is not None for proc in started.values()), started
     assert stack.status() == {}  # no pid file left: `make up` can start afresh

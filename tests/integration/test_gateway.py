@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import load_script
 from tests.integration.conftest import MAX_UPLOAD, SAMPLE
 from videojobs.common import schemas
 from videojobs.common.config import Settings
@@ -199,7 +200,6 @@ def test_upload_memory_does_not_grow_with_file_size(tmp_path):
 
     Real HTTP (uvicorn in a thread, a streaming httpx client): the test client would buffer the body itself.
     """
-    import socket
     import threading
     import tracemalloc
 
@@ -212,9 +212,7 @@ def test_upload_memory_does_not_grow_with_file_size(tmp_path):
     limit = 512 * 1024 * 1024
     api = build_api(Settings(data_dir=tmp_path, grpc_port=0, max_upload_bytes=limit))
     api.start()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = load_script("servers").free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(max_upload_bytes=limit), f"127.0.0.1:{api.port}"),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

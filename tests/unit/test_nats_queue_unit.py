@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 
+from tests.conftest import load_script
 from videojobs.common.adapters.factory import make_queue
 from videojobs.common.adapters.nats_queue import JetStreamQueue
 from videojobs.common.config import Settings
 from videojobs.common.errors import TemporaryFault
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+closed_port = load_script("servers").free_port  # a loopback port nothing listens on
 
 
 def test_the_factory_maps_every_setting():

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import io
-import socket
 import time
 
 import pytest
 
+from tests.conftest import load_script
 from videojobs.common.config import Settings
 from videojobs.common.errors import TemporaryFault
 from videojobs.storage.factory import make_storage
 from videojobs.storage.s3 import MIN_PART_SIZE, S3Storage
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+closed_port = load_script("servers").free_port  # a loopback port nothing listens on
 
 
 def test_the_factory_parses_bucket_prefix_and_endpoint():
