@@ -57,7 +57,7 @@ class Size:
 
 
 FULL = Size(fault_seconds=30, jobs=12, kill_jobs=60)
-QUICK = Size(fault_seconds=12, jobs=6, kill_jobs=20, slow_uploads=100)
+QUICK = Size(fault_seconds=12, jobs=4, kill_jobs=10, slow_uploads=100)
 
 
 @dataclass

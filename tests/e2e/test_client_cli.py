@@ -29,8 +29,9 @@ def test_submit_wait_then_results_csv_and_sheet(service_factory, tmp_path):
     svc = service_factory().start()
     server = f"127.0.0.1:{svc.grpc_port}"
 
-    # 4 frames/s and polls every 0.1 s: long enough (160 frames) to be seen part-way on a fast CPU.
-    run = videojobs("submit", str(SAMPLE), "--wait", "--interval", "0.1", "--sample-fps", "4", server=server)
+    # 4 frames/s, 80 of them, polls every 0.1 s: several progress writes (one per 0.5 s) on a fast CPU.
+    run = videojobs("submit", str(SAMPLE), "--wait", "--interval", "0.1", "--sample-fps", "4", "--max-frames", "80",
+                    server=server)
     assert run.returncode == 0, run.stderr
     job_id = run.stdout.strip()
     lines = run.stderr.strip().splitlines()

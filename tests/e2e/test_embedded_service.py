@@ -64,7 +64,7 @@ def test_sample_video_over_rest_and_grpc(service_factory):
 def test_worker_sigterm_mid_job_hands_back_and_job_completes_after_restart(service_factory):
     # One job as one unit (no segments: tests/e2e/test_segments.py covers a split job's SIGTERM).
     svc = service_factory(VIDEOJOBS_SEGMENT_FRAMES="0").start()
-    job_id = svc.submit_rest(SAMPLE, pipeline_id="yolo", sample_fps=0, max_frames=600)
+    job_id = svc.submit_rest(SAMPLE, pipeline_id="yolo", sample_fps=0, max_frames=200)
     status = svc.wait_for(job_id, statuses=("RUNNING",), timeout=120)
     while status["frames_done"] == 0 and status["status"] == "RUNNING":
         status = svc.status(job_id)
@@ -76,9 +76,9 @@ def test_worker_sigterm_mid_job_hands_back_and_job_completes_after_restart(servi
 
     svc.start()
     status = svc.wait_for(job_id)
-    assert status["status"] == "COMPLETED" and status["attempt"] == 2 and status["frames_done"] == 600
+    assert status["status"] == "COMPLETED" and status["attempt"] == 2 and status["frames_done"] == 200
     body = svc.http.get(f"/video/results/{job_id}").json()
-    assert [f["frame_index"] for f in body["results"]] == list(range(600))
+    assert [f["frame_index"] for f in body["results"]] == list(range(200))
     assert svc.stop() == 0
 
 
