@@ -339,18 +339,29 @@ def parity_child(path: str, model: str, sample_fps: float, max_frames: int) -> N
     print(json.dumps(frames))
 
 
-def detector_parity(path: Path, model: str, b: dict, sample_fps: float, max_frames: int) -> dict:
+def detector_parity(path: Path, model: str, a: dict, b: dict, sample_fps: float, max_frames: int) -> dict:
     """Pipeline detections against Ultralytics' own ``predict`` on the very same decoded pixels.
 
-    Untimed. The baseline detects on a JPEG round trip of each frame; this separates
-    "the detector differs" from "the input pixels differ".
+    Untimed. The baseline (a) detects on a JPEG round trip of each frame; this separates
+    "the detector differs" from "the input pixels differ". It also accounts for each detection
+    of (a) that the pipeline misses: whether Ultralytics itself finds it on the decoded pixels
+    (a detector difference) or not (the JPEG round trip made it), and how many of (a)'s
+    detections Ultralytics finds there at all (what a detector equal to its own would match).
     """
     raw = _child(["--parity-child", str(path), "--model", model, "--sample-fps", str(sample_fps),
                   "--max-frames", str(max_frames)])
     plain = {"frames": {int(k): {"detections": [(c, box) for c, box in v], "words": []} for k, v in raw.items()}}
     ag = agreement(plain, b)
-    return {k: ag[k] for k in ("frames_compared", "detections_a", "detections_b", "detections_matched",
-                               "detection_agreement")}
+    a_missed = missed(a, b)
+    on_raw = {(index, cls, tuple(box)) for index, cls, box in a_missed} - {
+        (index, cls, tuple(box)) for index, cls, box in missed(a, plain)}
+    return {**{k: ag[k] for k in ("frames_compared", "detections_a", "detections_b", "detections_matched",
+                                  "detection_agreement")},
+            "a_detections": sum(len(f["detections"]) for f in a["frames"].values()),
+            "a_matched_by_ultralytics_on_raw_pixels": agreement(a, plain)["detections_matched"],
+            "a_missed_by_pipeline": [{"frame": index, "class": cls, "box": [round(v, 1) for v in box],
+                                      "ultralytics_finds_it_on_raw_pixels": (index, cls, tuple(box)) in on_raw}
+                                     for index, cls, box in a_missed]}
 
 
 class WordTally:
@@ -462,6 +473,32 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def matches(dets_a: list, dets_b: list) -> list[bool]:
+    """For each detection of `dets_a`, in order, whether `dets_b` has it: same class, IoU >= 0.5, each
+    box of `dets_b` matched at most once (to the first of `dets_a` that overlaps it best)."""
+    used: set[int] = set()
+    found = []
+    for cls, box in dets_a:
+        best, best_iou = None, 0.5
+        for j, (cls_b, box_b) in enumerate(dets_b):
+            if j not in used and cls_b == cls and iou(box, box_b) >= best_iou:
+                best, best_iou = j, iou(box, box_b)
+        if best is not None:
+            used.add(best)
+        found.append(best is not None)
+    return found
+
+
+def missed(a: dict, b: dict) -> list[tuple[int, int, list]]:
+    """``(frame, class, box)`` of each detection of `a` that `b` does not have, frame by frame."""
+    out = []
+    for index, fa in sorted(a["frames"].items()):
+        fb = b["frames"].get(index, {"detections": []})
+        out += [(index, cls, box) for (cls, box), hit in zip(fa["detections"], matches(fa["detections"],
+                                                                                        fb["detections"])) if not hit]
+    return out
+
+
 def agreement(a: dict, b: dict) -> dict:
     matched = n_a = n_b = 0
     raw, kept = WordTally(), WordTally()
@@ -469,15 +506,7 @@ def agreement(a: dict, b: dict) -> dict:
         fb = b["frames"].get(index, {"detections": [], "words": []})
         n_a += len(fa["detections"])
         n_b += len(fb["detections"])
-        used = set()
-        for cls, box in fa["detections"]:
-            best, best_iou = None, 0.5
-            for j, (cls_b, box_b) in enumerate(fb["detections"]):
-                if j not in used and cls_b == cls and iou(box, box_b) >= best_iou:
-                    best, best_iou = j, iou(box, box_b)
-            if best is not None:
-                used.add(best)
-                matched += 1
+        matched += sum(matches(fa["detections"], fb["detections"]))
         wb = Counter(fb["words"])
         raw.add(Counter(fa["words"]), wb)
         kept.add(Counter(fa.get("words_kept", [])), wb)  # (a) frames carry both word lists
@@ -644,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             for kind, a in baselines.items():
                 a_fps = len(a["frames"]) / a["seconds"]
+                # Each round's own ratio too: (a) and (b) of one round ran back to back, so a drift of the
+                # machine's speed between rounds cancels in it, where the ratio of the medians mixes rounds.
+                rounds = [(len(rb["frames"]) / rb["seconds"]) / (len(ra["frames"]) / ra["seconds"])
+                          for ra, rb in zip(a_runs[kind], b_runs)]
                 clip["baselines"][kind] = {
                     "label": BASELINES[kind][0],
                     "omp_thread_limit": a["omp_thread_limit"],
@@ -652,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
                     "a_frames_per_s": round(a_fps, 2),
                     "a_runs_s": a["runs"],
                     "ratio_b_over_a": round(b_fps / a_fps, 2),
+                    "ratio_b_over_a_rounds": [round(r, 2) for r in rounds],
+                    "ratio_b_over_a_median_of_rounds": round(median(rounds), 2),
                     "agreement": agreement(a, b),
                 }
             if service_f32 is not None:
@@ -667,7 +702,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "agreement": agreement(a, f32)} for kind, a in baselines.items()},
                 }
             clip["ocr_engine_parity"] = ocr_engine_parity(path, b, args.sample_fps, args.max_frames)
-            clip["detector_parity"] = detector_parity(path, args.model, b, args.sample_fps, args.max_frames)
+            clip["detector_parity"] = detector_parity(path, args.model, baselines[kinds[0]], b, args.sample_fps,
+                                                      args.max_frames)
             clip["yolo_vs_expert"] = yolo_vs_expert(service, path, args, tmp)
             clips[name] = clip
         report["clips"] = clips
@@ -827,7 +863,8 @@ def print_summary(r: dict) -> None:
         for kind, v in c["baselines"].items():
             ag = v["agreement"]
             print(f"  (a) {v['label']}: {v['a_backend']} at {v['a_input_shape']}, {v['a_frames_per_s']:.2f} frames/s "
-                  f"(runs {v['a_runs_s']} s)   b/a = {v['ratio_b_over_a']:.2f}x")
+                  f"(runs {v['a_runs_s']} s)   b/a = {v['ratio_b_over_a']:.2f}x (of the medians; each round's "
+                  f"{v['ratio_b_over_a_rounds']}, median {v['ratio_b_over_a_median_of_rounds']:.2f}x)")
             print(f"    detections a={ag['detections_a']} b={ag['detections_b']} matched={ag['detections_matched']}"
                   f" agreement={ag['detection_agreement']:.4f}")
             print(f"    OCR words a={ag['ocr_words_a']} b={ag['ocr_words_b']} matched={ag['ocr_words_matched']}"
@@ -856,6 +893,14 @@ def print_summary(r: dict) -> None:
         print(f"  Detector parity (Ultralytics predict, PyTorch, on the same decoded pixels, no JPEG): detections "
               f"{d['detections_a']} vs pipeline {d['detections_b']}, matched {d['detections_matched']}, agreement "
               f"{d['detection_agreement']:.4f}")
+        lost = d["a_missed_by_pipeline"]
+        if lost:
+            on_raw = sum(m["ultralytics_finds_it_on_raw_pixels"] for m in lost)
+            where = ", ".join(f"frame {m['frame']} class {m['class']}" for m in lost)
+            print(f"  (a)'s detections the pipeline misses: {len(lost)} ({where}); "
+                  f"Ultralytics' predict finds {on_raw} of them on the same frames without the JPEG round trip, "
+                  f"and {d['a_matched_by_ultralytics_on_raw_pixels']}/{d['a_detections']} of (a)'s detections "
+                  f"there (what a detector equal to Ultralytics' own would match)")
         y = c["yolo_vs_expert"]
         print(f"  yolo pipeline vs (c) Ultralytics+OpenVINO stream, vid_stride={y['vid_stride']}, {y['frames']} frames "
               f"at {y['input_shape']} (frames {y['yolo_frame_indices']}... vs {y['c_frame_indices']}...): yolo "
