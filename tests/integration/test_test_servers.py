@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -216,6 +217,41 @@ def test_proxy_freeze_hangs_both_ways_until_thaw(pg):
         proxy.thaw()
         assert answered.wait(10) and result == [(42,)]  # and carries on afterwards
         live.close()
+
+
+def test_proxy_stop_is_not_hung_by_a_connection_made_as_it_stops(monkeypatch):
+    """A client connection whose upstream connection completes just as stop() aborts it.
+
+    Python 3.11's ``wait_for`` returns the result instead of raising when the cancel lands as the
+    awaited connection completes, so the proxy's handler goes on as if never aborted; unless it sees
+    that its link was aborted, it starts pumps that wait for a flow that never comes, and stop()
+    waits for them in vain. Here the stop begins inside the upstream connect, right before it returns,
+    which makes that moment certain instead of one run in twenty.
+    """
+    target = socket.create_server((servers.LOOPBACK, 0))
+    proxy = servers.TcpProxy(servers.LOOPBACK, target.getsockname()[1])
+    real_open_connection = asyncio.open_connection
+    stopping: list[asyncio.Task] = []
+
+    async def connect_as_stop_begins(*args, **kwargs):
+        connection = await real_open_connection(*args, **kwargs)
+        stopping.append(asyncio.ensure_future(proxy._shutdown()))  # runs before the handler resumes
+        return connection
+
+    monkeypatch.setattr(asyncio, "open_connection", connect_as_stop_begins)
+    proxy.start()
+    try:
+        client = socket.create_connection((proxy.host, proxy.port), timeout=5)
+        deadline = time.monotonic() + 10
+        while not stopping and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stopping, "the proxy never connected upstream"
+        done, _ = asyncio.run_coroutine_threadsafe(asyncio.wait(stopping, timeout=5), proxy._loop).result(10)
+        assert stopping[0] in done  # the shutdown finished: nothing of the aborted link is left waiting
+        client.close()
+    finally:
+        proxy.stop()
+        target.close()
 
 
 def process_state(pid: int) -> str:
