@@ -352,16 +352,15 @@ def detector_parity(path: Path, model: str, a: dict, b: dict, sample_fps: float,
                   "--max-frames", str(max_frames)])
     plain = {"frames": {int(k): {"detections": [(c, box) for c, box in v], "words": []} for k, v in raw.items()}}
     ag = agreement(plain, b)
-    a_missed = missed(a, b)
-    on_raw = {(index, cls, tuple(box)) for index, cls, box in a_missed} - {
-        (index, cls, tuple(box)) for index, cls, box in missed(a, plain)}
+    a_on_raw = agreement(a, plain)
+    not_on_raw = missed(a, plain)
     return {**{k: ag[k] for k in ("frames_compared", "detections_a", "detections_b", "detections_matched",
                                   "detection_agreement")},
-            "a_detections": sum(len(f["detections"]) for f in a["frames"].values()),
-            "a_matched_by_ultralytics_on_raw_pixels": agreement(a, plain)["detections_matched"],
+            "a_detections": a_on_raw["detections_a"],
+            "a_matched_by_ultralytics_on_raw_pixels": a_on_raw["detections_matched"],
             "a_missed_by_pipeline": [{"frame": index, "class": cls, "box": [round(v, 1) for v in box],
-                                      "ultralytics_finds_it_on_raw_pixels": (index, cls, tuple(box)) in on_raw}
-                                     for index, cls, box in a_missed]}
+                                      "ultralytics_finds_it_on_raw_pixels": (index, cls, box) not in not_on_raw}
+                                     for index, cls, box in missed(a, b)]}
 
 
 class WordTally:

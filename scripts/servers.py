@@ -809,10 +809,8 @@ class _Link:
     def __init__(self, client_writer: asyncio.StreamWriter) -> None:
         self.writers = [client_writer]
         self.tasks: list[asyncio.Task] = []
-        self.aborted = False
 
     def abort(self) -> None:
-        self.aborted = True
         for writer in self.writers:
             sock = writer.get_extra_info("socket")
             try:  # RST rather than FIN: the peer sees "connection reset", as when a link breaks
@@ -969,18 +967,15 @@ class TcpProxy:
         try:
             await self._flowing.wait()  # frozen or cut: held here, silent
             try:
-                up_reader, up_writer = await asyncio.wait_for(
-                    asyncio.open_connection(*self.target), self.connect_timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for runs the connect as a task of its
+                # own and returns the connection instead of raising when abort()'s cancel lands as it is
+                # made, so pumps would start on a link already cut and stop() would wait for them forever.
+                async with asyncio.timeout(self.connect_timeout):
+                    up_reader, up_writer = await asyncio.open_connection(*self.target)
             except (OSError, asyncio.TimeoutError):
                 link.abort()  # the server is down: the client sees a reset
                 return
             link.writers.append(up_writer)
-            if link.aborted:
-                # Cut or stopped while connecting. The cancel that abort() sent can be lost: Python 3.11's
-                # wait_for returns the connection instead when it is made at the same moment. Without this
-                # check, pumps started now would wait for a flow that never comes, and stop() would hang.
-                link.abort()
-                return
             pumps = [asyncio.ensure_future(self._pump(client_reader, up_writer)),
                      asyncio.ensure_future(self._pump(up_reader, client_writer))]
             link.tasks += pumps

@@ -222,11 +222,10 @@ def test_proxy_freeze_hangs_both_ways_until_thaw(pg):
 def test_proxy_stop_is_not_hung_by_a_connection_made_as_it_stops(monkeypatch):
     """A client connection whose upstream connection completes just as stop() aborts it.
 
-    Python 3.11's ``wait_for`` returns the result instead of raising when the cancel lands as the
-    awaited connection completes, so the proxy's handler goes on as if never aborted; unless it sees
-    that its link was aborted, it starts pumps that wait for a flow that never comes, and stop()
-    waits for them in vain. Here the stop begins inside the upstream connect, right before it returns,
-    which makes that moment certain instead of one run in twenty.
+    With the connect under Python 3.11's ``wait_for`` (the proxy's earlier code), the cancel that
+    abort() sends was lost at that moment: the handler started pumps on the cut link and stop()
+    waited for them in vain, about one run in twenty of the freeze test above. Here the stop begins
+    inside the upstream connect, right before it returns, which makes that moment certain.
     """
     target = socket.create_server((servers.LOOPBACK, 0))
     proxy = servers.TcpProxy(servers.LOOPBACK, target.getsockname()[1])

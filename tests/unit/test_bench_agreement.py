@@ -41,3 +41,15 @@ def test_missed_lists_the_detections_of_a_the_other_side_lacks_frame_by_frame():
     assert (agreement["detections_a"], agreement["detections_b"], agreement["detections_matched"]) == (4, 2, 2)
     assert agreement["frames_missing_in_b"] == 1
     assert bench.missed(a, a) == []
+
+
+def test_detector_parity_says_which_misses_ultralytics_also_lacks_without_the_jpeg(monkeypatch):
+    box, jpeg_only, real = [0.0, 0.0, 50.0, 50.0], [100.0, 100.0, 140.0, 130.0], [300.0, 0.0, 360.0, 40.0]
+    a = frames(f0=[(PERSON, box), (CAR, jpeg_only)], f30=[(PERSON, real)])  # (a): after its JPEG round trip
+    b = frames(f0=[(PERSON, box)], f30=[])  # the pipeline
+    on_raw_pixels = {"0": [[PERSON, box]], "30": [[PERSON, real]]}  # Ultralytics' predict, no JPEG
+    monkeypatch.setattr(bench, "_child", lambda args, env=None: on_raw_pixels)
+    parity = bench.detector_parity(bench.Path("clip.mp4"), "yolov8n.pt", a, b, 1.0, 0)
+    assert parity["a_detections"] == 3 and parity["a_matched_by_ultralytics_on_raw_pixels"] == 2
+    assert [(m["frame"], m["class"], m["ultralytics_finds_it_on_raw_pixels"]) for m in parity["a_missed_by_pipeline"]] \
+        == [(0, CAR, False), (30, PERSON, True)]
