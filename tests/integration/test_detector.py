@@ -132,6 +132,40 @@ def test_openvino_backend_matches_ultralytics_predict(yolo, model_path, auto_cac
     assert _matched(expected, got[0]) >= len(expected) - 1 and abs(len(got[0]) - len(expected)) <= 1
 
 
+def test_nms_runs_torch_on_one_thread_and_the_torch_runtime_on_its_own_count(model_path, tmp_path, frame,
+                                                                            monkeypatch):
+    # Ultralytics' NMS runs in torch while the runtime's threads work on the next batch; at torch's default
+    # count a second OpenMP thread spun on a core the forward needed (5 core-ms more per analysed frame on
+    # the sample). torch's count belongs to the calling thread, so it is checked in a job-like thread that
+    # already ran torch at a count of its own, and must have it back afterwards.
+    import threading
+
+    import torch
+    from ultralytics.utils import nms
+
+    seen: list[tuple[str, int]] = []
+    real_nms = nms.non_max_suppression
+    monkeypatch.setattr(nms, "non_max_suppression",
+                        lambda *a, **k: seen.append(("nms", torch.get_num_threads())) or real_nms(*a, **k))
+    detector = Detector(str(model_path), tmp_path, "torch", threads=2)
+    detector.prepare(frame.shape[:2], 640)
+    module = detector._session(detector.input_shape(frame.shape[:2], 640)).runtime.module
+    module.register_forward_pre_hook(lambda *_: seen.append(("forward", torch.get_num_threads())))
+    after: list[int] = []
+
+    def job() -> None:
+        torch.set_num_threads(3)
+        torch.ones(4).sum()
+        detector.detect([frame], conf=0.25, imgsz=640)
+        after.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert seen == [("forward", 2), ("nms", 1)]
+    assert after == [3]
+
+
 def test_unavailable_backend_is_a_clear_error(tmp_path):
     from tests.integration.conftest_pipeline import SHARED_DIR
 

@@ -14,6 +14,7 @@ half-written model and never export the same entry twice.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import json
@@ -24,7 +25,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -278,10 +279,28 @@ class OnnxRuntime(_Runtime):
         return self.session.run(None, {self.input_name: batch})[0]
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch runs the block's operations on `threads` threads, then goes back to its previous count.
+
+    The count belongs to the calling thread (torch's OpenMP keeps one per thread, and a thread that
+    has run torch keeps its own when another sets it), so it is set where the work runs.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class TorchRuntime(_Runtime):
     """The checkpoint's own PyTorch module (any input shape, no export).
 
-    ``torch.set_num_threads`` is process-wide; the worker runs one detector per process.
+    The forward runs on ``threads`` threads (``torch_threads``), whatever count the calling
+    thread had: the detector's post-processing runs torch on one.
     """
 
     name = "torch"
@@ -290,13 +309,12 @@ class TorchRuntime(_Runtime):
     def __init__(self, module: Any, threads: int) -> None:
         import torch
 
-        torch.set_num_threads(int(threads))
         self.module = module.eval()
         self.torch = torch
         self.threads = int(threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
+        with torch_threads(self.threads), self.torch.inference_mode():
             out = self.module(self.torch.from_numpy(batch))
         if isinstance(out, (list, tuple)):
             out = out[0]
