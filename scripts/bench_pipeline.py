@@ -453,6 +453,26 @@ def median_run(runs: list[dict]) -> dict:
     return mid
 
 
+def decode_alone(path: Path, sample_fps: float, max_frames: int, threads: int = 0, repeat: int = 3) -> dict:
+    """The decoding the pipeline does for this sampling, and nothing else: its own ``FrameReader``
+    through the same plan (by keyframes, skipping unreferenced frames, where the file allows it), in
+    CPU time per analysed frame, median of `repeat`. What decoding alone adds to the forward's CPU."""
+    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+
+    runs, decoded, frames = [], 0, 0
+    for _ in range(repeat):
+        cpu0 = _cpu_seconds()
+        with FrameReader(path, timeout=120, threads=threads) as reader:
+            info = reader.open()
+            plan = SamplingPlan(info.frame_count, info.fps, sample_fps, max_frames)
+            index = None if plan.every_frame else seek_index(path)
+            frames = sum(1 for _ in reader.frames(plan, seek=index))
+        runs.append(_cpu_seconds() - cpu0)
+        decoded = reader.frames_decoded
+    return {"frames": frames, "frames_decoded": decoded,
+            "core_ms_per_frame": round(median(runs) * 1000 / max(1, frames), 2)}
+
+
 def build_service(model: str, cache: Path, precision: str | None = None):
     """The pipeline as the worker builds it from its settings (defaults: auto backend, threads from the
     cores, the precision from the environment: auto unless VIDEOJOBS_DETECTOR_PRECISION says otherwise)."""
@@ -787,6 +807,10 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
     every_rounds = [paired(run_pipeline(service, path, 0, 4 * n, "yolo")) for _ in range(args.repeat)]
     every = median_run(every_rounds)
     every_per = every["seconds"] / len(every["frames"])
+    # The decoding these frames need, alone, against the bare forward's CPU (its time per frame on all
+    # its threads): the share of the cores that decoding takes from the forward at this sampling.
+    decoding = decode_alone(path, fps / stride, args.max_frames, service.decode_threads, args.repeat)
+    forward_core_ms = median([r["bare_forward_s"] for r in yolo_rounds]) * 1000 * service.detector.threads
     return {
         "vid_stride": stride,
         "frames": n,
@@ -809,6 +833,7 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
                         "frames_decoded": int(every["timings"].get("frames_decoded", 0))},
         "stage_ms_per_frame": {k: round(yolo["timings"][k] * 1000 / n, 2) for k in ("decode", "detect", "track",
                                                                                     "write")},
+        "decode_alone": decoding | {"over_bare_forward_core_ms": round(decoding["core_ms_per_frame"] / forward_core_ms, 3)},
         "frames_decoded": int(yolo["timings"].get("frames_decoded", 0)),
     }
 
@@ -922,6 +947,10 @@ def print_summary(r: dict) -> None:
               f"(median of the rounds' {y['ratio_to_bare_forward_rounds']}, each against the forward measured right "
               f"after it: {y['bare_forward_rounds_ms']} ms); stages {y['stage_ms_per_frame']}; "
               f"decoded {y['frames_decoded']} frames")
+        d = y["decode_alone"]
+        print(f"  decoding alone for these frames ({d['frames_decoded']} decoded for {d['frames']}): "
+              f"{d['core_ms_per_frame']} core-ms per analysed frame = {d['over_bare_forward_core_ms']} of the bare "
+              f"forward's CPU ({y['bare_forward_ms']} ms on {r['inference_threads']} threads)")
         e = y["every_frame"]
         print(f"  yolo on every frame (the first {e['frames']}, {e['frames_decoded']} decoded): {e['ms_per_frame']} ms/frame, "
               f"{e['ratio_to_bare_forward']}x the bare forward (rounds {e['ratio_to_bare_forward_rounds']})")
