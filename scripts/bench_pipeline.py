@@ -833,7 +833,8 @@ def yolo_vs_expert(service, path: Path, args, tmp: Path) -> dict:
                         "frames_decoded": int(every["timings"].get("frames_decoded", 0))},
         "stage_ms_per_frame": {k: round(yolo["timings"][k] * 1000 / n, 2) for k in ("decode", "detect", "track",
                                                                                     "write")},
-        "decode_alone": decoding | {"over_bare_forward_core_ms": round(decoding["core_ms_per_frame"] / forward_core_ms, 3)},
+        "decode_alone": decoding | {"forward_threads": service.detector.threads,
+                                    "over_bare_forward_core_ms": round(decoding["core_ms_per_frame"] / forward_core_ms, 3)},
         "frames_decoded": int(yolo["timings"].get("frames_decoded", 0)),
     }
 
@@ -950,7 +951,7 @@ def print_summary(r: dict) -> None:
         d = y["decode_alone"]
         print(f"  decoding alone for these frames ({d['frames_decoded']} decoded for {d['frames']}): "
               f"{d['core_ms_per_frame']} core-ms per analysed frame = {d['over_bare_forward_core_ms']} of the bare "
-              f"forward's CPU ({y['bare_forward_ms']} ms on {r['inference_threads']} threads)")
+              f"forward's CPU ({y['bare_forward_ms']} ms on {d['forward_threads']} threads)")
         e = y["every_frame"]
         print(f"  yolo on every frame (the first {e['frames']}, {e['frames_decoded']} decoded): {e['ms_per_frame']} ms/frame, "
               f"{e['ratio_to_bare_forward']}x the bare forward (rounds {e['ratio_to_bare_forward_rounds']})")

@@ -434,19 +434,22 @@ class PendingDetections:
         self._inflight.discard()
 
     def result(self) -> list[np.ndarray]:
-        import torch
-        from ultralytics.utils import nms, ops
-
         if not self._frame_shapes:
             return []
         raw = self._inflight.result()
-        # Ultralytics' NMS runs in torch while the runtime's own threads work on the next batch: on
-        # one thread, so no second OpenMP thread spins on a core the forward needs (the default two
-        # cost 5 core-ms more per analysed frame on the sample, 43.1 against 38.0, and 12% of the
-        # yolo pipeline's frames/s).
+        # Post-processing (Ultralytics' NMS, box scaling) runs in torch while the runtime's own threads
+        # work on the next batch: on one thread, so no second OpenMP thread spins on a core the forward
+        # needs (the default two cost 5 core-ms more per analysed frame on the sample, 43.1 against
+        # 38.0, and 12% of the yolo pipeline's frames/s).
         with runtimes.torch_threads(1):
-            preds = nms.non_max_suppression(torch.from_numpy(raw), self._conf, NMS_IOU, self._classes, False,
-                                            max_det=MAX_DET)
+            return self._detections(raw)
+
+    def _detections(self, raw: np.ndarray) -> list[np.ndarray]:
+        import torch
+        from ultralytics.utils import nms, ops
+
+        preds = nms.non_max_suppression(torch.from_numpy(raw), self._conf, NMS_IOU, self._classes, False,
+                                        max_det=MAX_DET)
         out = []
         for pred, frame_shape in zip(preds, self._frame_shapes):
             pred[:, :4] = ops.scale_boxes(self._shape, pred[:, :4], frame_shape)
