@@ -175,6 +175,11 @@ def test_schemas_are_served_and_current(client):
         r = client.get(f"/video/schemas/{name}.json")
         assert r.status_code == 200 and r.json() == schemas.SCHEMAS[name].model_json_schema() | {
             "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"/video/schemas/{name}.json"}
+        assert r.headers["content-type"] == "application/schema+json"
+    # The OpenAPI document says so, and names the schemas a client may ask for.
+    route = client.get("/openapi.json").json()["paths"]["/video/schemas/{name}.json"]["get"]
+    assert list(route["responses"]["200"]["content"]) == ["application/schema+json"]
+    assert route["parameters"][0]["schema"]["enum"] == list(schemas.SCHEMAS)
     assert_problem(client.get("/video/schemas/nope.json"), 404, "not-found")
 
 

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, BinaryIO, Iterator, Optional
 import anyio
 import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
@@ -76,6 +77,8 @@ def submit_form_schema() -> dict[str, Any]:
     }
 
 
+# The media type of a JSON Schema document (draft 2020-12, section 14.2).
+SCHEMA_JSON = "application/schema+json"
 _JOB_ID_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE)
 
 
@@ -240,12 +243,16 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                                                                             metadata=metadata))
 
     @app.get("/video/schemas/{name}.json", summary="JSON Schema of a contract document",
-             responses=problem_responses(errors.ROUTE_NOT_FOUND))
-    async def schema(name: str) -> FileResponse:
+             response_class=FileResponse,
+             responses={200: {"description": "The document's JSON Schema (draft 2020-12)",
+                              "content": {SCHEMA_JSON: {"schema": {"type": "object"}}}},
+                        **problem_responses(errors.ROUTE_NOT_FOUND)})
+    async def schema(name: str = PathParam(description="Which document; any other name is not found.",
+                                           json_schema_extra={"enum": list(schemas.SCHEMAS)})) -> FileResponse:
         """`results` (the results document), `job` (the status answer) or `capabilities`."""
         if name not in schemas.SCHEMAS:
             raise _not_found(f"no schema {name[:64]!r}; available: {', '.join(schemas.SCHEMAS)}")
-        return FileResponse(schemas.path_of(name), media_type="application/schema+json")
+        return FileResponse(schemas.path_of(name), media_type=SCHEMA_JSON)
 
     @app.get("/problems/{slug}", response_model=ProblemType, summary="Description of an error type",
              responses=problem_responses(errors.ROUTE_NOT_FOUND))
