@@ -141,6 +141,8 @@ def test_every_problem_type_is_documented(client):
         assert doc == {"type": problem.type_uri, "title": problem.title, "status": problem.http_status,
                        "description": problem.description}
     assert_problem(client.get("/problems/no-such-problem"), 404, "not-found")
+    route = client.get("/openapi.json").json()["paths"]["/problems/{slug}"]["get"]
+    assert route["parameters"][0]["schema"]["enum"] == list(PROBLEMS)  # so the fuzzers reach the 200 answers
 
 
 def test_openapi_documents_typed_answers_and_problems(client):

@@ -256,7 +256,8 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @app.get("/problems/{slug}", response_model=ProblemType, summary="Description of an error type",
              responses=problem_responses(errors.ROUTE_NOT_FOUND))
-    async def problem_type(slug: str) -> ProblemType:
+    async def problem_type(slug: str = PathParam(description="A problem's slug, the last part of its `type`.",
+                                                 json_schema_extra={"enum": list(errors.PROBLEMS)})) -> ProblemType:
         for entry in problem_catalogue():
             if entry.type == f"/problems/{slug}":
                 return entry
