@@ -30,6 +30,7 @@ from videojobs.common.adapters.factory import make_capability_store, make_tenant
 from videojobs.common.config import Settings
 from videojobs.common.frames import FrameImageStore
 from videojobs.gateway.app import create_app
+from videojobs.gateway.bootstrap import server_config
 from videojobs.worker.frames import FrameImageWriter
 from videojobs.worker.worker import JobWorker, WorkerPolicy
 
@@ -139,8 +140,8 @@ def fuzz_stack(tmp_path_factory):
     worker_thread = threading.Thread(target=worker.run_forever, daemon=True)
     worker_thread.start()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, f"127.0.0.1:{api.port}"), host="127.0.0.1", port=port,
-                                           log_level="critical"))
+    server = uvicorn.Server(server_config(create_app(settings, f"127.0.0.1:{api.port}"), "critical", host="127.0.0.1",
+                                          port=port))
     server_thread = threading.Thread(target=server.run, daemon=True)
     server_thread.start()
     while not server.started:

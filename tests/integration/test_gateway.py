@@ -161,6 +161,8 @@ def test_openapi_documents_typed_answers_and_problems(client):
     for path, item in paths.items():
         for method, op in item.items():
             assert any(code.startswith("2") for code in op["responses"]), (path, method)
+            # Any request can be malformed HTTP, answered with a bad-request problem (gateway/protocol.py).
+            assert "/problems/bad-request" in op["responses"]["400"]["description"], (path, method)
 
 
 def test_docs_work_offline(client):
@@ -215,13 +217,14 @@ def test_upload_memory_does_not_grow_with_file_size(tmp_path):
 
     from videojobs.api.bootstrap import build_api
     from videojobs.common.config import Settings
+    from videojobs.gateway.bootstrap import server_config
 
     limit = 512 * 1024 * 1024
     api = build_api(Settings(data_dir=tmp_path, grpc_port=0, max_upload_bytes=limit))
     api.start()
     port = load_script("servers").free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(max_upload_bytes=limit), f"127.0.0.1:{api.port}"),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(create_app(Settings(max_upload_bytes=limit), f"127.0.0.1:{api.port}"),
+                                          "warning", host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     peaks = {}

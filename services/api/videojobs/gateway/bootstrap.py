@@ -14,6 +14,7 @@ from videojobs.common import observability
 from videojobs.common.observability import tracing
 from videojobs.common.serving import bind_http
 from videojobs.gateway.app import create_app
+from videojobs.gateway.protocol import ProblemH11Protocol
 
 
 def bind(settings: Settings) -> socket.socket:
@@ -30,9 +31,15 @@ def serve_http(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
     caught: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: caught.append(signum))
-    # Logging is ours (one format for every line); the access log is written by the metrics middleware.
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), log_config=None, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(server_config(app, settings.log_level)).run(sockets=[sock])
+
+
+def server_config(app: FastAPI, log_level: str, **options: object) -> uvicorn.Config:
+    """uvicorn's settings for the gateway (the tests' real-HTTP gateways use them too): a request that is not
+    valid HTTP is answered with a problem, logging is ours (one format for every line) and the access log is
+    written by the metrics middleware."""
+    return uvicorn.Config(app, http=ProblemH11Protocol, log_level=log_level.lower(), log_config=None,
+                          access_log=False, **options)
 
 
 def main(argv: list[str]) -> int:

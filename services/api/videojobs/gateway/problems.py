@@ -62,15 +62,22 @@ class ProblemType(BaseModel):
     description: str
 
 
+def problem_body(problem: Problem, detail: str, instance: str | None = None,
+                 extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The problem+json document of an error answer."""
+    body: dict[str, Any] = {"type": problem.type_uri, "title": problem.title, "status": problem.http_status,
+                            "detail": detail}
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extensions or {})
+    return body
+
+
 def problem_response(
     problem: Problem, detail: str, request: Request | None = None, extensions: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"type": problem.type_uri, "title": problem.title, "status": problem.http_status,
-                            "detail": detail}
-    if request is not None:
-        body["instance"] = request.url.path
-    body.update(extensions or {})
+    body = problem_body(problem, detail, request.url.path if request is not None else None, extensions)
     headers = dict(headers or {})
     if problem is UNAUTHENTICATED:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="videojobs"')
@@ -100,10 +107,11 @@ def rpc_problem(exc: grpc.RpcError, request: Request | None = None) -> JSONRespo
 
 
 def problem_responses(*problems: Problem) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the problems a route can answer with."""
+    """OpenAPI `responses` entries for the problems a route can answer with, and bad-request, which
+    every route can: a request that is not valid HTTP is answered before routing (gateway/protocol.py)."""
     out: dict[int | str, dict[str, Any]] = {}
     by_status: dict[int, list[Problem]] = {}
-    for problem in problems:
+    for problem in dict.fromkeys((BAD_REQUEST, *problems)):
         by_status.setdefault(problem.http_status, []).append(problem)
     for status, group in sorted(by_status.items()):
         out[status] = {
