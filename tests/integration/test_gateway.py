@@ -163,6 +163,10 @@ def test_openapi_documents_typed_answers_and_problems(client):
             assert any(code.startswith("2") for code in op["responses"]), (path, method)
             # Any request can be malformed HTTP, answered with a bad-request problem (gateway/protocol.py).
             assert "/problems/bad-request" in op["responses"]["400"]["description"], (path, method)
+            for param in op.get("parameters", []):
+                if param["name"] == "job_id":  # ids are UUIDs, so clients and the fuzzers send UUIDs
+                    assert param["schema"]["format"] == "uuid", (path, method)
+    assert sum("{job_id}" in path for path in paths) == 7
 
 
 def test_docs_work_offline(client):

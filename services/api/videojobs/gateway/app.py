@@ -35,6 +35,7 @@ from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
 from videojobs.common.results import MAX_PAGE_SIZE, JobResults
+from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import (
     ProblemType,
     install_problem_handlers,
@@ -169,7 +170,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @app.get("/video/status/{job_id}", response_model=JobResource, summary="A job's status and progress",
              responses=problem_responses(*_JOB_ID_PROBLEMS))
-    async def status(job_id: str, metadata: Metadata = Depends(reader_metadata)) -> JobResource:
+    async def status(job_id: JobId, metadata: Metadata = Depends(reader_metadata)) -> JobResource:
         """`progress` is the fraction of the frames to analyse that are done (0.0..1.0); a PENDING job shows its
         `queue_position`, PENDING and RUNNING ones an `eta_seconds`, final ones their `expires_at`."""
         response = await state["stub"].GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id), metadata=metadata)
@@ -192,14 +193,14 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @app.post("/video/cancel/{job_id}", response_model=JobResource, summary="Cancel a PENDING or RUNNING job",
               responses=problem_responses(*_JOB_ID_PROBLEMS, errors.JOB_STATE_CONFLICT))
-    async def cancel(job_id: str, metadata: Metadata = Depends(caller_metadata)) -> JobResource:
+    async def cancel(job_id: JobId, metadata: Metadata = Depends(caller_metadata)) -> JobResource:
         """A PENDING job never runs; a RUNNING one stops at its next batch. A final job is 409 with its status."""
         reply = await state["stub"].CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), metadata=metadata)
         return wire.job_from_pb(reply.job)
 
     @app.delete("/video/jobs/{job_id}", status_code=204, summary="Delete a job, its input and its results",
                 responses=problem_responses(*_JOB_ID_PROBLEMS))
-    async def delete(job_id: str, metadata: Metadata = Depends(caller_metadata)) -> Response:
+    async def delete(job_id: JobId, metadata: Metadata = Depends(caller_metadata)) -> Response:
         """Cancels the job if it is not final, then removes it; its status answers 404 afterwards."""
         await state["stub"].DeleteJob(jobs_pb2.DeleteJobRequest(job_id=job_id), metadata=metadata)
         return Response(status_code=204)
@@ -208,7 +209,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
              responses=problem_responses(errors.BAD_REQUEST, *_JOB_ID_PROBLEMS, errors.RESULTS_NOT_READY,
                                          errors.INVALID_REQUEST))
     async def results(
-        job_id: str,
+        job_id: JobId,
         page_size: Optional[int] = Query(default=None, ge=1, le=MAX_PAGE_SIZE,
                                          description="Frames per page; omit for all frames in one answer."),
         page_token: str = Query(default="", max_length=64, description="next_page_token of the previous page."),

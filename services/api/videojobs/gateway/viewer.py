@@ -26,6 +26,7 @@ from videojobs.common.frames import SHEET_COLUMNS, SHEET_MAX_FRAMES, SHEET_TILE_
 from videojobs.common.job import parse_job_id
 from videojobs.common.options import INT32_MAX
 from videojobs.gateway.auth import Metadata, reader_metadata
+from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import problem_responses
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -61,7 +62,7 @@ def install_viewer(app: FastAPI, stub: Callable[[], jobs_pb2_grpc.JobServiceStub
 
     @app.get("/video/view/{job_id}", response_class=HTMLResponse, summary="Results viewer (a page for people)",
              responses=_page_problems())
-    async def view(request: Request, job_id: str, metadata: Metadata = Depends(reader_metadata)) -> HTMLResponse:
+    async def view(request: Request, job_id: JobId, metadata: Metadata = Depends(reader_metadata)) -> HTMLResponse:
         """Frames with their boxes, a track timeline, searchable OCR text and filters. Works offline.
 
         A browser without a key (API keys on) gets a form that keeps the key in a cookie for the viewer."""
@@ -87,7 +88,7 @@ def install_viewer(app: FastAPI, stub: Callable[[], jobs_pb2_grpc.JobServiceStub
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}},
                                                  **problem_responses(*_IMAGE_PROBLEMS)})
     async def frame_image(
-        job_id: str,
+        job_id: JobId,
         frame_index: int = PathParam(ge=0, le=INT32_MAX, description="An analysed frame's frame_index."),
         annotated: bool = Query(False, description="Draw the detections: boxes, classes, confidences, track ids."),
         metadata: Metadata = Depends(reader_metadata),
@@ -102,7 +103,7 @@ def install_viewer(app: FastAPI, stub: Callable[[], jobs_pb2_grpc.JobServiceStub
              response_class=Response, responses={200: {"content": {"image/png": {}}},
                                                  **problem_responses(*_IMAGE_PROBLEMS)})
     async def contact_sheet(
-        job_id: str,
+        job_id: JobId,
         columns: int | None = _query_range(SHEET_COLUMNS, "Tiles per row"),
         tile_width: int | None = _query_range(SHEET_TILE_WIDTH, "Tile width in pixels"),
         max_frames: int | None = _query_range(SHEET_MAX_FRAMES, "Most frames shown, spread over the job"),
