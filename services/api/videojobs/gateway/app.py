@@ -129,7 +129,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         "/video/submit", status_code=202, response_model=SubmitAccepted, summary="Submit a video for analysis",
         openapi_extra={"requestBody": {"required": True,
                                        "content": {"multipart/form-data": {"schema": submit_form_schema()}}}},
-        responses=problem_responses(errors.BAD_REQUEST, errors.UNAUTHENTICATED, errors.INVALID_UPLOAD,
+        responses=problem_responses(errors.UNAUTHENTICATED, errors.INVALID_UPLOAD,
                                     errors.UPLOAD_TOO_LARGE, errors.UNSUPPORTED_MEDIA_TYPE, errors.INVALID_OPTIONS,
                                     errors.UNKNOWN_CLASS, errors.UNKNOWN_LANGUAGE, errors.INVALID_CALLBACK_URL,
                                     errors.IDEMPOTENCY_CONFLICT, errors.UPLOAD_TIMEOUT, errors.TOO_MANY_UPLOADS,
@@ -177,7 +177,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         return wire.job_from_pb(response.job)
 
     @app.get("/video/jobs", response_model=JobList, summary="The caller's jobs, newest first",
-             responses=problem_responses(errors.UNAUTHENTICATED, errors.BAD_REQUEST, errors.INVALID_REQUEST,
+             responses=problem_responses(errors.UNAUTHENTICATED, errors.INVALID_REQUEST,
                                          errors.SERVICE_UNAVAILABLE))
     async def list_jobs(
         status: Optional[JobStatus] = Query(default=None, description="Only jobs in this state."),
@@ -206,7 +206,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         return Response(status_code=204)
 
     @app.get("/video/results/{job_id}", response_model=JobResults, summary="Results of a finished job",
-             responses=problem_responses(errors.BAD_REQUEST, *_JOB_ID_PROBLEMS, errors.RESULTS_NOT_READY,
+             responses=problem_responses(*_JOB_ID_PROBLEMS, errors.RESULTS_NOT_READY,
                                          errors.INVALID_REQUEST))
     async def results(
         job_id: JobId,
