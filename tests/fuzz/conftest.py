@@ -140,8 +140,8 @@ def fuzz_stack(tmp_path_factory):
     worker_thread = threading.Thread(target=worker.run_forever, daemon=True)
     worker_thread.start()
     port = free_port()
-    server = uvicorn.Server(server_config(create_app(settings, f"127.0.0.1:{api.port}"), "critical", host="127.0.0.1",
-                                          port=port))
+    server = uvicorn.Server(server_config(create_app(settings, f"127.0.0.1:{api.port}"), settings, log_level="critical",
+                                          host="127.0.0.1", port=port))
     server_thread = threading.Thread(target=server.run, daemon=True)
     server_thread.start()
     while not server.started:

@@ -227,8 +227,9 @@ def test_upload_memory_does_not_grow_with_file_size(tmp_path):
     api = build_api(Settings(data_dir=tmp_path, grpc_port=0, max_upload_bytes=limit))
     api.start()
     port = load_script("servers").free_port()
-    server = uvicorn.Server(server_config(create_app(Settings(max_upload_bytes=limit), f"127.0.0.1:{api.port}"),
-                                          "warning", host="127.0.0.1", port=port))
+    gateway_settings = Settings(max_upload_bytes=limit)
+    server = uvicorn.Server(server_config(create_app(gateway_settings, f"127.0.0.1:{api.port}"), gateway_settings,
+                                          log_level="warning", host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     peaks = {}

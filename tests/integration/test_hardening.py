@@ -51,12 +51,13 @@ def keyed_stack(tmp_path):
 def _stack(tmp_path, **overrides):
     settings = Settings(**{"data_dir": tmp_path, "grpc_port": 0, "max_concurrent_uploads": 3,
                            "upload_idle_timeout_seconds": 1.5, "upload_total_timeout_seconds": 30,
+                           "http_header_timeout_seconds": 1.0,
                            "max_upload_bytes": 64 * 1024 * 1024, **overrides})
     api = build_api(settings)
     api.start()
     port = free_port()
-    server = uvicorn.Server(server_config(create_app(settings, f"127.0.0.1:{api.port}"), "warning", host="127.0.0.1",
-                                          port=port))
+    server = uvicorn.Server(server_config(create_app(settings, f"127.0.0.1:{api.port}"), settings, log_level="warning",
+                                          host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -315,3 +316,116 @@ def test_a_request_that_is_not_http_is_answered_with_a_problem(stack, head):
     assert problem["type"] == "/problems/bad-request" and problem["status"] == 400 and "not valid HTTP" in problem["detail"]
     # And the gateway goes on answering.
     assert stack.http.get("/healthz").status_code == 200
+
+
+def read_until_closed(sock: socket.socket, wait: float = 15.0) -> bytes:
+    """Everything the server sends until it closes the connection; a server that keeps it open fails the test."""
+    sock.settimeout(wait)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open for {wait:g} s; it had sent {data[:200]!r}")
+    return data
+
+
+def split_answers(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(status line, body) of each answer in `data` (bodies framed by Content-Length)."""
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status_line, *headers = head.split(b"\r\n")
+        length = next(int(v) for k, _, v in (h.partition(b":") for h in headers) if k.lower() == b"content-length")
+        answers.append((status_line, rest[:length]))
+        data = rest[length:]
+    return answers
+
+
+def assert_request_timeout(status_line: bytes, body: bytes) -> None:
+    assert status_line == b"HTTP/1.1 408 Request Timeout"
+    problem = json.loads(body)
+    assert problem["type"] == "/problems/request-timeout" and problem["status"] == 408
+    assert "did not arrive within 1 s" in problem["detail"]
+
+
+@pytest.mark.parametrize("head", [b"GET /video/capabilities HTTP/1.1\r\nHost: a\r\n", b"G"])
+def test_a_request_head_that_does_not_arrive_in_time_is_answered_and_closed(stack, head):
+    """Slow headers cannot hold a connection: 408 request-timeout, then the server closes it; the metric counts it."""
+    from videojobs.gateway.metrics import PROTOCOL_REFUSALS
+
+    before = PROTOCOL_REFUSALS.labels("request-timeout")._value.get()
+    with socket.create_connection(("127.0.0.1", stack.http_port)) as sock:
+        sock.sendall(head)
+        answers = split_answers(read_until_closed(sock))
+    assert len(answers) == 1
+    assert_request_timeout(*answers[0])
+    assert PROTOCOL_REFUSALS.labels("request-timeout")._value.get() == before + 1
+    assert stack.http.get("/healthz").status_code == 200
+
+
+def test_trickling_header_bytes_does_not_extend_the_deadline(stack):
+    """A slowloris client sends a byte every 0.2 s; the deadline (1 s here) counts from the connection, not the
+    last byte, so the server answers and closes while the client is still trickling."""
+    with socket.create_connection(("127.0.0.1", stack.http_port)) as sock:
+        sent = 0
+        try:
+            for byte in b"GET /video/capabilities HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * 200:
+                sock.sendall(bytes([byte]))
+                sent += 1
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answers = split_answers(read_until_closed(sock))
+    assert sent < 100, "the server was still reading headers after 100 trickled bytes"
+    assert_request_timeout(*answers[0])
+
+
+def test_a_connection_that_sends_nothing_is_closed(stack):
+    with socket.create_connection(("127.0.0.1", stack.http_port)) as sock:
+        assert read_until_closed(sock) == b""
+
+
+def test_a_kept_alive_connection_gets_the_same_deadline_for_its_next_request(stack):
+    with socket.create_connection(("127.0.0.1", stack.http_port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        answers = split_answers(read_until_closed(sock))
+    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK", b"HTTP/1.1 408 Request Timeout"]
+    assert_request_timeout(*answers[1])
+
+
+def test_a_body_the_route_does_not_read_cannot_hold_the_connection(stack):
+    """The route answers without the body the client announced; the connection is closed, not kept waiting."""
+    with socket.create_connection(("127.0.0.1", stack.http_port)) as sock:
+        sock.sendall(b"GET /video/capabilities HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc")
+        answers = split_answers(read_until_closed(sock))
+    assert [status for status, _ in answers] == [b"HTTP/1.1 200 OK"]
+
+
+def test_an_upload_the_client_abandons_half_way_is_not_a_server_error(stack, caplog):
+    """The client closes the connection in the middle of its upload: no 500, no traceback in the logs; the access
+    log and the request metrics record a 499 (client closed request), and the upload slot comes back."""
+    from videojobs.gateway.metrics import HTTP_REQUESTS
+
+    def count(status: str) -> float:
+        return HTTP_REQUESTS.labels("POST", "/video/submit", status)._value.get()
+
+    before = {status: count(status) for status in ("499", "500")}
+    head = (b"POST /video/submit HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    part = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n' + MP4_HEAD
+    for _ in range(4):  # more than the 3 upload slots: each must come back
+        with socket.create_connection(("127.0.0.1", stack.http_port)) as sock:
+            sock.sendall(head + part)
+            time.sleep(0.2)  # the body is being read
+    deadline = time.monotonic() + 10
+    while count("499") < before["499"] + 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert count("499") == before["499"] + 4
+    assert count("500") == before["500"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+    accepted = stack.http.post("/video/submit", files={"file": ("a.mp4", SAMPLE.read_bytes(), "video/mp4")},
+                               data={"pipeline_id": "yolo"})
+    assert accepted.status_code == 202, accepted.text

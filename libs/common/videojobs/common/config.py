@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # An upload that sends nothing for this long, or is still open after the total, is cut.
     upload_idle_timeout_seconds: float = 30.0
     upload_total_timeout_seconds: float = 3600.0
+    # A REST connection must send a whole request line and headers within this long of opening,
+    # or of its last answer; otherwise it gets a 408 and is closed (slow-header clients cannot
+    # hold connections, and so file descriptors, for ever).
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
     # SubmitFromStorage takes only keys under this prefix (written by clients, e.g. through
     # presigned URLs), never another job's inputs/ or results/.
     upload_prefix: str = "uploads/"

@@ -71,6 +71,9 @@ UPLOAD_TOO_LARGE = _p("upload-too-large", "Upload too large", 413, "RESOURCE_EXH
                       "The upload exceeds the service's size limit (GET /video/capabilities).")
 UPLOAD_TIMEOUT = _p("upload-timeout", "Upload too slow", 408, "DEADLINE_EXCEEDED",
                     "The upload stopped sending, or took longer than the service allows; nothing was kept.")
+REQUEST_TIMEOUT = _p("request-timeout", "Request too slow", 408, "DEADLINE_EXCEEDED",
+                     "The request line and headers did not all arrive within the time the service waits for them "
+                     "(VIDEOJOBS_HTTP_HEADER_TIMEOUT_SECONDS); nothing was done and the connection is closed.")
 TOO_MANY_UPLOADS = _p("too-many-uploads", "Too many uploads in progress", 429, "RESOURCE_EXHAUSTED",
                       "The service is receiving as many uploads as it accepts at once; retry after `Retry-After`.")
 UNSUPPORTED_MEDIA_TYPE = _p("unsupported-media-type", "Unsupported media type", 415, "INVALID_ARGUMENT",
@@ -102,9 +105,9 @@ PROBLEMS: dict[str, Problem] = {
     for p in (
         BAD_REQUEST, INVALID_JOB_ID, INVALID_UPLOAD, UNAUTHENTICATED, JOB_NOT_FOUND, FRAME_NOT_FOUND, INPUT_NOT_FOUND,
         ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESULTS_NOT_READY, JOB_STATE_CONFLICT, IDEMPOTENCY_CONFLICT,
-        UPLOAD_TOO_LARGE, UPLOAD_TIMEOUT, TOO_MANY_UPLOADS, UNSUPPORTED_MEDIA_TYPE, INVALID_OPTIONS, UNKNOWN_CLASS,
-        UNKNOWN_LANGUAGE, INVALID_REQUEST, INVALID_CALLBACK_URL, TOO_MANY_JOBS, SERVICE_UNAVAILABLE, TIMEOUT,
-        INTERNAL, UPSTREAM_ERROR,
+        UPLOAD_TOO_LARGE, UPLOAD_TIMEOUT, REQUEST_TIMEOUT, TOO_MANY_UPLOADS, UNSUPPORTED_MEDIA_TYPE, INVALID_OPTIONS,
+        UNKNOWN_CLASS, UNKNOWN_LANGUAGE, INVALID_REQUEST, INVALID_CALLBACK_URL, TOO_MANY_JOBS, SERVICE_UNAVAILABLE,
+        TIMEOUT, INTERNAL, UPSTREAM_ERROR,
     )
 }
 PROBLEMS_BY_REASON: dict[str, Problem] = {p.reason: p for p in PROBLEMS.values()}

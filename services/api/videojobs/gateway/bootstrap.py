@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import socket
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,15 +33,17 @@ def serve_http(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
     caught: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: caught.append(signum))
-    uvicorn.Server(server_config(app, settings.log_level)).run(sockets=[sock])
+    uvicorn.Server(server_config(app, settings)).run(sockets=[sock])
 
 
-def server_config(app: FastAPI, log_level: str, **options: object) -> uvicorn.Config:
-    """uvicorn's settings for the gateway (the tests' real-HTTP gateways use them too): a request that is not
-    valid HTTP is answered with a problem, logging is ours (one format for every line) and the access log is
-    written by the metrics middleware."""
-    return uvicorn.Config(app, http=ProblemH11Protocol, log_level=log_level.lower(), log_config=None,
-                          access_log=False, **options)
+def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for the gateway (the tests' real-HTTP gateways use them too, `options` overriding):
+    a request that is not valid HTTP, or whose headers do not arrive in time, is answered with a problem
+    (gateway/protocol.py), logging is ours (one format for every line) and the access log is written by
+    the metrics middleware."""
+    protocol = functools.partial(ProblemH11Protocol, header_timeout=settings.http_header_timeout_seconds)
+    return uvicorn.Config(app, **{"http": protocol, "log_level": settings.log_level.lower(), "log_config": None,
+                                  "access_log": False, **options})
 
 
 def main(argv: list[str]) -> int:

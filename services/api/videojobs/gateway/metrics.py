@@ -28,6 +28,12 @@ HTTP_SECONDS = Histogram(
     "videojobs_http_request_duration_seconds", "Seconds to answer a REST request, by method and route template.",
     ["method", "route"], buckets=REQUEST_BUCKETS,
 )
+PROTOCOL_REFUSALS = Counter(
+    "videojobs_http_protocol_refusals_total",
+    "REST requests answered before the app saw them, by problem type (reason): bad-request (not valid HTTP), "
+    "request-timeout (the request line and headers did not arrive in time; the connection is closed).",
+    ["reason"],
+)
 UNMATCHED_ROUTE = "<unmatched>"
 # Probes and scrapes are counted but not written to the access log (one line every few seconds each).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})

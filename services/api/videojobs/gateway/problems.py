@@ -16,9 +16,10 @@ from typing import Any, Iterable
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from videojobs.common.errors import (
     BAD_REQUEST,
@@ -26,6 +27,7 @@ from videojobs.common.errors import (
     INVALID_REQUEST,
     METHOD_NOT_ALLOWED,
     PROBLEMS,
+    REQUEST_TIMEOUT,
     ROUTE_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     TIMEOUT,
@@ -37,6 +39,8 @@ from videojobs.common.errors import (
 from videojobs.common.rpc_errors import remote_problem
 
 log = logging.getLogger(__name__)
+# Recorded, never sent: the client went away before its request was read.
+CLIENT_CLOSED_REQUEST = 499
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -107,11 +111,12 @@ def rpc_problem(exc: grpc.RpcError, request: Request | None = None) -> JSONRespo
 
 
 def problem_responses(*problems: Problem) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the problems a route can answer with, and bad-request, which
-    every route can: a request that is not valid HTTP is answered before routing (gateway/protocol.py)."""
+    """OpenAPI `responses` entries for the problems a route can answer with, and bad-request and
+    request-timeout, which every route can: a request that is not valid HTTP, or whose headers do not
+    arrive in time, is answered before routing (gateway/protocol.py)."""
     out: dict[int | str, dict[str, Any]] = {}
     by_status: dict[int, list[Problem]] = {}
-    for problem in dict.fromkeys((BAD_REQUEST, *problems)):
+    for problem in dict.fromkeys((BAD_REQUEST, REQUEST_TIMEOUT, *problems)):
         by_status.setdefault(problem.http_status, []).append(problem)
     for status, group in sorted(by_status.items()):
         out[status] = {
@@ -153,6 +158,13 @@ def install_problem_handlers(app: FastAPI) -> None:
                   for err in exc.errors()]
         detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
         return problem_response(INVALID_REQUEST, detail, request, {"invalid_params": params})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        # The client closed the connection while its body was being read (an upload abandoned half-way):
+        # nobody is left to answer, and it is not the server's error. 499 ("client closed request", as
+        # nginx logs it) is what the access log and the request metrics record; nothing is sent.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

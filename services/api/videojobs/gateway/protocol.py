@@ -1,31 +1,82 @@
-"""The gateway's HTTP/1.1 server protocol: uvicorn's h11 one, answering a request that is not valid
-HTTP with a problem+json 400 like every other error answer.
+"""The gateway's HTTP/1.1 server protocol: uvicorn's h11 one, with two answers of its own.
 
-Such a request (a malformed request line or header, e.g. ``Content-Length: abc``) is refused by the
-HTTP parser before the app sees it, and uvicorn answers it with a ``text/plain`` body of its own,
-which neither the OpenAPI document nor a client reading ``application/problem+json`` expects.
+- A request that is not valid HTTP (a malformed request line or header, e.g. ``Content-Length: abc``)
+  is refused by the HTTP parser before the app sees it. uvicorn answers it with a ``text/plain`` body
+  of its own, which neither the OpenAPI document nor a client reading ``application/problem+json``
+  expects; here it is a bad-request problem.
+- A connection must send a whole request line and headers within ``header_timeout`` seconds of
+  opening, or of its last answer. uvicorn waits for them for ever once a byte has arrived, so a
+  client that trickles header bytes (slowloris), or opens connections and sends nothing, held a file
+  descriptor each until the process had none left and every other client waited (measured: 20,000
+  idle connections made a normal request time out). Here such a connection gets a request-timeout
+  problem if it had started a request, and is closed. A request whose head has arrived is the app's
+  to time (the upload's idle and total timeouts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from videojobs.common.errors import BAD_REQUEST
+from videojobs.common.errors import BAD_REQUEST, REQUEST_TIMEOUT, Problem
+from videojobs.gateway.metrics import PROTOCOL_REFUSALS
 from videojobs.gateway.problems import PROBLEM_JSON, problem_body
 
 MALFORMED_HTTP = "the request is not valid HTTP/1.1 (a malformed request line or header)"
 
 
 class ProblemH11Protocol(H11Protocol):
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts a pipelined request already received, if any
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps(problem_body(BAD_REQUEST, MALFORMED_HTTP)).encode()
-        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]
-        # h11 lets a server answer after the client's protocol error, as uvicorn's own method does.
-        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
-                      h11.EndOfMessage()):
-            self.transport.write(self.conn.send(event))
+        self._answer_and_close(BAD_REQUEST, "Bad Request", MALFORMED_HTTP)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        if not self.transport.is_closing():
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return  # a request is being answered: the app times its body
+        started, _ = self.conn.trailing_data  # bytes of a request head not yet complete
+        if self.conn.their_state is h11.IDLE and started:
+            self._answer_and_close(REQUEST_TIMEOUT, "Request Timeout",
+                                   f"the request line and headers did not arrive within {self.header_timeout:g} s")
+        else:  # nothing sent since the last answer, or a body the app did not read: just close
+            self.transport.close()
+
+    def _answer_and_close(self, problem: Problem, reason: str, detail: str) -> None:
+        """Answer with a problem and close, outside h11's state machine: h11 frames no answer to a request it
+        has not parsed, so the status line and the three headers are written here."""
+        body = json.dumps(problem_body(problem, detail)).encode()
+        head = (f"HTTP/1.1 {problem.http_status} {reason}\r\ncontent-type: {PROBLEM_JSON}\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        self.transport.write(head + body)
         self.transport.close()
+        PROTOCOL_REFUSALS.labels(problem.slug).inc()
