@@ -429,3 +429,41 @@ def test_an_upload_the_client_abandons_half_way_is_not_a_server_error(stack, cap
     accepted = stack.http.post("/video/submit", files={"file": ("a.mp4", SAMPLE.read_bytes(), "video/mp4")},
                                data={"pipeline_id": "yolo"})
     assert accepted.status_code == 202, accepted.text
+
+
+@pytest.mark.parametrize("max_age, reconnects", [(0, False), (1.0, True)])
+def test_client_connections_are_recycled_so_they_spread_over_api_replicas(tmp_path, max_age, reconnects):
+    """A Kubernetes Service balances connections, not RPCs: a client keeps one api replica for as long as its
+    connection lives. The api ends each connection after its max age; clients reconnect (through the proxy here, as
+    through the Service) and no call fails, an upload in flight across the age included."""
+    settings = Settings(data_dir=tmp_path, grpc_port=0, grpc_max_connection_age_seconds=max_age)
+    api = build_api(settings)
+    api.start()
+    try:
+        with load_script("servers").TcpProxy("127.0.0.1", api.port) as proxy, \
+                grpc.insecure_channel(proxy.endpoint) as channel:
+            stub = jobs_pb2_grpc.JobServiceStub(channel)
+            ends = time.monotonic() + 4
+            calls = 0
+            while time.monotonic() < ends:  # any failed call raises
+                stub.GetCapabilities(jobs_pb2.GetCapabilitiesRequest(), timeout=10)
+                calls += 1
+                time.sleep(0.01)
+
+            def slow_upload():
+                yield jobs_pb2.SubmitRequest(spec=jobs_pb2.JobSpec(pipeline_id="yolo"))
+                data = SAMPLE.read_bytes()
+                for i in range(0, len(data), len(data) // 10 + 1):
+                    yield jobs_pb2.SubmitRequest(chunk=data[i:i + len(data) // 10 + 1])
+                    time.sleep(0.25)  # 2.5 s in all: longer than the max age
+
+            job_id = stub.Submit(slow_upload(), timeout=30).job_id
+            assert stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id), timeout=10).job.job_id == job_id
+            connections = proxy.connections
+    finally:
+        api.stop(grace=0)
+    assert calls > 50
+    if reconnects:
+        assert connections >= 3, connections  # about one a second over ~6.5 s
+    else:
+        assert connections == 1

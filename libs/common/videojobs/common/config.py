@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     worker_health_port: int = 50052
     # Where the REST gateway finds the gRPC JobService.
     api_target: str = "127.0.0.1:50051"
+    # The api ends each client connection this long after it opened (GOAWAY, +-10% jitter): RPCs in
+    # flight finish (uploads get their total timeout and a minute), new ones go on a new connection.
+    # A Kubernetes Service balances connections, not RPCs, so without it a client (the gateway)
+    # stays on one api replica for ever, and replicas the autoscaler adds get none of its calls.
+    # It also bounds how long an idle client holds a connection. 0 keeps connections for ever.
+    grpc_max_connection_age_seconds: float = Field(default=300.0, ge=0)
 
     # -- adapters (chosen by URL scheme) --------------------------------------------
     data_dir: Path = Path("var")

@@ -44,16 +44,27 @@ class PortInUse(Exception):
                          f"(is another videojobs process running? choose another port in the settings)")
 
 
-def grpc_server(max_workers: int, thread_name_prefix: str = "grpc", interceptors: Sequence[Any] = ()) -> grpc.Server:
-    """A gRPC server that does not share its port with other processes."""
+def grpc_server(max_workers: int, thread_name_prefix: str = "grpc", interceptors: Sequence[Any] = (),
+                options: Sequence[tuple[str, Any]] = ()) -> grpc.Server:
+    """A gRPC server that does not share its port with other processes (`options`: more channel arguments)."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=thread_name_prefix),
         interceptors=list(interceptors),
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *options,
         ],
     )
+
+
+def connection_age_options(max_age_seconds: float, grace_seconds: float) -> list[tuple[str, int]]:
+    """Channel arguments that end each client connection `max_age_seconds` after it opened (none for 0), giving the
+    RPCs in flight `grace_seconds` to finish, so clients reconnect and spread over the replicas behind a Service."""
+    if max_age_seconds <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(max_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace_seconds * 1000))]
 
 
 def bind_grpc(server: grpc.Server, host: str, port: int, what: str = "gRPC") -> int:

@@ -36,7 +36,7 @@ from videojobs.common.outbox import OutboxRelay
 from videojobs.common.ports.jobs import AdmissionLimits, JobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
-from videojobs.common.serving import bind_grpc, grpc_server, stop_on_signals, wait_until_stopped
+from videojobs.common.serving import bind_grpc, connection_age_options, grpc_server, stop_on_signals, wait_until_stopped
 from videojobs.common.scratch import prepare_scratch
 from videojobs.storage.factory import make_storage
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -67,9 +67,13 @@ class Api:
     def bind(self) -> int:
         """Create the server and bind its port (PortInUse if taken); nothing runs yet."""
         # Uploads take at most their own slots; the other RPCs always keep these threads.
+        # Connections end after their max age so clients spread over the replicas; an upload in flight on one
+        # is cut by its own total timeout first.
+        options = connection_age_options(self.settings.grpc_max_connection_age_seconds,
+                                         self.settings.upload_total_timeout_seconds + 60)
         self.server = grpc_server(max_workers=self.uploads.max_concurrent + 16,
                                   interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor(),
-                                                LenientRequests(JOB_SERVICE)])
+                                                LenientRequests(JOB_SERVICE)], options=options)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads,
                                                                           self.frames),
                                                        self.server)
