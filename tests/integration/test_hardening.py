@@ -48,15 +48,23 @@ def keyed_stack(tmp_path):
     yield from _stack(tmp_path, auth="keys")
 
 
-def _stack(tmp_path, **overrides):
+@pytest.fixture
+def proxied_stack(tmp_path):
+    """The same with the gateway reaching the api through a proxy that can freeze, and a 1 s call timeout."""
+    yield from _stack(tmp_path, proxied=True, api_call_timeout_seconds=1.0)
+
+
+def _stack(tmp_path, proxied=False, **overrides):
     settings = Settings(**{"data_dir": tmp_path, "grpc_port": 0, "max_concurrent_uploads": 3,
                            "upload_idle_timeout_seconds": 1.5, "upload_total_timeout_seconds": 30,
                            "http_header_timeout_seconds": 1.0,
                            "max_upload_bytes": 64 * 1024 * 1024, **overrides})
     api = build_api(settings)
     api.start()
+    proxy = load_script("servers").TcpProxy("127.0.0.1", api.port).start() if proxied else None
     port = free_port()
-    server = uvicorn.Server(server_config(create_app(settings, f"127.0.0.1:{api.port}"), settings, log_level="warning",
+    target = proxy.endpoint if proxy else f"127.0.0.1:{api.port}"
+    server = uvicorn.Server(server_config(create_app(settings, target), settings, log_level="warning",
                                           host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -64,10 +72,12 @@ def _stack(tmp_path, **overrides):
         time.sleep(0.05)
     channel = grpc.insecure_channel(f"127.0.0.1:{api.port}")
     yield type("Stack", (), {"api": api, "http_port": port, "stub": jobs_pb2_grpc.JobServiceStub(channel),
-                             "http": httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)})
+                             "http": httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30), "proxy": proxy})
     channel.close()
     server.should_exit = True
     thread.join(10)
+    if proxy:
+        proxy.stop()
     api.stop(grace=0)
 
 
@@ -467,3 +477,30 @@ def test_client_connections_are_recycled_so_they_spread_over_api_replicas(tmp_pa
         assert connections >= 3, connections  # about one a second over ~6.5 s
     else:
         assert connections == 1
+
+
+def test_an_api_that_stops_answering_is_a_timeout_problem_not_a_hang(proxied_stack):
+    """The api stops answering (the link to it hangs, as when its node or its database stalls): each REST
+    request gets a timeout problem after the call timeout (1 s here) instead of waiting for ever, and
+    everything answers again once the api does."""
+    stack = proxied_stack
+    job_id = "0b9f8a52-3f1e-4d5c-9a7b-1c2d3e4f5a6b"  # no such job: 404 while the api answers
+    paths = [f"/video/status/{job_id}", f"/video/results/{job_id}", "/video/jobs", "/video/capabilities",
+             f"/video/frames/{job_id}/0.jpg"]
+    assert [stack.http.get(path).status_code for path in paths] == [404, 404, 200, 200, 404]
+    stack.proxy.freeze()
+    try:
+        with ThreadPoolExecutor(len(paths)) as pool:
+            answers = list(pool.map(lambda path: stack.http.get(path, timeout=20), paths))
+        for answer in answers:
+            assert answer.status_code == 504, (answer.request.url, answer.text)
+            assert answer.json()["type"] == "/problems/timeout"
+        assert stack.http.get("/readyz").status_code == 503
+    finally:
+        stack.proxy.thaw()
+    assert [stack.http.get(path).status_code for path in paths] == [404, 404, 200, 200, 404]
+    # Every operation that calls the api documents the timeout beside service-unavailable.
+    doc = stack.http.get("/openapi.json").json()["paths"]
+    calling = [(path, method) for path, ops in doc.items() for method, op in ops.items() if "503" in op["responses"]]
+    assert len(calling) >= 10
+    assert [(p, m) for p, m in calling if "504" not in doc[p][m]["responses"]] == []

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     worker_health_port: int = 50052
     # Where the REST gateway finds the gRPC JobService.
     api_target: str = "127.0.0.1:50051"
+    # The gateway's calls to the api fail after this long (a timeout problem, 504) rather than wait
+    # for ever on an api that stopped answering; forwarding an upload gets the upload total timeout.
+    api_call_timeout_seconds: float = Field(default=30.0, gt=0)
     # The api ends each client connection this long after it opened (GOAWAY, +-10% jitter): RPCs in
     # flight finish (uploads get their total timeout and a minute), new ones go on a new connection.
     # A Kubernetes Service balances connections, not RPCs, so without it a client (the gateway)

@@ -37,6 +37,7 @@ from videojobs.common.resources import Capabilities, JobResource
 from videojobs.common.results import MAX_PAGE_SIZE, JobResults
 from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import (
+    API_CALL_PROBLEMS,
     ProblemType,
     install_problem_handlers,
     problem_catalogue,
@@ -45,6 +46,7 @@ from videojobs.gateway.problems import (
 from videojobs.gateway.auth import Metadata, caller_metadata, reader_metadata
 from videojobs.gateway.metrics import RequestMetrics, metrics_endpoint
 from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, boundary_of
+from videojobs.gateway.deadline import DefaultDeadline
 from videojobs.gateway.viewer import install_viewer
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -80,7 +82,7 @@ def submit_form_schema() -> dict[str, Any]:
 
 # The media type of a JSON Schema document (draft 2020-12, section 14.2).
 SCHEMA_JSON = "application/schema+json"
-_JOB_ID_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.SERVICE_UNAVAILABLE)
+_JOB_ID_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, *API_CALL_PROBLEMS)
 
 
 def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
@@ -99,7 +101,8 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         channel = grpc.aio.insecure_channel(
-            api_target, interceptors=tracing.grpc_aio_client_interceptors() or None,
+            api_target, interceptors=[*tracing.grpc_aio_client_interceptors(),
+                                      DefaultDeadline(settings.api_call_timeout_seconds)],
             options=[("grpc.max_receive_message_length", MAX_IMAGE_MESSAGE_BYTES)])
         state["stub"] = jobs_pb2_grpc.JobServiceStub(channel)
         state["health"] = health_pb2_grpc.HealthStub(channel)
@@ -133,7 +136,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                                     errors.UPLOAD_TOO_LARGE, errors.UNSUPPORTED_MEDIA_TYPE, errors.INVALID_OPTIONS,
                                     errors.UNKNOWN_CLASS, errors.UNKNOWN_LANGUAGE, errors.INVALID_CALLBACK_URL,
                                     errors.IDEMPOTENCY_CONFLICT, errors.UPLOAD_TIMEOUT, errors.TOO_MANY_UPLOADS,
-                                    errors.TOO_MANY_JOBS, errors.SERVICE_UNAVAILABLE),
+                                    errors.TOO_MANY_JOBS, *API_CALL_PROBLEMS),
     )
     async def submit(
         request: Request,
@@ -163,7 +166,8 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                 video = spool.finish()
                 spec = _job_spec(spool.fields, spool.filename or "")
                 spec.request_id = idempotency_key or ""
-                response = await _forward_upload(state["upload_stub"], spec, video, chunk_bytes, metadata)
+                response = await _forward_upload(state["upload_stub"], spec, video, chunk_bytes, metadata,
+                                                 settings.upload_total_timeout_seconds)
             finally:
                 spool.close()
         return response
@@ -178,7 +182,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
 
     @app.get("/video/jobs", response_model=JobList, summary="The caller's jobs, newest first",
              responses=problem_responses(errors.UNAUTHENTICATED, errors.INVALID_REQUEST,
-                                         errors.SERVICE_UNAVAILABLE))
+                                         *API_CALL_PROBLEMS))
     async def list_jobs(
         status: Optional[JobStatus] = Query(default=None, description="Only jobs in this state."),
         page_size: Optional[int] = Query(default=None, ge=1, le=1000, description="Jobs per page (default 50)."),
@@ -237,7 +241,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         }
 
     @app.get("/video/capabilities", response_model=Capabilities, summary="What the service can do",
-             responses=problem_responses(errors.UNAUTHENTICATED, errors.SERVICE_UNAVAILABLE))
+             responses=problem_responses(errors.UNAUTHENTICATED, *API_CALL_PROBLEMS))
     async def capabilities(metadata: Metadata = Depends(caller_metadata)) -> Capabilities:
         """Pipelines, the detector's class names, installed OCR languages, limits and accepted formats."""
         return wire.capabilities_from_pb(await state["stub"].GetCapabilities(jobs_pb2.GetCapabilitiesRequest(),
@@ -342,7 +346,7 @@ def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
 
 
 async def _forward_upload(stub: jobs_pb2_grpc.JobServiceStub, spec: jobs_pb2.JobSpec, video: BinaryIO,
-                          chunk_bytes: int, metadata: Metadata) -> jobs_pb2.SubmitResponse:
+                          chunk_bytes: int, metadata: Metadata, timeout: float) -> jobs_pb2.SubmitResponse:
     """Stream the spooled video to the api's Submit, spec first, on the synchronous gRPC client in a
     worker thread. grpc.aio's client turns a refusal that arrives while it is still writing (no key, no
     free upload slot) into a bare INTERNAL ("Internal error from Core", a 502 here) about once in 50-500
@@ -353,4 +357,5 @@ async def _forward_upload(stub: jobs_pb2_grpc.JobServiceStub, spec: jobs_pb2.Job
         while chunk := video.read(chunk_bytes):
             yield jobs_pb2.SubmitRequest(chunk=chunk)
 
-    return await anyio.to_thread.run_sync(functools.partial(stub.Submit, messages(), metadata=metadata))
+    return await anyio.to_thread.run_sync(functools.partial(stub.Submit, messages(), metadata=metadata,
+                                                            timeout=timeout))

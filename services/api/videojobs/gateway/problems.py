@@ -39,6 +39,8 @@ from videojobs.common.errors import (
 from videojobs.common.rpc_errors import remote_problem
 
 log = logging.getLogger(__name__)
+# What any call to the api can end in: unreachable (503), or no answer within the call timeout (504).
+API_CALL_PROBLEMS = (SERVICE_UNAVAILABLE, TIMEOUT)
 # Recorded, never sent: the client went away before its request was read.
 CLIENT_CLOSED_REQUEST = 499
 

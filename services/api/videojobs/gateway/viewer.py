@@ -27,7 +27,7 @@ from videojobs.common.job import parse_job_id
 from videojobs.common.options import INT32_MAX
 from videojobs.gateway.auth import Metadata, reader_metadata
 from videojobs.gateway.params import JobId
-from videojobs.gateway.problems import problem_responses
+from videojobs.gateway.problems import API_CALL_PROBLEMS, problem_responses
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 STATIC = Path(__file__).parent / "static"
@@ -39,13 +39,13 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'se
 IMAGE_CACHE = "private, max-age=3600"
 
 _IMAGE_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, errors.FRAME_NOT_FOUND, errors.RESULTS_NOT_READY,
-                   errors.INVALID_REQUEST, errors.SERVICE_UNAVAILABLE)
+                   errors.INVALID_REQUEST, *API_CALL_PROBLEMS)
 
 
 def _page_problems() -> dict:
     """The viewer page's error answers; a browser asking for HTML without a key gets the key form (401)."""
     responses = problem_responses(errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND,
-                                  errors.SERVICE_UNAVAILABLE)
+                                  *API_CALL_PROBLEMS)
     responses[401]["content"]["text/html"] = {"schema": {"type": "string"}}
     return responses
 
