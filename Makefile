@@ -25,7 +25,7 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline bench-pipeline-avx2
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline bench-pipeline-avx2 bench-results
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-pipeline: install ## Frames/s of the pipeline vs YOLO.predict+pytesseract,
 
 bench-pipeline-avx2: install ## The same with every library capped at AVX2 (an AVX2-only CPU's stand-in); var/bench-pipeline-avx2.json
 	$(PY) scripts/bench_pipeline.py --isa avx2 --long-factor 3 --out var/bench-pipeline-avx2.json
+
+bench-results: install ## Memory of serving a long job's results (api document, unpaged REST answer), 10k and 100k frames; JSON in var/bench-results.json
+	$(PY) scripts/bench_results.py
 
 bench-throughput: install ## Jobs/s through submit -> queue -> worker -> COMPLETED with 1 and 4 workers
 	$(PY) scripts/bench_throughput.py

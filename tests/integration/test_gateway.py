@@ -70,6 +70,34 @@ def test_submit_poll_results(client, fake_worker, api):
     assert [f["frame_index"] for f in nxt["results"]] == [60, 90]
 
 
+def test_a_document_longer_than_a_page_is_sent_whole_a_page_at_a_time(client, imaging_worker):
+    """2,500 frames: more than the 1,000 the api gives a page. Without page_size the answer is the whole
+    document, streamed (chunked) rather than assembled in the gateway, equal to its pages put together."""
+    imaging_worker._analyzer.frames = 2500
+    job_id = submit(client, SAMPLE.read_bytes(), pipeline_id="yolo").json()["job_id"]
+    wait_completed(client, job_id)
+    whole = client.get(f"/video/results/{job_id}")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "application/json"
+    assert "content-length" not in whole.headers  # streamed
+    body = whole.json()
+    jsonschema.validate(body, client.get("/video/schemas/results.json").json())
+    assert body["total_size"] == len(body["results"]) == 2500 and body["next_page_token"] == ""
+    pages, token = [], ""
+    while True:
+        page = client.get(f"/video/results/{job_id}", params={"page_size": 1000, "page_token": token}).json()
+        pages.append(page)
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert len(pages) == 3
+    assert body["results"] == [frame for page in pages for frame in page["results"]]
+    assert {k: v for k, v in body.items() if k != "results"} == {**{k: v for k, v in pages[-1].items()
+                                                                   if k != "results"}}
+    assert sum(len(f["result"]["detections"]) for f in body["results"]) == 2500 + 1250
+    small = client.get(f"/video/results/{job_id}", params={"page_size": 5})  # one page: answered whole, as before
+    assert small.headers["content-length"] == str(len(small.content))
+
+
 def test_upload_is_checked_by_content_not_extension(client, api):
     body = assert_problem(submit(client, b"GIF89a" + b"\x00" * 500, filename="looks-like.mp4"), 415,
                           "unsupported-media-type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import grpc
@@ -16,6 +17,7 @@ from videojobs.common.resources import Capabilities, JobResource, WorkerCapabili
 from videojobs.common.results import (
     Box,
     Detection,
+    IndexedResults,
     FrameAnalysis,
     FrameResult,
     ModelInfo,
@@ -62,8 +64,9 @@ def document() -> ResultsDocument:
 
 def test_results_pages_convert_to_proto_and_back_without_loss():
     doc = document()
-    first = wire.results_page_to_pb("j", JobStatus.COMPLETED, doc, 0, 1, "tok")
-    second = wire.results_page_to_pb("j", JobStatus.COMPLETED, doc, 1, 2, "")
+    results = IndexedResults.from_bytes(doc.to_bytes())
+    first = wire.results_page_to_pb("j", JobStatus.COMPLETED, results.page(0, 1), len(results), "tok")
+    second = wire.results_page_to_pb("j", JobStatus.COMPLETED, results.page(1, 2), len(results), "")
     assert (first.job_id, first.status, first.next_page_token, first.total_size) == ("j", jobs_pb2.JOB_STATUS_COMPLETED,
                                                                                     "tok", 2)
     back = wire.results_page_from_pb(first)
@@ -123,5 +126,54 @@ def test_the_results_answer_is_the_results_page_message_field_for_field():
                                              "next_page_token", "total_size"]
     assert set(JobResults.model_fields) == set(jobs_pb2.GetResultsResponse.DESCRIPTOR.fields_by_name)
     answer = whole_results("j", document())
-    page = wire.results_page_to_pb("j", JobStatus.COMPLETED, document(), 0, 2, "")
+    page = wire.results_page_to_pb("j", JobStatus.COMPLETED, document(), 2, "")
     assert answer.model_dump(mode="json") == JobResults.model_validate(wire.pb_to_dict(page)).model_dump(mode="json")
+
+
+def non_ascii_document() -> ResultsDocument:
+    """document() with more frames, and OCR text whose UTF-8 takes 2, 3 and 4 bytes a character."""
+    doc = document()
+    texts = ["café", "東京駅", "🙂 ok", "plain"]
+    frames = [frame.model_copy(update={"frame_index": 60 + 30 * i, "result": FrameAnalysis(
+        text=text, ocr=[OcrLine(text=text, confidence=0.5, box=doc.results[0].result.ocr[0].box)])})
+        for i, (frame, text) in enumerate(zip(doc.results * 2, texts))]
+    return doc.model_copy(update={"results": [*doc.results, *frames]})
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_an_indexed_document_answers_as_the_parsed_one(indent):
+    doc = non_ascii_document()
+    data = doc.to_bytes() if indent is None else json.dumps(json.loads(doc.to_bytes()), indent=indent,
+                                                            ensure_ascii=False).encode()
+    results = IndexedResults.from_bytes(data)
+    assert len(results) == len(doc.results) == 6
+    assert results.header == doc.model_copy(update={"results": []})
+    assert results.frames() == doc.results
+    for start, end in [(0, 1), (1, 4), (4, 99), (6, 7)]:
+        assert results.page(start, end) == doc.model_copy(update={"results": doc.results[start:end]})
+    assert list(results.frame_indices) == [f.frame_index for f in doc.results]
+    assert results.position_of(120) == 4 and results.frame_at(4).result.text == "🙂 ok"
+    assert results.position_of(121) is None and results.position_of(-1) is None
+    assert results.detection_count == sum(len(f.result.detections) for f in doc.results)
+    assert len(data) <= results.nbytes <= len(data) + 24 * len(results)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not json", "expected '{'"),
+    (b'{"schema_version": 2}', "no results member"),
+    (b'{"results": [{"frame_index": 3}, {"frame_index": 2}]}', "frame order"),
+    (b'{"results": [1]}', "frame order"),
+    (b'{"results": []} trailing', "unexpected data"),
+])
+def test_a_stored_document_that_is_not_one_fails_to_index(data, reason):
+    with pytest.raises(ValueError, match=reason):
+        IndexedResults.from_bytes(data)
+
+
+def test_indexing_checks_every_frame_unless_told_not_to():
+    raw = json.loads(non_ascii_document().to_bytes())
+    raw["results"][5]["timestamp_ms"] = "late"  # the last frame does not validate
+    data = json.dumps(raw).encode()
+    with pytest.raises(ValueError):
+        IndexedResults.from_bytes(data)
+    assert list(IndexedResults.from_bytes(data, check=False).frame_indices) == [0, 30, 60, 90, 120, 150]

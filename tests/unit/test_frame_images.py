@@ -83,13 +83,13 @@ def test_a_failed_job_leaves_no_frame_images(env):
 
 
 class Jobs:
-    """The one JobsService method FrameImages uses, over fixed documents of tenant `a`."""
+    """The one JobsService method FrameImages uses, over fixed (indexed) documents of tenant `a`."""
 
     def __init__(self, documents) -> None:
         self.documents = documents
         self.lookups = 0
 
-    def results_document(self, caller, job_id):
+    def stored_results(self, caller, job_id):
         self.lookups += 1
         if caller != A:
             raise JobNotFound(job_id)
@@ -105,10 +105,9 @@ def test_frame_images_use_cases(env):
     job_id = env.submit()
     env.worker.run_once()
     job = env.repo.get(job_id)
-    from videojobs.common.results import ResultsDocument
+    from videojobs.common.results import IndexedResults
 
-    document = ResultsDocument.from_bytes(env.storage.read_bytes(job.output_key))
-    jobs = Jobs({job_id: document})
+    jobs = Jobs({job_id: IndexedResults.from_bytes(env.storage.read_bytes(job.output_key))})
     frames = FrameImages(jobs, FrameImageStore(env.storage))
     plain = frames.frame_image(A, job_id, 30)
     assert plain.data == env.storage.read_bytes(frame_image_key(job_id, 30)) and (plain.width, plain.height) == (160, 90)

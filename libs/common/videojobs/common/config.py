@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # Public base URL of the REST gateway, prefixed to the URLs in notices (empty: relative).
     public_url: str = ""
 
+    # The api keeps the results documents it answers from (their JSON, indexed) within this many bytes;
+    # one document may take half of it.
+    results_cache_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+
     # -- upload limits -------------------------------------------------------------
     max_upload_bytes: int = 1024 * 1024 * 1024
     upload_chunk_bytes: int = 1024 * 1024

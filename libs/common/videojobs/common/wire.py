@@ -104,15 +104,14 @@ def jobs_page_to_pb(jobs: list[JobResource], next_page_token: str) -> jobs_pb2.L
 
 # -- results -------------------------------------------------------------------------------------
 def results_page_to_pb(
-    job_id: str, status: JobStatus, document: ResultsDocument, start: int, end: int, next_page_token: str
+    job_id: str, status: JobStatus, page: ResultsDocument, total_size: int, next_page_token: str
 ) -> jobs_pb2.GetResultsResponse:
-    """One page (results[start:end]) of a document, with everything beside the frame list."""
-    page = document.model_copy(update={"results": document.results[start:end]})
+    """One page of a document (`page.results` are its frames, of `total_size` in all), with everything beside."""
     message = model_to_pb(page, jobs_pb2.GetResultsResponse())
     message.job_id = job_id
     message.status = status_to_pb(status)
     message.next_page_token = next_page_token
-    message.total_size = len(document.results)
+    message.total_size = total_size
     return message
 
 

@@ -128,6 +128,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
         webhook_allow_private=settings.webhook_allow_private,
     )
     jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes,
+                       results_cache_bytes=settings.results_cache_bytes,
                        tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix)
     frames = FrameImages(jobs, FrameImageStore(storage))
     readiness = ReadinessMonitor(

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import functools
 import io
-import threading
-from collections import OrderedDict
-from typing import Hashable, Optional
+from typing import Optional, Sequence, TypeVar
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -22,10 +20,12 @@ from videojobs.api.service import JobsService
 from videojobs.common.tenants import Caller
 from videojobs.common.errors import FrameNotFound
 from videojobs.common.frames import JPEG, PNG, FrameImageStore, RenderedImage, SheetLayout
-from videojobs.common.results import FrameResult, ResultsDocument
+from videojobs.api.caching import ByteBudgetCache
+from videojobs.common.results import FrameResult, IndexedResults
 
 JPEG_QUALITY = 85
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+T = TypeVar("T")
 
 # One colour per class id (cycled), the same order the viewer page uses.
 PALETTE = (
@@ -88,43 +88,13 @@ def encode(image: Image.Image, content_type: str) -> bytes:
     return out.getvalue()
 
 
-def spread(frames: list[FrameResult], count: int) -> list[FrameResult]:
-    """At most `count` frames, evenly spread from the first to the last."""
+def spread(frames: Sequence[T], count: int) -> list[T]:
+    """At most `count` items (frames, or their positions), evenly spread from the first to the last."""
     if len(frames) <= count:
         return list(frames)
     if count == 1:
         return [frames[0]]
     return [frames[round(i * (len(frames) - 1) / (count - 1))] for i in range(count)]
-
-
-class _ByteBudgetCache:
-    """Least recently used entries within a total byte budget."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._entries: OrderedDict[Hashable, RenderedImage] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Optional[RenderedImage]:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: RenderedImage) -> None:
-        size = len(value.data)
-        if size > self._max // 4:
-            return
-        with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = value
-            self._bytes += size
-            while self._bytes > self._max:
-                _, old = self._entries.popitem(last=False)
-                self._bytes -= len(old.data)
 
 
 class FrameImages:
@@ -133,15 +103,15 @@ class FrameImages:
     def __init__(self, jobs: JobsService, store: FrameImageStore, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self._jobs = jobs
         self._store = store
-        self._cache = _ByteBudgetCache(cache_bytes)
+        self._cache: ByteBudgetCache[RenderedImage] = ByteBudgetCache(cache_bytes, lambda image: len(image.data))
 
     def frame_image(self, caller: Caller, job_id: str, frame_index: int, annotated: bool = False) -> RenderedImage:
         """One analysed frame as the worker kept it (JPEG), with its detections drawn if `annotated`.
 
         The job is looked up for the caller first, so another tenant's job is JobNotFound
         whatever the cache holds."""
-        job, document = self._jobs.results_document(caller, job_id)
-        frame = _find_frame(document, job.job_id, frame_index)
+        job, results = self._jobs.stored_results(caller, job_id)
+        frame = _find_frame(results, job.job_id, frame_index)
         key = ("frame", job.job_id, frame.frame_index, annotated)
         cached = self._cache.get(key)
         if cached is not None:
@@ -150,7 +120,7 @@ class FrameImages:
         image = Image.open(io.BytesIO(data))
         if annotated:
             image = image.convert("RGB")
-            draw_detections(image, frame, document.video.width, document.video.height)
+            draw_detections(image, frame, results.header.video.width, results.header.video.height)
             data = encode(image, JPEG)
         rendered = RenderedImage(JPEG, data, image.width, image.height, (frame.frame_index,))
         self._cache.put(key, rendered)
@@ -159,13 +129,13 @@ class FrameImages:
     def contact_sheet(self, caller: Caller, job_id: str, layout: SheetLayout = SheetLayout()) -> RenderedImage:
         """A PNG grid of annotated frames spread over the job, each captioned with its index, time and count."""
         layout = layout.resolved()
-        job, document = self._jobs.results_document(caller, job_id)
+        job, results = self._jobs.stored_results(caller, job_id)
         key = ("sheet", job.job_id, layout)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        rendered = _render_sheet(job.job_id, document, spread(document.results, layout.max_frames), layout,
-                                 self._tile_source(job.job_id))
+        frames = [results.frame_at(position) for position in spread(range(len(results)), layout.max_frames)]
+        rendered = _render_sheet(job.job_id, results, frames, layout, self._tile_source(job.job_id))
         self._cache.put(key, rendered)
         return rendered
 
@@ -178,18 +148,11 @@ class FrameImages:
         return load
 
 
-def _find_frame(document: ResultsDocument, job_id: str, frame_index: int) -> FrameResult:
-    frames = document.results
-    lo, hi = 0, len(frames)
-    while lo < hi:  # frames are in frame order
-        mid = (lo + hi) // 2
-        if frames[mid].frame_index < frame_index:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < len(frames) and frames[lo].frame_index == frame_index:
-        return frames[lo]
-    raise FrameNotFound(job_id, frame_index)
+def _find_frame(results: IndexedResults, job_id: str, frame_index: int) -> FrameResult:
+    position = results.position_of(frame_index)
+    if position is None:
+        raise FrameNotFound(job_id, frame_index)
+    return results.frame_at(position)
 
 
 def _format_ms(ms: float) -> str:
@@ -197,8 +160,9 @@ def _format_ms(ms: float) -> str:
     return f"{int(seconds // 60)}:{seconds % 60:05.2f}"
 
 
-def _render_sheet(job_id: str, document: ResultsDocument, frames: list[FrameResult], layout: SheetLayout,
+def _render_sheet(job_id: str, results: IndexedResults, frames: list[FrameResult], layout: SheetLayout,
                   load_tile) -> RenderedImage:
+    document = results.header
     video = document.video
     tile_w = layout.tile_width
     tile_h = max(1, round(tile_w * video.height / max(1, video.width)))
@@ -213,12 +177,11 @@ def _render_sheet(job_id: str, document: ResultsDocument, frames: list[FrameResu
     sheet_h = header_h + rows * (tile_h + caption_h + gap) + gap
     sheet = Image.new("RGB", (sheet_w, sheet_h), SHEET_BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    detections = sum(len(f.result.detections) for f in document.results)
     draw.text((gap + 2, 6), f"job {job_id} - pipeline {document.pipeline_id}", fill=(240, 240, 240),
               font=header_font)
     draw.text((gap + 2, 24), f"{video.width}x{video.height} at {video.fps:g} fps, {_format_ms(video.duration_ms)}; "
-                             f"{len(frames)} of {len(document.results)} analysed frames shown; "
-                             f"{detections} detections, {len(document.tracks)} tracks",
+                             f"{len(frames)} of {len(results)} analysed frames shown; "
+                             f"{results.detection_count} detections, {len(document.tracks)} tracks",
               fill=(190, 190, 190), font=header_font)
     for k, frame in enumerate(frames):
         row, col = divmod(k, columns)

@@ -173,7 +173,7 @@ class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
     def GetResults(self, request: jobs_pb2.GetResultsRequest, context: grpc.ServicerContext, caller: Caller):
         """One page of a COMPLETED job's results document."""
         page = self._jobs.get_results(caller, request.job_id, request.page_size, request.page_token)
-        return wire.results_page_to_pb(page.job.job_id, page.job.status, page.document, page.start, page.end,
+        return wire.results_page_to_pb(page.job.job_id, page.job.status, page.page, page.total_size,
                                        page.next_page_token)
 
     @_rpc

@@ -12,13 +12,12 @@ import binascii
 import hashlib
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
 
+from videojobs.api.caching import ByteBudgetCache
 from videojobs.api.metrics import observe_submitted
 from videojobs.common.errors import (
     BadRequest,
@@ -46,7 +45,7 @@ from videojobs.common.ports.storage import StorageService
 from videojobs.common.segments import segment_key
 from videojobs.common.ports.tenants import TenantStore
 from videojobs.common.resources import Capabilities, Standing, WorkerCapabilities
-from videojobs.common.results import ResultsDocument, page_bounds
+from videojobs.common.results import IndexedResults, ResultsDocument, page_bounds
 from videojobs.common.tenants import Caller
 from videojobs.common.upload import CheckedUpload
 from videojobs.api.callbacks import check_callback_url
@@ -92,9 +91,8 @@ class JobView:
 @dataclass(frozen=True)
 class ResultsPage:
     job: Job
-    document: ResultsDocument
-    start: int
-    end: int
+    page: ResultsDocument  # the document with this page's frames
+    total_size: int
     next_page_token: str
 
 
@@ -111,7 +109,7 @@ class JobsService:
         tenants: TenantStore | None = None,
         lifecycle: Lifecycle | None = None,
         upload_prefix: str = "uploads/",
-        results_cache_size: int = 16,
+        results_cache_bytes: int = 256 * 1024 * 1024,
         capabilities_ttl_seconds: float = 5.0,
     ) -> None:
         self._tenants = tenants
@@ -123,9 +121,11 @@ class JobsService:
         self._capabilities = capabilities
         self._max_upload_bytes = max_upload_bytes
         self._upload_prefix = upload_prefix
-        self._cache: OrderedDict[str, ResultsDocument] = OrderedDict()
-        self._cache_size = results_cache_size
-        self._cache_lock = threading.Lock()
+        # Stored documents, indexed (IndexedResults: their JSON, not parsed objects), within a byte budget; one
+        # may take half of it (256 MiB: documents of up to about 180,000 frames), so paging through a long
+        # job does not index its document again for each page.
+        self._cache: ByteBudgetCache[IndexedResults] = ByteBudgetCache(results_cache_bytes, lambda r: r.nbytes,
+                                                                        max_entry_bytes=results_cache_bytes // 2)
         self._caps_ttl = capabilities_ttl_seconds
         self._caps: tuple[float, WorkerCapabilities | None] = (float("-inf"), None)
 
@@ -355,41 +355,36 @@ class JobsService:
         remove_job_objects(self._storage, job)
         if not self._repo.delete(job.job_id, job.status):
             log.info("job %s: already removed", job.job_id)
-        with self._cache_lock:
-            self._cache.pop(job.job_id, None)
+        self._cache.pop(job.job_id)
         log.info("job %s: deleted by %s", job.job_id, caller.tenant_id)
 
     def get_results(self, caller: Caller, job_id: str, page_size: int = 0, page_token: str = "") -> ResultsPage:
-        job, document = self.results_document(caller, job_id)
-        start, end, next_token = page_bounds(len(document.results), page_size, page_token)
-        return ResultsPage(job=job, document=document, start=start, end=end, next_page_token=next_token)
+        job, results = self.stored_results(caller, job_id)
+        start, end, next_token = page_bounds(len(results), page_size, page_token)
+        return ResultsPage(job=job, page=results.page(start, end), total_size=len(results), next_page_token=next_token)
 
-    def results_document(self, caller: Caller, job_id: str) -> tuple[Job, ResultsDocument]:
-        """A COMPLETED job of the caller and its whole results document (ResultsNotReady otherwise)."""
+    def stored_results(self, caller: Caller, job_id: str) -> tuple[Job, IndexedResults]:
+        """A COMPLETED job of the caller and its results document, indexed (ResultsNotReady otherwise)."""
         job = self.get_job(caller, job_id)
         if job.status is not JobStatus.COMPLETED or not job.output_key:
             raise ResultsNotReady(job.job_id, job.status.value, job.error_message)
-        return job, self._document(job)
+        return job, self._results(job)
 
     def capabilities(self) -> Capabilities:
         return Capabilities.build(self._max_upload_bytes, self._worker_capabilities())
 
-    def _document(self, job: Job) -> ResultsDocument:
+    def _results(self, job: Job) -> IndexedResults:
         # Results of a COMPLETED job never change, so caching by id is safe.
-        with self._cache_lock:
-            if job.job_id in self._cache:
-                self._cache.move_to_end(job.job_id)
-                return self._cache[job.job_id]
+        cached = self._cache.get(job.job_id)
+        if cached is not None:
+            return cached
         try:
-            document = ResultsDocument.from_bytes(self._storage.read_bytes(job.output_key or ""))
+            results = IndexedResults.from_bytes(self._storage.read_bytes(job.output_key or ""))
         except StorageObjectNotFound:
             log.error("job %s: COMPLETED but its results object %s is missing", job.job_id, job.output_key)
             raise VideoJobsError("the results of this job are missing from storage") from None
-        with self._cache_lock:
-            self._cache[job.job_id] = document
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return document
+        self._cache.put(job.job_id, results)
+        return results
 
 
 def remove_job_objects(storage: StorageService, job: Job) -> None:
@@ -398,15 +393,15 @@ def remove_job_objects(storage: StorageService, job: Job) -> None:
     which the results list; a job without results kept none (its worker discarded them)."""
     output_key = job.output_key or output_key_for(job.job_id)
     try:
-        document = ResultsDocument.from_bytes(storage.read_bytes(output_key))
+        results = IndexedResults.from_bytes(storage.read_bytes(output_key), check=False)
     except StorageObjectNotFound:
-        document = None
+        results = None
     except ValueError:  # not a results document (written by hand?): its frames cannot be named
         log.warning("job %s: results object %s does not parse; its frame images (if any) stay", job.job_id,
                     output_key)
-        document = None
-    if document is not None:
-        FrameImageStore(storage).delete(job.job_id, (frame.frame_index for frame in document.results))
+        results = None
+    if results is not None:
+        FrameImageStore(storage).delete(job.job_id, results.frame_indices)
     storage.delete_file(output_key)
     for index in range(job.segments_total):  # outputs of a split job's segments (none once merged)
         storage.delete_file(segment_key(job.job_id, index))

@@ -11,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from typing import Any, AsyncIterator, BinaryIO, Iterator, Optional
 
 import anyio
 import grpc
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from starlette.exceptions import HTTPException
 
 from videojobs.common import errors, schemas, wire
@@ -34,7 +35,7 @@ from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
-from videojobs.common.results import MAX_PAGE_SIZE, JobResults
+from videojobs.common.results import MAX_PAGE_SIZE, FrameResult, JobResults, ResultsDocument
 from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import (
     API_CALL_PROBLEMS,
@@ -80,6 +81,8 @@ def submit_form_schema() -> dict[str, Any]:
     }
 
 
+log = logging.getLogger(__name__)
+_FRAME_LIST = TypeAdapter(list[FrameResult])
 # The media type of a JSON Schema document (draft 2020-12, section 14.2).
 SCHEMA_JSON = "application/schema+json"
 _JOB_ID_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, *API_CALL_PROBLEMS)
@@ -218,25 +221,23 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
                                          description="Frames per page; omit for all frames in one answer."),
         page_token: str = Query(default="", max_length=64, description="next_page_token of the previous page."),
         metadata: Metadata = Depends(reader_metadata),
-    ) -> dict[str, Any]:
-        """The results document: `results` is the list of analysed frames in order."""
+    ) -> Any:
+        """The results document: `results` is the list of analysed frames in order.
+
+        Without `page_size`, a document longer than one page is sent as it is read from the api, a page at
+        a time (chunked); if the api fails part-way, the answer is cut short rather than completed."""
         stub = state["stub"]
         first = await stub.GetResults(
             jobs_pb2.GetResultsRequest(job_id=job_id, page_size=page_size or MAX_PAGE_SIZE, page_token=page_token),
             metadata=metadata)
         document = wire.results_page_from_pb(first)
-        frames = list(document.results)
-        token = first.next_page_token
-        while token and page_size is None:
-            page = await stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=MAX_PAGE_SIZE,
-                                                                    page_token=token), metadata=metadata)
-            frames.extend(wire.results_page_from_pb(page).results)
-            token = page.next_page_token
+        if page_size is None and first.next_page_token:
+            return StreamingResponse(_whole_results(stub, first, document, metadata), media_type="application/json")
         return {
             "job_id": first.job_id,
             "status": wire.status_from_pb(first.status),
-            **dict(document.model_copy(update={"results": frames})),
-            "next_page_token": token,
+            **dict(document),
+            "next_page_token": first.next_page_token,
             "total_size": first.total_size,
         }
 
@@ -323,6 +324,34 @@ async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float,
         except TimeoutError:
             raise UploadTimeout(f"the upload sent nothing for {wait:g} s") from None
         spool.write(chunk)
+
+
+async def _whole_results(stub: jobs_pb2_grpc.JobServiceStub, first: jobs_pb2.GetResultsResponse,
+                         document: ResultsDocument, metadata: Metadata) -> AsyncIterator[bytes]:
+    """The whole results answer, written a page of frames at a time as the pages come from the api, so the
+    gateway holds one page, not the document (100,000 frames parse into about 800 MiB of objects)."""
+    answer = JobResults(job_id=first.job_id, status=wire.status_from_pb(first.status),
+                        **dict(document.model_copy(update={"results": []})), next_page_token="",
+                        total_size=first.total_size).model_dump_json()
+    # The answer's own serialisation, split where its frames go: '"results":[]' is there once (quotes
+    # inside strings are escaped, and no other member is named results).
+    before, after = answer.split('"results":[]')
+    yield f'{before}"results":['.encode()
+    page, frames, written = first, document.results, 0
+    while True:
+        yield (b"," if written and frames else b"") + _FRAME_LIST.dump_json(frames)[1:-1]  # one call a page
+        written += len(frames)
+        if not page.next_page_token:
+            break
+        try:
+            page = await stub.GetResults(jobs_pb2.GetResultsRequest(
+                job_id=first.job_id, page_size=MAX_PAGE_SIZE, page_token=page.next_page_token), metadata=metadata)
+        except grpc.RpcError as exc:
+            log.warning("results of job %s cut short after %d of %d frames: %s", first.job_id, written,
+                        first.total_size, exc.code())
+            raise
+        frames = wire.results_page_from_pb(page).results
+    yield f"]{after}".encode()
 
 
 def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
