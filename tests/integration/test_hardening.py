@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 import socket
 import threading
 import time
@@ -57,7 +58,7 @@ def proxied_stack(tmp_path):
 def _stack(tmp_path, proxied=False, **overrides):
     settings = Settings(**{"data_dir": tmp_path, "grpc_port": 0, "max_concurrent_uploads": 3,
                            "upload_idle_timeout_seconds": 1.5, "upload_total_timeout_seconds": 30,
-                           "http_header_timeout_seconds": 1.0,
+                           "http_header_timeout_seconds": 1.0, "http_send_timeout_seconds": 1.0,
                            "max_upload_bytes": 64 * 1024 * 1024, **overrides})
     api = build_api(settings)
     api.start()
@@ -72,7 +73,8 @@ def _stack(tmp_path, proxied=False, **overrides):
         time.sleep(0.05)
     channel = grpc.insecure_channel(f"127.0.0.1:{api.port}")
     yield type("Stack", (), {"api": api, "http_port": port, "stub": jobs_pb2_grpc.JobServiceStub(channel),
-                             "http": httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30), "proxy": proxy})
+                             "http": httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30), "proxy": proxy,
+                             "server": server})
     channel.close()
     server.should_exit = True
     thread.join(10)
@@ -504,3 +506,42 @@ def test_an_api_that_stops_answering_is_a_timeout_problem_not_a_hang(proxied_sta
     calling = [(path, method) for path, ops in doc.items() for method, op in ops.items() if "503" in op["responses"]]
     assert len(calling) >= 10
     assert [(p, m) for p, m in calling if "504" not in doc[p][m]["responses"]] == []
+
+
+def test_a_client_that_stops_reading_an_answer_is_cut_off(stack):
+    """A slow-read client: it asks for a large answer (20,000 frames, about 12 MB, streamed) and reads none of
+    it. Once the socket is full it has the send timeout (1 s here) to take some; then the connection is aborted,
+    rather than held with the answer's state for as long as the client likes."""
+    from tests.fakes import FakeAnalyzer, fake_detections
+    from videojobs.common.adapters.factory import make_capability_store
+    from videojobs.gateway.metrics import STALLED_READERS
+    from videojobs.worker.worker import JobWorker, WorkerPolicy
+
+    analyzer = FakeAnalyzer(frames=20_000)
+    analyzer.detections_for = fake_detections
+    worker = JobWorker(stack.api.queue, stack.api.storage, stack.api.repo, analyzer,
+                       WorkerPolicy(lease=timedelta(seconds=60), heartbeat_seconds=5),
+                       capabilities=make_capability_store(stack.api.repo))
+    job_id = pending_job(stack)
+    assert worker.run_once(timeout=10)
+    assert stack.http.get(f"/video/status/{job_id}").json()["status"] == "COMPLETED"
+    stalled = STALLED_READERS._value.get()
+    connections = stack.server.server_state.connections
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, and nothing read from it
+        sock.connect(("127.0.0.1", stack.http_port))
+        sock.sendall(f"GET /video/results/{job_id} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        deadline = time.monotonic() + 20
+        while (connections or STALLED_READERS._value.get() == stalled) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not connections, "the server still holds the connection of a client that reads nothing"
+        assert STALLED_READERS._value.get() == stalled + 1
+        sock.settimeout(10)
+        received = b""
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    assert received.startswith(b"HTTP/1.1 200 OK") and not received.endswith(b"0\r\n\r\n")  # cut short
+    assert stack.http.get("/healthz").status_code == 200

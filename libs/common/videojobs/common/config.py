@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     # or of its last answer; otherwise it gets a 408 and is closed (slow-header clients cannot
     # hold connections, and so file descriptors, for ever).
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A REST client that takes none of an answer for this long (its socket full) is cut off.
+    http_send_timeout_seconds: float = Field(default=60.0, gt=0)
     # SubmitFromStorage takes only keys under this prefix (written by clients, e.g. through
     # presigned URLs), never another job's inputs/ or results/.
     upload_prefix: str = "uploads/"

@@ -34,6 +34,10 @@ PROTOCOL_REFUSALS = Counter(
     "request-timeout (the request line and headers did not arrive in time; the connection is closed).",
     ["reason"],
 )
+STALLED_READERS = Counter(
+    "videojobs_http_stalled_readers_total",
+    "REST connections aborted because the client took none of an answer for the send timeout.",
+)
 UNMATCHED_ROUTE = "<unmatched>"
 # Probes and scrapes are counted but not written to the access log (one line every few seconds each).
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
