@@ -243,6 +243,45 @@ def test_cli_submit_wait_results_render(api, imaging_worker, capsys, tmp_path):
     assert code == 0 and "COMPLETED" in out and "5/5 frames" in out
 
 
+def test_cli_results_of_a_long_job_are_written_a_page_at_a_time(api, imaging_worker, capsys, tmp_path, monkeypatch):
+    """2,500 frames (three api pages): the file is the REST answer, written as the pages come; if the service
+    fails part-way, no file (and no partial one) is left, and a file already there is untouched."""
+    imaging_worker._analyzer.frames = 2500
+    server = f"127.0.0.1:{api.port}"
+    code, out, err = run_cli(capsys, "submit", str(SAMPLE), "--server", server, "--pipeline", "yolo", "--wait",
+                             "--interval", "0.05", "-q")
+    assert code == 0, err
+    job_id = out.strip()
+    outputs = tmp_path / "out"  # tmp_path also holds the api's data
+    outputs.mkdir()
+    out_file = outputs / "r.json"
+    code, _, err = run_cli(capsys, "results", job_id, "--server", server, "-o", str(out_file))
+    assert code == 0 and "2500 frames" in err
+    with TestClient(create_app(Settings(max_upload_bytes=MAX_UPLOAD), server)) as rest:
+        answer = rest.get(f"/video/results/{job_id}").json()
+    assert json.loads(out_file.read_text()) == answer and answer["total_size"] == 2500
+    code, _, err = run_cli(capsys, "results", job_id, "--server", server, "--format", "csv", "-o",
+                           str(outputs / "d.csv"))
+    assert code == 0 and "3750 detections in 2500 frames" in err
+    assert len((outputs / "d.csv").read_text().splitlines()) == 1 + 2500 + 1250
+    (outputs / "d.csv").unlink()
+
+    pages = VideoJobsClient.result_pages
+
+    def failing_after_the_first_page(self, job_id, page_size=1000):
+        source = pages(self, job_id, page_size)
+        yield next(source)
+        raise ServiceUnreachable("the service went away")
+
+    monkeypatch.setattr(VideoJobsClient, "result_pages", failing_after_the_first_page)
+    out_file.write_text("kept")
+    code, _, err = run_cli(capsys, "results", job_id, "--server", server, "-o", str(out_file))
+    assert code == 3 and "went away" in err
+    assert out_file.read_text() == "kept" and sorted(p.name for p in outputs.iterdir()) == ["r.json"]
+    code, _, _ = run_cli(capsys, "results", job_id, "--server", server, "-o", str(outputs / "new.json"))
+    assert code == 3 and sorted(p.name for p in outputs.iterdir()) == ["r.json"]
+
+
 def test_cli_exit_codes(api, capsys, tmp_path, monkeypatch):
     server = f"127.0.0.1:{api.port}"
     monkeypatch.setenv("VIDEOJOBS_SERVER", server)  # no --server: the environment names it

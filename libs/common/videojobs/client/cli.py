@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, TextIO
 
 from videojobs.client.client import VideoJobsClient
 from videojobs.client.errors import ServiceError, ServiceUnreachable, WaitTimeout
-from videojobs.client.export import write_detections_csv
+from videojobs.client.export import write_detections_csv, write_results_json
 from videojobs.client.progress import ProgressView, describe
 from videojobs.common.errors import RESULTS_NOT_READY, VideoJobsError
 from videojobs.common.frames import SHEET_COLUMNS, SHEET_MAX_FRAMES, SHEET_TILE_WIDTH
@@ -25,7 +25,7 @@ from videojobs.common.job import JobStatus
 from videojobs.common.options import add_option_arguments, options_from_arguments
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES
 from videojobs.common.resources import JobResource
-from videojobs.common.results import whole_results
+from videojobs.common.results import FrameResult
 
 EXIT_DONE = 0
 EXIT_JOB_FAILED = 1
@@ -183,25 +183,42 @@ def results(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        with VideoJobsClient(args.server) as client:
-            document = client.results(args.job_id)
-        out = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
-        try:
+        # Written as the pages come: a long job's document is never held whole.
+        with VideoJobsClient(args.server) as client, _text_output(args.output) as out:
             if args.format == "csv":
-                rows = write_detections_csv(document.results, out)
-                summary = f"{rows} detections in {len(document.results)} frames"
+                frames = 0
+
+                def counted() -> Iterator[FrameResult]:
+                    nonlocal frames
+                    for frame in client.frames(args.job_id):
+                        frames += 1
+                        yield frame
+
+                rows = write_detections_csv(counted(), out)
+                summary = f"{rows} detections in {frames} frames"
             else:
-                out.write(whole_results(args.job_id, document).model_dump_json() + "\n")
-                summary = f"{len(document.results)} frames"
-            out.flush()
-        finally:
-            if args.output:
-                out.close()
+                summary = f"{write_results_json(args.job_id, client.result_pages(args.job_id), out)} frames"
         if args.output:
             print(f"wrote {args.output} ({summary})", file=sys.stderr)
         return EXIT_DONE
 
     return _run("results", body)
+
+
+@contextmanager
+def _text_output(path: Path | None) -> Iterator[TextIO]:
+    """Standard output, or `path` written in full or not at all (a failure part-way leaves no partial file)."""
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    part = path.with_name(f".{path.name}.part")
+    try:
+        with part.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def _sheet_flag(parser: argparse.ArgumentParser, flag: str, spec: tuple[int, int, int], what: str) -> None:

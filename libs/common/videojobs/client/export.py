@@ -1,11 +1,13 @@
-"""Results for spreadsheets: one CSV row per detection."""
+"""Results written out a page at a time: the REST results document (JSON), or one CSV row per detection."""
 
 from __future__ import annotations
 
 import csv
-from typing import Iterable, TextIO
+import itertools
+from typing import Iterable, Iterator, TextIO
 
-from videojobs.common.results import FrameResult
+from videojobs.common.job import JobStatus
+from videojobs.common.results import FrameResult, ResultsDocument, frames_json, whole_results_around_frames
 
 CSV_COLUMNS = (
     "frame_index", "timestamp_ms", "class_id", "class_name", "confidence", "track_id",
@@ -26,3 +28,19 @@ def write_detections_csv(frames: Iterable[FrameResult], out: TextIO) -> int:
                              b.x1, b.y1, b.x2, b.y2, n.x1, n.y1, n.x2, n.y2))
             rows += 1
     return rows
+
+
+def write_results_json(job_id: str, pages: Iterator[ResultsDocument], out: TextIO) -> int:
+    """A COMPLETED job's results as GET /video/results/{id} answers them, written as the pages come (a long
+    document is never held whole); returns the frames written."""
+    first = next(pages)
+    before, _ = whole_results_around_frames(job_id, JobStatus.COMPLETED, first, 0)
+    out.write(before)
+    written = 0
+    for page in itertools.chain([first], pages):
+        if page.results:
+            out.write(("," if written else "") + frames_json(page.results))
+            written += len(page.results)
+    _, after = whole_results_around_frames(job_id, JobStatus.COMPLETED, first, written)
+    out.write(after + "\n")
+    return written

@@ -215,6 +215,23 @@ def whole_results(job_id: str, document: ResultsDocument) -> BaseModel:
                       total_size=len(document.results))
 
 
+def whole_results_around_frames(job_id: str, status: JobStatus, document: ResultsDocument,
+                                total_size: int) -> tuple[str, str]:
+    """The whole results answer's JSON before its frames (up to '"results":[') and after them (from ']'), for
+    writing a long document a page at a time: before + frames_json(page) joined by ',' + after is the JSON
+    of `whole_results`. `document`'s own frames are left out."""
+    answer = JobResults(job_id=job_id, status=status, **dict(document.model_copy(update={"results": []})),
+                        next_page_token="", total_size=total_size).model_dump_json()
+    # '"results":[]' is there once: quotes inside strings are escaped, and no other member is named results.
+    before, after = answer.split('"results":[]')
+    return f'{before}"results":[', f"]{after}"
+
+
+def frames_json(frames: list[FrameResult]) -> str:
+    """Frames as the elements of the answer's ``results`` array (comma-separated JSON, no brackets)."""
+    return _FRAMES.dump_json(frames)[1:-1].decode()
+
+
 # -- paging ---------------------------------------------------------------------------------
 def encode_page_token(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from videojobs.common import errors, schemas, wire
@@ -35,7 +35,8 @@ from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
-from videojobs.common.results import MAX_PAGE_SIZE, FrameResult, JobResults, ResultsDocument
+from videojobs.common.results import (MAX_PAGE_SIZE, JobResults, ResultsDocument, frames_json,
+                                      whole_results_around_frames)
 from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import (
     API_CALL_PROBLEMS,
@@ -82,7 +83,6 @@ def submit_form_schema() -> dict[str, Any]:
 
 
 log = logging.getLogger(__name__)
-_FRAME_LIST = TypeAdapter(list[FrameResult])
 # The media type of a JSON Schema document (draft 2020-12, section 14.2).
 SCHEMA_JSON = "application/schema+json"
 _JOB_ID_PROBLEMS = (errors.UNAUTHENTICATED, errors.INVALID_JOB_ID, errors.JOB_NOT_FOUND, *API_CALL_PROBLEMS)
@@ -330,16 +330,12 @@ async def _whole_results(stub: jobs_pb2_grpc.JobServiceStub, first: jobs_pb2.Get
                          document: ResultsDocument, metadata: Metadata) -> AsyncIterator[bytes]:
     """The whole results answer, written a page of frames at a time as the pages come from the api, so the
     gateway holds one page, not the document (100,000 frames parse into about 800 MiB of objects)."""
-    answer = JobResults(job_id=first.job_id, status=wire.status_from_pb(first.status),
-                        **dict(document.model_copy(update={"results": []})), next_page_token="",
-                        total_size=first.total_size).model_dump_json()
-    # The answer's own serialisation, split where its frames go: '"results":[]' is there once (quotes
-    # inside strings are escaped, and no other member is named results).
-    before, after = answer.split('"results":[]')
-    yield f'{before}"results":['.encode()
+    before, after = whole_results_around_frames(first.job_id, wire.status_from_pb(first.status), document,
+                                                first.total_size)
+    yield before.encode()
     page, frames, written = first, document.results, 0
     while True:
-        yield (b"," if written and frames else b"") + _FRAME_LIST.dump_json(frames)[1:-1]  # one call a page
+        yield (("," if written and frames else "") + frames_json(frames)).encode()
         written += len(frames)
         if not page.next_page_token:
             break
@@ -351,7 +347,7 @@ async def _whole_results(stub: jobs_pb2_grpc.JobServiceStub, first: jobs_pb2.Get
                         first.total_size, exc.code())
             raise
         frames = wire.results_page_from_pb(page).results
-    yield f"]{after}".encode()
+    yield after.encode()
 
 
 def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
