@@ -164,6 +164,8 @@ def test_an_indexed_document_answers_as_the_parsed_one(indent):
     (b'{"results": [{"frame_index": 3}, {"frame_index": 2}]}', "frame order"),
     (b'{"results": [1]}', "frame order"),
     (b'{"results": []} trailing', "unexpected data"),
+    (b'{1: [], "results": []}', "member name"),
+    (b'{"results": [{"frame_index": 0, "result": 5}]}', "validation error"),
 ])
 def test_a_stored_document_that_is_not_one_fails_to_index(data, reason):
     with pytest.raises(ValueError, match=reason):

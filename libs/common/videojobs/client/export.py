@@ -7,7 +7,7 @@ import itertools
 from typing import Iterable, Iterator, TextIO
 
 from videojobs.common.job import JobStatus
-from videojobs.common.results import FrameResult, ResultsDocument, frames_json, whole_results_around_frames
+from videojobs.common.results import FrameResult, ResultsDocument, WholeResultsJson
 
 CSV_COLUMNS = (
     "frame_index", "timestamp_ms", "class_id", "class_name", "confidence", "track_id",
@@ -34,13 +34,9 @@ def write_results_json(job_id: str, pages: Iterator[ResultsDocument], out: TextI
     """A COMPLETED job's results as GET /video/results/{id} answers them, written as the pages come (a long
     document is never held whole); returns the frames written."""
     first = next(pages)
-    before, _ = whole_results_around_frames(job_id, JobStatus.COMPLETED, first, 0)
-    out.write(before)
-    written = 0
+    answer = WholeResultsJson(job_id, JobStatus.COMPLETED, first)
+    out.write(answer.start())
     for page in itertools.chain([first], pages):
-        if page.results:
-            out.write(("," if written else "") + frames_json(page.results))
-            written += len(page.results)
-    _, after = whole_results_around_frames(job_id, JobStatus.COMPLETED, first, written)
-    out.write(after + "\n")
-    return written
+        out.write(answer.frames(page.results))
+    out.write(answer.end() + "\n")
+    return answer.written

@@ -215,21 +215,35 @@ def whole_results(job_id: str, document: ResultsDocument) -> BaseModel:
                       total_size=len(document.results))
 
 
-def whole_results_around_frames(job_id: str, status: JobStatus, document: ResultsDocument,
-                                total_size: int) -> tuple[str, str]:
-    """The whole results answer's JSON before its frames (up to '"results":[') and after them (from ']'), for
-    writing a long document a page at a time: before + frames_json(page) joined by ',' + after is the JSON
-    of `whole_results`. `document`'s own frames are left out."""
-    answer = JobResults(job_id=job_id, status=status, **dict(document.model_copy(update={"results": []})),
-                        next_page_token="", total_size=total_size).model_dump_json()
-    # '"results":[]' is there once: quotes inside strings are escaped, and no other member is named results.
-    before, after = answer.split('"results":[]')
-    return f'{before}"results":[', f"]{after}"
+class WholeResultsJson:
+    """The JSON of `whole_results`, written a page of frames at a time so a long document is never held whole
+    (the gateway's unpaged answer, ``videojobs results``): ``start()``, then ``frames(page)`` for each page
+    in order, then ``end()``. `document` gives everything but the frames (its own are left out)."""
 
+    def __init__(self, job_id: str, status: JobStatus, document: ResultsDocument) -> None:
+        self._job_id, self._status = job_id, status
+        self._document = document.model_copy(update={"results": []})
+        self.written = 0  # frames so far
 
-def frames_json(frames: list[FrameResult]) -> str:
-    """Frames as the elements of the answer's ``results`` array (comma-separated JSON, no brackets)."""
-    return _FRAMES.dump_json(frames)[1:-1].decode()
+    def start(self) -> str:
+        return self._around_frames()[0]
+
+    def frames(self, frames: list[FrameResult]) -> str:
+        if not frames:
+            return ""
+        text = ("," if self.written else "") + _FRAMES.dump_json(frames)[1:-1].decode()
+        self.written += len(frames)
+        return text
+
+    def end(self) -> str:
+        return self._around_frames()[1]
+
+    def _around_frames(self) -> tuple[str, str]:
+        answer = JobResults(job_id=self._job_id, status=self._status, **dict(self._document), next_page_token="",
+                            total_size=self.written).model_dump_json()
+        # '"results":[]' is there once: quotes inside strings are escaped, and no other member is named results.
+        before, after = answer.split('"results":[]')
+        return f'{before}"results":[', f"]{after}"
 
 
 # -- paging ---------------------------------------------------------------------------------
@@ -281,9 +295,9 @@ class IndexedResults:
     """A results document kept as its JSON bytes and the span of each frame in them, for the api to answer
     from: a page, a frame or a frame index parses only the frames it needs.
 
-    Parsed whole, a document costs about 11 times its JSON in Python objects (100,000 frames like the
-    sample clip's: 72 MiB of JSON, 785 MiB parsed), more than an api pod's memory limit; indexed, it
-    costs its JSON plus 24 bytes a frame. Indexing validates every frame (a few thousand at a time), so
+    Parsed whole, a document costs about 17 times its JSON in Python objects (100,000 frames like the
+    sample clip's: 57 MiB of JSON, 991 MiB parsed; `make bench-results`), about an api pod's memory
+    limit; indexed, it costs its JSON plus 24 bytes a frame. Indexing validates every frame (a few thousand at a time), so
     a document that does not parse fails here as it did when parsed whole.
     """
 
@@ -358,6 +372,8 @@ def _scan(data: bytes) -> tuple[dict, array, array, int]:
     has_results = False
     while text[pos:pos + 1] != "}":
         key, pos = _DECODER.raw_decode(text, pos)
+        if not isinstance(key, str):
+            raise ValueError(f"results document: a member name is not a string at byte {pos}")
         pos = expect(":", space(pos))
         if key == "results":
             has_results = True
@@ -369,7 +385,8 @@ def _scan(data: bytes) -> tuple[dict, array, array, int]:
                     raise ValueError(f"results document: frame at byte {pos} has no frame_index in frame order")
                 spans.extend((pos, end))
                 frame_indices.append(index)
-                detections += len(frame.get("result", {}).get("detections", ()))
+                result = frame.get("result")
+                detections += len(result.get("detections", ())) if isinstance(result, dict) else 0
                 pos = space(end)
                 if text[pos:pos + 1] == ",":
                     pos = space(pos + 1)

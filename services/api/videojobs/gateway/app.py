@@ -35,8 +35,7 @@ from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
-from videojobs.common.results import (MAX_PAGE_SIZE, JobResults, ResultsDocument, frames_json,
-                                      whole_results_around_frames)
+from videojobs.common.results import MAX_PAGE_SIZE, JobResults, ResultsDocument, WholeResultsJson
 from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import (
     API_CALL_PROBLEMS,
@@ -329,25 +328,23 @@ async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float,
 async def _whole_results(stub: jobs_pb2_grpc.JobServiceStub, first: jobs_pb2.GetResultsResponse,
                          document: ResultsDocument, metadata: Metadata) -> AsyncIterator[bytes]:
     """The whole results answer, written a page of frames at a time as the pages come from the api, so the
-    gateway holds one page, not the document (100,000 frames parse into about 800 MiB of objects)."""
-    before, after = whole_results_around_frames(first.job_id, wire.status_from_pb(first.status), document,
-                                                first.total_size)
-    yield before.encode()
-    page, frames, written = first, document.results, 0
+    gateway holds one page, not the document (100,000 frames parse into about 990 MiB of objects)."""
+    answer = WholeResultsJson(first.job_id, wire.status_from_pb(first.status), document)
+    yield answer.start().encode()
+    page, frames = first, document.results
     while True:
-        yield (("," if written and frames else "") + frames_json(frames)).encode()
-        written += len(frames)
+        yield answer.frames(frames).encode()
         if not page.next_page_token:
             break
         try:
             page = await stub.GetResults(jobs_pb2.GetResultsRequest(
                 job_id=first.job_id, page_size=MAX_PAGE_SIZE, page_token=page.next_page_token), metadata=metadata)
         except grpc.RpcError as exc:
-            log.warning("results of job %s cut short after %d of %d frames: %s", first.job_id, written,
+            log.warning("results of job %s cut short after %d of %d frames: %s", first.job_id, answer.written,
                         first.total_size, exc.code())
             raise
         frames = wire.results_page_from_pb(page).results
-    yield after.encode()
+    yield answer.end().encode()
 
 
 def _job_spec(fields: dict[str, list[str]], filename: str) -> jobs_pb2.JobSpec:
