@@ -107,7 +107,7 @@ bench-pipeline: install ## Frames/s of the pipeline vs YOLO.predict+pytesseract,
 bench-pipeline-avx2: install ## The same with every library capped at AVX2 (an AVX2-only CPU's stand-in); var/bench-pipeline-avx2.json
 	$(PY) scripts/bench_pipeline.py --isa avx2 --long-factor 3 --out var/bench-pipeline-avx2.json
 
-bench-results: install ## Memory of serving a long job's results (api document, unpaged REST answer), 10k and 100k frames; JSON in var/bench-results.json
+bench-results: install ## Memory of a long job's results (worker merge, api document, unpaged REST answer), 10k and 100k frames; JSON in var/bench-results.json
 	$(PY) scripts/bench_results.py
 
 bench-throughput: install ## Jobs/s through submit -> queue -> worker -> COMPLETED with 1 and 4 workers

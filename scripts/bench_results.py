@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""Memory and time of serving a long job's results: the api's document, the gateway's unpaged answer.
+"""Memory and time of a long job's results: the worker's merge, the api's document, the gateway's unpaged answer.
 
 A results document of N frames (each like the sample clip's: two detections and an OCR line) is
 written once; then, each in a child process of its own (so each peak is its own):
 
+  merge, before  every segment output parsed, then the whole document built and serialised, as the
+                 worker's merge did (the same tracking, all frames held as objects)
+  merge, now     the worker's merge (VideoFilePipelineService.merge_segments): a segment at a time,
+                 tracked frames spooled to a temporary file
   api, before    the stored document parsed whole (ResultsDocument), as the api kept it per job
   api, now       the document indexed (IndexedResults): its JSON and each frame's span
   gateway, before  every page of the unpaged answer gathered into one document, as the gateway did
   gateway, now     the unpaged answer streamed a page at a time (the route's own generator)
 
-The gateway children get their pages from a stub that answers GetResults from the indexed document,
-so what they measure is the gateway's own work. Prints a table and writes JSON.
+The merges get segment outputs of 304 frames (the default VIDEOJOBS_SEGMENT_FRAMES) made from the
+same frames, with the detections the tracker is fed; their documents are checked equal. The gateway
+children get their pages from a stub that answers GetResults from the indexed document, so what they
+measure is the gateway's own work. Prints a table and writes JSON.
 
     .venv/bin/python scripts/bench_results.py                     # 10,000 and 100,000 frames
     .venv/bin/python scripts/bench_results.py --frames 2500 --out /tmp/r.json
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -30,7 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODES = ("api-before", "api-now", "gateway-before", "gateway-now")
+MODES = ("merge-before", "merge-now", "api-before", "api-now", "gateway-before", "gateway-now")
+SEGMENT_FRAMES = 304
 
 
 def document_bytes(frames: int) -> bytes:
@@ -61,6 +69,41 @@ def document_bytes(frames: int) -> bytes:
         parts.append(frame_json.replace('"frame_index":0,"timestamp_ms":0.0',
                                         f'"frame_index":{i},"timestamp_ms":{round(i * 1000 / 30, 3)}', 1))
     return f'{before}"results":[{",".join(parts)}]{after}'.encode()
+
+
+def segment_parts(path: Path, segment_frames: int = SEGMENT_FRAMES):
+    """The stored document's frames as the segment outputs a split job leaves, one at a time (bytes),
+    without track ids and with the detections the tracker is fed."""
+    from videojobs.common.results import IndexedResults
+    from videojobs.worker.pipeline.service import SegmentOutput
+
+    document = IndexedResults.from_bytes(path.read_bytes(), check=False)
+    header = document.page(0, 0)
+    for first in range(0, len(document), segment_frames):
+        frames = [f.model_copy(update={"result": f.result.model_copy(update={
+            "detections": [d.model_copy(update={"track_id": None}) for d in f.result.detections]})})
+            for f in document.frames(first, first + segment_frames)]
+        rows = [[[d.box.x1, d.box.y1, d.box.x2, d.box.y2, d.confidence, float(d.class_id)]
+                 for d in f.result.detections] for f in frames]
+        yield SegmentOutput(first_sample=first, end_sample=first + len(frames), fps=header.video.fps,
+                            frame_count=header.video.frame_count, video=header.video, provenance=header.provenance,
+                            class_names={0: "person", 39: "bottle"}, frames=frames, detections=rows).to_bytes()
+
+
+def _merge_whole(parts: list[bytes], options) -> bytes:
+    """The worker's former merge: every output parsed first and kept, the whole document built, then
+    serialised (with the tracking of the merge now)."""
+    from videojobs.common.pipelines import get_pipeline
+    from videojobs.common.results import ResultsDocument
+    from videojobs.worker.pipeline.service import _Merge
+
+    merge = _Merge(get_pipeline("yolo_ocr"), options)
+    outputs = [merge.parse(part) for part in parts]
+    frames = []
+    for output in outputs:
+        frames.extend(merge.add(output))
+    merge.frames = len(frames)
+    return ResultsDocument(**{**dict(merge.header()), "results": frames}).to_bytes(), len(frames)
 
 
 def peak_mib() -> float:
@@ -137,18 +180,44 @@ async def _stream_all(stub) -> int:
     return size
 
 
+def prepare(path: Path, frames: int) -> None:
+    """Write the document of `frames` frames at `path`, and beside it (``.parts``) its segment outputs,
+    one a line."""
+    path.write_bytes(document_bytes(frames))
+    with path.with_suffix(".parts").open("wb") as parts:
+        parts.writelines(part + b"\n" for part in segment_parts(path))
+
+
 def measure(mode: str, path: Path) -> dict:
     """One mode, in this process: the peak and the resident memory it added, and its time."""
     import videojobs.gateway.app  # noqa: F401 - imported before the baseline: its modules are not the work measured
     from videojobs.common.results import IndexedResults, ResultsDocument
 
-    # The gateway's pages come from the api's side, set up before the baseline.
+    # The gateway's pages come from the api's side, the merges' parts from a split job: set up before the baseline.
     stub = PagesStub(IndexedResults.from_bytes(path.read_bytes(), check=False)) if mode.startswith("gateway") else None
+    if mode.startswith("merge"):
+        from videojobs.common.options import AnalysisOptions
+        from videojobs.worker.pipeline.service import VideoFilePipelineService
+
+        parts_file = path.with_suffix(".parts")
+        options = AnalysisOptions(sample_fps=0)
+        merger = VideoFilePipelineService(model="unused.pt", scratch_dir=path.parent)
+        _merge_whole([next(segment_parts(path))], options)  # the tracker's imports, before the baseline
     reset_peak()  # what the set-up above peaked at is not the mode's
     base_peak, base_rss = peak_mib(), rss_mib()
     started = time.perf_counter()
     out: dict = {"mode": mode}
-    if mode == "api-before":  # the stored bytes are read, parsed, and dropped: the objects stay
+    if mode.startswith("merge"):  # the parts are read one at a time, as the worker reads them from storage
+        with parts_file.open("rb") as lines:
+            if mode == "merge-before":  # (the worker read every part before it merged)
+                data, out["frames"] = _merge_whole(list(lines), options)
+                out["sha256"] = hashlib.sha256(data).hexdigest()
+            else:
+                with merger.merge_segments("yolo_ocr", options, lines) as merged:
+                    out["frames"] = merged.frames
+                    out["sha256"] = hashlib.file_digest(merged.rewound(), "sha256").hexdigest()
+        kept = None
+    elif mode == "api-before":  # the stored bytes are read, parsed, and dropped: the objects stay
         kept = ResultsDocument.from_bytes(path.read_bytes())
         out["frames"] = len(kept.results)
     elif mode == "api-now":  # the stored bytes stay, with the index
@@ -187,13 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for frames in args.frames or [10_000, 100_000]:
             path = Path(tmp) / f"results-{frames}.json"
-            path.write_bytes(document_bytes(frames))
+            prepare(path, frames)
             json_mib = round(path.stat().st_size / 2**20, 1)
             for mode in MODES:
                 row = {"json_mib": json_mib, **run_child(mode, path)}
                 rows.append(row)
                 print(f"{frames:>8} frames  {json_mib:>6} MiB JSON  {mode:15s} peak +{row['peak_added_mib']:>7} MiB  "
                       f"kept +{row['resident_added_mib']:>7} MiB  {row['seconds']:>6} s", flush=True)
+            merges = [r for r in rows[-len(MODES):] if r["mode"].startswith("merge")]
+            if len({r["sha256"] for r in merges}) != 1 or any(r["frames"] != frames for r in merges):
+                raise SystemExit(f"the merges' documents differ: {merges}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -11,7 +11,13 @@ from videojobs.common.errors import JobInterrupted, JobNotFound, TemporaryFault
 from videojobs.common.job import Job, JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import get_pipeline
-from videojobs.common.ports.analysis import AnalyzerCapabilities, SegmentRange, SplitPlan, VideoAnalyzer
+from videojobs.common.ports.analysis import (
+    AnalyzerCapabilities,
+    MergedResults,
+    SegmentRange,
+    SplitPlan,
+    VideoAnalyzer,
+)
 from videojobs.common.segments import Segment, SegmentStatus, split_samples
 from videojobs.common.ports.capabilities import CapabilityStore
 from videojobs.common.ports.jobs import Backlog, JobRepository, PublishIntent
@@ -300,10 +306,11 @@ class FakeAnalyzer(VideoAnalyzer):
                 on_progress(k - first_sample + 1, end_sample - first_sample)
         return json.dumps({"first_sample": first_sample, "frames": frames}).encode()
 
-    def merge_segments(self, pipeline_id, options, parts) -> ResultsDocument:
+    def merge_segments(self, pipeline_id, options, parts) -> MergedResults:
         import json
 
-        parsed = sorted((json.loads(p) for p in parts), key=lambda o: o["first_sample"])
+        parsed = [json.loads(p) for p in parts]
+        assert [o["first_sample"] for o in parsed] == sorted(o["first_sample"] for o in parsed), "segment order"
         outputs = [o for o in parsed if "skipped" not in o]
         skipped = [SkippedRange(**o["skipped"]) for o in parsed if "skipped" in o]
         seen, ids, frames = set(), {}, []
@@ -320,7 +327,7 @@ class FakeAnalyzer(VideoAnalyzer):
                 frames.append(FrameResult(frame_index=f["frame_index"], timestamp_ms=f["timestamp_ms"],
                                           result=FrameAnalysis(detections=dets)))
         total = len(frames)
-        return ResultsDocument(
+        return MergedResults.of(ResultsDocument(
             pipeline_id=pipeline_id,
             video=VideoMetadata(width=self.size[0], height=self.size[1], fps=30.0, frame_count=self.frames * 30,
                                 duration_ms=self.frames * 1000.0, codec="fake"),
@@ -329,7 +336,7 @@ class FakeAnalyzer(VideoAnalyzer):
                               skipped_ranges=skipped or None),
             provenance=Provenance(options=options or AnalysisOptions()),
             results=frames,
-        )
+        ))
 
     def describe(self) -> AnalyzerCapabilities:
         return AnalyzerCapabilities(model_file="fake.pt", model_sha256="0" * 64,

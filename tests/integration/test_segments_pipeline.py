@@ -18,6 +18,7 @@ from tests.integration.conftest_pipeline import model_path, pipeline_service, sa
 pytestmark = pytest.mark.slow
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.errors import PoisonInput
+from videojobs.common.results import ResultsDocument
 from videojobs.common.segments import Segment, SkippedSegment, split_samples
 from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
 
@@ -176,9 +177,15 @@ def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_servi
     assert len(split.ranges) == 3 and split.note is None
     parts = [pipeline_service.run_segment("yolo", sample_video, options, r.first_sample, r.end_sample)
              for r in split.ranges]
-    # any order, and a segment delivered twice (its frames count once)
-    merged = pipeline_service.merge_segments("yolo", options, [parts[2], parts[0], parts[1], parts[2]])
-    doc = json.loads(merged.to_bytes())
+    # a segment given twice: its frames count once; the parts are read as the merge asks for them
+    given = []
+    with pipeline_service.merge_segments("yolo", options, (given.append(p) or p for p in
+                                                           [parts[0], parts[1], parts[1], parts[2]])) as merged:
+        data = merged.file.read()
+    assert len(given) == 4 and merged.frames == len(whole["results"])
+    assert merged.file.closed, "the merged file is temporary"
+    doc = json.loads(data)
+    assert data == ResultsDocument.model_validate_json(data).to_bytes(), "the document's own bytes"
     assert whole["tracks"], "the sample has tracked objects"
     assert json.dumps(doc["results"]) == json.dumps(whole["results"])
     assert json.dumps(doc["tracks"]) == json.dumps(whole["tracks"])
@@ -188,7 +195,7 @@ def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_servi
     skipped = SkippedSegment.of(Segment("j", 1, split.ranges[1].first_sample, split.ranges[1].end_sample,
                                         split.ranges[1].first_frame, split.ranges[1].last_frame), "bad range")
     merged = json.loads(pipeline_service.merge_segments("yolo", options, [parts[0], skipped.to_bytes(),
-                                                                          parts[2]]).to_bytes())
+                                                                          parts[2]]).file.read())
     left_out = set(range(split.ranges[1].first_frame, split.ranges[1].last_frame + 1))
     assert [f["frame_index"] for f in merged["results"]] == [f["frame_index"] for f in whole["results"]
                                                              if f["frame_index"] not in left_out]
@@ -196,3 +203,6 @@ def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_servi
     assert merged["sampling"]["frames_analysed"] == len(merged["results"])
     with pytest.raises(PoisonInput, match="no range of the video could be decoded: bad range"):
         pipeline_service.merge_segments("yolo", options, [skipped.to_bytes()])
+    # out of order: refused, not merged into wrong tracks
+    with pytest.raises(ValueError, match="segment order"):
+        pipeline_service.merge_segments("yolo", options, [parts[0], parts[2], parts[1]])

@@ -1,5 +1,6 @@
 """The gateway's unpaged results answer, streamed a page at a time (gateway/app.py `_whole_results`), and
-the benchmark that measures it (scripts/bench_results.py), on documents longer than one api page."""
+the benchmark that measures it and the worker's merge (scripts/bench_results.py), on documents longer
+than one api page."""
 
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ def test_the_streamed_answer_is_the_whole_answer_byte_for_byte(frames):
 
 def test_the_benchmark_measures_each_mode_on_a_valid_document(tmp_path):
     path = tmp_path / "r.json"
-    path.write_bytes(bench.document_bytes(1200))
+    bench.prepare(path, 1200)
     assert len(ResultsDocument.from_bytes(path.read_bytes()).results) == 1200
+    assert len(path.with_suffix(".parts").read_bytes().splitlines()) == -(-1200 // bench.SEGMENT_FRAMES)
     rows = {mode: bench.measure(mode, path) for mode in bench.MODES}
     assert {row["frames"] for row in rows.values()} == {1200}
     assert rows["gateway-before"]["answer_bytes"] == rows["gateway-now"]["answer_bytes"]
+    assert rows["merge-before"]["sha256"] == rows["merge-now"]["sha256"]  # the same document, either way
     assert all({"peak_added_mib", "resident_added_mib", "seconds"} <= set(row) for row in rows.values())

@@ -10,7 +10,7 @@ import pytest
 from tests.fakes import FakeAnalyzer, FakeJobRepository, fake_detections
 from videojobs.common.adapters.memory_queue import InMemoryQueue
 from videojobs.common.errors import IllegalTransition, PoisonInput, TemporaryFault
-from videojobs.common.job import Job, JobStatus, utcnow
+from videojobs.common.job import Job, JobStatus, output_key_for, utcnow
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.retry import Backoff
 from videojobs.common.segments import (
@@ -168,6 +168,26 @@ def test_long_job_is_split_each_segment_a_message_then_merged_once(env):
     assert {d["track_id"] for f in doc["results"] for d in f["result"]["detections"]} == {1, 2}
     assert not any(env.storage.exists(segment_key(job_id, i)) for i in range(4))  # removed after the merge
     assert env.queue.size() == 0
+
+
+def test_a_merge_whose_store_fails_part_way_stores_the_whole_document_on_the_next_try(env):
+    job_id = env.submit()
+    output_key = output_key_for(job_id)
+    tries = []
+    save_file = env.storage.save_file
+
+    def flaky_save(src, dest_path):  # an upload that dies after reading some of the file, twice
+        if dest_path == output_key and len(tries) < 2:
+            tries.append(len(src.read(100)))
+            raise TemporaryFault("storage unavailable")
+        return save_file(src, dest_path)
+
+    env.storage.save_file = flaky_save
+    env.drain(env.worker())
+    job, doc = _results(env, job_id)
+    assert tries == [100, 100]
+    assert job.status is JobStatus.COMPLETED and job.frames_done == 20
+    assert [f["frame_index"] for f in doc["results"]] == [30 * k for k in range(20)]
 
 
 def test_short_job_is_not_split(env):

@@ -229,9 +229,7 @@ class WholeResultsJson:
         return self._around_frames()[0]
 
     def frames(self, frames: list[FrameResult]) -> str:
-        if not frames:
-            return ""
-        text = ("," if self.written else "") + _FRAMES.dump_json(frames)[1:-1].decode()
+        text = frames_json(frames, first=not self.written)
         self.written += len(frames)
         return text
 
@@ -239,11 +237,23 @@ class WholeResultsJson:
         return self._around_frames()[1]
 
     def _around_frames(self) -> tuple[str, str]:
-        answer = JobResults(job_id=self._job_id, status=self._status, **dict(self._document), next_page_token="",
-                            total_size=self.written).model_dump_json()
-        # '"results":[]' is there once: quotes inside strings are escaped, and no other member is named results.
-        before, after = answer.split('"results":[]')
-        return f'{before}"results":[', f"]{after}"
+        return around_results(JobResults(job_id=self._job_id, status=self._status, **dict(self._document),
+                                         next_page_token="", total_size=self.written))
+
+
+def around_results(model: BaseModel) -> tuple[str, str]:
+    """The JSON of `model`, whose ``results`` are empty, before and after its frames: the two ends of the
+    same JSON with frames in between (``frames_json``)."""
+    # '"results":[]' is there once: quotes inside strings are escaped, and no other member is named results.
+    before, after = model.model_dump_json().split('"results":[]')
+    return f'{before}"results":[', f"]{after}"
+
+
+def frames_json(frames: list[FrameResult], first: bool) -> str:
+    """The JSON of `frames` as members of a ``results`` array (led by a comma unless they are the `first`)."""
+    if not frames:
+        return ""
+    return ("" if first else ",") + _FRAMES.dump_json(frames)[1:-1].decode()
 
 
 # -- paging ---------------------------------------------------------------------------------

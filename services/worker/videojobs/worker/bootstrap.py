@@ -65,6 +65,7 @@ def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
         decode_threads=settings.inference_threads,
         # OCR threads on the same cores (a Tesseract engine each, so at most MAX_OCR_THREADS).
         ocr_threads=min(threads, MAX_OCR_THREADS),
+        scratch_dir=settings.effective_scratch_dir,
     )
 
 

@@ -696,12 +696,12 @@ class JobWorker:
         output_key = output_key_for(job.job_id)
         try:
             with _stage(job, "merge"):
-                outputs = [self._in_place(job, guard, lambda key=p.output_key: self._storage.read_bytes(key))
-                           for p in parts]
-                document = self._analyzer.merge_segments(job.pipeline_id, job.options, outputs)
-            data = document.to_bytes()
-            with _stage(job, "store"):
-                self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
+                # Read one at a time, as the merge asks for them: a long job's outputs are never all in memory.
+                outputs = (self._in_place(job, guard, lambda key=p.output_key: self._storage.read_bytes(key))
+                           for p in parts)
+                merged = self._analyzer.merge_segments(job.pipeline_id, job.options, outputs)
+            with merged, _stage(job, "store"):
+                self._in_place(job, guard, lambda: self._storage.save_file(merged.rewound(), output_key))
         except TemporaryFault as exc:
             guard.stop()
             if not guard.lost:
@@ -724,7 +724,7 @@ class JobWorker:
             self._remove_segment_objects(job)
             return
         guard.stop()
-        self._finish(job, guard, lambda: job.complete(output_key), frames=len(document.results), message=message)
+        self._finish(job, guard, lambda: job.complete(output_key), frames=merged.frames, message=message)
         if job.status is JobStatus.COMPLETED:
             self._remove_segment_objects(job)
 

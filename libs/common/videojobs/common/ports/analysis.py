@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Optional
 
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.results import ResultsDocument
@@ -17,6 +18,33 @@ StopCheck = Callable[[], bool]
 # on_frame(frame_index, bgr_image) is called once per analysed frame, in order, with the
 # decoded frame (a numpy uint8 array, height x width x 3) the analysis saw.
 FrameCallback = Callable[[int, Any], None]
+
+
+@dataclass
+class MergedResults:
+    """A merged results document, written out: `file` holds its JSON (a temporary file, gone once closed)
+    and `frames` counts its analysed frames. Close it (or use it as a context manager) when stored."""
+
+    file: BinaryIO
+    frames: int
+
+    @classmethod
+    def of(cls, document: ResultsDocument) -> "MergedResults":
+        return cls(io.BytesIO(document.to_bytes()), len(document.results))
+
+    def rewound(self) -> BinaryIO:
+        """The file, from its start (to store it, again if a first try failed)."""
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "MergedResults":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -92,9 +120,10 @@ class VideoAnalyzer(ABC):
         (per-frame results and what the merge needs) as bytes to store."""
         raise NotImplementedError
 
-    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: list[bytes]) -> ResultsDocument:
-        """The results document of the whole job from its segments' outputs (any order; frames
-        repeated by a redelivered segment count once): the same `results` and `tracks` as one pass."""
+    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: Iterable[bytes]) -> "MergedResults":
+        """The results document of the whole job from its segments' outputs, given in segment order
+        (a part given twice counts once): the bytes one pass would write, `results` and `tracks`
+        included. Parts are read one at a time, so a long job is never held whole."""
         raise NotImplementedError
 
     @abstractmethod

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import shutil
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -22,12 +24,14 @@ from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
 from videojobs.common.ports.analysis import (
     AnalyzerCapabilities,
     FrameCallback,
+    MergedResults,
     ProgressCallback,
     SegmentRange,
     SplitPlan,
     StopCheck,
     VideoAnalyzer,
 )
+from videojobs.common import results
 from videojobs.common.results import Detection, FrameResult, ModelInfo, Provenance, ResultsDocument, VideoMetadata
 from videojobs.common.segments import SkippedSegment, split_samples
 from videojobs.worker.metrics import observe_stage
@@ -99,6 +103,73 @@ def library_versions() -> dict[str, str]:
     }
 
 
+class _Merge:
+    """The state of a merge of segment outputs given in segment order: the first output's header, the
+    tracker, the last frame written and the segments left out."""
+
+    def __init__(self, pipeline: Pipeline, options: AnalysisOptions) -> None:
+        self.pipeline, self.options = pipeline, options
+        self.head: Optional[SegmentOutput] = None
+        self.plan: Optional[SamplingPlan] = None
+        self.tracker: Optional[JobTracker] = None
+        self.skipped: list[SkippedSegment] = []
+        self.starts: set[int] = set()
+        self.last_frame = -1
+        self.frames = 0  # written so far
+
+    @staticmethod
+    def parse(part: bytes) -> "SegmentOutput | SkippedSegment":
+        raw = json.loads(part)
+        return SkippedSegment.model_validate(raw) if "skipped" in raw else SegmentOutput.model_validate(raw)
+
+    def add(self, item: "SegmentOutput | SkippedSegment") -> list[FrameResult]:
+        """The frames of one more part that are new, tracked."""
+        if self.starts and item.first_sample < max(self.starts):
+            raise ValueError("segment outputs must be merged in segment order")
+        self.starts.add(item.first_sample)
+        if isinstance(item, SkippedSegment):
+            self.skipped.append(item)
+            return []
+        if self.head is None:
+            self.head = item.model_copy(update={"frames": [], "detections": []})
+            self.plan = SamplingPlan(item.frame_count, item.fps, self.options.sample_fps, self.options.max_frames)
+            if self.pipeline.runs(Stage.TRACK):
+                self.tracker = JobTracker(self.plan.effective_sample_fps)
+        frames = []
+        for frame, rows in zip(item.frames, item.detections):
+            if frame.frame_index <= self.last_frame:  # given before
+                continue
+            self.last_frame = frame.frame_index
+            frames.append(self._tracked(frame, rows) if self.tracker is not None else frame)
+        return frames
+
+    def _tracked(self, frame: FrameResult, rows: list[list[float]]) -> FrameResult:
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 6)
+        reported = arr[:, 4] >= self.options.min_confidence
+        ids = self.tracker.update(arr, reported, frame.frame_index, frame.timestamp_ms)
+        detections = [d.model_copy(update={"track_id": t}) for d, t in zip(frame.result.detections, ids)]
+        return frame.model_copy(update={"result": frame.result.model_copy(update={"detections": detections})})
+
+    def header(self) -> ResultsDocument:
+        """The document without its frames (``results`` empty), once every part was added."""
+        head, plan = self.head, self.plan
+        if head is None or plan is None:
+            if self.skipped:
+                raise PoisonInput("no range of the video could be decoded: " + self.skipped[0].skipped.reason)
+            raise ValueError("no segment outputs to merge")
+        sampling = plan.sampling(self.frames).model_copy(update={
+            "segments": len(self.starts),
+            "skipped_ranges": [k.skipped for k in self.skipped] or None})
+        return ResultsDocument(
+            pipeline_id=self.pipeline.pipeline_id,
+            video=head.video,
+            sampling=sampling,
+            provenance=head.provenance,
+            results=[],
+            tracks=self.tracker.summaries(head.class_names) if self.tracker is not None else [],
+        )
+
+
 class VideoFilePipelineService(VideoAnalyzer):
     """The worker's analysis engine (a ``VideoAnalyzer``).
 
@@ -124,6 +195,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         decode_threads: int = 0,
         detector_precision: str = "auto",
         ocr_threads: int = 1,
+        scratch_dir: Optional[Path | str] = None,
     ) -> None:
         quiet_third_party()
         self.detector = Detector(model, Path(model_cache_dir), detector_backend, inference_threads,
@@ -133,6 +205,8 @@ class VideoFilePipelineService(VideoAnalyzer):
         self.batch_size = max(1, int(batch_size))
         self.tessdata_dir = tessdata_dir
         self.ocr_threads = max(1, int(ocr_threads))
+        # Where a merge's temporary files go (they have no name, so nothing is left if the process dies).
+        self.scratch_dir = Path(scratch_dir) if scratch_dir is not None else Path(tempfile.gettempdir())
         self._ocr: Optional[OcrPool] = None  # started with the first job that reads text
         self._lock = threading.Lock()
         self._versions: Optional[dict[str, str]] = None
@@ -210,60 +284,32 @@ class VideoFilePipelineService(VideoAnalyzer):
         assert isinstance(output, SegmentOutput)
         return output.to_bytes()
 
-    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: list[bytes]) -> ResultsDocument:
-        """Concatenate the segments' frames in order (a frame seen twice counts once) and run the
-        tracker over all of them, as one pass does batch after batch."""
+    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: Iterable[bytes]) -> MergedResults:
+        """Concatenate the segments' frames in order (a part given twice counts once) and run the
+        tracker over all of them, as one pass does batch after batch.
+
+        One segment's frames are in memory at a time: tracked frames wait in a temporary file (in
+        `scratch_dir`) until the frame count, which the document gives before them, is known."""
         pipeline = get_pipeline(pipeline_id)
-        outputs: list[SegmentOutput] = []
-        skipped: list[SkippedSegment] = []
-        for part in parts:
-            raw = json.loads(part)
-            if "skipped" in raw:
-                skipped.append(SkippedSegment.model_validate(raw))
-            else:
-                outputs.append(SegmentOutput.model_validate(raw))
-        outputs.sort(key=lambda o: o.first_sample)
-        if not outputs:
-            if skipped:
-                raise PoisonInput("no range of the video could be decoded: " + skipped[0].skipped.reason)
-            raise ValueError("no segment outputs to merge")
-        head = outputs[0]
-        plan = SamplingPlan(head.frame_count, head.fps, options.sample_fps, options.max_frames)
-        frames: list[FrameResult] = []
-        dets: list[list[list[float]]] = []
-        seen: set[int] = set()
-        for out in outputs:
-            for frame, rows in zip(out.frames, out.detections):
-                if frame.frame_index in seen:
-                    continue
-                seen.add(frame.frame_index)
-                frames.append(frame)
-                dets.append(rows)
-        order = sorted(range(len(frames)), key=lambda i: frames[i].frame_index)
-        frames, dets = [frames[i] for i in order], [dets[i] for i in order]
-        tracker = JobTracker(plan.effective_sample_fps) if pipeline.runs(Stage.TRACK) else None
-        if tracker is not None:
-            tracked = []
-            for frame, rows in zip(frames, dets):
-                arr = np.array(rows, dtype=np.float64).reshape(-1, 6)
-                reported = arr[:, 4] >= options.min_confidence
-                ids = tracker.update(arr, reported, frame.frame_index, frame.timestamp_ms)
-                detections = [d.model_copy(update={"track_id": t}) for d, t in zip(frame.result.detections, ids)]
-                tracked.append(frame.model_copy(update={
-                    "result": frame.result.model_copy(update={"detections": detections})}))
-            frames = tracked
-        ranges = [k.skipped for k in sorted(skipped, key=lambda k: k.first_sample)]
-        sampling = plan.sampling(len(frames)).model_copy(update={
-            "segments": len({o.first_sample for o in outputs} | {k.first_sample for k in skipped}),
-            "skipped_ranges": ranges or None})
-        return ResultsDocument(
-            pipeline_id=pipeline.pipeline_id,
-            video=head.video,
-            sampling=sampling,
-            provenance=head.provenance,
-            results=frames,
-            tracks=tracker.summaries(head.class_names) if tracker is not None else [],
-        )
+        merge = _Merge(pipeline, options)
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.scratch_dir) as spool:
+            for part in parts:
+                frames = merge.add(merge.parse(part))
+                spool.write(results.frames_json(frames, first=not merge.frames).encode())
+                merge.frames += len(frames)
+            before, after = results.around_results(merge.header())
+            merged = tempfile.TemporaryFile(dir=self.scratch_dir)
+            try:
+                merged.write(before.encode())
+                spool.seek(0)
+                shutil.copyfileobj(spool, merged)
+                merged.write(after.encode())
+                merged.seek(0)
+            except BaseException:
+                merged.close()
+                raise
+        return MergedResults(merged, merge.frames)
 
     def describe(self) -> AnalyzerCapabilities:
         """Loads the detector (so the first job does not wait for it) and lists the OCR languages."""
