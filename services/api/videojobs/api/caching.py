@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Callable, Generic, Hashable, Optional, TypeVar
 
 V = TypeVar("V")
@@ -12,7 +13,8 @@ V = TypeVar("V")
 class ByteBudgetCache(Generic[V]):
     """Least recently used entries within `max_bytes` in all (`size` tells an entry's bytes). An entry larger
     than `max_entry_bytes` (default a quarter of the budget) is not kept, so one large entry cannot flush
-    everything else."""
+    everything else. ``get_or_load`` loads a missing entry once however many callers ask for it at the
+    same time."""
 
     def __init__(self, max_bytes: int, size: Callable[[V], int], max_entry_bytes: int | None = None) -> None:
         self._max = max_bytes
@@ -21,6 +23,7 @@ class ByteBudgetCache(Generic[V]):
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._loading: dict[Hashable, Future] = {}
 
     @property
     def nbytes(self) -> int:
@@ -32,6 +35,33 @@ class ByteBudgetCache(Generic[V]):
             if value is not None:
                 self._entries.move_to_end(key)
             return value
+
+    def get_or_load(self, key: Hashable, load: Callable[[], V]) -> V:
+        """The entry for `key`; if there is none, `load()`'s value, kept if it fits. Callers that ask while
+        another is loading the same key wait for its value (or its exception) instead of loading it again,
+        even when the value is too large to keep."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+                return value
+            pending = self._loading.get(key)
+            loading = pending is None
+            if loading:
+                pending = self._loading[key] = Future()
+        if not loading:
+            return pending.result()
+        try:
+            value = load()
+            self.put(key, value)
+            pending.set_result(value)
+            return value
+        except BaseException as exc:
+            pending.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                del self._loading[key]
 
     def put(self, key: Hashable, value: V) -> None:
         size = self._size(value)

@@ -374,17 +374,17 @@ class JobsService:
         return Capabilities.build(self._max_upload_bytes, self._worker_capabilities())
 
     def _results(self, job: Job) -> IndexedResults:
-        # Results of a COMPLETED job never change, so caching by id is safe.
-        cached = self._cache.get(job.job_id)
-        if cached is not None:
-            return cached
-        try:
-            results = IndexedResults.from_bytes(self._storage.read_bytes(job.output_key or ""))
-        except StorageObjectNotFound:
-            log.error("job %s: COMPLETED but its results object %s is missing", job.job_id, job.output_key)
-            raise VideoJobsError("the results of this job are missing from storage") from None
-        self._cache.put(job.job_id, results)
-        return results
+        # Results of a COMPLETED job never change, so caching by id is safe. Requests that come together for
+        # a document not in the cache (a viewer asks for a page, the contact sheet and frames at once) share
+        # one read and one index.
+        def load() -> IndexedResults:
+            try:
+                return IndexedResults.from_bytes(self._storage.read_bytes(job.output_key or ""))
+            except StorageObjectNotFound:
+                log.error("job %s: COMPLETED but its results object %s is missing", job.job_id, job.output_key)
+                raise VideoJobsError("the results of this job are missing from storage") from None
+
+        return self._cache.get_or_load(job.job_id, load)
 
 
 def remove_job_objects(storage: StorageService, job: Job) -> None:
