@@ -10,6 +10,8 @@ written once; then, each in a child process of its own (so each peak is its own)
                  tracked frames spooled to a temporary file
   api, before    the stored document parsed whole (ResultsDocument), as the api kept it per job
   api, now       the document indexed (IndexedResults): its JSON and each frame's span
+  api, ranged    the document indexed as the api indexes one longer than a quarter of its results cache:
+                 read in chunks, only the spans kept, each page read back from storage (a local folder here)
   gateway, before  every page of the unpaged answer gathered into one document, as the gateway did
   gateway, now     the unpaged answer streamed a page at a time (the route's own generator)
 
@@ -37,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODES = ("merge-before", "merge-now", "api-before", "api-now", "gateway-before", "gateway-now")
+MODES = ("merge-before", "merge-now", "api-before", "api-now", "api-ranged", "gateway-before", "gateway-now")
 SEGMENT_FRAMES = 304
 
 
@@ -191,6 +193,8 @@ def prepare(path: Path, frames: int) -> None:
 def measure(mode: str, path: Path) -> dict:
     """One mode, in this process: the peak and the resident memory it added, and its time."""
     import videojobs.gateway.app  # noqa: F401 - imported before the baseline: its modules are not the work measured
+    from videojobs.api.service import index_stored_results
+    from videojobs.storage.local import LocalFolderStorage
     from videojobs.common.results import IndexedResults, ResultsDocument
 
     # The gateway's pages come from the api's side, the merges' parts from a split job: set up before the baseline.
@@ -220,8 +224,11 @@ def measure(mode: str, path: Path) -> dict:
     elif mode == "api-before":  # the stored bytes are read, parsed, and dropped: the objects stay
         kept = ResultsDocument.from_bytes(path.read_bytes())
         out["frames"] = len(kept.results)
-    elif mode == "api-now":  # the stored bytes stay, with the index
-        kept = IndexedResults.from_bytes(path.read_bytes())
+    elif mode in ("api-now", "api-ranged"):  # the stored bytes stay, with the index; or only the index
+        if mode == "api-now":
+            kept = IndexedResults.from_bytes(path.read_bytes())
+        else:
+            kept = index_stored_results(LocalFolderStorage(path.parent), path.name, keep_whole_bytes=0)
         out["frames"] = len(kept)
         out["load_seconds"] = round(time.perf_counter() - started, 2)
         t = time.perf_counter()

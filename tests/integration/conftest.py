@@ -37,15 +37,20 @@ def stub(api):
     channel.close()
 
 
-@pytest.fixture
-def fake_worker(api):
-    """A worker thread on the api's queue with a fake analyzer (no model needed)."""
+def start_fake_worker(api) -> tuple[JobWorker, threading.Thread]:
+    """A worker thread on the api's queue with a fake analyzer (no model needed), running."""
     analyzer = FakeAnalyzer(frames=5)
     worker = JobWorker(api.queue, api.storage, api.repo, analyzer,
                        WorkerPolicy(lease=timedelta(seconds=30), heartbeat_seconds=1, idle_backoff_max=0.1),
                        capabilities=make_capability_store(api.repo))
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
+    return worker, thread
+
+
+@pytest.fixture
+def fake_worker(api):
+    worker, thread = start_fake_worker(api)
     yield worker
     worker.request_stop()
     thread.join(10)

@@ -11,11 +11,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.integration.conftest import MAX_UPLOAD, SAMPLE
+from tests.integration.conftest import MAX_UPLOAD, SAMPLE, start_fake_worker
+from videojobs.api.bootstrap import build_api
+from videojobs.common.config import Settings
 from videojobs.common import wire
 from videojobs.common.job import JobStatus
 from videojobs.common.resources import JobResource, Standing
-from videojobs.v1 import jobs_pb2
+from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 
@@ -177,6 +179,44 @@ def test_completed_job_results_are_paged(api, stub, fake_worker):
     with pytest.raises(grpc.RpcError) as err:
         stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_token="garbage"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and rich_error(err.value)[1][0][0] == "page_token"
+
+
+def test_a_document_longer_than_a_quarter_of_the_cache_is_read_from_storage_a_page_at_a_time(tmp_path):
+    from videojobs.common.results import IndexedResults
+
+    settings = Settings(data_dir=tmp_path, grpc_port=0, max_upload_bytes=MAX_UPLOAD, results_cache_bytes=2048)
+    app = build_api(settings)  # documents over 512 bytes: their index is kept, their frames read when asked for
+    app.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{app.port}")
+    stub, worker = jobs_pb2_grpc.JobServiceStub(channel), None
+    try:
+        worker, thread = start_fake_worker(app)
+        job_id = upload(stub, SAMPLE.read_bytes()).job_id
+        deadline = time.time() + 20
+        while stub.GetStatus(jobs_pb2.GetStatusRequest(job_id=job_id)).job.status != jobs_pb2.JOB_STATUS_COMPLETED:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        stored = app.storage.read_bytes(app.repo.get(job_id).output_key)
+        assert len(stored) > 512
+        ranges = []
+        read_range = app.storage.read_range
+        app.storage.read_range = lambda key, start, end: ranges.append((start, end)) or read_range(key, start, end)
+        pages, token = [], ""
+        while True:
+            page = stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=2, page_token=token))
+            pages.append(page)
+            token = page.next_page_token
+            if not token:
+                break
+        whole = IndexedResults.from_bytes(stored)
+        assert [wire.results_page_from_pb(p) for p in pages] == [whole.page(0, 2), whole.page(2, 4), whole.page(4, 5)]
+        assert len(ranges) == 3 and all(stored[a:a + 1] == b"{" and stored[b - 1:b] == b"}" for a, b in ranges)
+    finally:
+        if worker is not None:
+            worker.request_stop()
+            thread.join(10)
+        channel.close()
+        app.stop(grace=0)
 
 
 def test_capabilities(api, stub):

@@ -113,6 +113,19 @@ def test_round_trip_of_a_multi_mb_stream_with_bounded_memory(storage, job_id, tm
         assert sha256_of(local) == src.sha256.hexdigest()
 
 
+def test_a_range_of_an_object_is_its_bytes_there(storage, job_id):
+    data = bytes(range(256)) * 40
+    key = f"results/{job_id}.json"
+    storage.save_bytes(data, key)
+    if isinstance(storage, S3Storage):  # a range is fetched alone, not from a downloaded copy
+        storage.load_file = lambda path: pytest.fail("read_range downloaded the whole object")
+    for start, end in [(0, 1), (0, len(data)), (100, 3000), (len(data) - 5, len(data)), (len(data) - 5, len(data) + 50),
+                       (len(data), len(data) + 10), (len(data) + 100, len(data) + 200), (7, 7)]:
+        assert storage.read_range(key, start, end) == data[start:end], (start, end)
+    with pytest.raises(StorageObjectNotFound):
+        storage.read_range(f"results/{job_id}-missing.json", 0, 10)
+
+
 def test_load_of_a_missing_key_raises_not_found(storage, job_id):
     with pytest.raises(StorageObjectNotFound):
         storage.load_file(f"inputs/{job_id}.mp4")

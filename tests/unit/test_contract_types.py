@@ -140,12 +140,30 @@ def non_ascii_document() -> ResultsDocument:
     return doc.model_copy(update={"results": [*doc.results, *frames]})
 
 
+# A document is indexed held whole, or read in chunks (of any size: a value may be cut anywhere) and
+# its frames read back by range later.
+HOW = ["whole", 1, 7, 64, 4096]
+
+
+def indexed(data: bytes, how, check: bool = True, reads: list | None = None) -> IndexedResults:
+    if how == "whole":
+        return IndexedResults.from_bytes(data, check=check)
+
+    def read(start: int, end: int) -> bytes:
+        if reads is not None:
+            reads.append((start, end))
+        return data[start:end]
+
+    return IndexedResults.from_chunks((data[i:i + how] for i in range(0, len(data), how)), read, check=check)
+
+
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("indent", [None, 2])
-def test_an_indexed_document_answers_as_the_parsed_one(indent):
+def test_an_indexed_document_answers_as_the_parsed_one(indent, how):
     doc = non_ascii_document()
     data = doc.to_bytes() if indent is None else json.dumps(json.loads(doc.to_bytes()), indent=indent,
                                                             ensure_ascii=False).encode()
-    results = IndexedResults.from_bytes(data)
+    results = indexed(data, how)
     assert len(results) == len(doc.results) == 6
     assert results.header == doc.model_copy(update={"results": []})
     assert results.frames() == doc.results
@@ -155,7 +173,21 @@ def test_an_indexed_document_answers_as_the_parsed_one(indent):
     assert results.position_of(120) == 4 and results.frame_at(4).result.text == "🙂 ok"
     assert results.position_of(121) is None and results.position_of(-1) is None
     assert results.detection_count == sum(len(f.result.detections) for f in doc.results)
-    assert len(data) <= results.nbytes <= len(data) + 24 * len(results)
+    kept = len(data) if how == "whole" else 0
+    assert results.nbytes == kept + 24 * len(results)
+
+
+def test_a_document_read_in_chunks_reads_back_only_the_frames_asked_for():
+    doc = non_ascii_document()
+    data = doc.to_bytes()
+    reads: list = []
+    results = indexed(data, 100, reads=reads)
+    assert reads == []  # indexing reads the chunks only
+    assert results.page(1, 4).results == doc.results[1:4]
+    [(start, end)] = reads  # one range: the three frames and the commas between them
+    assert data[start:end].startswith(b'{"frame_index":30') and data[end:end + 1] == b","
+    assert json.loads(b"[" + data[start:end] + b"]") == [json.loads(f.model_dump_json()) for f in doc.results[1:4]]
+    assert results.frames(3, 3) == [] and len(reads) == 1
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -167,15 +199,35 @@ def test_an_indexed_document_answers_as_the_parsed_one(indent):
     (b'{1: [], "results": []}', "member name"),
     (b'{"results": [{"frame_index": 0, "result": 5}]}', "validation error"),
 ])
-def test_a_stored_document_that_is_not_one_fails_to_index(data, reason):
+@pytest.mark.parametrize("how", HOW)
+def test_a_stored_document_that_is_not_one_fails_to_index(data, reason, how):
     with pytest.raises(ValueError, match=reason):
-        IndexedResults.from_bytes(data)
+        indexed(data, how)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 100])
+def test_header_values_cut_between_chunks_are_read_whole(size):
+    from videojobs.common.results import _Scan
+
+    # a number cut after "12" would parse: a value is taken only once something follows it
+    data = '{"x": 12345, "y": "café", "results": [], "z": [6789, 1e-3], "w": 67}'.encode()
+    scan = _Scan(iter([data[i:i + size] for i in range(0, len(data), size)]), True)
+    assert scan.header == {"x": 12345, "y": "café", "z": [6789, 0.001], "w": 67} and len(scan.frame_indices) == 0
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_a_document_cut_short_fails_to_index_wherever_it_is_cut(how):
+    data = non_ascii_document().to_bytes()
+    for end in range(0, len(data), 37):
+        with pytest.raises(ValueError):
+            indexed(data[:end], how)
 
 
 def test_indexing_checks_every_frame_unless_told_not_to():
     raw = json.loads(non_ascii_document().to_bytes())
     raw["results"][5]["timestamp_ms"] = "late"  # the last frame does not validate
     data = json.dumps(raw).encode()
-    with pytest.raises(ValueError):
-        IndexedResults.from_bytes(data)
-    assert list(IndexedResults.from_bytes(data, check=False).frame_indices) == [0, 30, 60, 90, 120, 150]
+    for how in HOW:
+        with pytest.raises(ValueError):
+            indexed(data, how)
+        assert list(indexed(data, how, check=False).frame_indices) == [0, 30, 60, 90, 120, 150]

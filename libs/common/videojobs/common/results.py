@@ -19,7 +19,7 @@ import bisect
 import json
 import re
 from array import array
-from typing import Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
@@ -302,18 +302,21 @@ _CHECK_FRAMES = 2000  # frames validated at a time while a document is indexed
 
 
 class IndexedResults:
-    """A results document kept as its JSON bytes and the span of each frame in them, for the api to answer
-    from: a page, a frame or a frame index parses only the frames it needs.
+    """A results document kept as the span of each frame in its JSON, for the api to answer from: a page,
+    a frame or a frame index reads and parses only the frames it needs.
 
-    Parsed whole, a document costs about 17 times its JSON in Python objects (100,000 frames like the
-    sample clip's: 57 MiB of JSON, 991 MiB parsed; `make bench-results`), about an api pod's memory
-    limit; indexed, it costs its JSON plus 24 bytes a frame. Indexing validates every frame (a few thousand at a time), so
-    a document that does not parse fails here as it did when parsed whole.
+    The JSON is either kept in memory (``from_bytes``) or read back a range at a time from where it is
+    stored (``from_chunks``, for documents too long to keep). Parsed whole, a document costs about 17
+    times its JSON in Python objects (100,000 frames like the sample clip's: 57 MiB of JSON, 991 MiB
+    parsed; `make bench-results`), about an api pod's memory limit; indexed, it costs its JSON (if kept)
+    plus 24 bytes a frame. Indexing validates every frame (a few thousand at a time), so a document that
+    does not parse fails here as it did when parsed whole.
     """
 
-    def __init__(self, data: bytes, header: ResultsDocument, spans: array, frame_indices: array,
-                 detection_count: int) -> None:
-        self._data = data
+    def __init__(self, read: Callable[[int, int], bytes], kept_bytes: int, header: ResultsDocument, spans: array,
+                 frame_indices: array, detection_count: int) -> None:
+        self._read = read  # bytes [start, end) of the document
+        self._kept = kept_bytes
         self.header = header  # the document without its frames (results == [])
         self._spans = spans  # start, end of frame i at 2i, 2i + 1
         self.frame_indices = frame_indices  # frame_index of frame i, in frame order
@@ -321,26 +324,40 @@ class IndexedResults:
 
     @classmethod
     def from_bytes(cls, data: bytes, check: bool = True) -> "IndexedResults":
-        """Index a stored document; with ``check``, validate every frame too (`frame_indices` alone need not)."""
-        header, spans, frame_indices, detections = _scan(data)
-        index = cls(data, ResultsDocument.model_validate({**header, "results": []}), spans, frame_indices,
-                    detections)
-        for start in range(0, len(index) if check else 0, _CHECK_FRAMES):
-            index.frames(start, start + _CHECK_FRAMES)
-        return index
+        """Index a document held in memory, and keep it; with ``check``, validate every frame too
+        (`frame_indices` alone need not)."""
+        return cls._indexed(iter((data,)), lambda start, end: data[start:end], len(data), check)
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[bytes], read: Callable[[int, int], bytes],
+                    check: bool = True) -> "IndexedResults":
+        """Index a document read once in `chunks`, keeping only the index: frames are read back later with
+        ``read(start, end)`` (the bytes [start, end) of the same document)."""
+        return cls._indexed(iter(chunks), read, 0, check)
+
+    @classmethod
+    def _indexed(cls, chunks: Iterator[bytes], read: Callable[[int, int], bytes], kept: int,
+                 check: bool) -> "IndexedResults":
+        scan = _Scan(chunks, check)
+        header = ResultsDocument.model_validate({**scan.header, "results": []})
+        return cls(read, kept, header, scan.spans, scan.frame_indices, scan.detections)
 
     def __len__(self) -> int:
         return len(self.frame_indices)
 
     @property
     def nbytes(self) -> int:
-        return len(self._data) + self._spans.itemsize * len(self._spans) + self.frame_indices.itemsize * len(self)
+        return self._kept + self._spans.itemsize * len(self._spans) + self.frame_indices.itemsize * len(self)
 
     def frames(self, start: int = 0, end: int | None = None) -> list[FrameResult]:
-        """Frames ``start:end``, parsed now."""
+        """Frames ``start:end``, read and parsed now."""
         end = len(self) if end is None else min(end, len(self))
+        if start >= end:
+            return []
         spans = self._spans
-        return _FRAMES.validate_json(b"[" + b",".join(self._data[spans[2 * i]:spans[2 * i + 1]]
+        first = spans[2 * start]
+        block = self._read(first, spans[2 * end - 1])  # the frames are in one range, commas between them
+        return _FRAMES.validate_json(b"[" + b",".join(block[spans[2 * i] - first:spans[2 * i + 1] - first]
                                                       for i in range(start, end)) + b"]")
 
     def frame_at(self, position: int) -> FrameResult:
@@ -358,58 +375,117 @@ class IndexedResults:
         return self.header.model_copy(update={"results": self.frames(start, end)})
 
 
-def _scan(data: bytes) -> tuple[dict, array, array, int]:
-    """Walk the document's top-level object with the standard library's JSON decoder: the header members
-    (parsed), the byte span and frame_index of each element of ``results``, and their detections in all.
+class _Scan:
+    """Walk a document's top-level object, read in chunks, with the standard library's JSON decoder: the
+    header members (parsed), the byte span and frame_index of each element of ``results`` (validated
+    a few thousand at a time with ``check``), and their detections in all.
 
     The bytes are viewed as Latin-1, one character per byte, so offsets in the text are offsets in the
-    bytes; JSON's syntax is ASCII, and the UTF-8 inside strings is only stepped over here (each span is
-    parsed from the bytes themselves)."""
-    text = data.decode("latin-1")
-    header: dict = {}
-    spans, frame_indices = array("q"), array("q")
-    detections = 0
+    bytes; JSON's syntax is ASCII, and the UTF-8 inside strings is only stepped over here (each frame
+    is parsed from its bytes). Only what is not yet walked is held: a few chunks, or one value longer
+    than that."""
 
-    def space(at: int) -> int:
-        return _SPACE.match(text, at).end()
+    def __init__(self, chunks: Iterator[bytes], check: bool) -> None:
+        self._chunks, self._check = chunks, check
+        self._text, self._base, self._at = "", 0, 0  # text from byte `base` on; `at` is where the walk is in it
+        self._eof = False
+        self.header: dict = {}
+        self.spans, self.frame_indices = array("q"), array("q")
+        self.detections = 0
+        self._batch: list[bytes] = []
+        self._walk()
 
-    def expect(char: str, at: int) -> int:
-        if text[at:at + 1] != char:
-            raise ValueError(f"results document: expected {char!r} at byte {at}")
-        return space(at + 1)
+    def _walk(self) -> None:
+        self._expect("{")
+        has_results = False
+        while self._peek() != "}":
+            key, _ = self._value()
+            if not isinstance(key, str):
+                raise ValueError(f"results document: a member name is not a string at byte {self._where}")
+            self._expect(":")
+            if key == "results":
+                has_results = True
+                self._frames()
+            else:
+                value, raw = self._value()
+                self.header[key] = json.loads(raw)
+            if self._peek() == ",":
+                self._at += 1
+        self._at += 1
+        if self._peek() != "" or not has_results:
+            raise ValueError("results document: no results member" if not has_results else
+                             f"results document: unexpected data after byte {self._where}")
 
-    pos = expect("{", space(0))
-    has_results = False
-    while text[pos:pos + 1] != "}":
-        key, pos = _DECODER.raw_decode(text, pos)
-        if not isinstance(key, str):
-            raise ValueError(f"results document: a member name is not a string at byte {pos}")
-        pos = expect(":", space(pos))
-        if key == "results":
-            has_results = True
-            pos = expect("[", pos)
-            while text[pos:pos + 1] != "]":
-                frame, end = _DECODER.raw_decode(text, pos)
-                index = frame.get("frame_index") if isinstance(frame, dict) else None
-                if not isinstance(index, int) or (frame_indices and index <= frame_indices[-1]):
-                    raise ValueError(f"results document: frame at byte {pos} has no frame_index in frame order")
-                spans.extend((pos, end))
-                frame_indices.append(index)
-                result = frame.get("result")
-                detections += len(result.get("detections", ())) if isinstance(result, dict) else 0
-                pos = space(end)
-                if text[pos:pos + 1] == ",":
-                    pos = space(pos + 1)
-            pos = space(pos + 1)
-        else:
-            start = pos
-            _, pos = _DECODER.raw_decode(text, pos)
-            header[key] = json.loads(data[start:pos])
-            pos = space(pos)
-        if text[pos:pos + 1] == ",":
-            pos = space(pos + 1)
-    if not has_results:
-        raise ValueError("results document: no results member")
-    if space(pos + 1) != len(text):
-        raise ValueError(f"results document: unexpected data after byte {pos}")
-    return header, spans, frame_indices, detections
+    def _frames(self) -> None:
+        self._expect("[")
+        while self._peek() != "]":
+            start = self._where
+            frame, raw = self._value()
+            index = frame.get("frame_index") if isinstance(frame, dict) else None
+            if not isinstance(index, int) or (self.frame_indices and index <= self.frame_indices[-1]):
+                raise ValueError(f"results document: frame at byte {start} has no frame_index in frame order")
+            self.spans.extend((start, start + len(raw)))
+            self.frame_indices.append(index)
+            result = frame.get("result")
+            self.detections += len(result.get("detections", ())) if isinstance(result, dict) else 0
+            if self._check:
+                self._batch.append(raw)
+                if len(self._batch) >= _CHECK_FRAMES:
+                    self._validate()
+            if self._peek() == ",":
+                self._at += 1
+        self._at += 1
+        self._validate()
+
+    def _validate(self) -> None:
+        if self._batch:
+            _FRAMES.validate_json(b"[" + b",".join(self._batch) + b"]")
+            self._batch = []
+
+    @property
+    def _where(self) -> int:
+        return self._base + self._at
+
+    def _more(self, at_least: int = 1) -> bool:
+        """Read chunks until `at_least` more characters are held after the walk's place; False at the end."""
+        if self._at:
+            self._text, self._base, self._at = self._text[self._at:], self._base + self._at, 0
+        wanted = len(self._text) + at_least
+        while len(self._text) < wanted:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._eof = True
+                return False
+            self._text += chunk.decode("latin-1")
+        return True
+
+    def _peek(self) -> str:
+        """The next character that is not white space ("" at the end), the walk moved to it."""
+        while True:
+            self._at = _SPACE.match(self._text, self._at).end()
+            if self._at < len(self._text):
+                return self._text[self._at]
+            if not self._more():
+                return ""
+
+    def _expect(self, char: str) -> None:
+        if self._peek() != char:
+            raise ValueError(f"results document: expected {char!r} at byte {self._where}")
+        self._at += 1
+
+    def _value(self) -> tuple[object, bytes]:
+        """The JSON value at the walk's place, parsed, and its bytes; the walk moved past it. A value is
+        taken only with a character after it held (a number cut at the chunk's end would parse)."""
+        self._peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self._text, self._at)
+                if end < len(self._text) or self._eof:
+                    break
+            except json.JSONDecodeError as exc:
+                if self._eof:
+                    raise ValueError(f"results document: {exc.msg} at byte {self._base + exc.pos}") from None
+            self._more(max(1, len(self._text) - self._at))  # twice what is held: each value parsed O(1) times
+        raw = self._text[self._at:end].encode("latin-1")
+        self._at = end
+        return value, raw

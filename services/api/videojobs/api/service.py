@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +60,7 @@ MAX_REQUEST_ID_LENGTH = 128
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 DEFAULT_LIST_PAGE_SIZE = 50
 MAX_LIST_PAGE_SIZE = 1000
+_SCAN_CHUNK = 1024 * 1024  # a long results document is indexed reading this much at a time
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,12 @@ class JobsService:
         self._max_upload_bytes = max_upload_bytes
         self._upload_prefix = upload_prefix
         # Stored documents, indexed (IndexedResults: their JSON, not parsed objects), within a byte budget; one
-        # may take half of it (256 MiB: documents of up to about 180,000 frames), so paging through a long
-        # job does not index its document again for each page.
+        # may take half of it, so paging through a long job does not index its document again for each page.
+        # A document longer than a quarter of the budget (64 MiB: about 110,000 frames) keeps only its index
+        # (24 bytes a frame) and is read from storage a page at a time.
         self._cache: ByteBudgetCache[IndexedResults] = ByteBudgetCache(results_cache_bytes, lambda r: r.nbytes,
                                                                         max_entry_bytes=results_cache_bytes // 2)
+        self._keep_whole_bytes = results_cache_bytes // 4
         self._caps_ttl = capabilities_ttl_seconds
         self._caps: tuple[float, WorkerCapabilities | None] = (float("-inf"), None)
 
@@ -379,12 +384,22 @@ class JobsService:
         # one read and one index.
         def load() -> IndexedResults:
             try:
-                return IndexedResults.from_bytes(self._storage.read_bytes(job.output_key or ""))
+                return index_stored_results(self._storage, job.output_key or "", self._keep_whole_bytes)
             except StorageObjectNotFound:
                 log.error("job %s: COMPLETED but its results object %s is missing", job.job_id, job.output_key)
                 raise VideoJobsError("the results of this job are missing from storage") from None
 
         return self._cache.get_or_load(job.job_id, load)
+
+
+def index_stored_results(storage: StorageService, key: str, keep_whole_bytes: int, check: bool = True) -> IndexedResults:
+    """The results document stored at `key`, indexed: kept in memory if it is at most `keep_whole_bytes`
+    long, else read once a chunk at a time and later a page at a time (its index alone is kept)."""
+    with storage.local_copy(key) as local, local.open("rb") as stored:
+        if os.fstat(stored.fileno()).st_size <= keep_whole_bytes:
+            return IndexedResults.from_bytes(stored.read(), check=check)
+        return IndexedResults.from_chunks(iter(lambda: stored.read(_SCAN_CHUNK), b""),
+                                          functools.partial(storage.read_range, key), check=check)
 
 
 def remove_job_objects(storage: StorageService, job: Job) -> None:
@@ -393,7 +408,7 @@ def remove_job_objects(storage: StorageService, job: Job) -> None:
     which the results list; a job without results kept none (its worker discarded them)."""
     output_key = job.output_key or output_key_for(job.job_id)
     try:
-        results = IndexedResults.from_bytes(storage.read_bytes(output_key), check=False)
+        results = index_stored_results(storage, output_key, keep_whole_bytes=0, check=False)
     except StorageObjectNotFound:
         results = None
     except ValueError:  # not a results document (written by hand?): its frames cannot be named

@@ -139,6 +139,23 @@ class S3Storage(StorageService):
             self._locals.add(local)
         return local
 
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        key = self._key(path)
+        if end <= start:
+            return b""
+        response = None
+        try:
+            response = self._client.get_object(self._bucket, key, offset=start, length=end - start)
+            return response.read()
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            if isinstance(exc, S3Error) and exc.code == "InvalidRange":  # from past the end: nothing there
+                return b""
+            _raise_translated(exc, path)
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
     def release_local(self, local: Path) -> None:
         local = Path(local)
         with self._lock:

@@ -53,6 +53,13 @@ class StorageService(ABC):
         with self.local_copy(path) as local:
             return local.read_bytes()
 
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object at `path` (fewer past its end); StorageObjectNotFound if there
+        is none. Adapters that download override this to fetch the range alone."""
+        with self.local_copy(path) as local, local.open("rb") as stored:
+            stored.seek(start)
+            return stored.read(max(0, end - start))
+
     def release_local(self, local: Path) -> None:
         """Forget a path returned by ``load_file`` (adapters with temp copies delete it)."""
 
