@@ -23,9 +23,11 @@ pytestmark = pytest.mark.e2e
 # (progress is written every 0.5 s) now that decoding skips what sampling skips.
 SEGMENT_FRAMES = 80
 OPTIONS = {"pipeline_id": "yolo", "sample_fps": 10}
+# A results cache of 64 KiB: the merged documents (over 16 KiB) are answered as a long job's are, their
+# pages read from S3 by range.
 FAST_LEASES = dict(VIDEOJOBS_SEGMENT_FRAMES=SEGMENT_FRAMES, VIDEOJOBS_INFERENCE_THREADS=1,
                    VIDEOJOBS_ACK_WAIT_SECONDS=4, VIDEOJOBS_LEASE_SECONDS=4, VIDEOJOBS_HEARTBEAT_SECONDS=1,
-                   VIDEOJOBS_FRAME_IMAGE_MAX_SIDE=0)
+                   VIDEOJOBS_FRAME_IMAGE_MAX_SIDE=0, VIDEOJOBS_RESULTS_CACHE_BYTES=64 * 1024)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,7 @@ def single_pass(model_cache) -> dict:
 def merged_document(client: JobsClient, job_id: str) -> dict:
     body = client.http.get(f"/video/results/{job_id}", params={"page_size": 1000}).json()
     assert body["next_page_token"] == ""
+    assert len(json.dumps(body["results"])) > 16 * 1024  # longer than a quarter of the api's results cache
     return body
 
 

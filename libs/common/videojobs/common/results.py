@@ -298,7 +298,7 @@ def page_bounds(total: int, page_size: int, page_token: str) -> tuple[int, int, 
 _FRAMES = TypeAdapter(list[FrameResult])
 _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
-_CHECK_FRAMES = 2000  # frames validated at a time while a document is indexed
+_CHECK_FRAMES = 500  # frames validated at a time while a document is indexed
 
 
 class IndexedResults:
