@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-from videojobs.common.ports.analysis import MergedResults, SegmentRange, SplitPlan, VideoAnalyzer  # noqa: E402
+from videojobs.common.ports.analysis import ResultsFile, SegmentRange, SplitPlan, VideoAnalyzer  # noqa: E402
 from videojobs.common.results import Provenance, ResultsDocument, Sampling, VideoMetadata  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("stack", ROOT / "scripts" / "stack.py")
@@ -176,7 +176,7 @@ class SimulatedAnalyzer(VideoAnalyzer):
 
     def merge_segments(self, pipeline_id, options, parts):
         parts = list(parts)
-        return MergedResults.of(ResultsDocument(
+        return ResultsFile.of(ResultsDocument(
             pipeline_id=pipeline_id,
             video=VideoMetadata(width=64, height=48, fps=8.0, frame_count=8 * self.segments, duration_ms=1000.0,
                                 codec="sim"),

@@ -13,7 +13,7 @@ from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import get_pipeline
 from videojobs.common.ports.analysis import (
     AnalyzerCapabilities,
-    MergedResults,
+    ResultsFile,
     SegmentRange,
     SplitPlan,
     VideoAnalyzer,
@@ -306,7 +306,7 @@ class FakeAnalyzer(VideoAnalyzer):
                 on_progress(k - first_sample + 1, end_sample - first_sample)
         return json.dumps({"first_sample": first_sample, "frames": frames}).encode()
 
-    def merge_segments(self, pipeline_id, options, parts) -> MergedResults:
+    def merge_segments(self, pipeline_id, options, parts) -> ResultsFile:
         import json
 
         parsed = [json.loads(p) for p in parts]
@@ -327,7 +327,7 @@ class FakeAnalyzer(VideoAnalyzer):
                 frames.append(FrameResult(frame_index=f["frame_index"], timestamp_ms=f["timestamp_ms"],
                                           result=FrameAnalysis(detections=dets)))
         total = len(frames)
-        return MergedResults.of(ResultsDocument(
+        return ResultsFile.of(ResultsDocument(
             pipeline_id=pipeline_id,
             video=VideoMetadata(width=self.size[0], height=self.size[1], fps=30.0, frame_count=self.frames * 30,
                                 duration_ms=self.frames * 1000.0, codec="fake"),

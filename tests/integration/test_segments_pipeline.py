@@ -170,6 +170,23 @@ def test_a_variable_frame_rate_clip_is_not_split_and_the_sampling_block_says_why
     assert "cannot be seeked exactly" in split.note and "variable" in split.note
 
 
+def test_one_pass_written_to_a_file_as_it_goes_is_the_documents_bytes(sample_video, pipeline_service):  # noqa: F811
+    options = AnalysisOptions(sample_fps=1.0)
+    whole = pipeline_service.run_on_file("yolo", sample_video, options).to_bytes()
+    frames = json.loads(whole)["results"]
+    with pipeline_service.run_to_file("yolo", sample_video, options) as written:
+        assert written.file.read() == whole and written.frames == len(frames)
+    assert written.file.closed
+    batches: list = []
+    header = pipeline_service.run_on_file("yolo", sample_video, options, frames_to=batches.append)
+    assert header.results == [] and header.sampling.frames_analysed == len(frames)
+    assert [len(b) for b in batches] == [min(8, len(frames) - k) for k in range(0, len(frames), 8)]
+    note = "analysed in one pass: the video cannot be seeked exactly (variable frame rate)"
+    with pipeline_service.run_to_file("yolo", sample_video, options, segmentation_note=note) as written:
+        noted = json.loads(written.file.read())
+    assert noted == {**json.loads(whole), "sampling": {**json.loads(whole)["sampling"], "segmentation_note": note}}
+
+
 def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_service):  # noqa: F811
     options = AnalysisOptions(sample_fps=1.0)
     whole = json.loads(pipeline_service.run_on_file("yolo", sample_video, options).to_bytes())

@@ -182,14 +182,15 @@ def test_a_database_outage_before_the_claim_is_a_redelivery_not_an_attempt(env):
 def test_results_and_outcome_are_written_in_place_through_a_blip(env):
     """A finished analysis is never redone because storage or the database blinked at the end."""
     job_id = env.submit()
-    real_save = env.storage.save_bytes
+    real_save = env.storage.save_file
     failures = {"storage": 2, "database": 2}
 
-    def flaky_save_bytes(data, key):
+    def flaky_save_file(src, key):  # an upload that dies after reading some of the results
         if failures["storage"]:
             failures["storage"] -= 1
+            src.read(50)
             raise TemporaryFault("storage unavailable")
-        return real_save(data, key)
+        return real_save(src, key)
 
     real_repo_save = env.repo.save
 
@@ -199,12 +200,14 @@ def test_results_and_outcome_are_written_in_place_through_a_blip(env):
             raise TemporaryFault("database unavailable")
         return real_repo_save(job, status, attempt)
 
-    env.storage.save_bytes = flaky_save_bytes
+    env.storage.save_file = flaky_save_file
     env.repo.save = flaky_repo_save
     env.worker.run_once()
     job = env.repo.get(job_id)
     assert job.status is JobStatus.COMPLETED and len(env.analyzer.calls) == 1 and job.faults == 0
     assert failures == {"storage": 0, "database": 0}
+    stored = json.loads(env.storage.read_bytes(job.output_key))  # whole: each try started from the beginning
+    assert len(stored["results"]) == job.frames_done > 0
 
 
 def test_exhausted_attempts_after_crashes_end_failed(env):

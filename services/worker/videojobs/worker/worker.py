@@ -261,18 +261,14 @@ class JobWorker:
                         self._split(job, guard, plan)
                         return
                     note = plan.note if plan is not None else None
-                document = self._analyzer.run_on_file(
+                written = self._analyzer.run_to_file(
                     job.pipeline_id, path, job.options, on_progress=guard.progress, should_stop=guard.should_stop,
-                    on_frame=keep_frame if frames is not None else None,
+                    on_frame=keep_frame if frames is not None else None, segmentation_note=note,
                 )
-            if note:
-                document = document.model_copy(update={
-                    "sampling": document.sampling.model_copy(update={"segmentation_note": note})})
             output_key = output_key_for(job.job_id)
-            data = document.to_bytes()
             # Same input, options and model give the same bytes, so a repeated write is harmless.
-            with _stage(job, "store"):
-                self._in_place(job, guard, lambda: self._storage.save_bytes(data, output_key))
+            with written, _stage(job, "store"):
+                self._in_place(job, guard, lambda: self._storage.save_file(written.rewound(), output_key))
         except JobInterrupted as exc:
             guard.stop()
             if guard.cancelled:
@@ -304,7 +300,7 @@ class JobWorker:
             self._finish(job, guard, lambda: job.fail(reason), failure="analysis_error")
             return
         guard.stop()
-        self._finish(job, guard, lambda: job.complete(output_key), frames=len(document.results))
+        self._finish(job, guard, lambda: job.complete(output_key), frames=written.frames)
 
     # -- outcomes ---------------------------------------------------------------------------------
     def _finish(self, job: Job, guard: "_LeaseKeeper", transition: Callable[[], None], poison: bool = False,

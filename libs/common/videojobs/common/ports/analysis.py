@@ -21,15 +21,16 @@ FrameCallback = Callable[[int, Any], None]
 
 
 @dataclass
-class MergedResults:
-    """A merged results document, written out: `file` holds its JSON (a temporary file, gone once closed)
-    and `frames` counts its analysed frames. Close it (or use it as a context manager) when stored."""
+class ResultsFile:
+    """A results document written out (a job's, analysed in one pass or merged from segments): `file` holds
+    its JSON (a temporary file, gone once closed) and `frames` counts its analysed frames. Close it (or use
+    it as a context manager) once stored."""
 
     file: BinaryIO
     frames: int
 
     @classmethod
-    def of(cls, document: ResultsDocument) -> "MergedResults":
+    def of(cls, document: ResultsDocument) -> "ResultsFile":
         return cls(io.BytesIO(document.to_bytes()), len(document.results))
 
     def rewound(self) -> BinaryIO:
@@ -40,7 +41,7 @@ class MergedResults:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "MergedResults":
+    def __enter__(self) -> "ResultsFile":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -98,6 +99,25 @@ class VideoAnalyzer(ABC):
         """
         raise NotImplementedError
 
+    def run_to_file(
+        self,
+        pipeline_id: str,
+        file_path: Path,
+        options: Optional[AnalysisOptions] = None,
+        on_progress: Optional[ProgressCallback] = None,
+        should_stop: Optional[StopCheck] = None,
+        on_frame: Optional[FrameCallback] = None,
+        segmentation_note: Optional[str] = None,
+    ) -> ResultsFile:
+        """``run_on_file``'s document written to a file, with `segmentation_note` (why the job was not split)
+        in its sampling. Analyzers that can override this to write frames as they come, so a long video
+        analysed in one pass is never held whole."""
+        document = self.run_on_file(pipeline_id, file_path, options, on_progress, should_stop, on_frame)
+        if segmentation_note:
+            document = document.model_copy(update={
+                "sampling": document.sampling.model_copy(update={"segmentation_note": segmentation_note})})
+        return ResultsFile.of(document)
+
     # -- segments (long jobs across workers) ------------------------------------------------
     def plan_split(self, pipeline_id: str, file_path: Path, options: AnalysisOptions,
                    segment_frames: int) -> SplitPlan | None:
@@ -120,7 +140,7 @@ class VideoAnalyzer(ABC):
         (per-frame results and what the merge needs) as bytes to store."""
         raise NotImplementedError
 
-    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: Iterable[bytes]) -> "MergedResults":
+    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: Iterable[bytes]) -> "ResultsFile":
         """The results document of the whole job from its segments' outputs, given in segment order
         (a part given twice counts once): the bytes one pass would write, `results` and `tracks`
         included. Parts are read one at a time, so a long job is never held whole."""

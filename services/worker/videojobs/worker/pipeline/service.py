@@ -11,7 +11,7 @@ import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -24,7 +24,7 @@ from videojobs.common.pipelines import Pipeline, Stage, get_pipeline
 from videojobs.common.ports.analysis import (
     AnalyzerCapabilities,
     FrameCallback,
-    MergedResults,
+    ResultsFile,
     ProgressCallback,
     SegmentRange,
     SplitPlan,
@@ -170,6 +170,44 @@ class _Merge:
         )
 
 
+class _FrameSpool:
+    """A results document written without holding its frames: they go, as they come, to an unnamed
+    temporary file (in `scratch_dir`; nothing is left if the process dies) until the document's header,
+    which comes before them and counts them, is known; then header, frames and the rest go to a second
+    one (``document``)."""
+
+    def __init__(self, scratch_dir: Path) -> None:
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        self._dir = scratch_dir
+        self._spool = tempfile.TemporaryFile(dir=scratch_dir)
+        self.frames = 0
+
+    def add(self, frames: list[FrameResult]) -> None:
+        self._spool.write(results.frames_json(frames, first=not self.frames).encode())
+        self.frames += len(frames)
+
+    def document(self, header: ResultsDocument) -> ResultsFile:
+        """The document: `header` (its ``results`` empty) with the frames added."""
+        before, after = results.around_results(header)
+        out = tempfile.TemporaryFile(dir=self._dir)
+        try:
+            out.write(before.encode())
+            self._spool.seek(0)
+            shutil.copyfileobj(self._spool, out)
+            out.write(after.encode())
+            out.seek(0)
+        except BaseException:
+            out.close()
+            raise
+        return ResultsFile(out, self.frames)
+
+    def __enter__(self) -> "_FrameSpool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._spool.close()
+
+
 class VideoFilePipelineService(VideoAnalyzer):
     """The worker's analysis engine (a ``VideoAnalyzer``).
 
@@ -227,8 +265,10 @@ class VideoFilePipelineService(VideoAnalyzer):
         on_progress: Optional[ProgressCallback] = None,
         should_stop: Optional[StopCheck] = None,
         on_frame: Optional[FrameCallback] = None,
+        frames_to: Optional[Callable[[list[FrameResult]], None]] = None,
     ) -> ResultsDocument:
-        """Analyse the sampled frames of `file_path`; see ``VideoAnalyzer.run_on_file``."""
+        """Analyse the sampled frames of `file_path`; see ``VideoAnalyzer.run_on_file``. With `frames_to`,
+        each batch's frames are given to it as they are done, and the document returned has none."""
         pipeline = get_pipeline(pipeline_id)
         if options is None:
             options = AnalysisOptions()
@@ -238,7 +278,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         if not path.exists() or path.is_dir():
             raise FileNotFoundError(f"no input file at {path}")
         with self._lock, tracing.span(_tracer, "analyse", **{"videojobs.pipeline": pipeline.pipeline_id}):
-            document = self._run(pipeline, path, options, on_progress, should_stop, on_frame)
+            document = self._run(pipeline, path, options, on_progress, should_stop, on_frame, frames_to=frames_to)
         self._observe(pipeline)
         return document
 
@@ -284,32 +324,28 @@ class VideoFilePipelineService(VideoAnalyzer):
         assert isinstance(output, SegmentOutput)
         return output.to_bytes()
 
-    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: Iterable[bytes]) -> MergedResults:
+    def merge_segments(self, pipeline_id: str, options: AnalysisOptions, parts: Iterable[bytes]) -> ResultsFile:
         """Concatenate the segments' frames in order (a part given twice counts once) and run the
-        tracker over all of them, as one pass does batch after batch.
-
-        One segment's frames are in memory at a time: tracked frames wait in a temporary file (in
-        `scratch_dir`) until the frame count, which the document gives before them, is known."""
+        tracker over all of them, as one pass does batch after batch. One segment's frames are in
+        memory at a time (``_FrameSpool``)."""
         pipeline = get_pipeline(pipeline_id)
         merge = _Merge(pipeline, options)
-        self.scratch_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=self.scratch_dir) as spool:
+        with _FrameSpool(self.scratch_dir) as spool:
             for part in parts:
-                frames = merge.add(merge.parse(part))
-                spool.write(results.frames_json(frames, first=not merge.frames).encode())
-                merge.frames += len(frames)
-            before, after = results.around_results(merge.header())
-            merged = tempfile.TemporaryFile(dir=self.scratch_dir)
-            try:
-                merged.write(before.encode())
-                spool.seek(0)
-                shutil.copyfileobj(spool, merged)
-                merged.write(after.encode())
-                merged.seek(0)
-            except BaseException:
-                merged.close()
-                raise
-        return MergedResults(merged, merge.frames)
+                spool.add(merge.add(merge.parse(part)))
+            merge.frames = spool.frames
+            return spool.document(merge.header())
+
+    def run_to_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None, on_frame=None,
+                    segmentation_note=None) -> ResultsFile:
+        """``run_on_file`` with each batch's frames written as they come (``_FrameSpool``)."""
+        with _FrameSpool(self.scratch_dir) as spool:
+            header = self.run_on_file(pipeline_id, file_path, options, on_progress, should_stop, on_frame,
+                                      frames_to=spool.add)
+            if segmentation_note:
+                header = header.model_copy(update={
+                    "sampling": header.sampling.model_copy(update={"segmentation_note": segmentation_note})})
+            return spool.document(header)
 
     def describe(self) -> AnalyzerCapabilities:
         """Loads the detector (so the first job does not wait for it) and lists the OCR languages."""
@@ -339,9 +375,11 @@ class VideoFilePipelineService(VideoAnalyzer):
         should_stop: Optional[StopCheck],
         on_frame: Optional[FrameCallback] = None,
         part: Optional[tuple[int, int]] = None,
+        frames_to: Optional[Callable[[list[FrameResult]], None]] = None,
     ) -> "ResultsDocument | SegmentOutput":
         """One pass over the plan, or (with `part`) over samples [first, end) of it: then no
-        tracker runs here, and the detections it would be fed are kept for the merge."""
+        tracker runs here, and the detections it would be fed are kept for the merge. With
+        `frames_to` (not with `part`), frames go there batch by batch instead of into the document."""
         t_start = time.perf_counter()
         use_detector = pipeline.runs(Stage.DETECT)
         use_tracker = pipeline.runs(Stage.TRACK)
@@ -395,7 +433,11 @@ class VideoFilePipelineService(VideoAnalyzer):
                     started = self._start_batch(self._read_batch(source, done, timings), analysis)
                     if pending is not None:
                         finishing, pending = pending, None
-                        frames_out.extend(self._finish_batch(finishing, analysis))
+                        finished = self._finish_batch(finishing, analysis)
+                        if frames_to is not None:
+                            frames_to(finished)
+                        else:
+                            frames_out.extend(finished)
                         if on_frame is not None:
                             t0 = time.perf_counter()
                             for index, frame in finishing.batch:
