@@ -99,20 +99,12 @@ class VideoAnalyzer(ABC):
         """
         raise NotImplementedError
 
-    def run_to_file(
-        self,
-        pipeline_id: str,
-        file_path: Path,
-        options: Optional[AnalysisOptions] = None,
-        on_progress: Optional[ProgressCallback] = None,
-        should_stop: Optional[StopCheck] = None,
-        on_frame: Optional[FrameCallback] = None,
-        segmentation_note: Optional[str] = None,
-    ) -> ResultsFile:
-        """``run_on_file``'s document written to a file, with `segmentation_note` (why the job was not split)
-        in its sampling. Analyzers that can override this to write frames as they come, so a long video
-        analysed in one pass is never held whole."""
-        document = self.run_on_file(pipeline_id, file_path, options, on_progress, should_stop, on_frame)
+    def run_to_file(self, pipeline_id: str, file_path: Path, options: Optional[AnalysisOptions] = None, *,
+                    segmentation_note: Optional[str] = None, **callbacks: Any) -> ResultsFile:
+        """``run_on_file``'s document (`callbacks`: its on_progress, should_stop, on_frame) written to a file,
+        with `segmentation_note` (why the job was not split) in its sampling. Analyzers that can override
+        this to write frames as they come, so a long video analysed in one pass is never held whole."""
+        document = self.run_on_file(pipeline_id, file_path, options, **callbacks)
         if segmentation_note:
             document = document.model_copy(update={
                 "sampling": document.sampling.model_copy(update={"segmentation_note": segmentation_note})})

@@ -336,12 +336,11 @@ class VideoFilePipelineService(VideoAnalyzer):
             merge.frames = spool.frames
             return spool.document(merge.header())
 
-    def run_to_file(self, pipeline_id, file_path, options=None, on_progress=None, should_stop=None, on_frame=None,
-                    segmentation_note=None) -> ResultsFile:
+    def run_to_file(self, pipeline_id: str, file_path: Path, options: Optional[AnalysisOptions] = None, *,
+                    segmentation_note: Optional[str] = None, **callbacks: Any) -> ResultsFile:
         """``run_on_file`` with each batch's frames written as they come (``_FrameSpool``)."""
         with _FrameSpool(self.scratch_dir) as spool:
-            header = self.run_on_file(pipeline_id, file_path, options, on_progress, should_stop, on_frame,
-                                      frames_to=spool.add)
+            header = self.run_on_file(pipeline_id, file_path, options, frames_to=spool.add, **callbacks)
             if segmentation_note:
                 header = header.model_copy(update={
                     "sampling": header.sampling.model_copy(update={"segmentation_note": segmentation_note})})
