@@ -4,7 +4,11 @@ Public API: :class:`VideoFilePipelineService` (a ``VideoAnalyzer``) and the
 ``BadVideo`` family of errors.
 """
 
-from videojobs.worker.pipeline.errors import (
+from videojobs.worker.pipeline.offline import keep_offline
+
+keep_offline()  # before anything here imports openvino or ultralytics
+
+from videojobs.worker.pipeline.errors import (  # noqa: E402
     AbsurdDimensions,
     BadVideo,
     DecodeStalled,
@@ -15,7 +19,7 @@ from videojobs.worker.pipeline.errors import (
     TooManyFrames,
     TruncatedVideo,
 )
-from videojobs.worker.pipeline.service import VideoFilePipelineService
+from videojobs.worker.pipeline.service import VideoFilePipelineService  # noqa: E402
 
 __all__ = [
     "AbsurdDimensions",
