@@ -56,8 +56,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+from videojobs.worker.pipeline.offline import keep_offline  # noqa: E402 - before ultralytics or openvino
+
+keep_offline()
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 

@@ -28,8 +28,9 @@ SHARED_DIR = Path(os.environ.get("VIDEOJOBS_SHARED_DIR", REPO_ROOT.parent / "sha
 MODEL_PATH = SHARED_DIR / "models" / "yolov8n.pt"
 SAMPLE_VIDEO = SHARED_DIR / "media" / "bottle-detection.mp4"
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+from videojobs.worker.pipeline.offline import keep_offline  # noqa: E402 - before ultralytics or openvino
+
+keep_offline()
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 
