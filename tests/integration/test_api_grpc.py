@@ -211,6 +211,12 @@ def test_a_document_longer_than_a_quarter_of_the_cache_is_read_from_storage_a_pa
         whole = IndexedResults.from_bytes(stored)
         assert [wire.results_page_from_pb(p) for p in pages] == [whole.page(0, 2), whole.page(2, 4), whole.page(4, 5)]
         assert len(ranges) == 3 and all(stored[a:a + 1] == b"{" and stored[b - 1:b] == b"}" for a, b in ranges)
+        # the object gone while its index is kept: the service's fault, said without its storage key
+        app.storage.delete_file(app.repo.get(job_id).output_key)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=2))
+        assert err.value.code() == grpc.StatusCode.INTERNAL
+        assert "missing from storage" in err.value.details() and "results/" not in err.value.details()
     finally:
         if worker is not None:
             worker.request_stop()

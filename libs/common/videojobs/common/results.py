@@ -193,6 +193,12 @@ class ResultsDocument(_Part):
     def from_bytes(cls, data: bytes) -> "ResultsDocument":
         return cls.model_validate_json(data)
 
+    def with_segmentation_note(self, note: Optional[str]) -> "ResultsDocument":
+        """This document with `note` (why the job was analysed in one pass) in its sampling, if there is one."""
+        if not note:
+            return self
+        return self.model_copy(update={"sampling": self.sampling.model_copy(update={"segmentation_note": note})})
+
 
 # The results answer (REST GET /video/results/{id}, gRPC GetResultsResponse, `videojobs results`):
 # the document with the job's id and status first and the paging members last, built from

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from videojobs.api.caching import ByteBudgetCache
 from videojobs.api.metrics import observe_submitted
@@ -383,23 +383,36 @@ class JobsService:
         # a document not in the cache (a viewer asks for a page, the contact sheet and frames at once) share
         # one read and one index.
         def load() -> IndexedResults:
-            try:
+            with _results_object(job.output_key or ""):
                 return index_stored_results(self._storage, job.output_key or "", self._keep_whole_bytes)
-            except StorageObjectNotFound:
-                log.error("job %s: COMPLETED but its results object %s is missing", job.job_id, job.output_key)
-                raise VideoJobsError("the results of this job are missing from storage") from None
 
         return self._cache.get_or_load(job.job_id, load)
 
 
-def index_stored_results(storage: StorageService, key: str, keep_whole_bytes: int, check: bool = True) -> IndexedResults:
+@contextlib.contextmanager
+def _results_object(key: str) -> Iterator[None]:
+    """A COMPLETED job's results object gone from storage is the service's fault, not a key the client gave:
+    an internal error that does not name the key (StorageObjectNotFound would be INPUT_NOT_FOUND with it)."""
+    try:
+        yield
+    except StorageObjectNotFound:
+        log.error("results object %s is missing from storage", key)
+        raise VideoJobsError("the results of this job are missing from storage") from None
+
+
+def index_stored_results(storage: StorageService, key: str, keep_whole_bytes: int,
+                         check: bool = True) -> IndexedResults:
     """The results document stored at `key`, indexed: kept in memory if it is at most `keep_whole_bytes`
     long, else read once a chunk at a time and later a page at a time (its index alone is kept)."""
+
+    def read(start: int, end: int) -> bytes:  # a page, later: the object may have gone since
+        with _results_object(key):
+            return storage.read_range(key, start, end)
+
     with storage.local_copy(key) as local, local.open("rb") as stored:
         if os.fstat(stored.fileno()).st_size <= keep_whole_bytes:
             return IndexedResults.from_bytes(stored.read(), check=check)
-        return IndexedResults.from_chunks(iter(lambda: stored.read(_SCAN_CHUNK), b""),
-                                          functools.partial(storage.read_range, key), check=check)
+        return IndexedResults.from_chunks(iter(lambda: stored.read(_SCAN_CHUNK), b""), read, check=check)
 
 
 def remove_job_objects(storage: StorageService, job: Job) -> None:

@@ -39,8 +39,8 @@ def serve_http(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
 def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
     """uvicorn's settings for the gateway (the tests' real-HTTP gateways use them too, `options` overriding):
     a request that is not valid HTTP, or whose headers do not arrive in time, is answered with a problem, and
-    a client that stops reading an answer is cut off (gateway/protocol.py), logging is ours (one format for every line) and the access log is written by
-    the metrics middleware."""
+    a client that stops reading an answer is cut off (gateway/protocol.py); logging is ours (one format for
+    every line) and the access log is written by the metrics middleware."""
     protocol = functools.partial(ProblemH11Protocol, header_timeout=settings.http_header_timeout_seconds,
                                  send_timeout=settings.http_send_timeout_seconds)
     return uvicorn.Config(app, **{"http": protocol, "log_level": settings.log_level.lower(), "log_config": None,

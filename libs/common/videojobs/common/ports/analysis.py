@@ -105,10 +105,7 @@ class VideoAnalyzer(ABC):
         with `segmentation_note` (why the job was not split) in its sampling. Analyzers that can override
         this to write frames as they come, so a long video analysed in one pass is never held whole."""
         document = self.run_on_file(pipeline_id, file_path, options, **callbacks)
-        if segmentation_note:
-            document = document.model_copy(update={
-                "sampling": document.sampling.model_copy(update={"segmentation_note": segmentation_note})})
-        return ResultsFile.of(document)
+        return ResultsFile.of(document.with_segmentation_note(segmentation_note))
 
     # -- segments (long jobs across workers) ------------------------------------------------
     def plan_split(self, pipeline_id: str, file_path: Path, options: AnalysisOptions,

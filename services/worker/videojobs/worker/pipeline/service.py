@@ -341,10 +341,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         """``run_on_file`` with each batch's frames written as they come (``_FrameSpool``)."""
         with _FrameSpool(self.scratch_dir) as spool:
             header = self.run_on_file(pipeline_id, file_path, options, frames_to=spool.add, **callbacks)
-            if segmentation_note:
-                header = header.model_copy(update={
-                    "sampling": header.sampling.model_copy(update={"segmentation_note": segmentation_note})})
-            return spool.document(header)
+            return spool.document(header.with_segmentation_note(segmentation_note))
 
     def describe(self) -> AnalyzerCapabilities:
         """Loads the detector (so the first job does not wait for it) and lists the OCR languages."""
