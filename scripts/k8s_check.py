@@ -387,12 +387,64 @@ def settings_findings(objects: list[dict[str, Any]]) -> list[Finding]:
     return out
 
 
+QUANTITY_UNITS = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "k": 10 ** 3, "M": 10 ** 6,
+                  "G": 10 ** 9, "T": 10 ** 12}
+
+
+def quantity_bytes(quantity: str | int) -> int:
+    """A Kubernetes storage quantity ("2Gi", "500M", "1024") in bytes."""
+    text = str(quantity)
+    for suffix, factor in QUANTITY_UNITS.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * factor)
+    return int(float(text))
+
+
+def spool_findings(objects: list[dict[str, Any]]) -> list[Finding]:
+    """The gateway spools uploads in /tmp. Kubernetes evicts a pod whose emptyDir outgrows its sizeLimit, so
+    its uploads in progress must be bounded below that (VIDEOJOBS_UPLOAD_SPOOL_BYTES), and the bound must
+    still take one upload of the largest size."""
+    from videojobs.common.config import Settings
+
+    configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    out: list[Finding] = []
+    for o in objects:
+        spec = pod_spec(o)
+        labels = (o.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {})
+        if not spec or not is_videojobs_pod(o) or labels.get("app.kubernetes.io/component") != "gateway":
+            continue
+        limits = {v["name"]: v["emptyDir"].get("sizeLimit") for v in spec.get("volumes", []) or []
+                  if isinstance(v.get("emptyDir"), dict)}
+        for role, c in containers(spec):
+            tmp = [m["name"] for m in c.get("volumeMounts", []) or [] if m.get("mountPath") == "/tmp"]
+            if role != "container" or not tmp or not limits.get(tmp[0]):
+                continue
+            env = container_env(c, configmaps)
+            values = {k.removeprefix("VIDEOJOBS_").lower(): v for k, v in env.items()
+                      if k.startswith("VIDEOJOBS_") and v is not None}
+            try:
+                settings = Settings(**values)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - settings_findings reports it
+                continue
+            where, size = f"{ref(o)} {c.get('name')}", quantity_bytes(limits[tmp[0]])
+            spool = settings.upload_spool_bytes
+            if not 0 < spool <= size:
+                out.append(Finding(where, f"VIDEOJOBS_UPLOAD_SPOOL_BYTES={spool} must be set, and at most the "
+                                          f"sizeLimit of /tmp ({limits[tmp[0]]}): uploads in progress past it "
+                                          "get the pod evicted"))
+            elif spool < settings.max_upload_bytes:
+                out.append(Finding(where, f"VIDEOJOBS_UPLOAD_SPOOL_BYTES={spool} cannot take one upload of "
+                                          f"VIDEOJOBS_MAX_UPLOAD_BYTES={settings.max_upload_bytes}"))
+    return out
+
+
 def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
     out: list[Finding] = []
     for o in objects:
         out += own_policy_findings(o)
     out += reference_findings(objects)
     out += settings_findings(objects)
+    out += spool_findings(objects)
     return out
 
 

@@ -169,6 +169,41 @@ def test_slow_uploads_beyond_the_bound_are_refused_and_status_stays_fast(stack):
         s.close()
 
 
+def test_uploads_past_the_spool_budget_are_refused_and_the_budget_comes_back(tmp_path):
+    video = SAMPLE.read_bytes()
+    budget = 2 * len(video)
+    stack = next(_stacks := _stack(tmp_path, upload_spool_bytes=budget))
+    try:
+        # A client that declared 1.5 videos of body and dribbles: its whole length is claimed at once.
+        held = socket.create_connection(("127.0.0.1", stack.http_port))
+        held.sendall(b"POST /video/submit HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+                     + f"Content-Length: {len(video) * 3 // 2}\r\n\r\n--B\r\n".encode())
+        time.sleep(0.3)
+        r = stack.http.post("/video/submit", files={"file": ("a.mp4", video)})  # 0.5 video of room left
+        assert r.status_code == 429 and r.headers["retry-after"] == "5", r.text
+        assert r.json()["type"] == "/problems/too-many-uploads" and "upload spool" in r.json()["detail"]
+
+        def chunked():  # no declared length: cut when its bytes pass the room left
+            yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'
+            for k in range(0, len(video), 64 * 1024):
+                yield video[k:k + 64 * 1024]
+            yield b"\r\n--B--\r\n"
+
+        r = stack.http.post("/video/submit", content=chunked(),
+                            headers={"content-type": "multipart/form-data; boundary=B"})
+        assert r.status_code == 429 and r.json()["type"] == "/problems/too-many-uploads", r.text
+        held.close()  # its claim is given back
+        deadline = time.monotonic() + 10
+        while (r := stack.http.post("/video/submit", files={"file": ("a.mp4", video)})).status_code == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert r.status_code == 202, r.text
+        for _ in range(3):  # one after another, each well within the budget: every claim came back
+            assert stack.http.post("/video/submit", files={"file": ("a.mp4", video)}).status_code == 202
+    finally:
+        _stacks.close()
+
+
 @pytest.mark.parametrize("content_type, body", [
     (b"multipart/form-data; boundary=B", b"--B\r\nContent-Disposition: form-data; name=\"file\"\xff\xfe\x00\r\n\r\n"),
     (b"multipart/form-data; boundary=WRONG", b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--B--"),

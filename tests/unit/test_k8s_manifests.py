@@ -425,6 +425,9 @@ K8S_BREAKAGE = {
     "credentials-in-url": lambda k8s: _edit(
         k8s.joinpath(*KUSTOMIZATION), "      - VIDEOJOBS_QUEUE_URL=nats://nats:4222\n", "      - VIDEOJOBS_QUEUE_URL=nats://videojobs:s3cr3t-pass@nats:4222\n"),
     "root-latest-no-probe": _root_latest_no_probe,
+    "unbounded-upload-spool": lambda k8s: _edit(k8s.joinpath(*KUSTOMIZATION), "      - VIDEOJOBS_UPLOAD_SPOOL_BYTES=1610612736\n", ""),
+    "spool-past-tmp": lambda k8s: _edit(k8s.joinpath(*KUSTOMIZATION), "VIDEOJOBS_UPLOAD_SPOOL_BYTES=1610612736",
+                                        "VIDEOJOBS_UPLOAD_SPOOL_BYTES=4294967296"),
     "suppressed-in-place": lambda k8s: _edit_doc(
         k8s / "base" / "gateway.yaml", "Deployment", lambda d: d["metadata"].setdefault("annotations", {}).update(
             {"checkov.io/skip1": "CKV_K8S_8=probed elsewhere"})),
@@ -478,6 +481,8 @@ def messages(report: Any) -> list[str]:
         ("root-latest-no-probe", ["dev StatefulSet/nats: checkov CKV_K8S_14 Image Tag should be fixed - not latest or blank",
                                   "dev StatefulSet/nats: checkov CKV_K8S_40 Containers should run as a high UID",
                                   "dev Deployment/videojobs-api: checkov CKV_K8S_8 Liveness Probe Should be Configured"]),
+        ("unbounded-upload-spool", ["Deployment/videojobs-gateway gateway: VIDEOJOBS_UPLOAD_SPOOL_BYTES=0 must be set"]),
+        ("spool-past-tmp", ["VIDEOJOBS_UPLOAD_SPOOL_BYTES=4294967296 must be set, and at most the sizeLimit of /tmp (2Gi)"]),
         ("suppressed-in-place", ["dev Deployment/videojobs-gateway: checkov CKV_K8S_8 suppressed in place (probed elsewhere)"]),
     ],
 )

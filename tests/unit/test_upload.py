@@ -133,3 +133,25 @@ def test_repeated_fields_accumulate_in_linear_time():
 def test_malformed_or_oversized_forms_are_bad_requests(body, text):
     with pytest.raises(BadRequest, match=text):
         spool_of(body, chunk=4096).finish()
+
+
+def test_a_spool_budget_holds_what_uploads_claim_and_refuses_more_until_it_is_given_back():
+    from videojobs.common.errors import TooManyUploads
+    from videojobs.gateway.upload import SpoolBudget
+
+    budget = SpoolBudget(1000)
+    with budget.claim() as first:
+        first.up_to(600)
+        first.up_to(400)  # a claim only grows
+        assert budget.held == 600
+        with pytest.raises(TooManyUploads, match=r"upload spool \(1000 bytes\)"):
+            with budget.claim() as second:
+                second.up_to(300)
+                second.up_to(401)  # 600 + 401 > 1000
+        assert budget.held == 600  # the refused upload gave back its 300
+    assert budget.held == 0
+    with budget.claim() as third:
+        third.up_to(1000)
+    unbounded = SpoolBudget(0)
+    with unbounded.claim() as claim:
+        claim.up_to(10 ** 12)

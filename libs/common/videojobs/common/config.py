@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # Uploads received at once (gRPC Submit streams; the gateway's own bound is the same
     # setting); beyond it, 429 / RESOURCE_EXHAUSTED at once. Status reads never wait on them.
     max_concurrent_uploads: int = 8
+    # Bytes the gateway's uploads may hold in its spool (its temp folder) at once; an upload that
+    # would go past it gets 429 / TOO_MANY_UPLOADS, before it is read when it declares its length.
+    # 0: no bound but the disk's. Kubernetes evicts a pod whose emptyDir outgrows its sizeLimit, so
+    # set it below the gateway's /tmp sizeLimit there.
+    upload_spool_bytes: int = Field(default=0, ge=0)
     # An upload that sends nothing for this long, or is still open after the total, is cut.
     upload_idle_timeout_seconds: float = 30.0
     upload_total_timeout_seconds: float = 3600.0

@@ -12,8 +12,10 @@ detail (hosts, object keys) for the logs only.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ REQUEST_TIMEOUT = _p("request-timeout", "Request too slow", 408, "DEADLINE_EXCEE
                      "The request line and headers did not all arrive within the time the service waits for them "
                      "(VIDEOJOBS_HTTP_HEADER_TIMEOUT_SECONDS); nothing was done and the connection is closed.")
 TOO_MANY_UPLOADS = _p("too-many-uploads", "Too many uploads in progress", 429, "RESOURCE_EXHAUSTED",
-                      "The service is receiving as many uploads as it accepts at once; retry after `Retry-After`.")
+                      "The service is receiving as many uploads, or bytes of uploads, as it accepts at once; "
+                      "retry after `Retry-After`.")
 UNSUPPORTED_MEDIA_TYPE = _p("unsupported-media-type", "Unsupported media type", 415, "INVALID_ARGUMENT",
                             "The file is not a video container the service reads (checked by content).")
 INVALID_OPTIONS = _p("invalid-options", "Invalid analysis options", 422, "INVALID_ARGUMENT",
@@ -318,9 +321,16 @@ class TooManyUploads(VideoJobsError):
 
     problem = TOO_MANY_UPLOADS
 
-    def __init__(self, limit: int, retry_after_seconds: int = 5) -> None:
-        super().__init__(f"{limit} uploads are in progress, the most this service accepts at once; retry later")
+    def __init__(self, limit: int, retry_after_seconds: int = 5, message: str = "") -> None:
+        super().__init__(message or f"{limit} uploads are in progress, the most this service accepts at once; "
+                                    "retry later")
         self.retry_after_seconds = retry_after_seconds
+
+    @classmethod
+    def spool_full(cls, spool_bytes: int) -> "TooManyUploads":
+        """The uploads in progress hold the gateway's whole spool budget."""
+        return cls(0, message=f"the uploads in progress fill this service's upload spool ({spool_bytes} bytes); "
+                              "retry later")
 
     def extensions(self) -> dict[str, Any]:
         return {"retry_after_seconds": self.retry_after_seconds}
@@ -361,6 +371,49 @@ class TemporaryFault(VideoJobsError):
     @property
     def public_detail(self) -> str:
         return "a backing service is temporarily unavailable; retry later"
+
+
+class OutOfSpace(TemporaryFault):
+    """A disk the service writes to is full (ENOSPC) or at its quota (EDQUOT). It is the machine's
+    fault, not the request's, and goes once space is freed: retried like an unreachable dependency."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"{where} is out of space")
+        self.where = where
+
+    @property
+    def public_detail(self) -> str:
+        return f"{self.where} is out of space; retry later"
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from or while handling, is a full disk's OSError."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in _NO_SPACE:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextlib.contextmanager
+def out_of_space_is_temporary(where: str) -> Iterator[None]:
+    """Raise a full disk met in the block as ``OutOfSpace(where)``; every other error goes on as it was.
+
+    `where` names the disk for clients and logs ("storage", "the scratch folder"): no path."""
+    try:
+        yield
+    except VideoJobsError:
+        raise
+    except Exception as exc:
+        if is_out_of_space(exc):
+            raise OutOfSpace(where) from exc
+        raise
 
 
 class PoisonInput(VideoJobsError):

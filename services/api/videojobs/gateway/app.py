@@ -46,7 +46,7 @@ from videojobs.gateway.problems import (
 )
 from videojobs.gateway.auth import Metadata, caller_metadata, reader_metadata
 from videojobs.gateway.metrics import RequestMetrics, metrics_endpoint
-from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, boundary_of
+from videojobs.gateway.upload import FILE_FIELD, MultipartSpool, SpoolBudget, SpoolClaim, boundary_of
 from videojobs.gateway.deadline import DefaultDeadline
 from videojobs.gateway.viewer import install_viewer
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -98,6 +98,7 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
     max_upload_bytes = settings.max_upload_bytes
     chunk_bytes = settings.upload_chunk_bytes
     upload_slots = asyncio.Semaphore(settings.max_concurrent_uploads)
+    spool_budget = SpoolBudget(settings.upload_spool_bytes)
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -163,8 +164,11 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         async with upload_slots:
             spool = MultipartSpool(boundary_of(request.headers.get("content-type", "")), max_upload_bytes)
             try:
-                await _receive(request, spool, settings.upload_idle_timeout_seconds,
-                               settings.upload_total_timeout_seconds)
+                with spool_budget.claim() as claim:
+                    if length and length.isdigit():  # refused before a byte is read if it cannot fit
+                        claim.up_to(int(length))
+                    await _receive(request, spool, settings.upload_idle_timeout_seconds,
+                                   settings.upload_total_timeout_seconds, claim)
                 video = spool.finish()
                 spec = _job_spec(spool.fields, spool.filename or "")
                 spec.request_id = idempotency_key or ""
@@ -307,9 +311,12 @@ def _not_found(detail: str) -> Exception:
     return HTTPException(404, detail)
 
 
-async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float, total_timeout: float) -> None:
-    """Feed the body to the spool; a client that stalls or drags on is cut off (408)."""
+async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float, total_timeout: float,
+                   claim: SpoolClaim) -> None:
+    """Feed the body to the spool, each chunk claimed from the spool's budget first; a client that stalls
+    or drags on is cut off (408)."""
     chunks = request.stream().__aiter__()
+    received = 0
     deadline = anyio.current_time() + total_timeout
     while True:
         wait = min(idle_timeout, deadline - anyio.current_time())
@@ -322,6 +329,8 @@ async def _receive(request: Request, spool: MultipartSpool, idle_timeout: float,
             return
         except TimeoutError:
             raise UploadTimeout(f"the upload sent nothing for {wait:g} s") from None
+        received += len(chunk)
+        claim.up_to(received)
         spool.write(chunk)
 
 

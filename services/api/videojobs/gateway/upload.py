@@ -7,12 +7,20 @@ A malformed body is a 400, never a parser error escaping as a 500.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from videojobs.common.errors import BadRequest, InvalidUpload, UnsupportedMediaType, VideoJobsError
+from videojobs.common.errors import (
+    BadRequest,
+    InvalidUpload,
+    TooManyUploads,
+    UnsupportedMediaType,
+    VideoJobsError,
+    out_of_space_is_temporary,
+)
 from videojobs.common.upload import UploadChecker
 
 FILE_FIELD = "file"
@@ -31,6 +39,43 @@ def boundary_of(content_type: str) -> bytes:
     if len(boundary) > MAX_BOUNDARY_BYTES:
         raise BadRequest(f"the multipart boundary is longer than {MAX_BOUNDARY_BYTES} bytes")
     return boundary
+
+
+class SpoolBudget:
+    """Bytes all uploads in progress may hold in the spool at once (0: no bound but the disk's).
+
+    Each upload claims what it may write before writing it: its declared length at once, else its
+    body as it comes. One event loop uses a budget, so claims need no lock."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, int(limit))
+        self.held = 0
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator["SpoolClaim"]:
+        """One upload's claim, given back when the block ends."""
+        claim = SpoolClaim(self)
+        try:
+            yield claim
+        finally:
+            self.held -= claim.bytes
+
+
+class SpoolClaim:
+    def __init__(self, budget: SpoolBudget) -> None:
+        self._budget = budget
+        self.bytes = 0
+
+    def up_to(self, total: int) -> None:
+        """Hold `total` bytes in all; TooManyUploads (429) if the budget has no room for them."""
+        more = total - self.bytes
+        if more <= 0:
+            return
+        budget = self._budget
+        if budget.limit and budget.held + more > budget.limit:
+            raise TooManyUploads.spool_full(budget.limit)
+        budget.held += more
+        self.bytes = total
 
 
 class MultipartSpool:
@@ -78,17 +123,20 @@ class MultipartSpool:
             raise InvalidUpload("the form has no 'file' field")
         if not self._file_done:
             raise BadRequest("the multipart body ends inside the 'file' part (no closing boundary)")
-        self.file.seek(0)
+        with _spool_space():
+            self.file.seek(0)  # writes what is still buffered
         return self.file
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # a buffer a full disk refused: the upload is dropped anyway
+                self.file.close()
 
     @staticmethod
     def _guarded(step, *args) -> None:  # noqa: ANN001
         try:
-            step(*args)
+            with _spool_space():  # writing the file part to the spool
+                step(*args)
         except VideoJobsError:
             raise
         except Exception as exc:  # the parser's own errors: the body is malformed
@@ -148,3 +196,8 @@ class MultipartSpool:
         elif self._part_name:
             value = self._part_value.decode("utf-8", "replace").strip()
             self.fields.setdefault(self._part_name, []).append(value)
+
+
+def _spool_space() -> contextlib.AbstractContextManager[None]:
+    """A full disk under the spool is a temporary fault (503), not a malformed body."""
+    return out_of_space_is_temporary("the upload spool")

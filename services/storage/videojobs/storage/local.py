@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from videojobs.common.errors import StorageObjectNotFound
+from videojobs.common.errors import StorageObjectNotFound, out_of_space_is_temporary
 from videojobs.common.ports.storage import StorageService
 
 CHUNK = 1024 * 1024
@@ -32,18 +32,20 @@ class LocalFolderStorage(StorageService):
         return path
 
     def save_file(self, src: BinaryIO, dest_path: str) -> str:
+        """A full disk is ``OutOfSpace`` (a temporary fault), with the partial file removed."""
         dest = self._path(dest_path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with out_of_space_is_temporary("storage"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return dest_path
 
     def load_file(self, path: str) -> Path:

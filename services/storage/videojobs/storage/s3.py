@@ -16,7 +16,7 @@ from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
-from videojobs.common.errors import StorageObjectNotFound, TemporaryFault
+from videojobs.common.errors import StorageObjectNotFound, TemporaryFault, out_of_space_is_temporary
 from videojobs.common.ports.storage import StorageService
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's lower bound for every part but the last
@@ -124,12 +124,14 @@ class S3Storage(StorageService):
         key = self._key(path)
         if self._tmp_dir is not None:
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="videojobs-s3-", dir=self._tmp_dir))
+        with out_of_space_is_temporary("the scratch folder"):
+            folder = Path(tempfile.mkdtemp(prefix="videojobs-s3-", dir=self._tmp_dir))
         local = folder / (PurePosixPath(key).name or "object")
         try:
-            self._client.fget_object(
-                self._bucket, key, str(local), tmp_file_path=str(local) + ".part"
-            )
+            with out_of_space_is_temporary("the scratch folder"):  # where the copy is written
+                self._client.fget_object(
+                    self._bucket, key, str(local), tmp_file_path=str(local) + ".part"
+                )
         except BaseException as exc:
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, (MinioException, urllib3.exceptions.HTTPError)):

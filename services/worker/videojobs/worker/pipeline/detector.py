@@ -37,7 +37,7 @@ from typing import Any, Iterable, Optional, Sequence
 import cv2
 import numpy as np
 
-from videojobs.common.errors import UnknownClass
+from videojobs.common.errors import TemporaryFault, UnknownClass
 from videojobs.common.observability.logs import adopt
 from videojobs.worker.pipeline import runtimes
 from videojobs.worker.pipeline.errors import DetectorUnavailable
@@ -344,7 +344,7 @@ class Detector:
             if name == "openvino":
                 return runtimes.OpenVinoRuntime(model_file, self.threads, self.precision)
             return runtimes.OnnxRuntime(model_file, self.threads)
-        except DetectorUnavailable:
+        except (DetectorUnavailable, TemporaryFault):  # a full model cache is retried, not a broken runtime
             raise
         except Exception as exc:
             raise DetectorUnavailable(f"cannot prepare {ref.file} on {name} at {shape[0]}x{shape[1]}: {exc}",

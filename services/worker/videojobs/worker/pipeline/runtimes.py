@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from videojobs.common.errors import out_of_space_is_temporary
+
 RUNTIMES = ("openvino", "onnxruntime", "torch")
 
 
@@ -37,11 +39,17 @@ def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path]) -> Path:
     """``cache_dir/name``, produced once by ``produce(tmp_dir) -> path inside tmp_dir`` if missing.
 
     Safe across processes: the producer runs under an exclusive lock on
-    ``.name.lock`` and its result is renamed into place in one step.
+    ``.name.lock`` and its result is renamed into place in one step. A full disk is ``OutOfSpace``
+    (a temporary fault), with nothing left of the attempt.
     """
     target = cache_dir / name
     if target.exists():
         return target
+    with out_of_space_is_temporary("the model cache"):
+        return _produce_once(cache_dir, name, target, produce)
+
+
+def _produce_once(cache_dir: Path, name: str, target: Path, produce: Callable[[Path], Path]) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f".{name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import shutil
@@ -11,12 +12,12 @@ import time
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from videojobs.common.errors import InvalidOptions, JobInterrupted, PoisonInput
+from videojobs.common.errors import InvalidOptions, JobInterrupted, PoisonInput, out_of_space_is_temporary
 from videojobs.common.formats import SNIFF_BYTES, sniff
 from videojobs.common.observability import logs, tracing
 from videojobs.common.options import AnalysisOptions
@@ -170,6 +171,11 @@ class _Merge:
         )
 
 
+def _scratch_space() -> ContextManager[None]:
+    """A full scratch folder is ``OutOfSpace``: the job is retried once there is room, not failed."""
+    return out_of_space_is_temporary("the scratch folder")
+
+
 class _FrameSpool:
     """A results document written without holding its frames: they go, as they come, to an unnamed
     temporary file (in `scratch_dir`; nothing is left if the process dies) until the document's header,
@@ -177,35 +183,46 @@ class _FrameSpool:
     one (``document``)."""
 
     def __init__(self, scratch_dir: Path) -> None:
-        scratch_dir.mkdir(parents=True, exist_ok=True)
+        with _scratch_space():
+            scratch_dir.mkdir(parents=True, exist_ok=True)
+            self._spool = tempfile.TemporaryFile(dir=scratch_dir)
         self._dir = scratch_dir
-        self._spool = tempfile.TemporaryFile(dir=scratch_dir)
         self.frames = 0
 
     def add(self, frames: list[FrameResult]) -> None:
-        self._spool.write(results.frames_json(frames, first=not self.frames).encode())
+        with _scratch_space():
+            self._spool.write(results.frames_json(frames, first=not self.frames).encode())
         self.frames += len(frames)
 
     def document(self, header: ResultsDocument) -> ResultsFile:
         """The document: `header` (its ``results`` empty) with the frames added."""
         before, after = results.around_results(header)
-        out = tempfile.TemporaryFile(dir=self._dir)
-        try:
-            out.write(before.encode())
-            self._spool.seek(0)
-            shutil.copyfileobj(self._spool, out)
-            out.write(after.encode())
-            out.seek(0)
-        except BaseException:
-            out.close()
-            raise
+        with _scratch_space():
+            out = tempfile.TemporaryFile(dir=self._dir)
+            try:
+                out.write(before.encode())
+                self._spool.seek(0)
+                shutil.copyfileobj(self._spool, out)
+                out.write(after.encode())
+                out.flush()  # a full disk shows here, not when the file is read back
+                out.seek(0)
+            except BaseException:
+                _discard(out)
+                raise
         return ResultsFile(out, self.frames)
 
     def __enter__(self) -> "_FrameSpool":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._spool.close()
+        _discard(self._spool)
+
+
+def _discard(file: Any) -> None:
+    """Close a temporary file whose content is no longer wanted: what its buffer still held cannot be
+    written to a full disk, and that must not hide the error being handled."""
+    with contextlib.suppress(OSError):
+        file.close()
 
 
 class VideoFilePipelineService(VideoAnalyzer):
