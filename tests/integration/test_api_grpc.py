@@ -198,9 +198,10 @@ def test_a_document_longer_than_a_quarter_of_the_cache_is_read_from_storage_a_pa
             time.sleep(0.05)
         stored = app.storage.read_bytes(app.repo.get(job_id).output_key)
         assert len(stored) > 512
-        ranges = []
-        read_range = app.storage.read_range
+        ranges, opened = [], []
+        read_range, open_stored = app.storage.read_range, app.storage.open_stored
         app.storage.read_range = lambda key, start, end: ranges.append((start, end)) or read_range(key, start, end)
+        app.storage.open_stored = lambda key: opened.append(key) or open_stored(key)  # read as it comes, not copied
         pages, token = [], ""
         while True:
             page = stub.GetResults(jobs_pb2.GetResultsRequest(job_id=job_id, page_size=2, page_token=token))
@@ -211,6 +212,7 @@ def test_a_document_longer_than_a_quarter_of_the_cache_is_read_from_storage_a_pa
         whole = IndexedResults.from_bytes(stored)
         assert [wire.results_page_from_pb(p) for p in pages] == [whole.page(0, 2), whole.page(2, 4), whole.page(4, 5)]
         assert len(ranges) == 3 and all(stored[a:a + 1] == b"{" and stored[b - 1:b] == b"}" for a, b in ranges)
+        assert opened == [app.repo.get(job_id).output_key]  # indexed once, from one read of the object
         # the object gone while its index is kept: the service's fault, said without its storage key
         app.storage.delete_file(app.repo.get(job_id).output_key)
         with pytest.raises(grpc.RpcError) as err:

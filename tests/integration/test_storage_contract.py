@@ -126,6 +126,24 @@ def test_a_range_of_an_object_is_its_bytes_there(storage, job_id):
         storage.read_range(f"results/{job_id}-missing.json", 0, 10)
 
 
+def test_a_stored_object_is_read_as_it_comes_without_a_copy_on_disk(storage, job_id):
+    data = bytes(range(256)) * 5000  # 1.2 MiB: more than one read
+    key = f"results/{job_id}.json"
+    storage.save_bytes(data, key)
+    storage.load_file = lambda path: pytest.fail("open_stored copied the object to disk")
+    with storage.open_stored(key) as stored:
+        assert stored.size == len(data)
+        assert stored.read(10) == data[:10]
+        assert b"".join(stored.chunks(7777)) == data[10:]
+        assert stored.read(10) == b""
+    with storage.open_stored(key) as stored:
+        assert stored.read_all() == data
+    assert storage.read_bytes(key) == data
+    with pytest.raises(StorageObjectNotFound):
+        with storage.open_stored(f"results/{job_id}-missing.json"):
+            pass
+
+
 def test_load_of_a_missing_key_raises_not_found(storage, job_id):
     with pytest.raises(StorageObjectNotFound):
         storage.load_file(f"inputs/{job_id}.mp4")

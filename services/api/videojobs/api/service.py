@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -409,10 +408,10 @@ def index_stored_results(storage: StorageService, key: str, keep_whole_bytes: in
         with _results_object(key):
             return storage.read_range(key, start, end)
 
-    with storage.local_copy(key) as local, local.open("rb") as stored:
-        if os.fstat(stored.fileno()).st_size <= keep_whole_bytes:
-            return IndexedResults.from_bytes(stored.read(), check=check)
-        return IndexedResults.from_chunks(iter(lambda: stored.read(_SCAN_CHUNK), b""), read, check=check)
+    with storage.open_stored(key) as stored:  # read as it comes: no copy on disk
+        if stored.size <= keep_whole_bytes:
+            return IndexedResults.from_bytes(stored.read_all(), check=check)
+        return IndexedResults.from_chunks(stored.chunks(_SCAN_CHUNK), read, check=check)
 
 
 def remove_job_objects(storage: StorageService, job: Job) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from videojobs.common.errors import StorageObjectNotFound, out_of_space_is_temporary
-from videojobs.common.ports.storage import StorageService
+from videojobs.common.ports.storage import StorageService, StoredObject
 
 CHUNK = 1024 * 1024
 
@@ -53,6 +54,15 @@ class LocalFolderStorage(StorageService):
         if not local.is_file():
             raise StorageObjectNotFound(path)
         return local
+
+    @contextlib.contextmanager
+    def open_stored(self, path: str) -> Iterator[StoredObject]:
+        try:
+            stored = self._path(path).open("rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise StorageObjectNotFound(path) from None
+        with stored:
+            yield StoredObject(os.fstat(stored.fileno()).st_size, stored.read)
 
     def delete_file(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)

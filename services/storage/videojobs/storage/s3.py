@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import shutil
 import tempfile
 import threading
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, NoReturn, Optional
+from typing import BinaryIO, Iterator, NoReturn, Optional
 
 import certifi
 import urllib3
@@ -17,7 +18,7 @@ from minio.helpers import check_bucket_name
 from urllib3.util import Retry, Timeout
 
 from videojobs.common.errors import StorageObjectNotFound, TemporaryFault, out_of_space_is_temporary
-from videojobs.common.ports.storage import StorageService
+from videojobs.common.ports.storage import StorageService, StoredObject
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's lower bound for every part but the last
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -157,6 +158,27 @@ class S3Storage(StorageService):
             if response is not None:
                 response.close()
                 response.release_conn()
+
+    @contextlib.contextmanager
+    def open_stored(self, path: str) -> Iterator[StoredObject]:
+        """The object read as the GET's body arrives: nothing is written to disk."""
+        key = self._key(path)
+        try:
+            response = self._client.get_object(self._bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            _raise_translated(exc, path)
+
+        def read(size: int) -> bytes:
+            try:
+                return response.read(size)
+            except (MinioException, urllib3.exceptions.HTTPError) as exc:  # cut off part-way
+                _raise_translated(exc, path)
+
+        try:
+            yield StoredObject(int(response.headers["Content-Length"]), read)
+        finally:
+            response.close()
+            response.release_conn()
 
     def release_local(self, local: Path) -> None:
         local = Path(local)

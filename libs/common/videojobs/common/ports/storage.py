@@ -4,9 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
+
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A stored object being read from its start: its length in bytes, and ``read(n)``, which gives
+    its next bytes (at most n; b"" at its end)."""
+
+    size: int
+    read: Callable[[int], bytes]
+
+    def chunks(self, size: int = READ_CHUNK) -> Iterator[bytes]:
+        """The rest of the object, `size` bytes at a time."""
+        return iter(lambda: self.read(size), b"")
+
+    def read_all(self) -> bytes:
+        """The rest of the object (one read, unless the reader returns less than it is asked for)."""
+        head = self.read(self.size)
+        rest = b"".join(self.chunks())
+        return head + rest if rest else head
 
 
 class StorageService(ABC):
@@ -50,8 +73,15 @@ class StorageService(ABC):
         return self.save_file(io.BytesIO(data), dest_path)
 
     def read_bytes(self, path: str) -> bytes:
-        with self.local_copy(path) as local:
-            return local.read_bytes()
+        with self.open_stored(path) as stored:
+            return stored.read_all()
+
+    @contextlib.contextmanager
+    def open_stored(self, path: str) -> Iterator[StoredObject]:
+        """The object at `path`, to read from its start; StorageObjectNotFound if there is none. Adapters
+        that download override this to read it as it arrives, with no copy on disk."""
+        with self.local_copy(path) as local, local.open("rb") as stored:
+            yield StoredObject(os.fstat(stored.fileno()).st_size, stored.read)
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object at `path` (fewer past its end); StorageObjectNotFound if there
