@@ -400,10 +400,31 @@ def quantity_bytes(quantity: str | int) -> int:
     return int(float(text))
 
 
-def spool_findings(objects: list[dict[str, Any]]) -> list[Finding]:
-    """The gateway spools uploads in /tmp. Kubernetes evicts a pod whose emptyDir outgrows its sizeLimit, so
-    its uploads in progress must be bounded below that (VIDEOJOBS_UPLOAD_SPOOL_BYTES), and the bound must
-    still take one upload of the largest size."""
+# Writers bounded below a disk that Kubernetes evicts the pod for outgrowing (an emptyDir's sizeLimit):
+# component -> (the setting that bounds them, where they write: a path or the Settings field naming it,
+# the Settings field the bound must still take one of, the share of the sizeLimit the bound may use).
+DISK_BUDGETS = {
+    "gateway": ("upload_spool_bytes", "/tmp", "max_upload_bytes", 1.0),
+    # a soft bound: a new export lands before older ones go, and those used in the last minutes stay
+    "worker": ("model_cache_bytes", "model_cache_dir", None, 0.75),
+}
+
+
+def _mounted_volume(c: dict[str, Any], path: str) -> str | None:
+    """The volume of the container's mount that holds `path` (the deepest one)."""
+    best: tuple[int, str] | None = None
+    for m in c.get("volumeMounts", []) or []:
+        mount = m.get("mountPath", "").rstrip("/") or "/"
+        if path == mount or path.startswith(mount.rstrip("/") + "/"):
+            if best is None or len(mount) > best[0]:
+                best = (len(mount), m["name"])
+    return best[1] if best else None
+
+
+def disk_budget_findings(objects: list[dict[str, Any]]) -> list[Finding]:
+    """Kubernetes evicts a pod whose emptyDir outgrows its sizeLimit: what the gateway spools (uploads in
+    progress) and what the worker caches (exports per input shape) must be bounded below it (DISK_BUDGETS),
+    and the gateway's bound must still take one upload of the largest size."""
     from videojobs.common.config import Settings
 
     configmaps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
@@ -411,13 +432,14 @@ def spool_findings(objects: list[dict[str, Any]]) -> list[Finding]:
     for o in objects:
         spec = pod_spec(o)
         labels = (o.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {})
-        if not spec or not is_videojobs_pod(o) or labels.get("app.kubernetes.io/component") != "gateway":
+        budget = DISK_BUDGETS.get(labels.get("app.kubernetes.io/component", ""))
+        if not spec or not is_videojobs_pod(o) or budget is None:
             continue
+        field, where_written, at_least, share = budget
         limits = {v["name"]: v["emptyDir"].get("sizeLimit") for v in spec.get("volumes", []) or []
                   if isinstance(v.get("emptyDir"), dict)}
         for role, c in containers(spec):
-            tmp = [m["name"] for m in c.get("volumeMounts", []) or [] if m.get("mountPath") == "/tmp"]
-            if role != "container" or not tmp or not limits.get(tmp[0]):
+            if role != "container":
                 continue
             env = container_env(c, configmaps)
             values = {k.removeprefix("VIDEOJOBS_").lower(): v for k, v in env.items()
@@ -426,15 +448,18 @@ def spool_findings(objects: list[dict[str, Any]]) -> list[Finding]:
                 settings = Settings(**values)  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001 - settings_findings reports it
                 continue
-            where, size = f"{ref(o)} {c.get('name')}", quantity_bytes(limits[tmp[0]])
-            spool = settings.upload_spool_bytes
-            if not 0 < spool <= size:
-                out.append(Finding(where, f"VIDEOJOBS_UPLOAD_SPOOL_BYTES={spool} must be set, and at most the "
-                                          f"sizeLimit of /tmp ({limits[tmp[0]]}): uploads in progress past it "
-                                          "get the pod evicted"))
-            elif spool < settings.max_upload_bytes:
-                out.append(Finding(where, f"VIDEOJOBS_UPLOAD_SPOOL_BYTES={spool} cannot take one upload of "
-                                          f"VIDEOJOBS_MAX_UPLOAD_BYTES={settings.max_upload_bytes}"))
+            path = where_written if where_written.startswith("/") else str(getattr(settings, where_written))
+            volume = _mounted_volume(c, path)
+            if volume is None or not limits.get(volume):
+                continue
+            name, size, bound = f"VIDEOJOBS_{field.upper()}", quantity_bytes(limits[volume]), getattr(settings, field)
+            where = f"{ref(o)} {c.get('name')}"
+            if not 0 < bound <= size * share:
+                out.append(Finding(where, f"{name}={bound} must be set, and at most {share:.0%} of the sizeLimit of "
+                                          f"{path} ({limits[volume]}): past that the pod is evicted"))
+            elif at_least and bound < getattr(settings, at_least):
+                out.append(Finding(where, f"{name}={bound} cannot take one of VIDEOJOBS_{at_least.upper()}="
+                                          f"{getattr(settings, at_least)}"))
     return out
 
 
@@ -444,7 +469,7 @@ def check_objects(objects: list[dict[str, Any]]) -> list[Finding]:
         out += own_policy_findings(o)
     out += reference_findings(objects)
     out += settings_findings(objects)
-    out += spool_findings(objects)
+    out += disk_budget_findings(objects)
     return out
 
 

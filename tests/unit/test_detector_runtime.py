@@ -104,6 +104,49 @@ def test_the_first_record_wins(tmp_path):
     assert first == second == {"backend": "openvino"}
 
 
+def _export(size: int):
+    """A producer of an OpenVINO-like export folder of `size` bytes."""
+    def produce(tmp: Path) -> Path:
+        folder = tmp / "model_openvino_model"
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(b"\0" * size)
+        return folder
+    return produce
+
+
+def _age(path: Path, seconds: float) -> None:
+    import os
+    import time
+
+    os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+def test_past_its_budget_the_cache_drops_the_least_recently_used_exports_never_records(tmp_path):
+    budget = 3 * 1000
+    for k in range(3):
+        runtimes.cached(tmp_path, f"m-{k}_openvino_model", _export(1000), budget_bytes=budget)
+        _age(tmp_path / f"m-{k}_openvino_model", 3600 - k * 60)  # m-0 used longest ago
+    runtimes.write_json_once(tmp_path, "m-auto.json", {"backend": "openvino"})
+    _age(tmp_path / "m-auto.json", 7200)
+    runtimes.cached(tmp_path, "m-0_openvino_model", _export(1000), budget_bytes=budget)  # used again: now newest
+    runtimes.cached(tmp_path, "m-3_openvino_model", _export(1000), budget_bytes=budget)  # one over the budget
+    kept = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert kept == ["m-0_openvino_model", "m-2_openvino_model", "m-3_openvino_model", "m-auto.json"]
+    runtimes.cached(tmp_path, "m-1_openvino_model", _export(1000), budget_bytes=budget)  # gone: exported again
+    assert (tmp_path / "m-1_openvino_model" / "model.bin").stat().st_size == 1000
+
+
+def test_exports_used_recently_stay_past_the_budget(tmp_path):
+    for k in range(3):
+        runtimes.cached(tmp_path, f"m-{k}_openvino_model", _export(1000), budget_bytes=1000)
+    # each new one was over the budget, but the others had just been used (a process may be loading them)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "m-0_openvino_model", "m-1_openvino_model", "m-2_openvino_model"]
+    assert runtimes.evict_exports(tmp_path, 1000, now=__import__("time").time() + 3600) == [
+        "m-0_openvino_model", "m-1_openvino_model"]
+    assert not any(".evicted-" in p.name for p in tmp_path.iterdir())
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -118,3 +161,10 @@ def test_model_errors_tell_clients_no_paths(tmp_path):
     assert "model.bin" in err.value.public_detail and str(tmp_path) not in err.value.public_detail
     wrapped = DetectorUnavailable(f"cannot load {weights}: libfoo said no", "the worker cannot load model.bin")
     assert wrapped.public_detail == "the worker cannot load model.bin" and str(weights) in str(wrapped)
+
+
+def test_the_worker_gives_its_detector_the_model_cache_budget(tmp_path):
+    from videojobs.worker.bootstrap import build_analyzer
+
+    analyzer = build_analyzer(Settings(model_cache_dir=tmp_path, model_cache_bytes=768 * 2 ** 20))
+    assert analyzer.detector.cache_bytes == 768 * 2 ** 20

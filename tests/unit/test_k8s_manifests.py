@@ -426,6 +426,8 @@ K8S_BREAKAGE = {
         k8s.joinpath(*KUSTOMIZATION), "      - VIDEOJOBS_QUEUE_URL=nats://nats:4222\n", "      - VIDEOJOBS_QUEUE_URL=nats://videojobs:s3cr3t-pass@nats:4222\n"),
     "root-latest-no-probe": _root_latest_no_probe,
     "unbounded-upload-spool": lambda k8s: _edit(k8s.joinpath(*KUSTOMIZATION), "      - VIDEOJOBS_UPLOAD_SPOOL_BYTES=1610612736\n", ""),
+    "unbounded-model-cache": lambda k8s: _edit(k8s / "base" / "worker.yaml",
+                                               "            - name: VIDEOJOBS_MODEL_CACHE_BYTES\n              value: \"805306368\"\n", ""),
     "spool-past-tmp": lambda k8s: _edit(k8s.joinpath(*KUSTOMIZATION), "VIDEOJOBS_UPLOAD_SPOOL_BYTES=1610612736",
                                         "VIDEOJOBS_UPLOAD_SPOOL_BYTES=4294967296"),
     "suppressed-in-place": lambda k8s: _edit_doc(
@@ -482,7 +484,10 @@ def messages(report: Any) -> list[str]:
                                   "dev StatefulSet/nats: checkov CKV_K8S_40 Containers should run as a high UID",
                                   "dev Deployment/videojobs-api: checkov CKV_K8S_8 Liveness Probe Should be Configured"]),
         ("unbounded-upload-spool", ["Deployment/videojobs-gateway gateway: VIDEOJOBS_UPLOAD_SPOOL_BYTES=0 must be set"]),
-        ("spool-past-tmp", ["VIDEOJOBS_UPLOAD_SPOOL_BYTES=4294967296 must be set, and at most the sizeLimit of /tmp (2Gi)"]),
+        ("spool-past-tmp", ["VIDEOJOBS_UPLOAD_SPOOL_BYTES=4294967296 must be set, and at most 100% of the sizeLimit "
+                            "of /tmp (2Gi)"]),
+        ("unbounded-model-cache", ["Deployment/videojobs-worker worker: VIDEOJOBS_MODEL_CACHE_BYTES=0 must be set, "
+                                   "and at most 75% of the sizeLimit of /var/cache/videojobs/models (1Gi)"]),
         ("suppressed-in-place", ["dev Deployment/videojobs-gateway: checkov CKV_K8S_8 suppressed in place (probed elsewhere)"]),
     ],
 )

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     # Where models exported per (model sha256, input shape, format) and auto's measured
     # choices are kept; shared safely by the worker processes of one machine or volume.
     model_cache_dir: Path = Path("var/models")
+    # Bytes the exports in the model cache may take (0: no bound but the disk's). Past it, a new export
+    # makes the least recently used go (not those used in the last 5 minutes). Each job may ask for its
+    # own imgsz, and each (imgsz, frame shape) is an export of its own (about 12 MB for yolov8n).
+    model_cache_bytes: int = Field(default=0, ge=0)
     # Detector runtime: "auto" (a short measured warm-up of those available, per input shape;
     # the choice and times go into provenance), "openvino", "onnxruntime" or "torch".
     detector_backend: str = Field(default="auto", pattern=r"^(auto|openvino|onnxruntime|torch)$")

@@ -58,6 +58,7 @@ def build_analyzer(settings: Settings) -> "VideoFilePipelineService":
     return VideoFilePipelineService(
         model=settings.model,
         model_cache_dir=settings.model_cache_dir,
+        model_cache_bytes=settings.model_cache_bytes,
         detector_backend=settings.detector_backend,
         detector_precision=settings.detector_precision,
         inference_threads=threads,

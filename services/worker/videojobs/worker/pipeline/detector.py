@@ -147,7 +147,7 @@ class Detector:
     """
 
     def __init__(self, model: str, cache_dir: Path, backend: str = "auto", threads: int = 1,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", cache_bytes: int = 0) -> None:
         if backend not in BACKENDS:
             raise DetectorUnavailable(f"detector_backend {backend!r} is not one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS:
@@ -155,6 +155,7 @@ class Detector:
         self.precision = precision
         self.model_spec = model
         self.cache_dir = Path(cache_dir)
+        self.cache_bytes = max(0, int(cache_bytes))  # the exports' budget in the cache (0: none)
         self.backend = backend
         self.threads = max(1, int(threads))
         self._ref: Optional[ModelRef] = None
@@ -336,7 +337,8 @@ class Detector:
                 fmt = "openvino" if name == "openvino" else "onnx"
                 entry = f"{stem}_openvino_model" if fmt == "openvino" else f"{stem}.onnx"
                 model_file = runtimes.cached(
-                    self.cache_dir, entry, lambda tmp: runtimes.export_checkpoint(source, fmt, shape, tmp))
+                    self.cache_dir, entry, lambda tmp: runtimes.export_checkpoint(source, fmt, shape, tmp),
+                    budget_bytes=self.cache_bytes)
             else:
                 model_file = source
             if model_file.is_dir():

@@ -35,18 +35,77 @@ RUNTIMES = ("openvino", "onnxruntime", "torch")
 
 
 # -- the cache -------------------------------------------------------------------------------
-def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path]) -> Path:
+def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path], budget_bytes: int = 0) -> Path:
     """``cache_dir/name``, produced once by ``produce(tmp_dir) -> path inside tmp_dir`` if missing.
 
     Safe across processes: the producer runs under an exclusive lock on
     ``.name.lock`` and its result is renamed into place in one step. A full disk is ``OutOfSpace``
-    (a temporary fault), with nothing left of the attempt.
+    (a temporary fault), with nothing left of the attempt. Each use marks the entry as used (its
+    mtime); with `budget_bytes`, a new entry makes the least recently used exports go (``evict_exports``).
     """
     target = cache_dir / name
     if target.exists():
+        _mark_used(target)
         return target
     with out_of_space_is_temporary("the model cache"):
-        return _produce_once(cache_dir, name, target, produce)
+        made = _produce_once(cache_dir, name, target, produce)
+        if budget_bytes:
+            evict_exports(cache_dir, budget_bytes, keep=made)
+        return made
+
+
+# Exports (not auto's records: jobs sharing a cache follow those, so they are never removed).
+EXPORT_SUFFIXES = ("_openvino_model", ".onnx")
+# An export used this recently stays whatever the budget: a process may be about to load it.
+RECENTLY_USED_SECONDS = 300.0
+
+
+def evict_exports(cache_dir: Path, budget_bytes: int, keep: Optional[Path] = None,
+                  now: Optional[float] = None) -> list[str]:
+    """Remove the least recently used exports until the cache's exports fit `budget_bytes` (names of
+    those removed). `keep` and exports used in the last ``RECENTLY_USED_SECONDS`` stay, so the bound is
+    soft by that much. Each goes under its entry's lock, renamed away in one step before it is deleted:
+    no process sees half of one, and one exporting it again waits for the lock."""
+    now = time.time() if now is None else now
+    entries = []
+    for path in cache_dir.iterdir():
+        if path.name.startswith(".") or not path.name.endswith(EXPORT_SUFFIXES):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another process removed it meanwhile
+            entries.append((path.stat().st_mtime, _bytes_of(path), path))
+    total = sum(size for _, size, _ in entries)
+    removed: list[str] = []
+    for used, size, path in sorted(entries, key=lambda e: (e[0], e[2].name)):
+        if total <= budget_bytes:
+            break
+        if path == keep or now - used < RECENTLY_USED_SECONDS:
+            continue
+        with open(cache_dir / f".{path.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if path.exists():
+                    gone = path.with_name(f".{path.name}.evicted-{os.getpid()}")
+                    os.replace(path, gone)
+                    if gone.is_dir():
+                        shutil.rmtree(gone, ignore_errors=True)
+                    else:
+                        gone.unlink(missing_ok=True)
+                    removed.append(path.name)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        total -= size
+    return removed
+
+
+def _mark_used(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache (baked into an image) is simply never evicted
+        os.utime(path)
+
+
+def _bytes_of(path: Path) -> int:
+    if not path.is_dir():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _produce_once(cache_dir: Path, name: str, target: Path, produce: Callable[[Path], Path]) -> Path:

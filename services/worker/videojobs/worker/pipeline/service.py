@@ -251,10 +251,11 @@ class VideoFilePipelineService(VideoAnalyzer):
         detector_precision: str = "auto",
         ocr_threads: int = 1,
         scratch_dir: Optional[Path | str] = None,
+        model_cache_bytes: int = 0,
     ) -> None:
         quiet_third_party()
         self.detector = Detector(model, Path(model_cache_dir), detector_backend, inference_threads,
-                                 precision=detector_precision)
+                                 precision=detector_precision, cache_bytes=model_cache_bytes)
         self.decode_threads = max(0, int(decode_threads))  # FFmpeg decoder threads; 0: its default
         self.decode_timeout_seconds = float(decode_timeout_seconds)
         self.batch_size = max(1, int(batch_size))
