@@ -352,6 +352,14 @@ def container_env(c: dict[str, Any], configmaps: dict[str, dict[str, Any]]) -> d
     return env
 
 
+def settings_values(env: dict[str, str | None]) -> dict[str, str]:
+    """A container's literal VIDEOJOBS_* values that are Settings fields, keyed by field name."""
+    fields = settings_fields()
+    values = {name.removeprefix("VIDEOJOBS_").lower(): value for name, value in env.items()
+              if name.startswith("VIDEOJOBS_") and value is not None}
+    return {key: value for key, value in values.items() if key in fields}
+
+
 def settings_findings(objects: list[dict[str, Any]]) -> list[Finding]:
     """Every VIDEOJOBS_* a videojobs container gets is a Settings field, and parses."""
     from pydantic import ValidationError
@@ -368,20 +376,16 @@ def settings_findings(objects: list[dict[str, Any]]) -> list[Finding]:
         for role, c in containers(spec):
             where = f"{ref(o)} {role} {c.get('name')}"
             env = container_env(c, configmaps)
-            values: dict[str, str] = {}
-            for name, value in env.items():
+            for name in env:
                 if name.startswith("<envFrom"):
                     out.append(Finding(where, f"{name}: keys of a Secret cannot be checked against Settings; use secretKeyRef"))
                 elif name.startswith("VIDEOJOBS_"):
-                    key = name.removeprefix("VIDEOJOBS_").lower()
-                    if key not in fields:
+                    if name.removeprefix("VIDEOJOBS_").lower() not in fields:
                         out.append(Finding(where, f"{name} is not a field of videojobs.common.config.Settings"))
-                    elif value is not None:
-                        values[key] = value
                 elif name not in THIRD_PARTY_ENV:
                     out.append(Finding(where, f"{name} is neither a VIDEOJOBS_ setting nor a known library variable"))
             try:
-                Settings(**values)  # type: ignore[arg-type]
+                Settings(**settings_values(env))  # type: ignore[arg-type]
             except ValidationError as e:
                 out.append(Finding(where, f"settings do not parse: {e.errors()[0]['loc']} {e.errors()[0]['msg']}"))
     return out
@@ -441,11 +445,8 @@ def disk_budget_findings(objects: list[dict[str, Any]]) -> list[Finding]:
         for role, c in containers(spec):
             if role != "container":
                 continue
-            env = container_env(c, configmaps)
-            values = {k.removeprefix("VIDEOJOBS_").lower(): v for k, v in env.items()
-                      if k.startswith("VIDEOJOBS_") and v is not None}
             try:
-                settings = Settings(**values)  # type: ignore[arg-type]
+                settings = Settings(**settings_values(container_env(c, configmaps)))  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001 - settings_findings reports it
                 continue
             path = where_written if where_written.startswith("/") else str(getattr(settings, where_written))

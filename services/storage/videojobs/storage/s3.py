@@ -125,19 +125,18 @@ class S3Storage(StorageService):
         key = self._key(path)
         if self._tmp_dir is not None:
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        with out_of_space_is_temporary("the scratch folder"):
+        with out_of_space_is_temporary("the scratch folder"):  # where the copy is written
             folder = Path(tempfile.mkdtemp(prefix="videojobs-s3-", dir=self._tmp_dir))
-        local = folder / (PurePosixPath(key).name or "object")
-        try:
-            with out_of_space_is_temporary("the scratch folder"):  # where the copy is written
+            local = folder / (PurePosixPath(key).name or "object")
+            try:
                 self._client.fget_object(
                     self._bucket, key, str(local), tmp_file_path=str(local) + ".part"
                 )
-        except BaseException as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            if isinstance(exc, (MinioException, urllib3.exceptions.HTTPError)):
-                _raise_translated(exc, path)
-            raise
+            except BaseException as exc:
+                shutil.rmtree(folder, ignore_errors=True)
+                if isinstance(exc, (MinioException, urllib3.exceptions.HTTPError)):
+                    _raise_translated(exc, path)
+                raise
         with self._lock:
             self._locals.add(local)
         return local
