@@ -115,6 +115,45 @@ def test_an_export_into_a_full_model_cache_is_out_of_space_and_leaves_no_entry(d
     assert runtimes.cached(cache, "model.bin", export).stat().st_size == 512 * 1024
 
 
+def _aged_export(cache: Path, name: str, size: int, age: float) -> Path:
+    folder = cache / name
+    folder.mkdir(parents=True)
+    (folder / "model.bin").write_bytes(os.urandom(size))
+    os.utime(folder, (time.time() - age, time.time() - age))
+    return folder
+
+
+def _onnx_export(size: int):
+    def produce(tmp: Path) -> Path:
+        out = tmp / "new.onnx"
+        out.write_bytes(os.urandom(size))
+        return out
+    return produce
+
+
+def test_a_model_cache_full_of_its_own_old_exports_makes_room_for_a_new_one(disk):
+    cache = disk.path / "models"
+    _aged_export(cache, "old_openvino_model", 768 * 1024, age=3600)
+    _aged_export(cache, "recent_openvino_model", 128 * 1024, age=10)  # may be loading: stays
+    (cache / "m-auto.json").write_text("{}")  # auto's record: stays
+    disk.fill(leave=64 * 1024)
+    made = runtimes.cached(cache, "new.onnx", _onnx_export(512 * 1024))  # no budget: the disk's own bound
+    assert made.stat().st_size == 512 * 1024
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
+        "m-auto.json", "new.onnx", "recent_openvino_model"]
+    assert sorted(p.name for p in cache.iterdir() if p.name.startswith(".")) == [  # no temp folder or evicted copy
+        ".new.onnx.lock", ".old_openvino_model.lock"]
+
+
+def test_a_model_cache_full_of_exports_in_use_is_out_of_space_and_keeps_them(disk):
+    cache = disk.path / "models"
+    _aged_export(cache, "recent_openvino_model", 256 * 1024, age=10)
+    disk.fill(leave=64 * 1024)
+    with pytest.raises(OutOfSpace, match="the model cache is out of space"):
+        runtimes.cached(cache, "new.onnx", _onnx_export(512 * 1024))
+    assert disk.files() == ["models/.new.onnx.lock", "models/recent_openvino_model/model.bin"]  # no temp folder
+
+
 def test_other_os_errors_are_not_taken_for_a_full_disk(tmp_path):
     def export(tmp: Path) -> Path:
         raise OSError(errno.EACCES, "permission denied")

@@ -147,6 +147,38 @@ def test_exports_used_recently_stay_past_the_budget(tmp_path):
     assert not any(".evicted-" in p.name for p in tmp_path.iterdir())
 
 
+def test_an_export_refused_for_space_is_made_again_after_the_old_exports_go(tmp_path):
+    import errno
+
+    runtimes.cached(tmp_path, "old_openvino_model", _export(1000))
+    _age(tmp_path / "old_openvino_model", 3600)
+    runtimes.cached(tmp_path, "new_openvino_model", _export(10))
+    calls = []
+
+    def export(tmp: Path) -> Path:  # the disk has room only once the old export is gone
+        calls.append(tmp)
+        if (tmp_path / "old_openvino_model").exists():
+            raise RuntimeError("export failed") from OSError(errno.ENOSPC, "No space left on device")
+        return _export(1000)(tmp)
+
+    made = runtimes.cached(tmp_path, "next_openvino_model", export)
+    assert len(calls) == 2 and (made / "model.bin").stat().st_size == 1000
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "new_openvino_model", "next_openvino_model"]
+
+
+def test_an_export_failing_for_another_reason_evicts_nothing(tmp_path):
+    runtimes.cached(tmp_path, "old_openvino_model", _export(1000))
+    _age(tmp_path / "old_openvino_model", 3600)
+
+    def export(tmp: Path) -> Path:
+        raise PermissionError("read-only")
+
+    with pytest.raises(PermissionError):
+        runtimes.cached(tmp_path, "next_openvino_model", export)
+    assert (tmp_path / "old_openvino_model").exists()
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

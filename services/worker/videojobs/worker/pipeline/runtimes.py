@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from videojobs.common.errors import out_of_space_is_temporary
+from videojobs.common.errors import is_out_of_space, out_of_space_is_temporary
 
 RUNTIMES = ("openvino", "onnxruntime", "torch")
 
@@ -40,7 +40,8 @@ def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path], budget_b
 
     Safe across processes: the producer runs under an exclusive lock on
     ``.name.lock`` and its result is renamed into place in one step. A full disk is ``OutOfSpace``
-    (a temporary fault), with nothing left of the attempt. Each use marks the entry as used (its
+    (a temporary fault), with nothing left of the attempt, unless removing the exports not used
+    recently made room for it: then it is produced once more. Each use marks the entry as used (its
     mtime); with `budget_bytes`, a new entry makes the least recently used exports go (``evict_exports``).
     """
     target = cache_dir / name
@@ -48,7 +49,14 @@ def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path], budget_b
         _mark_used(target)
         return target
     with out_of_space_is_temporary("the model cache"):
-        made = _produce_once(cache_dir, name, target, produce)
+        try:
+            made = _produce_once(cache_dir, name, target, produce)
+        except Exception as exc:
+            # The cache's own old exports may be what fills its disk (a budget set too high, or none):
+            # they can be exported again when needed, the job at hand cannot wait for space.
+            if not is_out_of_space(exc) or not evict_exports(cache_dir, 0, keep=target):
+                raise
+            made = _produce_once(cache_dir, name, target, produce)
         if budget_bytes:
             evict_exports(cache_dir, budget_bytes, keep=made)
         return made
