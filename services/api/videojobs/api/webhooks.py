@@ -8,18 +8,26 @@ tenant's secret), sent to the address the SSRF guard checked, retried with
 exponential backoff on 5xx, 408, 429, timeouts and connection errors for about an
 hour, and given up with the attempts and the last error recorded. Several api
 replicas may run a dispatcher: each attempt is claimed with a compare-and-set.
+
+A receiver is any public host a tenant names, so it is not trusted to behave: each
+attempt has one deadline for connecting, sending and the answer's status line and
+headers (a receiver dribbling bytes cannot hold it longer), and the answer's body is
+never read (one sending gigabytes costs nothing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -49,14 +57,16 @@ class WebhookPolicy:
 
 class WebhookDispatcher:
     def __init__(self, outbox: WebhookOutbox, tenants: TenantStore, policy: WebhookPolicy,
-                 interval_seconds: float = 1.0, parallel: int = 4, batch: int = 16) -> None:
+                 interval_seconds: float = 1.0, parallel: int = 4, batch: int = 16,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._outbox = outbox
         self._tenants = tenants
         self._policy = policy
         self._interval = interval_seconds
         self._batch = batch
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="webhook")
-        self._client = httpx.Client(timeout=policy.timeout_seconds, follow_redirects=False, trust_env=False)
+        # The CAs httpx trusts by default, loaded once rather than for every delivery.
+        self._tls = tls or ssl.create_default_context(cafile=certifi.where())
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,15 +136,24 @@ class WebhookDispatcher:
         target = urlunsplit((scheme, f"{pinned}:{port}", parts.path or "/", parts.query, ""))
         extensions = {"sni_hostname": host} if scheme == "https" else {}
         try:
-            response = self._client.post(target, content=body.encode(), headers=headers, extensions=extensions)
-        except httpx.TimeoutException:
+            status = asyncio.run(self._post(target, body.encode(), headers, extensions))
+        except (httpx.TimeoutException, TimeoutError):
             return True, "timed out"
         except httpx.HTTPError as exc:
             return True, f"connection failed ({type(exc).__name__})"
-        if 200 <= response.status_code < 300:
+        if 200 <= status < 300:
             return False, None
-        retry = response.status_code >= 500 or response.status_code in _RETRY_STATUSES
-        return retry, f"HTTP {response.status_code}"
+        retry = status >= 500 or status in _RETRY_STATUSES
+        return retry, f"HTTP {status}"
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], extensions: dict) -> int:
+        """The status a POST is answered with, within the policy's timeout from the first byte to the last
+        header; the body of the answer is left unread (the connection is closed with it)."""
+        async with asyncio.timeout(self._policy.timeout_seconds), httpx.AsyncClient(
+                timeout=self._policy.timeout_seconds, follow_redirects=False, trust_env=False,
+                verify=self._tls) as client:
+            async with client.stream("POST", url, content=body, headers=headers, extensions=extensions) as answer:
+                return answer.status_code
 
     def _event(self, delivery: Delivery) -> dict:
         event = json.loads(json.dumps(delivery.event))
@@ -159,7 +178,6 @@ class WebhookDispatcher:
         if self._thread:
             self._thread.join(timeout=self._policy.timeout_seconds + 5)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
