@@ -107,6 +107,35 @@ def test_unreachable_database_is_a_temporary_fault():
         repo.ping()
 
 
+def test_a_primary_demoted_to_a_standby_is_a_temporary_fault_and_its_connections_are_dropped(pg_engine):
+    """A failover leaves pooled connections on the old primary, now read-only: a write there is a temporary
+    fault (not an internal error), and the pool connects afresh, reaching the new primary."""
+    upgrade(pg_engine)
+    repo = SqlJobRepository(pg_engine)
+    standby = {"now": False}
+
+    @sa.event.listens_for(pg_engine, "connect")
+    def reach(dbapi_conn, _record):  # while `standby`, a new connection reaches a read-only server
+        if standby["now"]:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            dbapi_conn.commit()
+
+    repo.add(Job.submit("yolo"))
+    with pg_engine.connect() as conn:  # the pooled connection's server is demoted
+        conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        conn.commit()
+    standby["now"] = True
+    job = Job.submit("yolo")
+    for _ in range(2):  # the pooled connection, then a new one to the same standby
+        with pytest.raises(TemporaryFault, match="read-only transaction"):
+            repo.add(job)
+    standby["now"] = False  # the address reaches the new primary
+    repo.add(job)
+    assert repo.get(job.job_id).status is JobStatus.PENDING
+    assert len(repo.unfinished_job_ids()) == 2
+
+
 def test_concurrent_migrator_processes_do_not_collide(pg_engine):
     """A migration Job and several api replicas may run `videojobs migrate` at once (Postgres)."""
     import os

@@ -8,6 +8,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# read_only_sql_transaction: the server this connection reaches is a standby now (a failover demoted it,
+# or the address still resolved to the old primary). A pre-ping cannot tell: it only reads.
+_NOT_THE_PRIMARY = {"25006"}
 
 
 def make_engine(url: str, schema: str = "") -> sa.Engine:
@@ -33,7 +36,16 @@ def make_engine(url: str, schema: str = "") -> sa.Engine:
             raise ValueError(f"database schema {schema!r} is not a plain identifier")
         connect_args["options"] = f"-csearch_path={schema}"
     engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    sa.event.listen(engine, "handle_error", _drop_connections_to_a_standby)
     if schema:
         with engine.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine
+
+
+def _drop_connections_to_a_standby(context: sa.engine.ExceptionContext) -> None:
+    """Take a write refused as read-only for a lost connection: SQLAlchemy then drops it and the pool's
+    others (all reach the same server), so the next call connects afresh, to whichever server the address
+    names by then. The caller sees the error with ``connection_invalidated`` set: a temporary fault."""
+    if getattr(context.original_exception, "sqlstate", None) in _NOT_THE_PRIMARY:
+        context.is_disconnect = True

@@ -37,12 +37,22 @@ def temporary_on_disconnect(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with database_unavailable_is_temporary():
             return fn(*args, **kwargs)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise TemporaryFault(f"database unavailable: {exc.orig or exc}") from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def database_unavailable_is_temporary() -> Iterator[None]:
+    """Raise ``TemporaryFault`` for an error of the connection rather than of the statement: the server
+    is unreachable, gone, or was no longer the primary (``engine.py`` drops such connections)."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        if not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and not exc.connection_invalidated:
+            raise
+        raise TemporaryFault(f"database unavailable: {exc.orig or exc}") from exc
 
 
 # Postgres advisory lock ids: any fixed 64-bit numbers, distinct from the migration lock's.
@@ -410,10 +420,8 @@ class SqlJobRepository(JobRepository):
                     lock.release()
             return
         lock_id = _EXCLUSIVE_LOCK_BASE + (zlib.crc32(name.encode()) & 0xFFFF)
-        try:
+        with database_unavailable_is_temporary():
             conn = self._engine.connect()
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
-            raise TemporaryFault(f"database unavailable: {exc.orig or exc}") from exc
         with conn:
             acquired = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar())
             conn.commit()
