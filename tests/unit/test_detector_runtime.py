@@ -167,6 +167,18 @@ def test_an_export_refused_for_space_is_made_again_after_the_old_exports_go(tmp_
         "new_openvino_model", "next_openvino_model"]
 
 
+def test_what_a_killed_export_or_eviction_left_goes_when_the_entry_is_produced_again(tmp_path):
+    name = "m_openvino_model"
+    for left in (f".{name}.k2x_9q0a", f".{name}.evicted-4242"):  # mkdtemp's folder; an entry renamed away
+        (tmp_path / left).mkdir()
+        (tmp_path / left / "model.bin").write_bytes(b"\0" * 1000)
+    (tmp_path / f".{name}.json.lock").touch()  # another entry's lock: not a leftover of this one
+    (tmp_path / f".{name}.json.k2x_9q0a").mkdir()  # another entry's temporary folder (its process may be alive)
+    runtimes.cached(tmp_path, name, _export(10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".{name}.json.k2x_9q0a", f".{name}.json.lock", f".{name}.lock", name]
+
+
 def test_an_export_failing_for_another_reason_evicts_nothing(tmp_path):
     runtimes.cached(tmp_path, "old_openvino_model", _export(1000))
     _age(tmp_path / "old_openvino_model", 3600)

@@ -19,6 +19,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -123,6 +124,7 @@ def _produce_once(cache_dir: Path, name: str, target: Path, produce: Callable[[P
         try:
             if target.exists():  # another process produced it while we waited
                 return target
+            _remove_leftovers(cache_dir, name)
             tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_dir))
             try:
                 os.replace(produce(tmp), target)
@@ -131,6 +133,19 @@ def _produce_once(cache_dir: Path, name: str, target: Path, produce: Callable[[P
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target
+
+
+def _remove_leftovers(cache_dir: Path, name: str) -> None:
+    """Remove what a process killed while producing or evicting `name` left: its temporary folder
+    (``mkdtemp``'s ``.name.XXXXXXXX``) or the entry it had renamed away (``.name.evicted-PID``). Called
+    under the entry's lock, which that process no longer holds: nobody else is using them."""
+    leftover = re.compile(re.escape(f".{name}.") + r"(?:[a-z0-9_]{8}|evicted-\d+)")
+    for path in cache_dir.iterdir():
+        if leftover.fullmatch(path.name):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def write_json_once(cache_dir: Path, name: str, data: dict) -> dict:
