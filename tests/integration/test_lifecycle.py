@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from fastapi.testclient import TestClient
 
 from tests.fakes import FakeAnalyzer
@@ -335,6 +337,45 @@ def test_global_queue_bound(make_api):
         submitted(rest, key)
         r = submit(rest, key)
         assert r.status_code == 429 and "queue is full" in r.json()["detail"] and r.headers["retry-after"]
+
+
+# -- request rates ------------------------------------------------------------------------------------------------
+def test_a_tenant_over_its_request_rate_gets_429_and_others_do_not(make_api):
+    api = make_api(tenant_request_rate="3 per 60 seconds")
+    store = make_tenant_store(api.repo)
+    alpha, beta = (create_key(store, name, "", PEPPER)["key"] for name in ("alpha", "beta"))
+    app = create_app(Settings(max_upload_bytes=MAX_UPLOAD), f"127.0.0.1:{api.port}")
+    with TestClient(app) as rest, grpc.insecure_channel(f"127.0.0.1:{api.port}") as channel:
+        assert [rest.get("/video/jobs", headers=auth(alpha)).status_code for _ in range(3)] == [200, 200, 200]
+        r = rest.get("/video/capabilities", headers=auth(alpha))  # every call counts, whatever it asks
+        assert r.status_code == 429 and r.json()["type"] == "/problems/too-many-requests", r.text
+        assert 1 <= int(r.headers["retry-after"]) == r.json()["retry_after_seconds"] <= 60
+        assert "3 per 60 second" in r.json()["detail"]
+        with pytest.raises(grpc.RpcError) as err:  # the same tenant over gRPC: the same window
+            jobs_pb2_grpc.JobServiceStub(channel).ListJobs(jobs_pb2.ListJobsRequest(),
+                                                           metadata=[("authorization", f"Bearer {alpha}")])
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry = [d for d in rpc_status.from_call(err.value).details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+        assert len(retry) == 1
+        assert rest.get("/video/jobs", headers=auth(beta)).status_code == 200  # another tenant: its own window
+        assert submit(rest, alpha).status_code == 429 and api.repo.unfinished_job_ids() == []
+
+
+def test_the_client_waits_out_the_request_rate_and_goes_on(make_api):
+    from videojobs.client import VideoJobsClient
+
+    api = make_api(tenant_request_rate="2 per 3 seconds")
+    key = create_key(make_tenant_store(api.repo), "alpha", "", PEPPER)["key"]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    with VideoJobsClient(f"127.0.0.1:{api.port}", key, sleep=sleep) as client:
+        pages = [client.list_page() for _ in range(3)]
+    assert [page.jobs for page in pages] == [[], [], []]
+    assert len(slept) == 1 and slept[0] >= 1  # the third call waited for the window, then was answered
 
 
 # -- webhooks -----------------------------------------------------------------------------------------------------

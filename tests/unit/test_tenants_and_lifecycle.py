@@ -140,3 +140,28 @@ def test_webhook_retries_back_off_for_about_an_hour():
     assert [policy.retry_delay(n).total_seconds() for n in (1, 2, 3)] == [5, 10, 20]
     assert policy.retry_delay(20) == timedelta(minutes=15)
     assert 9 <= attempts <= 14 and 2400 <= elapsed <= 3600, (attempts, elapsed)
+
+
+def test_a_tenant_request_rate_is_checked_when_read_and_counts_tenants_apart():
+    import pydantic
+
+    from videojobs.api.rates import TenantRequestRate
+    from videojobs.common.config import Settings
+    from videojobs.common.errors import TooManyRequests
+    from videojobs.common.tenants import Caller
+
+    with pytest.raises(pydantic.ValidationError, match="couldn't parse rate limit string"):
+        Settings(tenant_request_rate="fast")
+    rate = TenantRequestRate(Settings(tenant_request_rate=" 2 per 60 seconds ").tenant_request_rate)
+    alpha, beta = Caller("alpha"), Caller("beta")
+    rate.admit(alpha)
+    rate.admit(alpha)
+    with pytest.raises(TooManyRequests) as refused:
+        rate.admit(alpha)
+    assert 1 <= refused.value.retry_after_seconds <= 60
+    assert refused.value.extensions() == {"retry_after_seconds": refused.value.retry_after_seconds}
+    rate.admit(beta)  # a window of its own
+    unlimited = TenantRequestRate("")
+    for _ in range(1000):
+        unlimited.admit(alpha)
+    assert not unlimited.limited and rate.limited

@@ -22,11 +22,13 @@ import grpc
 from videojobs.client.config import ClientSettings
 from videojobs.client.errors import WaitTimeout, from_rpc_error
 from videojobs.common import wire
+from videojobs.common.errors import TOO_MANY_REQUESTS
 from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES, RenderedImage
 from videojobs.common.job import JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.resources import Capabilities, JobResource
 from videojobs.common.results import MAX_PAGE_SIZE, FrameResult, ResultsDocument
+from videojobs.common.rpc_errors import remote_problem
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
 
 T = TypeVar("T")
@@ -46,7 +48,8 @@ class JobsPage:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How calls that find the service UNAVAILABLE are retried (sleeps are drawn from 0..backoff)."""
+    """How calls that find the service UNAVAILABLE, or the tenant over its request rate, are retried (sleeps
+    are drawn from 0..backoff, after the Retry-After the service names if it does)."""
 
     attempts: int = 5
     initial_backoff: float = 0.5
@@ -107,16 +110,30 @@ class VideoJobsClient:
 
     # -- calls ---------------------------------------------------------------------------------------
     def _call(self, rpc: Callable[..., T], request: Callable[[], object], timeout: Optional[float]) -> T:
-        """One RPC with retries on UNAVAILABLE; `request()` builds the request (a fresh stream) per attempt."""
+        """One RPC with retries on UNAVAILABLE, and on the tenant's request rate after the time the service
+        names; `request()` builds the request (a fresh stream) per attempt."""
         backoffs = self._retry.backoffs()
         while True:
             try:
                 return rpc(request(), timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
-                backoff = next(backoffs, None) if exc.code() is grpc.StatusCode.UNAVAILABLE else None
-                if backoff is None:
+                pause = self._retry_pause(exc, next(backoffs, None))
+                if pause is None:
                     raise from_rpc_error(exc, self.server) from None
-                self._sleep(random.uniform(0, backoff))
+                self._sleep(pause)
+
+    @staticmethod
+    def _retry_pause(exc: grpc.RpcError, backoff: Optional[float]) -> Optional[float]:
+        """How long to wait before the next attempt, or None to give up with the error."""
+        if backoff is None:
+            return None
+        if exc.code() is grpc.StatusCode.UNAVAILABLE:
+            return random.uniform(0, backoff)
+        if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+            remote = remote_problem(exc)
+            if remote is not None and remote.problem is TOO_MANY_REQUESTS:
+                return float(remote.extensions.get("retry_after_seconds", 1)) + random.uniform(0, backoff)
+        return None
 
     # -- submit --------------------------------------------------------------------------------------
     def submit_file(self, path: Path | str, pipeline_id: str = "", options: Optional[AnalysisOptions] = None, *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # Admission: PENDING + RUNNING jobs per tenant, and PENDING jobs overall (0 = no bound).
     max_active_jobs_per_tenant: int = Field(default=100, ge=0)
     max_queued_jobs: int = Field(default=10000, ge=0)
+    # Calls per tenant that each api process answers, as "N per M seconds" (a moving window: bursts of
+    # up to N, N/M a second on average); over it, 429 / RESOURCE_EXHAUSTED. Empty: no limit.
+    tenant_request_rate: str = ""
 
     # -- completion webhooks ----------------------------------------------------------------
     # Allow callback URLs on loopback and private networks (tests, trusted networks);
@@ -190,6 +193,15 @@ class Settings(BaseSettings):
     metrics_port: int = 9464
     # How often the api samples the backlog gauges (queue depth, outbox, oldest pending job).
     metrics_sample_seconds: float = 5.0
+
+    @field_validator("tenant_request_rate")
+    @classmethod
+    def _a_rate_limits_reads(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse
+
+            parse(value)  # ValueError: "couldn't parse rate limit string ..."
+        return value.strip()
 
     # -- derived ----------------------------------------------------------------------
     @property

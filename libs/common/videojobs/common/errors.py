@@ -94,6 +94,9 @@ INVALID_CALLBACK_URL = _p("invalid-callback-url", "Callback URL refused", 422, "
 TOO_MANY_JOBS = _p("too-many-jobs", "Too many jobs", 429, "RESOURCE_EXHAUSTED",
                    "The caller's unfinished jobs (PENDING + RUNNING) or the service's queue are at their limit; "
                    "retry after `retry_after_seconds` (REST: the Retry-After header).")
+TOO_MANY_REQUESTS = _p("too-many-requests", "Too many requests", 429, "RESOURCE_EXHAUSTED",
+                       "The caller's tenant made more calls than its request rate allows; retry after "
+                       "`retry_after_seconds` (REST: the Retry-After header).")
 SERVICE_UNAVAILABLE = _p("service-unavailable", "Service temporarily unavailable", 503, "UNAVAILABLE",
                          "A backing service is unreachable; retry with backoff.")
 TIMEOUT = _p("timeout", "Upstream timeout", 504, "DEADLINE_EXCEEDED",
@@ -109,8 +112,8 @@ PROBLEMS: dict[str, Problem] = {
         BAD_REQUEST, INVALID_JOB_ID, INVALID_UPLOAD, UNAUTHENTICATED, JOB_NOT_FOUND, FRAME_NOT_FOUND, INPUT_NOT_FOUND,
         ROUTE_NOT_FOUND, METHOD_NOT_ALLOWED, RESULTS_NOT_READY, JOB_STATE_CONFLICT, IDEMPOTENCY_CONFLICT,
         UPLOAD_TOO_LARGE, UPLOAD_TIMEOUT, REQUEST_TIMEOUT, TOO_MANY_UPLOADS, UNSUPPORTED_MEDIA_TYPE, INVALID_OPTIONS,
-        UNKNOWN_CLASS, UNKNOWN_LANGUAGE, INVALID_REQUEST, INVALID_CALLBACK_URL, TOO_MANY_JOBS, SERVICE_UNAVAILABLE,
-        TIMEOUT, INTERNAL, UPSTREAM_ERROR,
+        UNKNOWN_CLASS, UNKNOWN_LANGUAGE, INVALID_REQUEST, INVALID_CALLBACK_URL, TOO_MANY_JOBS, TOO_MANY_REQUESTS,
+        SERVICE_UNAVAILABLE, TIMEOUT, INTERNAL, UPSTREAM_ERROR,
     )
 }
 PROBLEMS_BY_REASON: dict[str, Problem] = {p.reason: p for p in PROBLEMS.values()}
@@ -170,6 +173,19 @@ class TooManyJobs(VideoJobsError):
 
     def __init__(self, message: str, retry_after_seconds: int) -> None:
         super().__init__(message)
+        self.retry_after_seconds = max(1, int(retry_after_seconds))
+
+    def extensions(self) -> dict[str, Any]:
+        return {"retry_after_seconds": self.retry_after_seconds}
+
+
+class TooManyRequests(VideoJobsError):
+    """A tenant's calls came faster than its request rate: back-pressure on that tenant alone."""
+
+    problem = TOO_MANY_REQUESTS
+
+    def __init__(self, rate: str, retry_after_seconds: int) -> None:
+        super().__init__(f"this tenant's calls are limited to {rate}; retry after {retry_after_seconds} s")
         self.retry_after_seconds = max(1, int(retry_after_seconds))
 
     def extensions(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from videojobs.api.metrics import BacklogSampler, GrpcMetricsInterceptor
 from videojobs.api.retention import RetentionSweeper
 from videojobs.api.service import JobsService, Lifecycle
 from videojobs.api.uploads import UploadLimiter
+from videojobs.api.rates import TenantRequestRate
 from videojobs.api.webhooks import WebhookDispatcher, WebhookPolicy
 from videojobs.common.adapters.factory import (
     make_capability_store,
@@ -61,6 +62,7 @@ class Api:
     sweeper: RetentionSweeper
     webhooks: WebhookDispatcher
     backlog: BacklogSampler
+    rates: TenantRequestRate
     server: grpc.Server | None = None
     port: int = 0
 
@@ -75,7 +77,7 @@ class Api:
                                   interceptors=[*tracing.grpc_server_interceptors(), GrpcMetricsInterceptor(),
                                                 LenientRequests(JOB_SERVICE)], options=options)
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServiceServicer(self.jobs, self.auth, self.uploads,
-                                                                          self.frames),
+                                                                          self.frames, self.rates),
                                                        self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, self.server)
         reflection.enable_server_reflection(
@@ -145,7 +147,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
         give_up_after_seconds=settings.webhook_give_up_after_seconds, public_url=settings.public_url))
     backlog = BacklogSampler(repo, queue, settings.metrics_sample_seconds)
     return Api(settings, repo, storage, queue, relay, jobs, frames, readiness, uploads, auth, sweeper, webhooks,
-               backlog)
+               backlog, TenantRequestRate(settings.tenant_request_rate))
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from videojobs.api.auth import Authenticator
 from videojobs.api.frames import FrameImages
+from videojobs.api.rates import TenantRequestRate
 from videojobs.api.service import JobRequest, JobsService, JobView
 from videojobs.api.uploads import UploadLimiter
 from videojobs.common import wire
@@ -94,7 +95,7 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Authenticates the caller, then runs the RPC with it.
+    """Authenticates the caller, counts the call against its tenant's request rate, then runs the RPC with it.
 
     Domain errors become their rich gRPC status; anything else is INTERNAL (logged, not shown).
     A request that did not parse (`Unparsable`) is INVALID_ARGUMENT.
@@ -106,6 +107,7 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
             authorization = next((value for key, value in context.invocation_metadata() or ()
                                   if key == "authorization"), None)
             caller = self._auth.authenticate(authorization if isinstance(authorization, str) else None)
+            self._rates.admit(caller)
             if isinstance(request, Unparsable):
                 raise request.bad_request()
             return method(self, request, context, caller)
@@ -127,9 +129,11 @@ def _rpc(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class JobServiceServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, jobs: JobsService, auth: Authenticator, uploads: UploadLimiter, frames: FrameImages) -> None:
+    def __init__(self, jobs: JobsService, auth: Authenticator, uploads: UploadLimiter, frames: FrameImages,
+                 rates: TenantRequestRate) -> None:
         self._jobs = jobs
         self._auth = auth
+        self._rates = rates
         self._uploads = uploads
         self._frames = frames
 

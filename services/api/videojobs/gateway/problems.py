@@ -31,6 +31,7 @@ from videojobs.common.errors import (
     ROUTE_NOT_FOUND,
     SERVICE_UNAVAILABLE,
     TIMEOUT,
+    TOO_MANY_REQUESTS,
     UNAUTHENTICATED,
     UPSTREAM_ERROR,
     Problem,
@@ -40,7 +41,7 @@ from videojobs.common.rpc_errors import remote_problem
 
 log = logging.getLogger(__name__)
 # What any call to the api can end in: unreachable (503), or no answer within the call timeout (504).
-API_CALL_PROBLEMS = (SERVICE_UNAVAILABLE, TIMEOUT)
+API_CALL_PROBLEMS = (TOO_MANY_REQUESTS, SERVICE_UNAVAILABLE, TIMEOUT)
 # Recorded, never sent: the client went away before its request was read.
 CLIENT_CLOSED_REQUEST = 499
 
