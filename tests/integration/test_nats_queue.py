@@ -125,6 +125,31 @@ def test_purge_removes_messages_of_final_jobs_only(shared_names):
         q.close()
 
 
+def test_a_purge_waiting_on_the_database_holds_no_other_call_of_the_queue(shared_names):
+    """`is_final` reads the database; one that does not answer (frozen) must not stall publishing meanwhile."""
+    q = JetStreamQueue(NATS_URL, **shared_names, ack_wait=5, op_timeout=2.0)
+    asked, answer = threading.Event(), threading.Event()
+
+    def is_final(job_id: str) -> bool:  # a database that answers only when told to
+        asked.set()
+        answer.wait(30)
+        return False
+
+    try:
+        q.enqueue(str(uuid.uuid4()))
+        purge = threading.Thread(target=q.purge, args=(is_final,), daemon=True)
+        purge.start()
+        assert asked.wait(10)
+        later = str(uuid.uuid4())
+        assert q.enqueue(later) and q.size() == 2  # answered while the purge waits on the database
+        answer.set()
+        purge.join(30)
+        assert stream_messages(q) == 2
+    finally:
+        answer.set()
+        q.close()
+
+
 def stream_messages(q: JetStreamQueue) -> int:
     async def count() -> int:
         await q._connected()

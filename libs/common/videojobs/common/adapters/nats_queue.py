@@ -187,7 +187,11 @@ class JetStreamQueue(QueueService):
         return self._call(self._reclaim_dead(), self._op_timeout * 4)
 
     def purge(self, is_final: Callable[[str], bool], limit: int = 1000) -> int:
-        return self._call(self._purge(is_final, limit), self._op_timeout * 4 + limit * 0.05)
+        # `is_final` reads the database: it runs here, never on the event loop, where a database that
+        # does not answer would stall every NATS call of this process (publishing, fetching, acks).
+        stored = self._call(self._stored_messages(limit), self._op_timeout * 4 + limit * 0.05)
+        final = [seq for seq, message in stored if is_final(message)]
+        return self._call(self._delete_messages(final), self._op_timeout * 4 + len(final) * 0.05)
 
     def delivery_count(self, job_id: str) -> int:
         with self._state_lock:
@@ -446,19 +450,30 @@ class JetStreamQueue(QueueService):
                 reclaimed.append(job_id)
         return reclaimed
 
-    async def _purge(self, is_final: Callable[[str], bool], limit: int) -> int:
+    async def _stored_messages(self, limit: int) -> list[tuple[int, str]]:
+        """(sequence, message) of the first `limit` sequences the stream holds."""
         await self._connected()
         info = await self._js.stream_info(self._stream)
         first, last = int(info.state.first_seq or 0), int(info.state.last_seq or 0)
-        removed = 0
+        stored = []
         for seq in range(first, min(last, first + limit - 1) + 1):
             try:
                 raw = await self._js.get_msg(self._stream, seq)
             except nats.js.errors.NotFoundError:
                 continue  # acked and gone (work-queue retention), or deleted
-            if raw.data and is_final(raw.data.decode()):
-                if await self._js.delete_msg(self._stream, seq):
-                    removed += 1
+            if raw.data:
+                stored.append((seq, raw.data.decode()))
+        return stored
+
+    async def _delete_messages(self, seqs: list[int]) -> int:
+        """Delete the messages at `seqs` (sequences are never reused); how many were still there."""
+        await self._connected()
+        removed = 0
+        for seq in seqs:
+            try:
+                removed += bool(await self._js.delete_msg(self._stream, seq))
+            except nats.js.errors.NotFoundError:
+                continue  # acked or deleted meanwhile
         return removed
 
     async def _take_message(self, seq: int) -> Optional[str]:
