@@ -150,6 +150,37 @@ def test_a_purge_waiting_on_the_database_holds_no_other_call_of_the_queue(shared
         q.close()
 
 
+def test_a_round_trip_answered_after_its_timeout_does_not_leave_the_connection_dead(shared_names):
+    """A link that holds the server's answers past the call timeout, then delivers them (a stalled network,
+    a paused server): the calls meanwhile fail as temporary, and the same connection works once it is back."""
+    servers = load_script("servers")
+    host, port = NATS_URL.removeprefix("nats://").split(":")
+    with servers.TcpProxy(host, int(port)).start() as link:
+        q = JetStreamQueue(f"nats://{link.endpoint}", **shared_names, ack_wait=5, op_timeout=1.0)
+        try:
+            q.enqueue(str(uuid.uuid4()))
+            q.ping()
+            job = q.dequeue(timeout=2)
+            link.freeze()
+            for call in (q.ping, lambda: q.ack(job)):
+                with pytest.raises(TemporaryFault):
+                    call()
+            link.restore()  # the held answers arrive now, after their calls gave up
+            later = str(uuid.uuid4())
+            for attempt in range(10):  # the first calls may still meet the held answers
+                try:
+                    q.ping()
+                    assert q.enqueue(later)
+                    break
+                except TemporaryFault:
+                    time.sleep(0.5)
+            else:
+                pytest.fail("the connection stayed dead after the link came back")
+            assert q.size() >= 1 and q.dequeue(timeout=2) is not None
+        finally:
+            q.close()
+
+
 def stream_messages(q: JetStreamQueue) -> int:
     async def count() -> int:
         await q._connected()

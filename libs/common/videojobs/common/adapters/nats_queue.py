@@ -441,7 +441,7 @@ class JetStreamQueue(QueueService):
 
             self._advisory_seqs = seqs
             self._advisories = await nc.subscribe(subject, cb=on_advisory)
-            await nc.flush(timeout=self._op_timeout)
+            await self._round_trip()
         reclaimed: list[str] = []
         while self._advisory_seqs:
             seq = self._advisory_seqs.pop(0)
@@ -494,10 +494,17 @@ class JetStreamQueue(QueueService):
         return msgs[0] if msgs else None
 
     async def _respond(self, send: Callable[[], Awaitable[None]]) -> None:
-        nc = await self._connected()
+        await self._connected()
         await send()
-        # Acks are fire-and-forget publishes; the flush round trip confirms the server has them.
-        await nc.flush(timeout=self._op_timeout)
+        await self._round_trip()  # acks are fire-and-forget publishes: this confirms the server has them
+
+    async def _round_trip(self) -> None:
+        """A request the server answers after every command this connection sent before it.
+
+        Not ``nc.flush``: nats-py (2.16) leaves the PONG future of a flush that timed out in its queue, and
+        the late PONG then ends the client's read loop; the connection still looks connected, and every
+        later call times out. A request that times out is forgotten, and its late reply dropped."""
+        await self._js.account_info()
 
     async def _num_pending(self) -> int:
         await self._connected()
@@ -505,9 +512,8 @@ class JetStreamQueue(QueueService):
         return int(info.num_pending or 0)
 
     async def _ping(self) -> None:
-        nc = await self._connected()
-        await nc.flush(timeout=self._op_timeout)
-        await self._js.stream_info(self._stream)
+        await self._connected()
+        await self._js.stream_info(self._stream)  # a round trip to the server and its JetStream
 
     async def _delete_stream(self) -> None:
         await self._connected()
