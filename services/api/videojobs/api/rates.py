@@ -25,10 +25,6 @@ class TenantRequestRate:
         self._rate: RateLimitItem | None = parse(rate) if rate.strip() else None
         self._windows = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
 
-    @property
-    def limited(self) -> bool:
-        return self._rate is not None
-
     def admit(self, caller: Caller) -> None:
         if self._rate is None or self._windows.hit(self._rate, caller.tenant_id):
             return

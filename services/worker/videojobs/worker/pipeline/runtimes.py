@@ -95,10 +95,7 @@ def evict_exports(cache_dir: Path, budget_bytes: int, keep: Optional[Path] = Non
                 if path.exists():
                     gone = path.with_name(f".{path.name}.evicted-{os.getpid()}")
                     os.replace(path, gone)
-                    if gone.is_dir():
-                        shutil.rmtree(gone, ignore_errors=True)
-                    else:
-                        gone.unlink(missing_ok=True)
+                    _remove(gone)
                     removed.append(path.name)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -142,10 +139,15 @@ def _remove_leftovers(cache_dir: Path, name: str) -> None:
     leftover = re.compile(re.escape(f".{name}.") + r"(?:[a-z0-9_]{8}|evicted-\d+)")
     for path in cache_dir.iterdir():
         if leftover.fullmatch(path.name):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    """An export (a folder for OpenVINO, a file for ONNX) or what is left of one."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_json_once(cache_dir: Path, name: str, data: dict) -> dict:
