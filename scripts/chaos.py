@@ -8,7 +8,8 @@ cuttable TCP proxy, with the api, the gateway and N workers as separate processe
 
 Scenarios: SIGKILL a worker every few seconds while jobs run; NATS stopped; Postgres
 cut at its proxy, killed (a crash) and restarted, and frozen (SIGSTOP); S3 stopped, and frozen;
-stalled gRPC uploads plus slow REST uploads while status is polled. Each reports the
+stalled gRPC uploads plus slow REST uploads while status is polled; and, full size and as root, the host of
+Postgres, then of NATS, lost: every open connection silent for good, new ones answered. Each reports the
 jobs accepted, completed, failed (with reasons), stuck, duplicate completions, results
 objects per job, leftover scratch files, time to drain after the fault ends, and the
 p99 of status reads during the scenario; `check()` says which promises broke.
@@ -56,10 +57,11 @@ class Size:
     kill_jobs: int
     drain_timeout: float = 120.0
     slow_uploads: int = 300
+    hosts_lost: bool = True  # the scenarios of a backend's host lost (root only: see Chaos.links)
 
 
 FULL = Size(fault_seconds=30, jobs=12, kill_jobs=60)
-QUICK = Size(fault_seconds=12, jobs=4, kill_jobs=10, slow_uploads=100)
+QUICK = Size(fault_seconds=12, jobs=4, kill_jobs=10, slow_uploads=100, hosts_lost=False)
 
 
 @dataclass
@@ -79,6 +81,9 @@ class Report:
     status_p99_limit_ms: float = 500.0
     status_samples: int | None = None  # status reads the probe made, when the scenario ran one
     status_errors: int = 0
+    # Connections silenced for good (a host lost) that a service still held open once the jobs drained: it
+    # never gave up on them, and whatever waited on one waits for the kernel's ~15 minutes.
+    silent_connections_kept: int | None = None
     notes: list[str] = field(default_factory=list)
 
     def problems(self) -> list[str]:
@@ -97,6 +102,8 @@ class Report:
             out.append(f"drain took {self.drain_seconds} s")
         if self.status_samples is not None and self.status_samples < 10:
             out.append(f"only {self.status_samples} status read(s) during the scenario")
+        if self.silent_connections_kept:
+            out.append(f"{self.silent_connections_kept} silent connection(s) still held")
         if self.status_p99_ms is not None and self.status_p99_ms > self.status_p99_limit_ms:
             out.append(f"status p99 {self.status_p99_ms} ms (limit {self.status_p99_limit_ms:g})")
         return out
@@ -105,7 +112,7 @@ class Report:
 class Chaos:
     """The backends (each behind a proxy), the stack on top, and a client."""
 
-    def __init__(self, state_dir: Path, workers: int = 3) -> None:
+    def __init__(self, state_dir: Path, workers: int = 3, links: bool = True) -> None:
         self.state_dir = state_dir
         self.workers = workers
         self._exit = ExitStack()
@@ -115,10 +122,19 @@ class Chaos:
         self.pg_proxy = self._exit.enter_context(servers.TcpProxy.in_front_of(self.pg))
         self.nats_proxy = self._exit.enter_context(servers.TcpProxy.in_front_of(self.nats))
         self.s3_proxy = self._exit.enter_context(servers.TcpProxy.in_front_of(self.s3))
+        # With `links`, where a network namespace can be made (root), Postgres and NATS are reached through a
+        # BlackHoleLink in front of their proxies, whose open connections can go silent for good: the host lost.
+        self.links = links and not servers.black_holes_unavailable()
+        pg_path, nats_path = self.pg_proxy, self.nats_proxy
+        if self.links:
+            self.pg_link = self._exit.enter_context(servers.BlackHoleLink(self.pg_proxy.host, self.pg_proxy.port))
+            self.nats_link = self._exit.enter_context(servers.BlackHoleLink(self.nats_proxy.host,
+                                                                            self.nats_proxy.port))
+            pg_path, nats_path = self.pg_link, self.nats_link
         http_port, grpc_port = servers.free_ports(2)
         self.stack = Stack(
             state_dir / "stack", name="chaos", http_port=http_port, grpc_port=grpc_port, model=str(MODEL),
-            database_url=self.pg.url_via(self.pg_proxy), nats_url=f"nats://{self.nats_proxy.endpoint}",
+            database_url=self.pg.url_via(pg_path), nats_url=f"nats://{nats_path.endpoint}",
             s3_endpoint=self.s3_proxy.endpoint,
             extra_env={
                 "VIDEOJOBS_LEASE_SECONDS": "10", "VIDEOJOBS_HEARTBEAT_SECONDS": "2",
@@ -250,15 +266,16 @@ class StatusProbe:
 
 
 # -- scenarios --------------------------------------------------------------------------------------
-def outage(chaos: Chaos, size: Size, name: str, fault: Callable[[], None], heal: Callable[[], None],
+def outage(chaos: Chaos, size: Size, name: str, fault: Callable[[], str | None], heal: Callable[[], None],
            status_p99_limit_ms: float = 500.0, pollers: int = 1) -> Report:
-    """Jobs queued and running when a backend fails; the fault lasts `fault_seconds`; then all must drain."""
+    """Jobs queued and running when a backend fails; the fault lasts `fault_seconds`; then all must drain.
+    What `fault` returns, if anything, is noted in the report."""
     first = len(chaos.accepted)
     probe_job = chaos.submit(retry_for=30)
     before = chaos.submit_many(size.jobs, retry_for=30, frames=40)  # a few seconds of work each
     with StatusProbe(chaos, probe_job, pollers) as probe:
         unfinished = sum(1 for s in chaos.statuses(before).values() if s["status"] not in FINAL)
-        fault()
+        said = fault()
         fault_started = time.monotonic()
         during = []
         while time.monotonic() - fault_started < size.fault_seconds:
@@ -270,7 +287,7 @@ def outage(chaos: Chaos, size: Size, name: str, fault: Callable[[], None], heal:
     ids = chaos.accepted[first:]
     report = finish(chaos, name, ids, size, probe,
                     notes=[f"{len(before) + 1} submitted before the fault ({unfinished} of them unfinished when it "
-                           f"began), {len(during)} accepted during it"])
+                           f"began), {len(during)} accepted during it"] + ([said] if isinstance(said, str) else []))
     report.status_p99_limit_ms = status_p99_limit_ms
     return report
 
@@ -387,7 +404,7 @@ def scenarios(chaos: Chaos, size: Size) -> dict[str, Callable[[], Report]]:
         time.sleep(size.fault_seconds)
         chaos.pg.start()
 
-    return {
+    table = {
         "worker_kills": lambda: kill_workers(chaos, size),
         "nats_down": lambda: outage(chaos, size, "nats_stopped", chaos.nats.stop, chaos.nats.start),
         "postgres_down": lambda: outage(chaos, size, "postgres_cut", chaos.pg_proxy.cut, chaos.pg_proxy.restore),
@@ -401,11 +418,31 @@ def scenarios(chaos: Chaos, size: Size) -> dict[str, Callable[[], Report]]:
                                           status_p99_limit_ms=(API_CALL_TIMEOUT + 1) * 1000, pollers=8),
         "stalled_uploads": lambda: stalled_uploads(chaos, size),
     }
+    if chaos.links:
+        # Every open connection to the server goes silent for good (no reset), and new ones reach it: its host
+        # died and its address leads to another. The clients must give up on the silent ones themselves.
+        def host_lost(name: str, link: "servers.BlackHoleLink") -> Callable[[], Report]:
+            def fault() -> str:
+                return f"{len(link.drop_open())} open connection(s) silenced"
+
+            def scenario() -> Report:
+                report = outage(chaos, size, name, fault, lambda: None,  # they stay silent
+                                status_p99_limit_ms=(API_CALL_TIMEOUT + 1) * 1000, pollers=8)
+                report.silent_connections_kept = len(link.silenced_still_open())
+                return report
+
+            return scenario
+
+        table["postgres_host_lost"] = host_lost("postgres_host_lost", chaos.pg_link)
+        table["nats_host_lost"] = host_lost("nats_host_lost", chaos.nats_link)
+    return table
 
 
 def run(size: Size, only: list[str] | None = None, workers: int = 3, state_dir: Path | None = None) -> list[Report]:
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix="videojobs-chaos-"))
-    chaos = Chaos(state_dir, workers=workers)
+    chaos = Chaos(state_dir, workers=workers, links=size.hosts_lost)
+    if size.hosts_lost and not chaos.links:
+        print(f"chaos: no host-lost scenarios here: {servers.black_holes_unavailable()}", flush=True)
     reports: list[Report] = []
     try:
         chaos.up()
@@ -426,7 +463,8 @@ def format_report(r: Report) -> str:
             f"stuck={r.stuck} duplicates={r.duplicates} objects/job={r.results_objects} "
             f"scratch_files={r.leftover_scratch_files} drain={r.drain_seconds}s status_p99={r.status_p99_ms}ms "
             f"status_reads={r.status_samples} status_errors={r.status_errors} "
-            f"-> {verdict}" + (f"\n      {'; '.join(r.notes)}" if r.notes else "")
+            + (f"silent_kept={r.silent_connections_kept} " if r.silent_connections_kept is not None else "")
+            + f"-> {verdict}" + (f"\n      {'; '.join(r.notes)}" if r.notes else "")
             + (f"\n      failed: {r.failed}" if r.failed else ""))
 
 

@@ -1000,3 +1000,182 @@ class TcpProxy:
                 return
             writer.write(data)
             await writer.drain()
+
+
+# -- a path that can fall into a black hole ----------------------------------------------------
+def black_holes_unavailable() -> str:
+    """Why a ``BlackHoleLink`` cannot be made here ("" if it can)."""
+    if os.geteuid() != 0:
+        return "a network namespace needs root"
+    missing = [tool for tool in ("ip", "ss") if shutil.which(tool) is None]
+    return f"needs iproute2 ({', '.join(missing)} missing)" if missing else ""
+
+
+_BLACK_HOLE_TABLE = "213"  # the routing table (inside a link's namespace) whose only route is a black hole
+_INNER_PROXY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import servers
+proxy = servers.TcpProxy(sys.argv[3], int(sys.argv[4]), host=sys.argv[2]).start()
+print(proxy.port, flush=True)
+sys.stdin.read()  # until the parent closes it (or dies)
+"""
+
+
+class BlackHoleLink:
+    """A path to a server whose packets can vanish: nothing answers, nothing is reset, as when the
+    server's host dies or a network partition drops everything. The kernel then keeps a connection for
+    ~15 minutes of retransmissions (``tcp_retries2``) unless the client bounds it. (``TcpProxy.cut``
+    resets, and ``freeze`` is still acknowledged by the kernel: neither is a black hole.)
+
+        with BlackHoleLink(LOOPBACK, 5432) as link:
+            url = f"postgresql://postgres@{link.endpoint}/test"
+            link.drop_open()   # the connections open now go silent for good; new ones work
+                               # (the server's host died and its address now leads to another)
+            link.drop_all()    # nothing answers, old connections or new (a partition)
+            link.restore()     # the partition heals: connections held resume
+
+    Clients connect to an address inside a network namespace of its own (a veth pair away, so the
+    packets cross a real interface); a TcpProxy there forwards to a TcpProxy on this side, which forwards
+    to the server. Silence is a route in the namespace: a ``blackhole`` route towards this side for
+    ``drop_all``, policy rules matching the open connections' ports for ``drop_open``. Needs root and
+    iproute2 (``black_holes_unavailable()`` says why not).
+    """
+
+    _made = 0
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        BlackHoleLink._made += 1
+        pid, n = os.getpid(), BlackHoleLink._made
+        self.netns = f"vjbh-{pid}-{n}"
+        self._veth = (f"vj{pid}o{n}", f"vj{pid}i{n}")
+        block = ((pid * 8 + n) % 16384) * 4  # a /30 of 10.213.0.0/16
+        prefix = f"10.213.{block // 256}."
+        self.outer_host, self.host = f"{prefix}{block % 256 + 1}", f"{prefix}{block % 256 + 2}"
+        self.port = 0
+        self._relay = TcpProxy(target_host, target_port, host=self.outer_host)
+        self._inner: Optional[subprocess.Popen] = None
+        self._dropped: list[list[str]] = []  # `ip` arguments that undo each drop
+        self.silenced: set[int] = set()  # client ports of the connections `drop_open` silenced
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "BlackHoleLink":
+        why = black_holes_unavailable()
+        if why:
+            raise ServerError(f"cannot make a black hole here: {why}")
+        _remove_stale_namespaces()
+        outer, inner = self._veth
+        _ip("netns", "add", self.netns)
+        _LIVE_NETNS.add(self.netns)
+        try:
+            _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+            _ip("link", "set", inner, "netns", self.netns)
+            _ip("addr", "add", f"{self.outer_host}/30", "dev", outer)
+            _ip("link", "set", outer, "up")
+            self._in_ns("ip", "addr", "add", f"{self.host}/30", "dev", inner)
+            self._in_ns("ip", "link", "set", inner, "up")
+            self._in_ns("ip", "link", "set", "lo", "up")
+            self._in_ns("ip", "route", "add", "blackhole", "default", "table", _BLACK_HOLE_TABLE)
+            self._relay.start()
+            self._inner = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, sys.executable, "-c", _INNER_PROXY,
+                 str(Path(__file__).resolve().parent), self.host, self.outer_host, str(self._relay.port)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+            line = self._inner.stdout.readline()
+            if not line.strip().isdigit():
+                raise ServerError(f"the proxy in {self.netns} did not start (it printed {line!r})")
+            self.port = int(line)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def open_client_ports(self) -> list[int]:
+        """The client-side ports of the connections open through the link now."""
+        out = self._in_ns("ss", "-Htn", "state", "established", "sport", "=", f":{self.port}")
+        return sorted({int(line.split()[-1].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()})
+
+    def drop_open(self) -> list[int]:
+        """Silence, for good, the connections open now (their client ports are returned); new ones work."""
+        ports = self.open_client_ports()
+        self.silenced.update(ports)
+        for port in ports:
+            rule = ["rule", "add", "ipproto", "tcp", "sport", str(self.port), "dport", str(port),
+                    "lookup", _BLACK_HOLE_TABLE, "priority", "100"]
+            self._in_ns("ip", *rule)
+            self._dropped.append(["rule", "del", *rule[2:]])
+        return ports
+
+    def silenced_still_open(self) -> list[int]:
+        """The silenced connections their clients still hold open (client ports), seen from the clients' side:
+        a client that never gives up on a silent connection keeps it (and whatever waits on it) ~15 minutes."""
+        out = _run(["ss", "-Htn", "state", "established", "dst", self.endpoint])
+        open_ports = {int(line.split()[-2].rsplit(":", 1)[1]) for line in out.splitlines() if line.strip()}
+        return sorted(open_ports & self.silenced)
+
+    def drop_all(self) -> None:
+        """Nothing comes back from the link's far side, on any connection, until ``restore``."""
+        self._in_ns("ip", "route", "add", "blackhole", f"{self.outer_host}/32")
+        self._dropped.append(["route", "del", "blackhole", f"{self.outer_host}/32"])
+
+    def restore(self) -> None:
+        """Undo every drop: packets flow again (connections the peers gave up on meanwhile are reset)."""
+        while self._dropped:
+            self._in_ns("ip", *self._dropped.pop())
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.kill()
+            self._inner.wait(10)
+            for pipe in (self._inner.stdin, self._inner.stdout):
+                pipe.close()
+            self._inner = None
+        self._relay.stop()
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)  # takes the veth pair
+        subprocess.run(["ip", "link", "del", self._veth[0]], capture_output=True)
+        _LIVE_NETNS.discard(self.netns)
+
+    stop = close
+
+    def __enter__(self) -> "BlackHoleLink":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<BlackHoleLink {self.endpoint} ({self.netns}) -> {self._relay.target[0]}:{self._relay.target[1]}>"
+
+    def _in_ns(self, *command: str) -> str:
+        return _run(["ip", "netns", "exec", self.netns, *command])
+
+
+_LIVE_NETNS: set[str] = set()
+
+
+@atexit.register
+def _remove_live_namespaces() -> None:
+    for netns in list(_LIVE_NETNS):
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+
+
+def _remove_stale_namespaces() -> None:
+    """Namespaces of BlackHoleLinks whose process is gone (killed before it could remove them)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for name in re.findall(r"^(vjbh-(\d+)-\d+)", listed, re.MULTILINE):
+        if not Path(f"/proc/{name[1]}").exists():
+            subprocess.run(["ip", "netns", "del", name[0]], capture_output=True)
+
+
+def _ip(*args: str) -> str:
+    return _run(["ip", *args])
+
+
+def _run(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServerError(f"{' '.join(command)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout

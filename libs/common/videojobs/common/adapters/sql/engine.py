@@ -11,6 +11,14 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # read_only_sql_transaction: the server this connection reaches is a standby now (a failover demoted it,
 # or the address still resolved to the old primary). A pre-ping cannot tell: it only reads.
 _NOT_THE_PRIMARY = {"25006"}
+# A server that vanished without a word (its host died, a partition dropping everything) is noticed in
+# about 10 s, not after the kernel's ~15 minutes of retransmissions: data it leaves unacknowledged for
+# tcp_user_timeout (ms), or an idle connection's keepalive probes (after 5 s, 3 probes 2 s apart), end
+# the connection with an error. Until then a query on it hangs, and so does the pool's pre-ping of it.
+# A busy or paused server still acknowledges (its kernel does), so neither cuts a slow query short.
+# Any of these given in the database URL is kept.
+DEAD_SERVER_DETECTION = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                         "keepalives_count": 3, "tcp_user_timeout": 10_000}
 
 
 def make_engine(url: str, schema: str = "") -> sa.Engine:
@@ -30,7 +38,9 @@ def make_engine(url: str, schema: str = "") -> sa.Engine:
             cur.close()
 
         return engine
-    connect_args: dict[str, object] = {"connect_timeout": 5}
+    given = sa.engine.make_url(url).query
+    connect_args: dict[str, object] = {
+        key: value for key, value in {"connect_timeout": 5, **DEAD_SERVER_DETECTION}.items() if key not in given}
     if schema:
         if not _SCHEMA_RE.match(schema):
             raise ValueError(f"database schema {schema!r} is not a plain identifier")
