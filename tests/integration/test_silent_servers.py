@@ -169,3 +169,57 @@ def test_the_queue_reconnects_when_its_nats_server_vanished():
         finally:
             q.delete_stream()
             q.close()
+
+
+@needs_black_holes
+def test_the_gateway_reconnects_when_its_api_vanished(api):
+    """The gateway's channel to the api (one long-lived HTTP/2 connection) finds the silent one dead by
+    keepalive pings and connects afresh; until then each call ends at the gateway's call deadline."""
+    from fastapi.testclient import TestClient
+
+    from videojobs.common.config import Settings
+    from videojobs.gateway.app import create_app
+
+    unknown = f"/video/status/{uuid.uuid4()}"
+    with servers.BlackHoleLink("127.0.0.1", api.port) as link:
+        app = create_app(Settings(api_call_timeout_seconds=2), link.endpoint)
+        with TestClient(app) as client:
+            assert client.get(unknown).status_code == 404  # answered by the api
+            assert link.drop_open(), "the gateway holds no connection to silence"
+
+            def read_until_answered() -> int:
+                failures = 0
+                while client.get(unknown).status_code != 404:
+                    failures += 1
+                    time.sleep(0.2)
+                return failures
+
+            outcome = Call(read_until_answered).outcome()
+            assert outcome.get("value", 0) > 0, outcome  # the silent connection was in use until found out
+
+
+def test_our_servers_accept_our_clients_keepalive_pings():
+    """A client pinging an idle connection more often than its server accepts is sent away ("too_many_pings",
+    then a reconnect). Ours accept a ping every 5 s without calls (our clients ping every 10 s). gRPC's
+    default server (one per 5 minutes) fails this test: it sends the channel away at the third ping."""
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from videojobs.common.serving import KEEPALIVE_CLIENT_OPTIONS, grpc_server
+
+    made = grpc_server(2)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), made)
+    port = made.add_insecure_port("127.0.0.1:0")
+    made.start()
+    as_often_as_accepted = dict(KEEPALIVE_CLIENT_OPTIONS) | {"grpc.keepalive_time_ms": 5_000}
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=list(as_often_as_accepted.items()))
+    states: list[str] = []
+    channel.subscribe(lambda state: states.append(state.name))
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        time.sleep(17)  # three pings on an idle connection; gRPC's default server sends it away at the third
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    finally:
+        channel.close()
+        made.stop(0)
+    assert "CONNECTING" not in states[states.index("READY"):], states  # never sent away

@@ -27,6 +27,7 @@ from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES, RenderedImage
 from videojobs.common.job import JobStatus
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.resources import Capabilities, JobResource
+from videojobs.common.serving import KEEPALIVE_CLIENT_OPTIONS
 from videojobs.common.results import MAX_PAGE_SIZE, FrameResult, ResultsDocument
 from videojobs.common.rpc_errors import remote_problem
 from videojobs.v1 import jobs_pb2, jobs_pb2_grpc
@@ -96,6 +97,7 @@ class VideoJobsClient:
         self._channel = grpc.insecure_channel(self.server, options=[
             ("grpc.max_receive_message_length", MAX_IMAGE_MESSAGE_BYTES),
             ("grpc.primary_user_agent", f"videojobs-client/{_version()}"),
+            *KEEPALIVE_CLIENT_OPTIONS,
         ])
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
 

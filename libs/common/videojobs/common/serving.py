@@ -19,6 +19,23 @@ import grpc
 # Messages are at most one upload chunk plus framing; results pages stay far below.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
+# Our clients' channels (the gateway's, the Python client's) ping their server every 10 s, with or without
+# calls, and end the connection when a ping is not answered within 5 s: a server that vanished without a word
+# (its host died, a partition) is found out in about 15 s and the channel connects afresh, resolving the name
+# again, where every call would otherwise meet its deadline for the kernel's ~15 minutes of retransmissions.
+KEEPALIVE_CLIENT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+# What our servers accept of those pings. gRPC's default is one per 5 minutes without calls, and a client
+# pinging more often is sent away ("too_many_pings").
+KEEPALIVE_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+)
+
 
 def stop_on_signals() -> threading.Event:
     """An event that SIGTERM or SIGINT sets (call from the main thread)."""
@@ -53,6 +70,7 @@ def grpc_server(max_workers: int, thread_name_prefix: str = "grpc", interceptors
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *KEEPALIVE_SERVER_OPTIONS,
             *options,
         ],
     )

@@ -35,6 +35,7 @@ from videojobs.common.frames import MAX_IMAGE_MESSAGE_BYTES
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.pipelines import DEFAULT_PIPELINE, PIPELINES, get_pipeline
 from videojobs.common.resources import Capabilities, JobResource
+from videojobs.common.serving import KEEPALIVE_CLIENT_OPTIONS
 from videojobs.common.results import MAX_PAGE_SIZE, JobResults, ResultsDocument, WholeResultsJson
 from videojobs.gateway.params import JobId
 from videojobs.gateway.problems import (
@@ -106,11 +107,11 @@ def create_app(settings: Settings, api_target: str | None = None) -> FastAPI:
         channel = grpc.aio.insecure_channel(
             api_target, interceptors=[*tracing.grpc_aio_client_interceptors(),
                                       DefaultDeadline(settings.api_call_timeout_seconds)],
-            options=[("grpc.max_receive_message_length", MAX_IMAGE_MESSAGE_BYTES)])
+            options=[("grpc.max_receive_message_length", MAX_IMAGE_MESSAGE_BYTES), *KEEPALIVE_CLIENT_OPTIONS])
         state["stub"] = jobs_pb2_grpc.JobServiceStub(channel)
         state["health"] = health_pb2_grpc.HealthStub(channel)
         # Uploads go through the synchronous client (see _forward_upload).
-        upload_channel = grpc.insecure_channel(api_target)
+        upload_channel = grpc.insecure_channel(api_target, options=KEEPALIVE_CLIENT_OPTIONS)
         state["upload_stub"] = jobs_pb2_grpc.JobServiceStub(tracing.traced_channel(upload_channel))
         try:
             yield
