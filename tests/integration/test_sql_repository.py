@@ -1,7 +1,7 @@
 """JobRepository contract on SQLite (embedded) and real Postgres (each test in its own schema)."""
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -319,3 +319,35 @@ def test_two_sweepers_at_once_remove_exactly_the_expired_jobs_once(backend, requ
     for job in jobs["fresh"] + jobs["running"]:
         assert storage.exists(job.input_key) and repos[0].get(job.job_id)
     second.dispose()
+
+
+@pytest.mark.parametrize("host_off_by", [-90, 90])
+def test_a_host_whose_clock_is_off_writes_leases_on_the_database_clock(pg_engine, monkeypatch, host_off_by):
+    """A host 90 s behind would write leases every other worker sees as run out at once (and take the job);
+    one 90 s ahead, leases that outlive a lost worker by 90 s. Synced, its leases end where the database's
+    clock (every other synced host's) says."""
+    from videojobs.common import clock
+
+    upgrade(pg_engine)
+    repo = SqlJobRepository(pg_engine)
+    monkeypatch.setattr(clock, "_offset", timedelta(0))
+    monkeypatch.setattr(clock, "host_now", lambda: datetime.now(timezone.utc) + timedelta(seconds=host_off_by))
+    lease = timedelta(seconds=60)
+    unsynced = Job.submit("yolo")
+    unsynced.start("w-off", lease)
+    assert abs((unsynced.lease_expires_at - repo.database_time()) - lease) > timedelta(seconds=80)
+
+    measured = clock.DatabaseClock(repo.database_time).sync()
+    assert abs(measured.total_seconds() + host_off_by) < 1
+    job = Job.submit("yolo")
+    job.start("w-off", lease)
+    repo.add(job)
+    seen_by_others = repo.get(job.job_id)
+    assert abs((seen_by_others.lease_expires_at - repo.database_time()) - lease) < timedelta(seconds=1)
+    assert not seen_by_others.lease_expired(repo.database_time())
+    assert seen_by_others.lease_expired(repo.database_time() + lease)
+
+
+def test_an_embedded_database_has_no_clock_to_follow(tmp_path):
+    repo = SqlJobRepository(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
+    assert repo.database_time() is None

@@ -21,6 +21,7 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from videojobs.common.clock import utcnow
 from videojobs.common.errors import IllegalTransition, InvalidJobId
 from videojobs.common.options import AnalysisOptions
 
@@ -41,10 +42,6 @@ class JobStatus(str, enum.Enum):
 FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 # The tenant of every job submitted while authentication is off (VIDEOJOBS_AUTH=none).
 DEFAULT_TENANT = "default"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def parse_job_id(raw: str) -> str:

@@ -29,6 +29,7 @@ from videojobs.common.adapters.factory import (
 )
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.frames import FrameImageStore
+from videojobs.common.clock import DatabaseClock
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common import observability
 from videojobs.common.observability import tracing
@@ -91,11 +92,11 @@ class Api:
         if self.server is None:
             self.bind()
         assert self.server is not None
+        self.readiness.start()  # first: its checks set the clock (clock.DatabaseClock) the others write times by
         self.uploads.start()
         self.relay.start()
         self.sweeper.start()
         self.webhooks.start()
-        self.readiness.start()
         self.backlog.start()
         self.server.start()
         log.info("gRPC JobService on %s:%d", self.settings.bind_host, self.port)
@@ -134,7 +135,8 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
                        tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix)
     frames = FrameImages(jobs, FrameImageStore(storage))
     readiness = ReadinessMonitor(
-        {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
+        {"database": repo.ping, "clock": DatabaseClock(repo.database_time).sync, "queue": queue.ping,
+         "storage": storage.ping}, services=[JOB_SERVICE]
     )
     uploads = UploadLimiter(settings.max_concurrent_uploads, settings.upload_idle_timeout_seconds,
                             settings.upload_total_timeout_seconds)

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2_grpc
 from videojobs.common.adapters.factory import make_capability_store, make_queue, make_repository
 from videojobs.common.config import Settings, load_settings
 from videojobs.common.frames import FrameImageStore
+from videojobs.common.clock import DatabaseClock
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common import observability
 from videojobs.common.observability import tracing
@@ -129,7 +130,8 @@ def main(argv: list[str]) -> int:
         log.warning("VIDEOJOBS_QUEUE_URL is memory://: a standalone worker sees no jobs; use `videojobs serve` or nats://")
 
     readiness = ReadinessMonitor(
-        {"database": repo.ping, "queue": queue.ping, "storage": storage.ping}, services=["videojobs.worker"]
+        {"database": repo.ping, "clock": DatabaseClock(repo.database_time).sync, "queue": queue.ping,
+         "storage": storage.ping}, services=["videojobs.worker"]
     )
     health_server = grpc_server(max_workers=2, thread_name_prefix="health")
     health_pb2_grpc.add_HealthServicer_to_server(readiness.servicer, health_server)

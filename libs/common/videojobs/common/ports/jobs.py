@@ -241,3 +241,8 @@ class JobRepository(ABC):
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
         raise NotImplementedError
+
+    def database_time(self) -> datetime | None:
+        """The database server's clock now, which every process sharing it follows (``clock.DatabaseClock``);
+        None where processes on several hosts cannot share the database (embedded)."""
+        return None

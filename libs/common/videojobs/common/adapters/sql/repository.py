@@ -437,6 +437,13 @@ class SqlJobRepository(JobRepository):
         with self._engine.connect() as conn:
             conn.execute(sa.select(sa.func.count()).select_from(jobs))
 
+    @temporary_on_disconnect
+    def database_time(self) -> datetime | None:
+        if self._engine.dialect.name != "postgresql":  # SQLite: this host's own file
+            return None
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+
     @property
     def engine(self) -> sa.Engine:
         return self._engine
