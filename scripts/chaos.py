@@ -61,7 +61,7 @@ class Size:
 
 
 FULL = Size(fault_seconds=30, jobs=12, kill_jobs=60)
-QUICK = Size(fault_seconds=12, jobs=4, kill_jobs=10, slow_uploads=100, hosts_lost=False)
+QUICK = Size(fault_seconds=8, jobs=4, kill_jobs=10, slow_uploads=100, hosts_lost=False)
 
 
 @dataclass
