@@ -78,3 +78,12 @@ def test_a_host_clock_far_off_is_reported_once_until_it_moves(monkeypatch, caplo
     assert messages == ["this host's clock is 30.0 s behind the database server's: the service's times follow "
                         "the database's (fix this host's time synchronisation)",
                         "this host's clock agrees with the database server's again (0.100 s)"]
+
+
+def test_each_measured_offset_is_handed_on_in_seconds(monkeypatch):
+    host = Host(T0)
+    monkeypatch.setattr(clock, "host_now", host)
+    seen: list[float] = []
+    synced = clock.DatabaseClock(lambda: host.now - timedelta(seconds=2.5), samples=1, on_measured=seen.append)
+    synced.sync()
+    assert seen == [-2.5]

@@ -38,11 +38,14 @@ class DatabaseClock:
 
     `read_database_time` returns the server's clock now, or None where there is nothing to follow (an
     embedded database on this host). Each ``sync`` takes the reading with the shortest round trip of
-    `samples`, and assumes the server read its clock half-way through it."""
+    `samples`, and assumes the server read its clock half-way through it; `on_measured` gets the offset
+    in seconds (a metric's ``set``)."""
 
     def __init__(self, read_database_time: Callable[[], Optional[datetime]], samples: int = 3,
-                 warn_beyond: timedelta = timedelta(seconds=1)) -> None:
+                 warn_beyond: timedelta = timedelta(seconds=1),
+                 on_measured: Callable[[float], None] = lambda seconds: None) -> None:
         self._read = read_database_time
+        self._on_measured = on_measured
         self._samples = samples
         self._warn_beyond = warn_beyond
         self._warned: Optional[timedelta] = None
@@ -61,6 +64,7 @@ class DatabaseClock:
             if best is None or round_trip < best[0]:
                 best = (round_trip, server - (sent + round_trip / 2))
         _offset = best[1]
+        self._on_measured(_offset.total_seconds())
         self._report(_offset)
         return _offset
 

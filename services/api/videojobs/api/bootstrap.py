@@ -33,7 +33,7 @@ from videojobs.common.clock import DatabaseClock
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common import observability
 from videojobs.common.observability import tracing
-from videojobs.common.observability.metrics import MetricsServer
+from videojobs.common.observability.metrics import CLOCK_OFFSET, MetricsServer
 from videojobs.common.outbox import OutboxRelay
 from videojobs.common.ports.jobs import AdmissionLimits, JobRepository
 from videojobs.common.ports.queue import QueueService
@@ -134,9 +134,9 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
                        results_cache_bytes=settings.results_cache_bytes,
                        tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix)
     frames = FrameImages(jobs, FrameImageStore(storage))
+    clock = DatabaseClock(repo.database_time, on_measured=CLOCK_OFFSET.set)  # times follow the database's
     readiness = ReadinessMonitor(
-        {"database": repo.ping, "clock": DatabaseClock(repo.database_time).sync, "queue": queue.ping,
-         "storage": storage.ping}, services=[JOB_SERVICE]
+        {"database": repo.ping, "clock": clock.sync, "queue": queue.ping, "storage": storage.ping}, services=[JOB_SERVICE]
     )
     uploads = UploadLimiter(settings.max_concurrent_uploads, settings.upload_idle_timeout_seconds,
                             settings.upload_total_timeout_seconds)

@@ -17,7 +17,7 @@ from videojobs.common.clock import DatabaseClock
 from videojobs.common.health import ReadinessMonitor
 from videojobs.common import observability
 from videojobs.common.observability import tracing
-from videojobs.common.observability.metrics import MetricsServer
+from videojobs.common.observability.metrics import CLOCK_OFFSET, MetricsServer
 from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.ports.queue import QueueService
 from videojobs.common.ports.storage import StorageService
@@ -129,9 +129,9 @@ def main(argv: list[str]) -> int:
     if settings.is_embedded_queue:
         log.warning("VIDEOJOBS_QUEUE_URL is memory://: a standalone worker sees no jobs; use `videojobs serve` or nats://")
 
+    clock = DatabaseClock(repo.database_time, on_measured=CLOCK_OFFSET.set)  # times follow the database's
     readiness = ReadinessMonitor(
-        {"database": repo.ping, "clock": DatabaseClock(repo.database_time).sync, "queue": queue.ping,
-         "storage": storage.ping}, services=["videojobs.worker"]
+        {"database": repo.ping, "clock": clock.sync, "queue": queue.ping, "storage": storage.ping}, services=["videojobs.worker"]
     )
     health_server = grpc_server(max_workers=2, thread_name_prefix="health")
     health_pb2_grpc.add_HealthServicer_to_server(readiness.servicer, health_server)

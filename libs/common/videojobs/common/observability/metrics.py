@@ -11,7 +11,7 @@ import contextlib
 import time
 from typing import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from videojobs.common.errors import VideoJobsError
 from videojobs.common.serving import PortInUse
@@ -25,6 +25,12 @@ UPLOAD_REFUSALS = Counter(
     "videojobs_upload_refusals_total",
     "Uploads refused, by problem slug (counted by the process that refused: gateway or api).",
     ["reason"],
+)
+
+CLOCK_OFFSET = Gauge(
+    "videojobs_clock_offset_seconds",
+    "The database server's clock minus this host's, as last measured: the correction the service's times carry "
+    "(clock.DatabaseClock). Far from 0, the host's time synchronisation is broken.",
 )
 
 
