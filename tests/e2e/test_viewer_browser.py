@@ -98,6 +98,9 @@ def test_viewer_in_a_browser(service_factory, browser, tmp_path):
     browser.execute_script("const r = document.getElementById('min-confidence'); r.value = '0';"
                            "r.dispatchEvent(new Event('input'));")
     wait.until(lambda d: boxes() == len(frames[2]["result"]["detections"]))
+    # The filter redraws on the next animation frame, the timeline with it: past two frames, nothing is pending
+    # (where every box passes 0.6, the waits above are met before that redraw, which would replace the rows).
+    browser.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]));")
 
     # The track timeline: one row per track, each a bar that jumps to the track's first frame.
     rows = browser.find_elements(By.CSS_SELECTOR, "#timeline .track-row")
