@@ -222,6 +222,37 @@ def test_two_workers_exporting_the_same_shape_at_once_leave_one_valid_model(mode
     assert list(compiled.output(0).shape) == [1, 84, 5040]
 
 
+def test_an_export_killed_midway_leaves_nothing_once_a_worker_loads_the_detector(model_path, tmp_path):
+    """A worker killed while exporting leaves its temporary folder; the next worker to load the
+    detector on that cache removes it, even if that shape is never asked for again."""
+    import signal
+    import time
+
+    cache, log = tmp_path / "cache", tmp_path / "exports.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        str(REPO_ROOT / p) for p in ("libs/common", "services/worker", "."))}
+    child = subprocess.Popen([sys.executable, "-c", _EXPORT_CHILD, str(model_path), str(cache), str(log)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        def copied() -> bool:  # the exporter works beside a copy of the checkpoint in its folder
+            return any(p.stat().st_size == model_path.stat().st_size
+                       for p in cache.glob(f".*/{model_path.name}") if p.is_file())
+
+        deadline = time.monotonic() + 120
+        while not copied() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert child.poll() is None, "the export ended before it could be killed"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    left = [p.name for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")]
+    assert left, "a killed export leaves its temporary folder"
+    assert sum(f.stat().st_size for d in left for f in (cache / d).rglob("*") if f.is_file()) >= 12_000_000
+    Detector(str(model_path), cache, "torch").load()
+    assert sorted(p.name for p in cache.iterdir()) == [".yolov8n-384x640_openvino_model.lock"]
+
+
 def test_f32_precision_is_f32_on_every_cpu_and_auto_is_the_runtimes_default(model_path, auto_cache, frame):
     import openvino as ov
 

@@ -179,6 +179,50 @@ def test_what_a_killed_export_or_eviction_left_goes_when_the_entry_is_produced_a
         f".{name}.json.k2x_9q0a", f".{name}.json.lock", f".{name}.lock", name]
 
 
+def test_what_killed_exports_left_goes_unless_its_entry_is_being_worked_on(tmp_path):
+    left = {"a_openvino_model": ".a_openvino_model.k2x_9q0a", "b.onnx": ".b.onnx.evicted-4242",
+            "c_openvino_model": ".c_openvino_model.q1w2e3r4"}
+    for path in left.values():
+        (tmp_path / path).mkdir()
+        (tmp_path / path / "model.bin").write_bytes(b"\0" * 1000)
+    runtimes.cached(tmp_path, "d_openvino_model", _export(10))
+    runtimes.write_json_once(tmp_path, "d-auto.json", {"backend": "openvino"})
+    before = {p.name for p in tmp_path.iterdir()} - set(left.values())
+    # another process is exporting c right now: its folder is work in progress
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+                               "print('held', flush=True); sys.stdin.read()", str(tmp_path / ".c_openvino_model.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert runtimes.remove_abandoned(tmp_path) == [left["a_openvino_model"], left["b.onnx"]]
+        assert (tmp_path / left["c_openvino_model"] / "model.bin").exists()
+    finally:
+        holder.communicate("", timeout=30)
+    assert runtimes.remove_abandoned(tmp_path) == [left["c_openvino_model"]]  # its holder is gone
+    after = {p.name for p in tmp_path.iterdir()}
+    assert after - before == {".a_openvino_model.lock", ".b.onnx.lock", ".c_openvino_model.lock"}
+    assert before <= after  # entries, records and locks stay
+    assert runtimes.remove_abandoned(tmp_path / "missing") == []
+
+
+def test_a_full_disk_first_takes_back_what_killed_exports_left(tmp_path):
+    import errno
+
+    runtimes.cached(tmp_path, "old_openvino_model", _export(1000))  # used just now: eviction keeps it
+    (tmp_path / ".gone_openvino_model.k2x_9q0a").mkdir()
+    calls = []
+
+    def export(tmp: Path) -> Path:  # room only once the leftover is gone
+        calls.append(tmp)
+        if (tmp_path / ".gone_openvino_model.k2x_9q0a").exists():
+            raise RuntimeError("export failed") from OSError(errno.ENOSPC, "No space left on device")
+        return _export(1000)(tmp)
+
+    made = runtimes.cached(tmp_path, "next_openvino_model", export)
+    assert len(calls) == 2 and (made / "model.bin").exists() and (tmp_path / "old_openvino_model").exists()
+
+
 def test_an_export_failing_for_another_reason_evicts_nothing(tmp_path):
     runtimes.cached(tmp_path, "old_openvino_model", _export(1000))
     _age(tmp_path / "old_openvino_model", 3600)

@@ -177,6 +177,7 @@ class Detector:
         with self._lock:
             if self._ref is None:
                 self._load()
+                self._tidy_cache()
             assert self._ref is not None
             return self._ref
 
@@ -203,6 +204,16 @@ class Detector:
             raise DetectorUnavailable(f"cannot load detector model {self.model_spec!r}: {exc}",
                                       f"the worker cannot load its detector model {path.name}") from exc
         self._ref = ModelRef(file=Path(self.model_spec).name, sha256=sha256_of(path), kind=kind, load_path=str(path))
+
+    def _tidy_cache(self) -> None:
+        """Remove what exports killed midway left in the model cache (``runtimes.remove_abandoned``)."""
+        try:
+            removed = runtimes.remove_abandoned(self.cache_dir)
+        except OSError as exc:  # a read-only cache, say: nothing of it is ours to remove
+            log.warning("model cache %s: cannot remove what killed exports left: %s", self.cache_dir, exc)
+            return
+        if removed:
+            log.info("model cache %s: removed what killed exports left: %s", self.cache_dir, ", ".join(removed))
 
     def _load_checkpoint(self, path: Path) -> Path:
         from ultralytics import YOLO

@@ -55,7 +55,9 @@ def cached(cache_dir: Path, name: str, produce: Callable[[Path], Path], budget_b
         except Exception as exc:
             # The cache's own old exports may be what fills its disk (a budget set too high, or none):
             # they can be exported again when needed, the job at hand cannot wait for space.
-            if not is_out_of_space(exc) or not evict_exports(cache_dir, 0, keep=target):
+            # So may what killed exports left.
+            if not is_out_of_space(exc) or not (remove_abandoned(cache_dir)
+                                                or evict_exports(cache_dir, 0, keep=target)):
                 raise
             made = _produce_once(cache_dir, name, target, produce)
         if budget_bytes:
@@ -132,14 +134,45 @@ def _produce_once(cache_dir: Path, name: str, target: Path, produce: Callable[[P
     return target
 
 
+# What a process killed while producing or evicting an entry leaves: its temporary folder (``mkdtemp``'s
+# ``.name.XXXXXXXX``) or the entry it had renamed away (``.name.evicted-PID``).
+_LEFTOVER = r"(?:[a-z0-9_]{8}|evicted-\d+)"
+
+
 def _remove_leftovers(cache_dir: Path, name: str) -> None:
-    """Remove what a process killed while producing or evicting `name` left: its temporary folder
-    (``mkdtemp``'s ``.name.XXXXXXXX``) or the entry it had renamed away (``.name.evicted-PID``). Called
-    under the entry's lock, which that process no longer holds: nobody else is using them."""
-    leftover = re.compile(re.escape(f".{name}.") + r"(?:[a-z0-9_]{8}|evicted-\d+)")
+    """Remove what a killed process left of `name`. Called under the entry's lock, which that process
+    no longer holds: nobody else is using them."""
+    leftover = re.compile(re.escape(f".{name}.") + _LEFTOVER)
     for path in cache_dir.iterdir():
         if leftover.fullmatch(path.name):
             _remove(path)
+
+
+def remove_abandoned(cache_dir: Path) -> list[str]:
+    """Remove what killed processes left of any entry nobody is producing or evicting now (its lock is
+    free), so an export that was never asked for again does not keep its disk space; names removed.
+    An entry whose lock is held is left to its holder."""
+    found: dict[str, list[Path]] = {}
+    pattern = re.compile(r"\.(?P<name>.+)\." + _LEFTOVER)
+    with contextlib.suppress(FileNotFoundError):
+        for path in cache_dir.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match:
+                found.setdefault(match["name"], []).append(path)
+    removed: list[str] = []
+    for name, paths in sorted(found.items()):
+        with open(cache_dir / f".{name}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being produced or evicted right now: these may be its work in progress
+            try:
+                for path in paths:
+                    _remove(path)
+                    removed.append(path.name)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return removed
 
 
 def _remove(path: Path) -> None:
