@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
 
 from tests.fakes import FakeAnalyzer, fake_detections
 from videojobs.api.bootstrap import build_api
 from videojobs.common.adapters.factory import make_capability_store
+from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.config import Settings
 from videojobs.v1 import jobs_pb2_grpc
 from videojobs.worker.worker import JobWorker, WorkerPolicy
@@ -19,6 +22,20 @@ from videojobs.worker.worker import JobWorker, WorkerPolicy
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SAMPLE = SHARED / "media" / "bottle-detection.mp4"
 MAX_UPLOAD = 2 * 1024 * 1024
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"  # the machine's own server
+
+
+@pytest.fixture
+def pg_engine():
+    """An engine on the machine's Postgres, on a schema of its own (dropped afterwards)."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    eng = make_engine(POSTGRES_URL, schema)
+    yield eng
+    eng.dispose()
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from tests.integration.conftest import POSTGRES_URL
 from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.adapters.sql.migrate import head_revision, current_revision, downgrade, upgrade
 from videojobs.common.adapters.sql.repository import SqlJobRepository
@@ -13,20 +14,6 @@ from videojobs.common.errors import JobNotFound, TemporaryFault
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.job import Job, JobStatus
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture
-def pg_engine():
-    """A Postgres engine on a schema of its own, dropped afterwards."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    eng = make_engine(POSTGRES_URL, schema)
-    yield eng
-    eng.dispose()
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -351,3 +338,14 @@ def test_a_host_whose_clock_is_off_writes_leases_on_the_database_clock(pg_engine
 def test_an_embedded_database_has_no_clock_to_follow(tmp_path):
     repo = SqlJobRepository(make_engine(f"sqlite:///{tmp_path / 'jobs.db'}"))
     assert repo.database_time() is None
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from videojobs.common.adapters.sql.tables import metadata
+
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []

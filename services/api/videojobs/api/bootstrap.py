@@ -23,6 +23,7 @@ from videojobs.api.webhooks import WebhookDispatcher, WebhookPolicy
 from videojobs.common.adapters.factory import (
     make_capability_store,
     make_queue,
+    make_rate_counters,
     make_repository,
     make_tenant_store,
     make_webhook_outbox,
@@ -149,7 +150,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
         give_up_after_seconds=settings.webhook_give_up_after_seconds, public_url=settings.public_url))
     backlog = BacklogSampler(repo, queue, settings.metrics_sample_seconds)
     return Api(settings, repo, storage, queue, relay, jobs, frames, readiness, uploads, auth, sweeper, webhooks,
-               backlog, TenantRequestRate(settings.tenant_request_rate))
+               backlog, TenantRequestRate(settings.tenant_request_rate, make_rate_counters(repo)))
 
 
 def main(argv: list[str]) -> int:

@@ -1,13 +1,22 @@
-"""Request rates per tenant: one tenant calling too fast is slowed down alone, before its calls
-reach the database.
+"""Request rates per tenant: one tenant calling too fast is slowed down alone.
 
-Each api process keeps a moving window per tenant in memory (the `limits` package): a tenant may
-make up to N calls in any M seconds, on each replica; the N+1st gets ``TooManyRequests`` with the
-seconds until its oldest call leaves the window.
+Two gates, both from the `limits` package, with the same "N per M seconds":
+
+* in each api process, a moving window per tenant in memory: a tenant's calls beyond N in any M
+  seconds on this process are refused before they reach the database;
+* with a database the api processes share (Postgres), a sliding window counter per tenant in it
+  (``SqlRateCounters``): the tenant's calls over all processes stay within N per M seconds, however
+  many replicas there are and however the calls spread over them. The count of the previous window
+  weighs by how much of it the sliding window still covers (``limits``' sliding window counter).
+
+The call over either gets ``TooManyRequests`` with the seconds until that gate admits one again. If
+the shared counters cannot be reached, the process's own gate goes on alone (logged): the calls that
+need the database fail by themselves then.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -16,17 +25,49 @@ from limits import RateLimitItem, parse, storage, strategies
 from videojobs.common.errors import TooManyRequests
 from videojobs.common.tenants import Caller
 
+log = logging.getLogger(__name__)
+
+UNREACHABLE_LOG_SECONDS = 60.0  # one warning per minute while the shared counters cannot be reached
+
 
 class TenantRequestRate:
     """``admit(caller)`` counts a call against the caller's tenant, or raises TooManyRequests."""
 
-    def __init__(self, rate: str) -> None:
-        """`rate`: "N per M seconds" (the `limits` notation), or empty for no limit."""
+    def __init__(self, rate: str, shared: storage.Storage | None = None) -> None:
+        """`rate`: "N per M seconds" (the `limits` notation), or empty for no limit. `shared`: counters
+        every api process uses (None: this process's own gate only)."""
         self._rate: RateLimitItem | None = parse(rate) if rate.strip() else None
-        self._windows = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._local = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._shared = strategies.SlidingWindowCounterRateLimiter(shared) if shared is not None else None
+        self._warned_at = -math.inf
+
+    @property
+    def shared(self) -> bool:
+        """Whether the tenants' windows are counted over every api process."""
+        return self._shared is not None
 
     def admit(self, caller: Caller) -> None:
-        if self._rate is None or self._windows.hit(self._rate, caller.tenant_id):
+        if self._rate is None:
             return
-        reset_at = self._windows.get_window_stats(self._rate, caller.tenant_id).reset_time
-        raise TooManyRequests(str(self._rate), math.ceil(max(0.0, reset_at - time.time())))
+        self._check(self._local, caller)
+        if self._shared is not None:
+            try:
+                self._check(self._shared, caller)
+            except TooManyRequests:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is down or slow: this process's gate holds
+                self._unreachable(exc)
+
+    def _check(self, limiter: strategies.RateLimiter, caller: Caller) -> None:
+        assert self._rate is not None
+        if limiter.hit(self._rate, caller.tenant_id):
+            return
+        reset_at = limiter.get_window_stats(self._rate, caller.tenant_id).reset_time
+        raise TooManyRequests(str(self._rate), max(1, math.ceil(reset_at - time.time())))
+
+    def _unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= UNREACHABLE_LOG_SECONDS:
+            self._warned_at = now
+            log.warning("request rates: the shared counters cannot be reached (%s); each api process limits "
+                        "its tenants on its own meanwhile", exc)

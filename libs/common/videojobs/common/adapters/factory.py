@@ -5,6 +5,7 @@ from __future__ import annotations
 from videojobs.common.adapters.sql.capabilities import SqlCapabilityStore
 from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.adapters.sql.migrate import upgrade
+from videojobs.common.adapters.sql.rates import SqlRateCounters
 from videojobs.common.adapters.sql.repository import SqlJobRepository
 from videojobs.common.adapters.sql.tenants import SqlTenantStore, SqlWebhookOutbox
 from videojobs.common.config import Settings
@@ -32,6 +33,12 @@ def make_tenant_store(repo: SqlJobRepository) -> SqlTenantStore:
 def make_webhook_outbox(repo: SqlJobRepository) -> SqlWebhookOutbox:
     """Completion notices are written with the final state, in the job database."""
     return SqlWebhookOutbox(repo.engine)
+
+
+def make_rate_counters(repo: SqlJobRepository) -> SqlRateCounters | None:
+    """Request-rate counters every api process shares: in a Postgres job database; None on SQLite,
+    which one process uses (its in-memory windows are the whole count)."""
+    return SqlRateCounters(repo.engine) if repo.engine.dialect.name == "postgresql" else None
 
 
 def make_queue(settings: Settings) -> QueueService:

@@ -143,3 +143,13 @@ webhook_deliveries = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
 )
+
+# Request-rate counters shared by every api process (0008): `limits`' sliding window counter keeps
+# one row per tenant and window (``{limit key}/{window number}``), gone once it has expired.
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
