@@ -10,6 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 from limits import parse, strategies
+from prometheus_client import REGISTRY
 
 from scripts.servers import free_port
 from tests.integration.conftest import POSTGRES_URL
@@ -38,6 +39,14 @@ def engine(request, tmp_path):
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def refusals(gate: str) -> float:
+    return sample("videojobs_request_rate_refusals_total", gate=gate)
 
 
 def away_from_a_window_edge(seconds: int) -> None:
@@ -92,6 +101,7 @@ def test_a_tenants_calls_over_two_api_processes_stay_within_its_rate(migrated):
     assert first.shared and second.shared
     alpha = Caller("alpha")
     away_from_a_window_edge(3600)
+    shared_refusals = refusals("shared")
     admitted, refused = 0, []
     for k in range(10):  # alternately on each replica: 5 each would pass their own gates
         try:
@@ -100,6 +110,7 @@ def test_a_tenants_calls_over_two_api_processes_stay_within_its_rate(migrated):
         except TooManyRequests as exc:
             refused.append(exc.retry_after_seconds)
     assert admitted == 5 and len(refused) == 5
+    assert refusals("shared") - shared_refusals == 5
     assert all(1 <= s <= 3600 for s in refused), refused
     first.admit(Caller("beta"))  # other tenants are counted apart
     second.admit(Caller("beta"))
@@ -153,6 +164,7 @@ def test_while_the_shared_counters_are_unreachable_each_process_limits_on_its_ow
     down = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2")
     rate = TenantRequestRate("3 per 1 hour", SqlRateCounters(down))
     away_from_a_window_edge(3600)
+    unreachable, process_refusals = sample("videojobs_request_rate_shared_unreachable_total"), refusals("process")
     with caplog.at_level(logging.WARNING, logger="videojobs.api.rates"):
         for _ in range(3):
             rate.admit(Caller("alpha"))
@@ -160,6 +172,8 @@ def test_while_the_shared_counters_are_unreachable_each_process_limits_on_its_ow
             rate.admit(Caller("alpha"))
     warnings = [r for r in caplog.records if "shared counters cannot be reached" in r.getMessage()]
     assert len(warnings) == 1  # once, not per call
+    assert sample("videojobs_request_rate_shared_unreachable_total") - unreachable == 3  # each, in the metric
+    assert refusals("process") - process_refusals == 1
     down.dispose()
 
 

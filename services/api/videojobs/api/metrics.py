@@ -29,6 +29,16 @@ GRPC_SECONDS = Histogram(
     ["grpc_service", "grpc_method"], buckets=REQUEST_BUCKETS,
 )
 
+RATE_REFUSALS = Counter(
+    "videojobs_request_rate_refusals_total",
+    "Calls refused for their tenant's request rate, by gate: process (this api's own window) or shared (all api "
+    "processes', in the database).", ["gate"],
+)
+RATE_SHARED_UNREACHABLE = Counter(
+    "videojobs_request_rate_shared_unreachable_total",
+    "Calls this api process admitted by its own request-rate window alone: the shared counters could not be reached.",
+)
+
 QUEUE_DEPTH = Gauge("videojobs_queue_depth", "Messages waiting in the queue (not yet delivered).")
 OUTBOX_BACKLOG = Gauge("videojobs_outbox_backlog", "Accepted jobs not yet handed to the queue (outbox rows).")
 OUTBOX_OLDEST_AGE = Gauge("videojobs_outbox_oldest_age_seconds", "Age of the oldest outbox row not yet published.")

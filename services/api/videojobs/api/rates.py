@@ -22,6 +22,7 @@ import time
 
 from limits import RateLimitItem, parse, storage, strategies
 
+from videojobs.api.metrics import RATE_REFUSALS, RATE_SHARED_UNREACHABLE
 from videojobs.common.errors import TooManyRequests
 from videojobs.common.tenants import Caller
 
@@ -49,23 +50,25 @@ class TenantRequestRate:
     def admit(self, caller: Caller) -> None:
         if self._rate is None:
             return
-        self._check(self._local, caller)
+        self._check(self._local, caller, "process")
         if self._shared is not None:
             try:
-                self._check(self._shared, caller)
+                self._check(self._shared, caller, "shared")
             except TooManyRequests:
                 raise
             except Exception as exc:  # noqa: BLE001 - the database is down or slow: this process's gate holds
                 self._unreachable(exc)
 
-    def _check(self, limiter: strategies.RateLimiter, caller: Caller) -> None:
+    def _check(self, limiter: strategies.RateLimiter, caller: Caller, gate: str) -> None:
         assert self._rate is not None
         if limiter.hit(self._rate, caller.tenant_id):
             return
+        RATE_REFUSALS.labels(gate).inc()
         reset_at = limiter.get_window_stats(self._rate, caller.tenant_id).reset_time
         raise TooManyRequests(str(self._rate), max(1, math.ceil(reset_at - time.time())))
 
     def _unreachable(self, exc: Exception) -> None:
+        RATE_SHARED_UNREACHABLE.inc()
         now = time.monotonic()
         if now - self._warned_at >= UNREACHABLE_LOG_SECONDS:
             self._warned_at = now
