@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.integration.test_sql_repository import engine, pg_engine, repo  # noqa: F401 -- shared fixtures
+from tests.integration.test_sql_repository import engine, repo  # noqa: F401 -- shared fixtures (pg_engine: conftest)
 from videojobs.common.job import Job, JobStatus, utcnow
 from videojobs.common.options import AnalysisOptions
 from videojobs.common.segments import Segment, SegmentStatus, split_samples
