@@ -25,7 +25,7 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline bench-pipeline-avx2 bench-results
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline bench-pipeline-avx2 bench-rates bench-results
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-pipeline: install ## Frames/s of the pipeline vs YOLO.predict+pytesseract,
 
 bench-pipeline-avx2: install ## The same with every library capped at AVX2 (an AVX2-only CPU's stand-in); var/bench-pipeline-avx2.json
 	$(PY) scripts/bench_pipeline.py --isa avx2 --long-factor 3 --out var/bench-pipeline-avx2.json
+
+bench-rates: install ## Cost of the tenant request-rate check per call (process window; + shared Postgres counters) and a race of two limiters; JSON in var/bench-rates.json
+	$(PY) scripts/bench_rates.py
 
 bench-results: install ## Memory of a long job's results (worker merge, api document, unpaged REST answer), 10k and 100k frames; JSON in var/bench-results.json
 	$(PY) scripts/bench_results.py

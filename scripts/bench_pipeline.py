@@ -56,6 +56,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from videojobs.common.cpus import cpu_model  # noqa: E402
 from videojobs.worker.pipeline.offline import keep_offline  # noqa: E402 - before ultralytics or openvino
 
 keep_offline()
@@ -866,13 +867,6 @@ def openvino_layer_kernels(cache: Path, precision: str) -> dict:
                 kernels[f"{rt['layerType'].astype(str)}: {kind}"] += 1
     return dict(sorted(kernels.items()))
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
 
 
 def print_summary(r: dict) -> None:

@@ -22,8 +22,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "media" / "bottle-detection.mp4"
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from videojobs.common.cpus import cpu_model  # noqa: E402
 from videojobs.common.ports.analysis import ResultsFile, SegmentRange, SplitPlan, VideoAnalyzer  # noqa: E402
 from videojobs.common.results import Provenance, ResultsDocument, Sampling, VideoMetadata  # noqa: E402
 
@@ -43,14 +42,6 @@ stack_module = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = stack_module  # dataclasses look their module up
 _spec.loader.exec_module(stack_module)
 
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                    platform.processor())
-    except OSError:
-        return platform.processor()
 
 
 def build_long_clip(dst: Path, minutes: float) -> Path:

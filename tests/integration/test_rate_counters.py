@@ -212,3 +212,16 @@ def test_two_api_replicas_on_one_database_answer_a_tenant_within_its_rate_togeth
     finally:
         for api in replicas:
             api.stop(grace=0)
+
+
+def test_the_rates_benchmark_measures_both_gates_and_a_race_that_admits_exactly_the_rate(tmp_path, capsys):
+    from tests.conftest import load_script
+
+    out = tmp_path / "bench-rates.json"
+    assert load_script("bench_rates").main(["--calls", "200", "--threads", "4", "--race-limit", "30",
+                                            "--out", str(out)]) == 0
+    report = __import__("json").loads(out.read_text())
+    assert report["process"]["calls"] == report["shared"]["calls"] == 200
+    assert report["shared"]["median_ms"] > report["process"]["median_ms"] > 0  # a database round trip more
+    assert (report["race"]["admitted"], report["race"]["refused"]) == (30, 30)
+    assert "admitted" in capsys.readouterr().out

@@ -45,3 +45,16 @@ def default_inference_threads(usable: int) -> int:
     1 thread in the pipeline (17.4 vs 18.9 ms/frame).
     """
     return max(1, usable)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` gives it (benchmarks report it beside their numbers)."""
+    import platform
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                platform.processor())
