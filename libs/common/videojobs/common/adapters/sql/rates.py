@@ -126,13 +126,10 @@ class SqlRateCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWi
         with database_unavailable_is_temporary(), self._engine.begin() as conn:
             conn.execute(sa.delete(rate_counters).where(c.key.in_([previous_key, current_key])))
 
-    def _counts(self, keys: list[str], now: datetime, conn: sa.Connection | None = None) -> list[int]:
-        query = sa.select(c.key, c.count).where(c.key.in_(keys), c.expires_at > now)
-        if conn is None:
-            with database_unavailable_is_temporary(), self._engine.connect() as own:
-                found = dict(own.execute(query).all())
-        else:
-            found = dict(conn.execute(query).all())
+    def _counts(self, keys: list[str], now: datetime) -> list[int]:
+        """The counts of `keys` at `now` (0 for a counter missing or expired)."""
+        with database_unavailable_is_temporary(), self._engine.connect() as conn:
+            found = dict(conn.execute(sa.select(c.key, c.count).where(c.key.in_(keys), c.expires_at > now)).all())
         return [int(found.get(k, 0)) for k in keys]
 
 
