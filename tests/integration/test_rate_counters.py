@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pytest
@@ -117,28 +116,12 @@ def test_a_tenants_calls_over_two_api_processes_stay_within_its_rate(migrated):
 
 
 def test_replicas_racing_for_the_last_calls_of_a_window_admit_exactly_the_rate(migrated):
-    shared = SqlRateCounters(migrated)
-    replicas = [TenantRequestRate("20 per 1 hour", shared) for _ in range(2)]
+    from tests.conftest import load_script
+
     away_from_a_window_edge(3600)
-    admitted = []
-    start = threading.Barrier(8)
-
-    def hammer(rate: TenantRequestRate) -> None:
-        start.wait()
-        for _ in range(15):
-            try:
-                rate.admit(Caller("alpha"))
-                admitted.append(1)
-            except TooManyRequests:
-                pass
-
-    threads = [threading.Thread(target=hammer, args=(replicas[k % 2],)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    assert len(admitted) == 20  # 120 calls, 40 past the processes' own gates, 20 counted in the database
+    # 8 threads over two api processes' limiters, 15 calls each: 40 pass the processes' own gates
+    raced = load_script("bench_rates").race(SqlRateCounters(migrated), threads=8, limit=20, calls_each=15)
+    assert (raced["admitted"], raced["refused"]) == (20, 100)
     with migrated.connect() as conn:
         assert conn.execute(sa.select(sa.func.sum(rate_counters.c.count))).scalar() == 20
 

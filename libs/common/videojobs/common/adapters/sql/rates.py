@@ -119,7 +119,7 @@ class SqlRateCounters(Storage, SlidingWindowCounterSupport, TimestampedSlidingWi
         at = now.timestamp()
         previous, current = self._counts(list(self.sliding_window_keys(key, expiry, at)), now)
         previous_ttl = _previous_share(at, expiry) * expiry if previous else 0.0
-        return previous, previous_ttl, current, (1 - (at / expiry) % 1) * expiry + expiry
+        return previous, previous_ttl, current, _previous_share(at, expiry) * expiry + expiry
 
     def clear_sliding_window(self, key: str, expiry: int) -> None:
         previous_key, current_key = self.sliding_window_keys(key, expiry, utcnow().timestamp())
