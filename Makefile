@@ -12,7 +12,7 @@ SAMPLE      ?= $(SHARED)/media/bottle-detection.mp4
 TOOLS       := .tools
 BUF         := $(TOOLS)/node_modules/.bin/buf
 APT_PACKAGES := tesseract-ocr tesseract-ocr-eng libtesseract-dev libleptonica-dev pkg-config curl prometheus \
-                chromium chromium-driver
+                chromium chromium-driver faketime
 
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0

@@ -50,6 +50,19 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 LOOPBACK = "127.0.0.1"
 
 
+# Debian's faketime (one of make install's apt packages): the thread-safe build of libfaketime.
+FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+
+
+def host_clock_off(offset: str) -> dict[str, str]:
+    """Environment that sets a process's wall clock `offset` off this host's ("+20m", "-1h"), as if it ran
+    on a host whose time synchronisation broke: every clock call in it and its children reads the offset
+    (file times included), the monotonic clocks aside, so timeouts and sleeps run as they should."""
+    if not FAKETIME_LIBRARY.exists():
+        raise ServerError(f"{FAKETIME_LIBRARY} is missing: `make install` installs Debian's faketime")
+    return {"LD_PRELOAD": str(FAKETIME_LIBRARY), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
 class ServerError(RuntimeError):
     """A private server did not start, or died while it was expected to run."""
 

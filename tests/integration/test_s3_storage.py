@@ -1,12 +1,19 @@
-"""S3Storage behaviour beyond the shared contract, against the moto S3 server."""
+"""S3Storage behaviour beyond the shared contract, against the S3 test server (SeaweedFS)."""
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from minio import Minio
+from minio.error import S3Error
 
+from tests.conftest import load_script
 from videojobs.common.config import Settings
 from videojobs.storage.factory import make_storage
 from videojobs.storage.s3 import MIN_PART_SIZE, S3Storage
@@ -130,3 +137,102 @@ def test_the_factory_with_a_prefix(s3_endpoint, bucket):
     stat = storage.client.stat_object(bucket, "tenant-a/results/r.json")
     assert stat.content_type == "application/json"
     assert storage.read_bytes("results/r.json") == b"{}"
+
+
+# -- a host whose clock is off --------------------------------------------------------------------------
+# SeaweedFS's answers to a signature off its clock: AccessDenied where minio reads no body (HEAD).
+SKEW_REFUSALS = {"AccessDenied", "RequestTimeTooSkewed"}
+
+
+@pytest.mark.parametrize("host_off_by", [timedelta(minutes=20), timedelta(minutes=-40)])
+def test_a_host_clock_far_off_the_servers_is_corrected_from_its_refusal(s3_endpoint, bucket, monkeypatch,
+                                                                        host_off_by, caplog):
+    """S3 servers refuse signatures more than 15 minutes off their clock; the first refusal's Date sets the
+    correction, that request is made again, and the ones after are signed right the first time."""
+    from videojobs.storage import s3
+
+    monkeypatch.setattr(s3, "host_now", lambda: datetime.now(timezone.utc) + host_off_by)
+    storage = make(s3_endpoint, bucket)
+    refusals: list[str] = []
+    original = Minio._url_open
+
+    def counting(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except S3Error as exc:
+            if exc.response.status == 403:  # not the 404s of a bucket not made yet
+                refusals.append(exc.code)
+            raise
+
+    monkeypatch.setattr(Minio, "_url_open", counting)
+    with caplog.at_level("WARNING", logger="videojobs.storage.s3"):
+        storage.save_bytes(b"x" * 100, "inputs/a.mp4")
+    assert len(refusals) == 1 and set(refusals) <= SKEW_REFUSALS
+    assert abs(storage.clock.correction + host_off_by) < timedelta(seconds=3)
+    assert "requests are signed by the server's clock" in caplog.text
+    assert storage.read_bytes("inputs/a.mp4") == b"x" * 100
+    with storage.local_copy("inputs/a.mp4") as copy:
+        assert copy.read_bytes() == b"x" * 100
+    storage.delete_file("inputs/a.mp4")
+    assert not storage.exists("inputs/a.mp4")
+    assert len(refusals) == 1  # none after the first
+
+    # The host's clock is fixed: the next request is refused once more and the correction follows it back.
+    monkeypatch.setattr(s3, "host_now", lambda: datetime.now(timezone.utc))
+    storage.ping()
+    assert len(refusals) == 2
+    assert abs(storage.clock.correction) < timedelta(seconds=3)
+
+
+def test_a_refusal_with_the_clocks_in_agreement_is_not_made_again(s3_endpoint, bucket, monkeypatch):
+    from videojobs.storage.s3 import S3Storage
+
+    storage = S3Storage(s3_endpoint, bucket, access_key="testing", secret_key="not-the-secret")
+    calls = []
+    original = Minio._url_open
+    monkeypatch.setattr(Minio, "_url_open", lambda self, *a, **kw: calls.append(a[0]) or original(self, *a, **kw))
+    with pytest.raises(S3Error) as refused:
+        storage.save_bytes(b"x", "inputs/a.mp4")
+    assert refused.value.code in {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId"}
+    assert calls == ["HEAD"]  # the bucket check, once: not made again
+    assert storage.clock.correction == timedelta(0)
+
+
+_SKEWED_PROCESS = """
+import io, sys
+from datetime import datetime, timezone
+from minio import Minio
+from minio.error import S3Error
+from videojobs.storage.s3 import S3Storage
+
+endpoint, bucket = sys.argv[1], sys.argv[2]
+print("host clock", datetime.now(timezone.utc).isoformat())
+try:
+    Minio(endpoint, access_key="testing", secret_key="testing", secure=False).bucket_exists(bucket)
+    print("plain minio: accepted")
+except S3Error as exc:
+    print("plain minio:", exc.code)
+storage = S3Storage(endpoint, bucket, access_key="testing", secret_key="testing")
+storage.save_bytes(b"written by a host whose clock is off", "results/a.json")
+print("read back:", storage.read_bytes("results/a.json").decode())
+print("correction", round(storage.clock.correction.total_seconds()))
+"""
+
+
+@pytest.mark.parametrize("offset", ["+20m", "-1h"])
+def test_a_process_whose_host_clock_is_off_reads_and_writes_the_bucket(s3_endpoint, bucket, offset):
+    """The whole process under libfaketime, every clock call in it off (monotonic clocks aside): what a pod
+    on a node whose time synchronisation broke sees. minio's own client is refused there (the control)."""
+    env = {**os.environ, **load_script("servers").host_clock_off(offset)}
+    done = subprocess.run([sys.executable, "-c", _SKEWED_PROCESS, s3_endpoint, bucket], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = dict(line.split(" ", 1) if line.startswith("host") else line.split(": ", 1)
+                 for line in done.stdout.splitlines() if not line.startswith("correction"))
+    host_clock = datetime.fromisoformat(lines["host"].split(" ", 1)[1])
+    expected = timedelta(minutes=20) if offset == "+20m" else timedelta(hours=-1)
+    assert abs(host_clock - datetime.now(timezone.utc) - expected) < timedelta(minutes=1)  # the fake took
+    assert lines["plain minio"] in SKEW_REFUSALS
+    assert lines["read back"] == "written by a host whose clock is off"
+    correction = int(done.stdout.split("correction ")[1])
+    assert abs(correction + expected.total_seconds()) < 60

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
 import shutil
 import tempfile
 import threading
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator, NoReturn, Optional
+from typing import Any, BinaryIO, Iterator, NoReturn, Optional
 
 import certifi
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
+from minio.time import to_amz_date
 from urllib3.util import Retry, Timeout
 
+from videojobs.common.clock import host_now
 from videojobs.common.errors import StorageObjectNotFound, TemporaryFault, out_of_space_is_temporary
 from videojobs.common.ports.storage import StorageService, StoredObject
 
@@ -25,6 +30,73 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "NotFound", "ResourceNotFound"}
 _BUCKET_TAKEN_CODES = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+
+log = logging.getLogger(__name__)
+
+
+class ServerClock:
+    """The S3 server's clock as this host reads it: what every request is signed by.
+
+    A signature carries its time, and S3 servers refuse one more than 15 minutes off their own clock
+    (MinIO answers RequestTimeTooSkewed, SeaweedFS AccessDenied): a pod on a node whose clock is off could
+    reach the bucket no more. As the AWS SDKs for Java, JavaScript, Ruby and C++ do, a refusal whose answer's
+    ``Date`` is more than ``THRESHOLD`` from the time the request was signed by sets the correction to that
+    difference, and the request is made again once; a refusal with the clocks in agreement is a real one.
+    The correction follows the host back when its clock is fixed: the next request is refused and measured.
+    """
+
+    THRESHOLD = timedelta(minutes=5)
+
+    def __init__(self) -> None:
+        self.correction = timedelta(0)  # the server's clock minus this host's
+
+    def now(self) -> datetime:
+        return host_now() + self.correction
+
+    def corrected(self, refusal: S3Error, sent: datetime, signed_with: timedelta) -> bool:
+        """Whether `refusal`, of a request sent at host time `sent` and signed with the correction
+        `signed_with`, came from a server whose clock disagreed; if so, the correction now agrees with it."""
+        response = refusal.response
+        if getattr(response, "status", None) not in (400, 403):  # skew refusals are 403 (400 from some servers)
+            return False
+        try:
+            server = parsedate_to_datetime(response.headers.get("Date", ""))
+        except (TypeError, ValueError):
+            return False
+        # The Date header counts whole seconds: its second's middle is the best reading.
+        needed = server + timedelta(seconds=0.5) - sent
+        if abs(needed - signed_with) <= self.THRESHOLD:
+            return False  # the clocks agreed: a refusal for another reason
+        self.correction = needed  # set, not added: concurrent refusals measure the same
+        log.warning("this host's clock is %.0f s %s the S3 server's: requests are signed by the server's clock "
+                    "(fix this host's time synchronisation)", abs(needed.total_seconds()),
+                    "behind" if needed > timedelta(0) else "ahead of")
+        return True
+
+
+class _ServerClockMinio(Minio):
+    """minio's client, signing by a ``ServerClock``. The two steps extended are minio's private ones:
+    tests/integration/test_s3_storage.py runs a process whose host clock is off, and fails if a minio
+    release signs elsewhere."""
+
+    def __init__(self, *args: Any, clock: ServerClock, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+
+    def _build_headers(self, host: str, headers: Any, body: Any, creds: Any) -> tuple[Any, datetime]:
+        headers, _ = super()._build_headers(host, headers, body, creds)
+        date = self._clock.now()
+        headers["x-amz-date"] = to_amz_date(date)
+        return headers, date
+
+    def _url_open(self, *args: Any, **kwargs: Any) -> Any:
+        signed_with, sent = self._clock.correction, host_now()
+        try:
+            return super()._url_open(*args, **kwargs)
+        except S3Error as exc:
+            if not self._clock.corrected(exc, sent, signed_with):
+                raise
+        return super()._url_open(*args, **kwargs)
 
 
 class S3Storage(StorageService):
@@ -80,8 +152,10 @@ class S3Storage(StorageService):
             ca_certs=certifi.where(),
             retries=Retry(total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
-        self._client = Minio(
+        self.clock = ServerClock()
+        self._client = _ServerClockMinio(
             endpoint,
+            clock=self.clock,
             access_key=access_key or None,
             secret_key=secret_key or None,
             secure=secure,
