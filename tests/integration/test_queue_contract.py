@@ -170,3 +170,13 @@ def test_settling_an_unknown_job_is_a_no_op(queue):
     queue.heartbeat(job)
     assert queue.delivery_count(job) == 0
     queue.ping()
+
+
+def test_purge_of_a_queue_that_never_held_a_message_or_holds_none_now(queue):
+    # A new JetStream stream reports first_seq = last_seq = 0; one emptied by acks, first_seq = last_seq + 1.
+    assert queue.purge(lambda message: True) == 0
+    job = ids(1)[0]
+    queue.enqueue(job)
+    assert queue.dequeue(timeout=2) == job
+    queue.ack(job)
+    assert queue.purge(lambda message: True) == 0

@@ -461,7 +461,9 @@ class JetStreamQueue(QueueService):
         """(sequence, message) of the first `limit` sequences the stream holds."""
         await self._connected()
         info = await self._js.stream_info(self._stream)
-        first, last = int(info.state.first_seq or 0), int(info.state.last_seq or 0)
+        # Sequences start at 1: a stream that never held a message reports first = last = 0, and asking for
+        # message 0 is a bad request (every reconcile pass failed with it until the first submit).
+        first, last = max(1, int(info.state.first_seq or 0)), int(info.state.last_seq or 0)
         stored = []
         for seq in range(first, min(last, first + limit - 1) + 1):
             try:
