@@ -8,7 +8,8 @@ cuttable TCP proxy, with the api, the gateway and N workers as separate processe
 
 Scenarios: SIGKILL a worker every few seconds while jobs run; NATS stopped; Postgres
 cut at its proxy, killed (a crash) and restarted, and frozen (SIGSTOP); S3 stopped, and frozen;
-stalled gRPC uploads plus slow REST uploads while status is polled; and, full size and as root, the host of
+stalled gRPC uploads plus slow REST uploads while status is polled; the api's and two workers' host
+clocks far off (libfaketime) while the skewed workers are killed; and, full size and as root, the host of
 Postgres, then of NATS, lost: every open connection silent for good, new ones answered. Each reports the
 jobs accepted, completed, failed (with reasons), stuck, duplicate completions, results
 objects per job, leftover scratch files, time to drain after the fault ends, and the
@@ -85,9 +86,10 @@ class Report:
     # never gave up on them, and whatever waited on one waits for the kernel's ~15 minutes.
     silent_connections_kept: int | None = None
     notes: list[str] = field(default_factory=list)
+    unmet: list[str] = field(default_factory=list)  # what a scenario checks of its own set-up or promises
 
     def problems(self) -> list[str]:
-        out = []
+        out = list(self.unmet)
         if self.completed != self.accepted:
             out.append(f"{self.accepted - self.completed} accepted job(s) not COMPLETED")
         if self.stuck:
@@ -222,6 +224,48 @@ class Chaos:
         names = Counter(o.object_name for o in client.list_objects(bucket, prefix="results/", recursive=True))
         return Counter(names.get(f"results/{job_id}.json", 0) for job_id in ids)
 
+    def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        """SIGTERM the api or a worker and start it again with `extra_env` (the api: until it serves)."""
+        proc = self.stack.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+        if name == "api":
+            self.stack.start_api(extra_env)
+            self.stack.wait_ready("api", 120)
+        else:
+            self.stack.start_worker(int(name.removeprefix("worker")), extra_env)
+
+    def running_on(self, name: str, ids: list[str], timeout: float) -> str | None:
+        """The first of `ids` that process `name` logs RUNNING and not yet ended, within `timeout` s; or None."""
+        deadline = time.monotonic() + timeout
+        log = self.stack.state_dir / f"{name}.log"
+        while time.monotonic() < deadline:
+            text = log.read_text(errors="replace")
+            for job_id in ids:
+                if f"job {job_id}: RUNNING" in text and not re.search(f"job {job_id}: (COMPLETED|FAILED)", text):
+                    return job_id
+            time.sleep(0.1)
+        return None
+
+    def clock_offsets(self) -> dict[str, float | None]:
+        """Each process's last measured offset of its host clock to the database's (its metrics)."""
+        out: dict[str, float | None] = {}
+        for name, url in self.stack.metrics_urls().items():
+            if name == "gateway":
+                continue
+            deadline = time.monotonic() + 30
+            out[name] = None
+            while out[name] is None and time.monotonic() < deadline:
+                try:
+                    found = re.search(r"^videojobs_clock_offset_seconds ([-+0-9.e]+)$",
+                                      httpx.get(url, timeout=5).text, re.M)
+                except httpx.TransportError:
+                    found = None
+                out[name] = round(float(found.group(1)), 1) if found else None
+                if out[name] is None:
+                    time.sleep(0.5)
+        return out
+
     def scratch_files(self) -> int:
         root = self.stack.state_dir / "data" / "scratch"
         return sum(1 for p in root.rglob("*") if p.is_file()) if root.exists() else 0
@@ -312,36 +356,101 @@ def finish(chaos: Chaos, name: str, ids: list[str], size: Size, probe: StatusPro
     return report
 
 
-def kill_workers(chaos: Chaos, size: Size) -> Report:
-    first = len(chaos.accepted)
-    stop = threading.Event()
-    kills = 0
+class WorkerKiller:
+    """While in use: SIGKILLs one of the workers `indexes` every `every` seconds and starts it again, with
+    the extra environment `env_of` gives it."""
 
-    def killer() -> None:
-        nonlocal kills
+    def __init__(self, chaos: Chaos, indexes: list[int], every: float = 3.0,
+                 env_of: Callable[[int], dict[str, str] | None] = lambda index: None) -> None:
+        self._chaos, self._indexes, self._every, self._env_of = chaos, indexes, every, env_of
+        self.kills = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "WorkerKiller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
         rng = random.Random(7)
-        while not stop.wait(3.0):
-            index = rng.randrange(chaos.workers)
-            proc = chaos.stack.procs[f"worker{index}"]
+        while not self._stop.wait(self._every):
+            index = rng.choice(self._indexes)
+            proc = self._chaos.stack.procs[f"worker{index}"]
             try:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
             except ProcessLookupError:
                 pass
-            kills += 1
-            chaos.stack.start_worker(index)
+            self.kills += 1
+            self._chaos.stack.start_worker(index, self._env_of(index))
 
-    thread = threading.Thread(target=killer, daemon=True)
+
+def kill_workers(chaos: Chaos, size: Size) -> Report:
+    first = len(chaos.accepted)
     probe_job = chaos.submit(retry_for=30)
     with StatusProbe(chaos, probe_job) as probe:
-        thread.start()
-        chaos.submit_many(size.kill_jobs - 1, retry_for=30, frames=10)  # long enough to be killed mid-job
-        ids = chaos.accepted[first:]
-        chaos.drain(ids, size.drain_timeout)
-        stop.set()
-        thread.join(30)
+        with WorkerKiller(chaos, list(range(chaos.workers))) as killer:
+            chaos.submit_many(size.kill_jobs - 1, retry_for=30, frames=10)  # long enough to be killed mid-job
+            ids = chaos.accepted[first:]
+            chaos.drain(ids, size.drain_timeout)
     chaos.stack.wait_workers_ready(120)
-    return finish(chaos, "worker_sigkill_every_3s", ids, size, probe, notes=[f"{kills} workers killed"])
+    return finish(chaos, "worker_sigkill_every_3s", ids, size, probe, notes=[f"{killer.kills} workers killed"])
+
+
+# The clock_skew scenario's hosts: the api's clock 20 minutes ahead, worker0's 20 minutes behind, worker1's an
+# hour ahead, worker2's right. S3 servers refuse signatures 15 minutes off their clock; a lease is 10 s here.
+SKEWED_CLOCKS = {"api": "+20m", "worker0": "-20m", "worker1": "+1h"}
+
+
+def clock_skew(chaos: Chaos, size: Size) -> Report:
+    """The api and two workers restarted on hosts whose clocks are far off (libfaketime) while jobs run and
+    the skewed workers are killed now and then; then every process back on the true clock. Leases, stranded
+    jobs and S3 signatures must follow the servers' clocks, not the hosts'."""
+    first = len(chaos.accepted)
+    skewed = {name: servers.host_clock_off(offset) for name, offset in SKEWED_CLOCKS.items()}
+    chaos.restart("api", skewed["api"])
+    for name in SKEWED_CLOCKS:
+        if name.startswith("worker"):
+            chaos.restart(name, skewed[name])
+    chaos.stack.wait_workers_ready(120)
+    offsets = chaos.clock_offsets()
+    probe_job = chaos.submit(retry_for=30)
+    with StatusProbe(chaos, probe_job) as probe:
+        with WorkerKiller(chaos, [0, 1], env_of=lambda index: skewed[f"worker{index}"]) as killer:
+            batch = chaos.submit_many(2 * size.jobs, retry_for=30, frames=40)  # a few seconds of work each
+            chaos.drain(batch, size.drain_timeout)
+        # worker1's host is lost mid-job and its pod comes back on a host whose clock is right: the job it held
+        # must be taken again once its lease ends by the database's clock (10 s), not an hour later.
+        late = chaos.submit_many(size.jobs, retry_for=30, frames=40)
+        held = chaos.running_on("worker1", late, timeout=60)
+        chaos.stack.procs["worker1"].send_signal(signal.SIGKILL)
+        chaos.stack.procs["worker1"].wait(10)
+        chaos.stack.start_worker(1)
+        ids = chaos.accepted[first:]
+    report = finish(chaos, "clock_skew", ids, size, probe,
+                    notes=[f"host clocks {SKEWED_CLOCKS}", f"offsets to the database's measured (s): {offsets}",
+                           f"{killer.kills} skewed workers killed",
+                           f"worker1's host lost while it ran job {held}; back on a true clock"])
+    if held is None:
+        report.unmet.append("worker1 ran none of the last jobs: its loss was not tested")
+    for name, offset in SKEWED_CLOCKS.items():  # the fake took: each process measured its own skew
+        expected = -_seconds(offset)
+        if offsets.get(name) is None or abs(offsets[name] - expected) > 5:
+            report.unmet.append(f"{name}: offset {offsets.get(name)} s measured, {expected:g} s expected")
+    for name in SKEWED_CLOCKS:  # back on the true clock for the scenarios after
+        chaos.restart(name)
+    chaos.stack.wait_workers_ready(120)
+    return report
+
+
+def _seconds(offset: str) -> float:
+    """libfaketime's "+20m" / "-1h" in seconds."""
+    sign = -1 if offset.startswith("-") else 1
+    return sign * float(offset.strip("+-")[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[offset[-1]]
 
 
 def stalled_uploads(chaos: Chaos, size: Size) -> Report:
@@ -417,6 +526,7 @@ def scenarios(chaos: Chaos, size: Size) -> dict[str, Callable[[], Report]]:
         "postgres_frozen": lambda: outage(chaos, size, "postgres_frozen", chaos.pg.freeze, chaos.pg.thaw,
                                           status_p99_limit_ms=(API_CALL_TIMEOUT + 1) * 1000, pollers=8),
         "stalled_uploads": lambda: stalled_uploads(chaos, size),
+        "clock_skew": lambda: clock_skew(chaos, size),
     }
     if chaos.links:
         # Every open connection to the server goes silent for good (no reset), and new ones reach it: its host

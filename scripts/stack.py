@@ -126,19 +126,20 @@ class Stack:
         endpoint_file.write_text(s3.endpoint + "\n")
         return s3.endpoint
 
-    def start_api(self) -> None:
+    def start_api(self, extra_env: dict[str, str] | None = None) -> None:
         port = free_port()
-        self._spawn("api", [PYTHON, "-m", "videojobs.cli", "api"], env={**self.env(), "VIDEOJOBS_METRICS_PORT": str(port)})
+        self._spawn("api", [PYTHON, "-m", "videojobs.cli", "api"],
+                    env={**self.env(), "VIDEOJOBS_METRICS_PORT": str(port), **(extra_env or {})})
         self._write_metrics_url("api", port)
 
     def start_gateway(self) -> None:
         self._spawn("gateway", [PYTHON, "-m", "videojobs.cli", "gateway"])
         self._write_metrics_url("gateway", self.http_port)  # /metrics on its REST port
 
-    def start_worker(self, index: int) -> subprocess.Popen:
+    def start_worker(self, index: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
         port = free_port()
         env = {**self.env(), "VIDEOJOBS_WORKER_HEALTH_PORT": str(free_port()), "VIDEOJOBS_WORKER_ID": f"worker{index}",
-               "VIDEOJOBS_METRICS_PORT": str(port)}
+               "VIDEOJOBS_METRICS_PORT": str(port), **(extra_env or {})}
         proc = self._spawn(f"worker{index}", [PYTHON, "-m", "videojobs.cli", "worker"], env=env)
         self._write_metrics_url(f"worker{index}", port)
         return proc
