@@ -50,8 +50,10 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 LOOPBACK = "127.0.0.1"
 
 
-# Debian's faketime (one of make install's apt packages): the thread-safe build of libfaketime.
-FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+# Debian's faketime (one of make install's apt packages): the thread-safe build of libfaketime, in the
+# machine's multiarch folder (x86_64-linux-gnu, aarch64-linux-gnu).
+FAKETIME_LIBRARY = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))),
+                        Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"))
 
 
 def host_clock_off(offset: str) -> dict[str, str]:
