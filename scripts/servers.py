@@ -56,8 +56,8 @@ FAKETIME_LIBRARY = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketim
                         Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"))
 
 
-def host_clock_off(offset: str) -> dict[str, str]:
-    """Environment that sets a process's wall clock `offset` off this host's ("+20m", "-1h"), as if it ran
+def host_clock_off(seconds: float) -> dict[str, str]:
+    """Environment that sets a process's wall clock `seconds` off this host's (negative: behind), as if it ran
     on a host whose time synchronisation broke: every clock call in it and its children reads the offset
     (file times included), the monotonic clocks aside, so timeouts and sleeps run as they should.
 
@@ -66,7 +66,7 @@ def host_clock_off(offset: str) -> dict[str, str]:
     they take 50-90 ms on the true clock. Off, they take 48 ms under the fake clock too."""
     if not FAKETIME_LIBRARY.exists():
         raise ServerError(f"{FAKETIME_LIBRARY} is missing: `make install` installs Debian's faketime")
-    return {"LD_PRELOAD": str(FAKETIME_LIBRARY), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    return {"LD_PRELOAD": str(FAKETIME_LIBRARY), "FAKETIME": f"{seconds:+.0f}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
             "FAKETIME_FORCE_MONOTONIC_FIX": "0"}
 
 
