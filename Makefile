@@ -25,7 +25,7 @@ TEST_CHECKS := proto-check lint-proto lint scan
 
 WORKERS     ?= 2
 
-.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline bench-pipeline-avx2 bench-rates bench-results
+.PHONY: help install run serve test unit lint integration e2e proto proto-check lint-proto scan schemas clean up down stack-status bench-throughput bench-observability chaos bench-viewer bench-pipeline bench-pipeline-avx2 bench-rates bench-results bench-frame-memory
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench-pipeline-avx2: install ## The same with every library capped at AVX2 (an A
 
 bench-rates: install ## Cost of the tenant request-rate check per call (process window; + shared Postgres counters) and a race of two limiters; JSON in var/bench-rates.json
 	$(PY) scripts/bench_rates.py
+
+bench-frame-memory: install ## Peak memory of one job by frame size (720p to 8K), against the worker's Kubernetes memory limit; JSON in var/bench-frame-memory.json
+	$(PY) scripts/bench_frame_memory.py
 
 bench-results: install ## Memory of a long job's results (worker merge, api document, unpaged REST answer), 10k and 100k frames; JSON in var/bench-results.json
 	$(PY) scripts/bench_results.py

@@ -410,6 +410,11 @@ CASES: tuple[Case, ...] = (
     Case("avi-huge-dims.avi", "AVI (MJPEG) headers claim 100000x100000",
          _then(_synthetic("avi", "mjpeg", (64, 48), pix_fmt="yuvj420p"), _avi_dimensions(100000, 100000)),
          COMPLETED),  # the decoder goes by the stream's own size (64x48)
+    Case("square-8192x8192.mp4", "a real 8192x8192 video (H.264, 67 megapixels a frame)",
+         _synthetic("mp4", "libx264", (8192, 8192), frames=2, options={"preset": "ultrafast"}),
+         failed("8192x8192 (67.1 megapixels) is over")),
+    Case("dci-8k-8192x4320.mp4", "a real 8192x4320 video (DCI 8K), the largest frames accepted (H.264)",
+         _synthetic("mp4", "libx264", (8192, 4320), frames=2, options={"preset": "ultrafast"}), COMPLETED),
     Case("wide-9000x16.avi", "a real 9000x16 video (MJPEG)", _synthetic("avi", "mjpeg", (9000, 16), frames=2,
                                                                          pix_fmt="yuvj420p"),
          failed("9000x16 is outside")),

@@ -85,6 +85,11 @@ def _too_wide(tmp_path, sample):
     return write_clip(tmp_path / "wide.mp4", [np.zeros((16, 9000, 3), np.uint8)] * 2, fps=10, fourcc="MJPG")
 
 
+def _too_many_pixels(tmp_path, sample):
+    # Each side is within bounds; the frame is 36 megapixels, over DCI 8K's 35.4.
+    return write_clip(tmp_path / "square.avi", [np.zeros((6000, 6000, 3), np.uint8)] * 2, fps=10, fourcc="MJPG")
+
+
 CASES = [
     (_random_bytes, NotAVideo, "not a video"),
     (_text_file, NotAVideo, "not a video"),
@@ -95,6 +100,7 @@ CASES = [
     (_audio_only, NoVideoStream, "no video track"),
     (_too_small, AbsurdDimensions, "8x8"),
     (_too_wide, AbsurdDimensions, "9000x16"),
+    (_too_many_pixels, AbsurdDimensions, "6000x6000 (36.0 megapixels) is over the 35.4 megapixels"),
 ]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import wait
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,7 @@ from videojobs.common.errors import InvalidOptions, JobInterrupted, UnknownClass
 from videojobs.common.options import AnalysisOptions
 from videojobs.worker.pipeline import VideoFilePipelineService
 from videojobs.worker.pipeline.detector import ModelRef
+from videojobs.worker.pipeline import service as service_module
 from videojobs.worker.pipeline.ocr import OcrLine, OcrPool
 
 
@@ -68,13 +72,21 @@ class FakeOcr:
         self.frames = 0
         self.frames_read = 0
         self.frames_reused = 0
+        self.holding = False  # whether it keeps a frame (the real engine keeps the last one it read)
+        self.threads = set()  # names of the threads that called it
 
     def reset(self):
         self.frames = 0
 
+    def forget_frame(self):
+        self.threads.add(threading.current_thread().name)
+        self.holding = False
+
     def read(self, frame):
+        self.threads.add(threading.current_thread().name)
         self.frames += 1
         self.frames_read += 1
+        self.holding = True
         return [OcrLine("FAKE TEXT", 0.87654, (12, 12, 18, 30), ())]
 
     def close(self):
@@ -187,3 +199,78 @@ def test_the_worker_builds_the_analyzer_from_its_settings(tmp_path):
     assert svc.ocr_threads == 3  # OCR runs on as many threads as the detector (each a Tesseract engine)
     assert svc.detector.cache_dir == tmp_path and svc.decode_timeout_seconds == 3.0
     assert not svc.detector.loaded  # nothing loaded until a job needs it
+
+
+# -- frames of any size: batches by bytes -------------------------------------------------------
+def test_batch_frames_shrink_with_the_frame_size(tmp_path):
+    svc = VideoFilePipelineService("fake.onnx", tmp_path / "cache")  # 8 frames a batch at most
+    assert svc.batch_frames(640, 360) == 8
+    assert svc.batch_frames(1920, 1080) == 8  # 6 MiB a frame
+    assert svc.batch_frames(2560, 1440) == 6  # 10.5 MiB
+    assert svc.batch_frames(3840, 2160) == 2  # 24 MiB
+    assert svc.batch_frames(7680, 4320) == 1  # 95 MiB: never fewer than one
+    assert svc.batch_frames(8192, 4320) == 1
+    for width, height in ((640, 360), (1920, 1080), (3840, 2160), (7680, 4320)):
+        frames = svc.batch_frames(width, height)
+        assert frames == 1 or frames * width * height * 3 <= service_module.BATCH_BYTES
+
+
+def test_large_frames_go_in_smaller_batches_with_the_same_results(service, clip, monkeypatch):
+    options = AnalysisOptions(sample_fps=0)
+    whole = service.run_on_file("yolo_ocr", clip, options)
+    assert [calls[0] for calls in service.detector.calls] == [4] * 7 + [2]  # the fixture's batch size: 30 frames
+    assert service.last_timings["batch_frames"] == 4
+    service.detector.calls.clear()
+    # As if the clip's 64x48 frames were large: two fit in a batch's bytes.
+    monkeypatch.setattr(service_module, "BATCH_BYTES", 2 * 64 * 48 * 3 + 100)
+    halved = service.run_on_file("yolo_ocr", clip, options)
+    assert [calls[0] for calls in service.detector.calls] == [2] * 15
+    assert service.last_timings["batch_frames"] == 2
+    assert halved.to_bytes() == whole.to_bytes()
+
+
+def test_segments_align_to_the_batches_of_the_video_s_frame_size(service, clip, monkeypatch):
+    def ranges():
+        plan = service.plan_split("yolo", clip, AnalysisOptions(sample_fps=0), 10)  # 30 samples, about 10 a segment
+        return [(r.first_sample, r.end_sample) for r in plan.ranges]
+
+    assert ranges() == [(0, 12), (12, 24), (24, 30)]  # aligned to the fixture's 4 frames a batch
+    monkeypatch.setattr(service_module, "BATCH_BYTES", 2 * 64 * 48 * 3)  # two of the clip's frames a batch
+    assert ranges() == [(0, 10), (10, 20), (20, 30)]
+
+
+def test_ocr_threads_take_turns_on_batches_shorter_than_the_thread_count():
+    # One large frame a batch: the runs go round the threads, so batch k+1 is read while batch k is.
+    pool = OcrPool(2, engine_factory=lambda lang, tessdata: FakeOcr())
+    gate = threading.Event()
+
+    def reader():
+        def read(engine, frames):
+            gate.wait(5)
+            return [engine.read(frame) for frame in frames], 0.0
+        return read
+
+    try:
+        pool.start("eng")
+        frame = np.zeros((4, 4, 3), np.uint8)
+        first = pool.submit("eng", [frame], reader)
+        second = pool.submit("eng", [frame], reader)
+        gate.set()
+        wait(first + second)
+        engines = [lane["eng"] for lane in pool._engines]
+        assert [engine.frames for engine in engines] == [1, 1]
+        assert engines[0].threads != engines[1].threads
+        pool.start("eng")  # a new job starts on the first thread again
+        wait(pool.submit("eng", [frame, frame, frame, frame], reader))
+        assert [engine.frames for engine in engines] == [2, 2]  # a run of two each, as before
+    finally:
+        pool.close()
+
+
+def test_ocr_engines_let_go_of_their_frames_when_a_job_ends(service, clip):
+    engines = [lane["eng"] for lane in (service._ocr_pool("eng")._engines)]
+    service.run_on_file("yolo_ocr", clip, AnalysisOptions(max_frames=3))
+    assert engines[0].frames == 3 and not engines[0].holding
+    with pytest.raises(JobInterrupted):  # and when it stops midway
+        service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0), should_stop=lambda: engines[0].frames >= 4)
+    assert engines[0].frames >= 4 and not engines[0].holding

@@ -1,4 +1,5 @@
-"""Video containers the service accepts, recognised by their first bytes (never by file name).
+"""Video the service accepts: containers, recognised by their first bytes (never by file name),
+and frame sizes.
 
 The decoder (OpenCV's FFmpeg) reads more than these; the list is what the service
 promises and tests end to end. Adding a container is one entry in ``FORMATS``.
@@ -11,6 +12,14 @@ from typing import Callable
 
 # Bytes needed to judge a file (Matroska's DocType sits inside its first few dozen bytes).
 SNIFF_BYTES = 64
+
+# Frame sizes the worker analyses (a job of another size FAILS, naming it; GET /video/capabilities lists
+# them). Below 16 pixels a side nothing is recognisable. Above DCI 8K (8192x4320, or 4320x8192) a decoded
+# frame alone is over 100 MiB, and a job's working set (its batch, the decoder's frames, Tesseract's copies
+# of a frame) would outgrow the worker's memory (`scripts/bench_frame_memory.py`).
+FRAME_SIDE_MIN = 16
+FRAME_SIDE_MAX = 8192
+FRAME_PIXELS_MAX = 8192 * 4320
 
 # First box types of ISO-BMFF / QuickTime files: MP4 and M4V start with 'ftyp'; QuickTime
 # .mov files from older cameras may start with 'wide', 'free', 'mdat' or 'moov'.

@@ -12,7 +12,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from videojobs.common.formats import FORMATS
+from videojobs.common.formats import FORMATS, FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SIDE_MIN
 from videojobs.common.job import Job, JobStatus
 from videojobs.common.options import (
     IMGSZ_MULTIPLE,
@@ -129,6 +129,9 @@ class Limits(_Resource):
     imgsz_max: int
     imgsz_multiple: int
     page_size_max: int
+    frame_side_min: int = Field(description="Smallest frame side (pixels) a video may have.")
+    frame_side_max: int = Field(description="Largest frame side (pixels) a video may have.")
+    frame_pixels_max: int = Field(description="Most pixels a frame may have (width x height): 8192x4320, DCI 8K.")
 
 
 class Capabilities(_Resource):
@@ -162,6 +165,9 @@ class Capabilities(_Resource):
                 imgsz_max=MAX_IMGSZ,
                 imgsz_multiple=IMGSZ_MULTIPLE,
                 page_size_max=MAX_PAGE_SIZE,
+                frame_side_min=FRAME_SIDE_MIN,
+                frame_side_max=FRAME_SIDE_MAX,
+                frame_pixels_max=FRAME_PIXELS_MAX,
             ),
             formats=[FormatInfo(format_id=f.format_id, name=f.name, extensions=list(f.extensions)) for f in FORMATS],
         )

@@ -30,7 +30,7 @@ class TruncatedVideo(BadVideo):
 
 
 class AbsurdDimensions(BadVideo):
-    """The frame size is outside what the service accepts (see ``MIN_SIDE``/``MAX_SIDE`` in video.py)."""
+    """The frame size is outside what the service accepts (``FRAME_SIDE_*``, ``FRAME_PIXELS_MAX`` in common/formats.py)."""
 
 
 class TooManyFrames(BadVideo):

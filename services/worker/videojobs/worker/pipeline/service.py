@@ -51,6 +51,10 @@ from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
 from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
 
 DEFAULT_BATCH_SIZE = 8
+# Decoded frames (BGR) a batch may hold: a job holds about four batches at once (the decoder's queue of two,
+# the batch being read, the one in flight), so larger frames make smaller batches and a job's frames stay
+# near 256 MiB whatever their size: 8 frames of 1920x1080, 2 of 3840x2160, 1 of 7680x4320 (95 MiB).
+BATCH_BYTES = 64 * 2**20
 _tracer = tracing.tracer(__name__)
 
 
@@ -317,7 +321,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         with FrameReader(path, self.decode_timeout_seconds) as reader:
             info = reader.open()
         plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
-        ranges = split_samples(len(plan), segment_frames, self.batch_size)
+        ranges = split_samples(len(plan), segment_frames, self.batch_frames(info.width, info.height))
         note = None
         if len(ranges) > 1:
             index = seek_index(path)
@@ -372,6 +376,12 @@ class VideoFilePipelineService(VideoAnalyzer):
             ocr_languages=installed_languages(self.tessdata_dir),
         )
 
+    def batch_frames(self, width: int, height: int) -> int:
+        """Frames per batch for frames of this size: ``batch_size`` at most, ``BATCH_BYTES`` of them at
+        most, one at least. A function of the size alone, so a segment's batches are those of one pass
+        (the torch runtime's forward of a batch differs in its last bits with the batch's length)."""
+        return max(1, min(self.batch_size, BATCH_BYTES // (width * height * 3)))
+
     # -- internals ----------------------------------------------------------------------
     def _ocr_pool(self, lang: str) -> OcrPool:
         """The OCR threads, their engines for `lang` ready for a new job."""
@@ -401,9 +411,10 @@ class VideoFilePipelineService(VideoAnalyzer):
         timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0,
                    "ocr_lines_read": 0.0, "ocr_lines_dropped": 0.0}
 
-        with FrameReader(path, self.decode_timeout_seconds, queue_size=self.batch_size * 2,
-                         threads=self.decode_threads) as reader:
+        with FrameReader(path, self.decode_timeout_seconds, threads=self.decode_threads) as reader:
             info = reader.open()
+            batch_frames = self.batch_frames(info.width, info.height)
+            timings["batch_frames"] = float(batch_frames)
             # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
             class_ids = None
             model_info: Optional[ModelInfo] = None
@@ -434,7 +445,7 @@ class VideoFilePipelineService(VideoAnalyzer):
             frames_out: list = []
             analysis = _BatchContext(info.fps, info.width, info.height, options, names, class_ids, detect_conf,
                                      use_detector, tracker, ocr, timings, raw)
-            source = reader.frames(plan, first, end, index)
+            source = reader.frames(plan, first, end, index, buffer=2 * batch_frames)
             done = 0
             # Two batches deep: batch k+1 is handed to the detector (and the OCR threads) before batch k
             # is finished, so the model works on it while batch k is post-processed and tracked; and
@@ -444,7 +455,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                 while True:
                     if should_stop is not None and should_stop():
                         raise JobInterrupted(f"stopped after {done} of {total} frames")
-                    started = self._start_batch(self._read_batch(source, done, timings), analysis)
+                    started = self._start_batch(self._read_batch(source, done, batch_frames, timings), analysis)
                     if pending is not None:
                         finishing, pending = pending, None
                         finished = self._finish_batch(finishing, analysis)
@@ -466,6 +477,8 @@ class VideoFilePipelineService(VideoAnalyzer):
             finally:
                 if pending is not None:  # a job stopped or failed: nothing of it stays in flight
                     pending.discard()
+                if ocr is not None:
+                    ocr.forget_frames()
             timings["decode"] = reader.decode_seconds
             timings["frames_decoded"] = float(reader.frames_decoded)
 
@@ -502,11 +515,11 @@ class VideoFilePipelineService(VideoAnalyzer):
         self.last_timings = timings
         return result
 
-    def _read_batch(self, source: Iterator[tuple[int, np.ndarray]], first: int,
+    def _read_batch(self, source: Iterator[tuple[int, np.ndarray]], first: int, size: int,
                     timings: dict[str, float]) -> "_BatchFrames":
-        """The next batch, read from the decoder frame by frame (a ``decode`` span over the reading)."""
+        """The next batch of `size` frames, read from the decoder frame by frame (a ``decode`` span over it)."""
         span = tracing.start_span(_tracer, "decode", **{"videojobs.batch_start": first})
-        return _BatchFrames(source, self.batch_size, timings, span)
+        return _BatchFrames(source, size, timings, span)
 
     def _start_batch(self, frames: "_BatchFrames", ctx: "_BatchContext") -> Optional["_StartedBatch"]:
         """Hand a batch to the detector, each frame as soon as it is decoded, then to the OCR threads;

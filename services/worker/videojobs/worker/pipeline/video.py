@@ -35,6 +35,7 @@ import av
 import cv2
 import numpy as np
 
+from videojobs.common.formats import FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SIDE_MIN
 from videojobs.common.options import INT32_MAX
 from videojobs.common.results import Sampling, VideoMetadata
 
@@ -48,10 +49,6 @@ from videojobs.worker.pipeline.errors import (
     TruncatedVideo,
 )
 
-# Frame sides the service accepts. Below 16 px nothing is recognisable; above 8192
-# (DCI 8K) a single decoded frame is hundreds of megabytes.
-MIN_SIDE = 16
-MAX_SIDE = 8192
 MAX_FPS = 1000.0
 # A file whose frames run out earlier than its header says is accepted when the
 # shortfall is within this share of the announced frames (container frame counts of
@@ -265,10 +262,15 @@ def describe_unopenable(path: Path) -> Exception:
 
 def check_info(path: Path, info: VideoInfo) -> None:
     """Reject videos the pipeline must not try to analyse."""
-    if not (MIN_SIDE <= info.width <= MAX_SIDE and MIN_SIDE <= info.height <= MAX_SIDE):
+    if not (FRAME_SIDE_MIN <= info.width <= FRAME_SIDE_MAX and FRAME_SIDE_MIN <= info.height <= FRAME_SIDE_MAX):
         raise AbsurdDimensions(
             f"the frame size {info.width}x{info.height} is outside "
-            f"{MIN_SIDE}..{MAX_SIDE} pixels per side"
+            f"{FRAME_SIDE_MIN}..{FRAME_SIDE_MAX} pixels per side"
+        )
+    if info.width * info.height > FRAME_PIXELS_MAX:
+        raise AbsurdDimensions(
+            f"the frame size {info.width}x{info.height} ({info.width * info.height / 1e6:.1f} megapixels) is over "
+            f"the {FRAME_PIXELS_MAX / 1e6:.1f} megapixels of 8192x4320 (DCI 8K) the service analyses"
         )
     if not (0 < info.fps <= MAX_FPS) or not math.isfinite(info.fps):
         raise NotAVideo(f"the frame rate {info.fps!r} is not usable")
@@ -384,14 +386,17 @@ class FrameReader:
         return item
 
     def frames(self, plan: SamplingPlan, first: int = 0, end: Optional[int] = None,
-               seek: Optional[SeekIndex] = None) -> Iterator[tuple[int, np.ndarray]]:
+               seek: Optional[SeekIndex] = None, buffer: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(frame_index, bgr_frame)`` for the planned samples ``first..end`` (default: all), in order.
 
         With `seek` (an exact ``seek_index`` of the file) decoding starts at the keyframe before
         the first wanted frame and jumps to the keyframe before a later one when that saves
         decoding; every frame still equals a sequential decode's. Without it, samples after the
-        first (``first > 0``) are reached by decoding from frame 0.
+        first (``first > 0``) are reached by decoding from frame 0. `buffer`: frames decoded ahead
+        at most (0: the reader's ``queue_size``), e.g. fewer for large frames.
         """
+        if buffer > 0:  # the decoder thread waits for the plan before it puts a frame
+            self._queue = queue.Queue(maxsize=buffer)
         self._plan = plan
         self._range = (first, len(plan) if end is None else min(end, len(plan)))
         self._seek = seek if seek is not None and seek.exact else None

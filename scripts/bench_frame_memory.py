@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Peak memory of one job by frame size, against the worker's memory limit on Kubernetes.
+
+A decoded frame is width x height x 3 bytes: 6 MiB at 1920x1080, 24 MiB at 3840x2160, 95 MiB at
+7680x4320. A job holds several at once (the decoder's queue, the batch being read and the one in
+flight, the OCR threads' working copies), so its memory grows with the frame's size. For each size
+this script encodes a clip (the shared sample scaled up, with lines of text drawn on it; H.264 at
+10 frames/s), and for each pipeline analyses it in a child process of its own, the analyzer built
+from the worker's settings as the worker builds it:
+
+  base      resident memory once the detector is ready for that frame size (warmed on one frame)
+  peak      the child's own peak (``VmHWM``, started again from ``base``) while it analyses the clip
+  over      peak - base: what the job itself held at most
+  batch     frames per batch the pipeline chose for that size
+
+and checks every peak against the worker's memory limit in ``deploy/k8s/base/worker.yaml``.
+Each row is the median of ``--repeat`` runs (by peak; frames/s is the median of its own).
+``--fixed-batches`` also runs each with batches of 8 frames whatever their size, as the
+pipeline did before it sized batches by bytes (``BATCH_BYTES``), for the ratio of the two in one run.
+Prints a table and writes JSON (default var/bench-frame-memory.json).
+
+    .venv/bin/python scripts/bench_frame_memory.py
+    .venv/bin/python scripts/bench_frame_memory.py --sizes 1280x720,7680x4320 --seconds 10 --pipelines yolo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_results import peak_mib, reset_peak, rss_mib  # noqa: E402
+
+SHARED = Path(os.environ.get("VIDEOJOBS_SHARED_DIR", ROOT.parent / "shared"))
+SIZES = ("1280x720", "1920x1080", "3840x2160", "7680x4320")
+PIPELINES = ("yolo", "yolo_ocr")
+WORKER_MANIFEST = ROOT / "deploy" / "k8s" / "base" / "worker.yaml"
+LINES = ("QUARTERLY REPORT", "SALES UP 12 PERCENT", "SHIP VERSION 2")
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, fps: int = 10) -> Path:
+    """The sample's frames scaled to `size` with three lines of dark text on a light band, H.264."""
+    import av
+    import cv2
+
+    width, height = size
+    cap = cv2.VideoCapture(str(sample))
+    step = max(1, round(cap.get(cv2.CAP_PROP_FPS) / fps))
+    scale = height / 720
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(seconds * fps)):
+            for _ in range(step):
+                ok, frame = cap.read()
+            if not ok:
+                break
+            image = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+            image[int(40 * scale):int(330 * scale), int(40 * scale):int(1000 * scale)] = 235
+            for k, line in enumerate(LINES):
+                cv2.putText(image, line, (int(70 * scale), int((120 + 90 * k) * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                            1.8 * scale, (20, 20, 20), max(1, int(4 * scale)), cv2.LINE_AA)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    cap.release()
+    return path
+
+
+def worker_memory_limit(manifest: Path = WORKER_MANIFEST) -> int:
+    """The worker container's `resources.limits.memory`, in bytes."""
+    import yaml
+
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                if container["name"] == "worker":
+                    value = str(container["resources"]["limits"]["memory"])
+                    number, unit = re.fullmatch(r"(\d+)([KMG]i)?", value).groups()
+                    return int(number) * UNITS.get(unit or "", 1)
+    raise ValueError(f"no worker container with a memory limit in {manifest}")
+
+
+def child(pipeline: str, clip: Path, fixed_batches: bool = False) -> dict:
+    """Run in a child process: warm the analyzer for the clip's frame size, then measure one job."""
+    from videojobs.common.config import load_settings
+    from videojobs.common.options import AnalysisOptions
+    from videojobs.worker.bootstrap import build_analyzer
+    from videojobs.worker.pipeline import service as pipeline_service
+
+    if fixed_batches:  # batches of `batch_size` frames, whatever their size
+        pipeline_service.BATCH_BYTES = 2**62
+    service = build_analyzer(load_settings())
+    try:
+        service.run_on_file(pipeline, clip, AnalysisOptions(max_frames=1))
+        base = rss_mib()
+        reset_peak()
+        t0 = time.perf_counter()
+        document = service.run_on_file(pipeline, clip, AnalysisOptions())
+        seconds = time.perf_counter() - t0
+        peak = peak_mib()
+        timings = service.last_timings
+    finally:
+        service.close()
+    frames = len(document.results)
+    return {"base_mib": base, "peak_mib": peak, "over_mib": round(peak - base, 1), "frames": frames,
+            "batch_frames": int(timings.get("batch_frames", 0)) or None,
+            "frames_per_second": round(frames / seconds, 2)}
+
+
+def measure(pipeline: str, clip: Path, repeat: int, fixed_batches: bool = False) -> dict:
+    """The median run of `repeat` child processes, by peak (frames/s: the median of its own)."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, __file__, "--child", pipeline, str(clip)]
+                             + (["--fixed-batches"] if fixed_batches else []), capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    row = sorted(runs, key=lambda run: run["over_mib"])[len(runs) // 2]
+    rates = sorted(run["frames_per_second"] for run in runs)
+    return {**row, "frames_per_second": rates[len(rates) // 2], "runs": runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated WxH")
+    p.add_argument("--pipelines", default=",".join(PIPELINES))
+    p.add_argument("--seconds", type=float, default=20.0, help="clip length (analysed at 1 frame per second)")
+    p.add_argument("--sample", type=Path, default=SHARED / "media" / "bottle-detection.mp4")
+    p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
+    p.add_argument("--fixed-batches", action="store_true",
+                   help="also run with batches of 8 frames whatever their size (the rule before BATCH_BYTES)")
+    p.add_argument("--out", type=Path, default=ROOT / "var" / "bench-frame-memory.json")
+    p.add_argument("--child", nargs=2, metavar=("PIPELINE", "CLIP"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], Path(args.child[1]), args.fixed_batches)))
+        return 0
+
+    from videojobs.common.cpus import cpu_model
+
+    limit_mib = worker_memory_limit() / 2**20
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-frame-memory-") as tmp:
+        for size in args.sizes.split(","):
+            width, height = (int(v) for v in size.split("x"))
+            clip = make_clip(args.sample, Path(tmp) / f"{size}.mp4", (width, height), args.seconds)
+            for pipeline in args.pipelines.split(","):
+                for fixed in (False, True) if args.fixed_batches else (False,):
+                    row = {"size": size, "frame_mib": round(width * height * 3 / 2**20, 1), "pipeline": pipeline,
+                           "batches": "fixed 8" if fixed else "by bytes", **measure(pipeline, clip, args.repeat, fixed)}
+                    row["fits_worker_limit"] = "peak_mib" in row and row["peak_mib"] <= limit_mib
+                    rows.append(row)
+                    print(_line(row), flush=True)
+    report = {"cpu": cpu_model(), "cores": os.cpu_count(), "worker_memory_limit_mib": limit_mib,
+              "seconds": args.seconds, "repeat": args.repeat, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"worker memory limit (deploy/k8s/base/worker.yaml): {limit_mib:.0f} MiB; JSON in {args.out}")
+    return 0 if all(row["fits_worker_limit"] for row in rows if row["batches"] == "by bytes") else 1
+
+
+def _line(row: dict) -> str:
+    if "error" in row:
+        return f"{row['size']:>10} {row['pipeline']:>8}  error: {row['error']}"
+    return (f"{row['size']:>10} {row['pipeline']:>8} {row['batches']:>8}  frame {row['frame_mib']:6.1f} MiB  "
+            f"batch {row['batch_frames']}  "
+            f"base {row['base_mib']:7.1f}  peak {row['peak_mib']:7.1f}  over {row['over_mib']:7.1f} MiB  "
+            f"{row['frames']} frames {row['frames_per_second']:5.2f}/s  "
+            f"{'fits' if row['fits_worker_limit'] else 'OVER the worker limit'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
