@@ -90,7 +90,7 @@ class FakeOcr:
         return [OcrLine("FAKE TEXT", 0.87654, (12, 12, 18, 30), ())]
 
     def close(self):
-        pass
+        self.closed_on = threading.current_thread().name
 
 
 @pytest.fixture
@@ -274,3 +274,28 @@ def test_ocr_engines_let_go_of_their_frames_when_a_job_ends(service, clip):
     with pytest.raises(JobInterrupted):  # and when it stops midway
         service.run_on_file("yolo_ocr", clip, AnalysisOptions(sample_fps=0), should_stop=lambda: engines[0].frames >= 4)
     assert engines[0].frames >= 4 and not engines[0].holding
+
+
+def test_each_ocr_thread_keeps_engines_for_its_last_three_language_settings():
+    # "eng", "eng+deu", "deu+eng"... are settings of their own: a tenant cycling through them must not grow
+    # the worker by an engine (30-150 MiB) per setting and thread.
+    made = []
+
+    def factory(lang, tessdata):
+        made.append(FakeOcr())
+        return made[-1]
+
+    pool = OcrPool(2, engine_factory=factory)
+    try:
+        for lang in ("eng", "deu", "eng+deu", "deu+eng", "fra"):
+            pool.start(lang)
+        assert [list(lane) for lane in pool._engines] == [["eng+deu", "deu+eng", "fra"]] * 2
+        assert len(made) == 10
+        closed = [engine.closed_on for engine in made if hasattr(engine, "closed_on")]
+        assert len(closed) == 4 and all(name.startswith("ocr-") for name in closed)  # each on its own thread
+        pool.start("eng+deu")  # kept: reused, and now the most recent
+        assert len(made) == 10 and list(pool._engines[0])[-1] == "eng+deu"
+        pool.start("eng")  # gone: made again, and the least recent one goes
+        assert len(made) == 12 and [list(lane) for lane in pool._engines] == [["fra", "eng+deu", "eng"]] * 2
+    finally:
+        pool.close()

@@ -37,6 +37,10 @@ TESSDATA_CANDIDATES = (
 )
 # Share of an OCR line's area that must lie inside a detection box for the line to be linked to it.
 LINK_MIN_INSIDE = 0.9
+# Language settings (``ocr_lang``) each OCR thread keeps an engine for: the ones its last jobs used. An engine
+# takes 30-150 MiB and loads in about 0.1 s; "eng", "eng+deu", "deu+eng"... are each a setting of their own,
+# so without a bound a tenant cycling through them grew every worker by an engine a thread per setting.
+ENGINES_PER_THREAD = 3
 
 
 def find_tessdata(explicit: Optional[str] = None) -> Path:
@@ -238,12 +242,16 @@ class OcrPool:
         self._next = 0  # the thread the next run goes to
 
     def start(self, lang: str) -> None:
-        """Make (once) and reset each thread's engine for `lang`, on its own thread (start of a job)."""
+        """Make (once) and reset each thread's engine for `lang`, on its own thread (start of a job); a thread
+        keeps the engines of its ``ENGINES_PER_THREAD`` most recently started settings and closes the rest."""
 
         def ready(engines: dict[str, Any]) -> None:
-            engine = engines.get(lang)
+            engine = engines.pop(lang, None)
             if engine is None:
-                engine = engines[lang] = self._factory(lang, self._tessdata)
+                engine = self._factory(lang, self._tessdata)
+            engines[lang] = engine  # last: the most recently used
+            while len(engines) > ENGINES_PER_THREAD:
+                engines.pop(next(iter(engines))).close()
             engine.reset()
 
         for future in [lane.submit(ready, engines) for lane, engines in zip(self._lanes, self._engines)]:
