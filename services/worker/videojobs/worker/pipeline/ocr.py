@@ -226,7 +226,8 @@ class OcrPool:
     thread-safe and is only used from the thread that made it).
 
     A batch is cut into consecutive runs of frames, one run per thread, so a video whose OCR
-    costs more than its detection (text-dense 720p and larger) keeps every core busy. Each run
+    costs more than its detection (text-dense 720p and larger) keeps every core busy; runs go
+    round the threads, so batches of one large frame do too. Each run
     is read in order by its thread's engine, which reuses its answer for a frame identical to
     the one it read before; Tesseract holds no state from frame to frame, so the lines are the
     same whichever engine reads a frame (tested).
@@ -260,8 +261,9 @@ class OcrPool:
 
     def submit(self, lang: str, frames: list[np.ndarray],
                reader: Callable[[], Callable[[Any, list[np.ndarray]], Any]]) -> list[Future]:
-        """``reader()(engine, run)`` for consecutive runs of `frames`, one per thread (a callable of its
-        own each, e.g. one carrying a copy of the caller's context); the futures in frame order."""
+        """``reader()(engine, run)`` for consecutive runs of `frames`, at most one per thread, each on the
+        thread after the last run's (a callable of its own each, e.g. one carrying a copy of the caller's
+        context); the futures in frame order."""
         size = -(-len(frames) // self.threads)
         futures = []
         for i in range(0, len(frames), size):
