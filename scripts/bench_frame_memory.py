@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,6 @@ SIZES = ("1280x720", "1920x1080", "3840x2160", "7680x4320")
 PIPELINES = ("yolo", "yolo_ocr")
 WORKER_MANIFEST = ROOT / "deploy" / "k8s" / "base" / "worker.yaml"
 LINES = ("QUARTERLY REPORT", "SALES UP 12 PERCENT", "SHIP VERSION 2")
-UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
 
 
 def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, fps: int = 10) -> Path:
@@ -81,14 +79,12 @@ def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, f
 def worker_memory_limit(manifest: Path = WORKER_MANIFEST) -> int:
     """The worker container's `resources.limits.memory`, in bytes."""
     import yaml
+    from k8s_check import containers, pod_spec, quantity_bytes
 
     for doc in yaml.safe_load_all(manifest.read_text()):
-        if doc and doc.get("kind") == "Deployment":
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                if container["name"] == "worker":
-                    value = str(container["resources"]["limits"]["memory"])
-                    number, unit = re.fullmatch(r"(\d+)([KMG]i)?", value).groups()
-                    return int(number) * UNITS.get(unit or "", 1)
+        for _, container in containers((doc and pod_spec(doc)) or {}):
+            if container["name"] == "worker":
+                return quantity_bytes(container["resources"]["limits"]["memory"])
     raise ValueError(f"no worker container with a memory limit in {manifest}")
 
 

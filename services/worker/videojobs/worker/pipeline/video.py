@@ -50,6 +50,8 @@ from videojobs.worker.pipeline.errors import (
 )
 
 MAX_FPS = 1000.0
+# Decoded frames the decoder thread may have ready before they are taken (``FrameReader.frames(buffer=)``).
+DECODE_AHEAD_FRAMES = 8
 # A file whose frames run out earlier than its header says is accepted when the
 # shortfall is within this share of the announced frames (container frame counts of
 # some muxers are estimates); beyond it the file is reported truncated.
@@ -353,11 +355,11 @@ class FrameReader:
     DecodeStalled and abandons the (daemon) thread.
     """
 
-    def __init__(self, path: Path, timeout: float, queue_size: int = 8, threads: int = 0) -> None:
+    def __init__(self, path: Path, timeout: float, threads: int = 0) -> None:
         self.path = Path(path)
         self.threads = max(0, int(threads))  # FFmpeg decoder threads (0: OpenCV's default, one per core; 1 when skipping)
         self.timeout = float(timeout)
-        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=max(1, queue_size))
+        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=DECODE_AHEAD_FRAMES)
         self._plan_ready = threading.Event()
         self._stop = threading.Event()
         self._plan: Optional[SamplingPlan] = None
@@ -393,7 +395,7 @@ class FrameReader:
         the first wanted frame and jumps to the keyframe before a later one when that saves
         decoding; every frame still equals a sequential decode's. Without it, samples after the
         first (``first > 0``) are reached by decoding from frame 0. `buffer`: frames decoded ahead
-        at most (0: the reader's ``queue_size``), e.g. fewer for large frames.
+        at most (0: ``DECODE_AHEAD_FRAMES``), e.g. fewer for large frames.
         """
         if buffer > 0:  # the decoder thread waits for the plan before it puts a frame
             self._queue = queue.Queue(maxsize=buffer)
