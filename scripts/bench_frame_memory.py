@@ -13,7 +13,8 @@ from the worker's settings as the worker builds it:
   over      peak - base: what the job itself held at most
   batch     frames per batch the pipeline chose for that size
 
-and checks every peak against the worker's memory limit in ``deploy/k8s/base/worker.yaml``.
+and checks every peak against the worker's memory limit in ``deploy/k8s/base/worker.yaml``. A clip
+the service refuses at open (``--x264-params ref=16`` at 7680x4320) is a row of its own, within the limit.
 Each row is the median of ``--repeat`` runs (by peak; frames/s is the median of its own).
 ``--fixed-batches`` also runs each with batches of 8 frames whatever their size, as the
 pipeline did before it sized batches by bytes (``BATCH_BYTES``), for the ratio of the two in one run.
@@ -21,6 +22,7 @@ Prints a table and writes JSON (default var/bench-frame-memory.json).
 
     .venv/bin/python scripts/bench_frame_memory.py
     .venv/bin/python scripts/bench_frame_memory.py --sizes 1280x720,7680x4320 --seconds 10 --pipelines yolo
+    .venv/bin/python scripts/bench_frame_memory.py --sizes 7680x4320 --x264-params ref=16
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ WORKER_MANIFEST = ROOT / "deploy" / "k8s" / "base" / "worker.yaml"
 LINES = ("QUARTERLY REPORT", "SALES UP 12 PERCENT", "SHIP VERSION 2")
 
 
-def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, fps: int = 10) -> Path:
-    """The sample's frames scaled to `size` with three lines of dark text on a light band, H.264."""
+def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, fps: int = 10,
+              x264_params: str = "") -> Path:
+    """The sample's frames scaled to `size` with three lines of dark text on a light band, H.264
+    (x264's ultrafast preset; `x264_params` as in ``x264 --x264-params``, e.g. ``ref=16``)."""
     import av
     import cv2
 
@@ -56,7 +60,8 @@ def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, f
     step = max(1, round(cap.get(cv2.CAP_PROP_FPS) / fps))
     scale = height / 720
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
+        options = {"preset": "ultrafast", "crf": "23", **({"x264-params": x264_params} if x264_params else {})}
+        stream = out.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(int(seconds * fps)):
             for _ in range(step):
@@ -93,13 +98,17 @@ def child(pipeline: str, clip: Path, fixed_batches: bool = False) -> dict:
     from videojobs.common.config import load_settings
     from videojobs.common.options import AnalysisOptions
     from videojobs.worker.bootstrap import build_analyzer
+    from videojobs.worker.pipeline import BadVideo
     from videojobs.worker.pipeline import service as pipeline_service
 
     if fixed_batches:  # batches of `batch_size` frames, whatever their size
         pipeline_service.BATCH_BYTES = 2**62
     service = build_analyzer(load_settings())
     try:
-        service.run_on_file(pipeline, clip, AnalysisOptions(max_frames=1))
+        try:
+            service.run_on_file(pipeline, clip, AnalysisOptions(max_frames=1))
+        except BadVideo as exc:  # the job would FAIL at open, naming why
+            return {"refused": str(exc)}
         base = rss_mib()
         reset_peak()
         t0 = time.perf_counter()
@@ -124,6 +133,8 @@ def measure(pipeline: str, clip: Path, repeat: int, fixed_batches: bool = False)
         if out.returncode != 0:
             return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if "refused" in runs[-1]:
+            return runs[-1]
     row = sorted(runs, key=lambda run: run["over_mib"])[len(runs) // 2]
     rates = sorted(run["frames_per_second"] for run in runs)
     return {**row, "frames_per_second": rates[len(rates) // 2], "runs": runs}
@@ -138,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
     p.add_argument("--fixed-batches", action="store_true",
                    help="also run with batches of 8 frames whatever their size (the rule before BATCH_BYTES)")
+    p.add_argument("--x264-params", default="",
+                   help="encoder settings of the clips, e.g. ref=16 (reference frames the decoder must keep)")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench-frame-memory.json")
     p.add_argument("--child", nargs=2, metavar=("PIPELINE", "CLIP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -152,16 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-frame-memory-") as tmp:
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
-            clip = make_clip(args.sample, Path(tmp) / f"{size}.mp4", (width, height), args.seconds)
+            clip = make_clip(args.sample, Path(tmp) / f"{size}.mp4", (width, height), args.seconds,
+                             x264_params=args.x264_params)
             for pipeline in args.pipelines.split(","):
                 for fixed in (False, True) if args.fixed_batches else (False,):
                     row = {"size": size, "frame_mib": round(width * height * 3 / 2**20, 1), "pipeline": pipeline,
                            "batches": "fixed 8" if fixed else "by bytes", **measure(pipeline, clip, args.repeat, fixed)}
-                    row["fits_worker_limit"] = "peak_mib" in row and row["peak_mib"] <= limit_mib
+                    row["fits_worker_limit"] = "refused" in row or ("peak_mib" in row and row["peak_mib"] <= limit_mib)
                     rows.append(row)
                     print(_line(row), flush=True)
     report = {"cpu": cpu_model(), "cores": os.cpu_count(), "worker_memory_limit_mib": limit_mib,
-              "seconds": args.seconds, "repeat": args.repeat, "rows": rows}
+              "seconds": args.seconds, "x264_params": args.x264_params, "repeat": args.repeat, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"worker memory limit (deploy/k8s/base/worker.yaml): {limit_mib:.0f} MiB; JSON in {args.out}")
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 def _line(row: dict) -> str:
     if "error" in row:
         return f"{row['size']:>10} {row['pipeline']:>8}  error: {row['error']}"
+    if "refused" in row:
+        return f"{row['size']:>10} {row['pipeline']:>8}  FAILED at open: {row['refused']}"
     return (f"{row['size']:>10} {row['pipeline']:>8} {row['batches']:>8}  frame {row['frame_mib']:6.1f} MiB  "
             f"batch {row['batch_frames']}  "
             f"base {row['base_mib']:7.1f}  peak {row['peak_mib']:7.1f}  over {row['over_mib']:7.1f} MiB  "

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.media import synthetic_clip
 from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
     audio_only_mp4,
     faststart,
@@ -29,6 +30,7 @@ from videojobs.worker.pipeline import (
     EmptyVideo,
     NoVideoStream,
     NotAVideo,
+    OversizedPictureBuffer,
     TruncatedVideo,
 )
 
@@ -90,6 +92,12 @@ def _too_many_pixels(tmp_path, sample):
     return write_clip(tmp_path / "square.avi", [np.zeros((6000, 6000, 3), np.uint8)] * 2, fps=10, fourcc="MJPG")
 
 
+def _sixteen_reference_frames_at_8k(tmp_path, sample):
+    # x264's veryslow preset asks for 16 at any size; H.264 level 6.2 holds 5 frames of 8K.
+    return synthetic_clip(tmp_path / "refs.mp4", "mp4", "libx264", (7680, 4320), frames=2,
+                          options={"preset": "ultrafast", "x264-params": "ref=16"})
+
+
 CASES = [
     (_random_bytes, NotAVideo, "not a video"),
     (_text_file, NotAVideo, "not a video"),
@@ -101,6 +109,7 @@ CASES = [
     (_too_small, AbsurdDimensions, "8x8"),
     (_too_wide, AbsurdDimensions, "9000x16"),
     (_too_many_pixels, AbsurdDimensions, "6000x6000 (36.0 megapixels) is over the 35.4 megapixels"),
+    (_sixteen_reference_frames_at_8k, OversizedPictureBuffer, "keep 16 reference frames of 7680x4320"),
 ]
 
 

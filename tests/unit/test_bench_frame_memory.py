@@ -46,3 +46,16 @@ def test_clips_have_the_asked_size_and_length(tmp_path):
         frames = sum(1 for _ in container.decode(stream))
         assert (stream.codec_context.width, stream.codec_context.height) == (1920, 1080)
     assert frames == 15  # 10 frames a second
+
+
+def test_clips_keep_the_reference_frames_asked_for(tmp_path):
+    from videojobs.worker.pipeline.picture_buffer import parameter_sets
+
+    clip = bench.make_clip(bench.SHARED / "media" / "bottle-detection.mp4", tmp_path / "clip.mp4", (640, 360),
+                           seconds=0.5, x264_params="ref=7")
+    assert [p.pictures for p in parameter_sets(clip)] == [7]
+
+
+def test_a_clip_refused_at_open_is_a_row_of_its_own():
+    row = {"size": "7680x4320", "pipeline": "yolo", "refused": "the H.264 stream asks its decoder to keep 16"}
+    assert bench._line(row).endswith("FAILED at open: the H.264 stream asks its decoder to keep 16")

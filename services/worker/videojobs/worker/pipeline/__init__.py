@@ -16,6 +16,7 @@ from videojobs.worker.pipeline.errors import (  # noqa: E402
     EmptyVideo,
     NoVideoStream,
     NotAVideo,
+    OversizedPictureBuffer,
     TooManyFrames,
     TruncatedVideo,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "EmptyVideo",
     "NoVideoStream",
     "NotAVideo",
+    "OversizedPictureBuffer",
     "TooManyFrames",
     "TruncatedVideo",
     "VideoFilePipelineService",

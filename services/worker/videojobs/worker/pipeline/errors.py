@@ -33,6 +33,11 @@ class AbsurdDimensions(BadVideo):
     """The frame size is outside what the service accepts (``FRAME_SIDE_*``, ``FRAME_PIXELS_MAX`` in common/formats.py)."""
 
 
+class OversizedPictureBuffer(BadVideo):
+    """The stream asks its decoder to keep more reference pictures at its frame size than the service
+    decodes: what H.264 / HEVC level 6.2 allow (pipeline/picture_buffer.py)."""
+
+
 class TooManyFrames(BadVideo):
     """The video announces more frames than results can index (2^31 - 1)."""
 

@@ -39,8 +39,10 @@ from videojobs.common.formats import FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SID
 from videojobs.common.options import INT32_MAX
 from videojobs.common.results import Sampling, VideoMetadata
 
+from videojobs.worker.pipeline import picture_buffer
 from videojobs.worker.pipeline.errors import (
     AbsurdDimensions,
+    BadVideo,
     DecodeStalled,
     EmptyVideo,
     NoVideoStream,
@@ -380,7 +382,6 @@ class FrameReader:
         if isinstance(item, BaseException):
             raise item
         assert isinstance(item, VideoInfo)
-        check_info(self.path, item)
         layout = mp4_layout(self.path)
         if layout is not None and layout.cut_short:
             # Caught here rather than frames later when decoding runs dry.
@@ -484,6 +485,8 @@ class FrameReader:
                 frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
                 codec=fourcc_to_str(cap.get(cv2.CAP_PROP_FOURCC)),
             )
+            check_info(self.path, info)
+            picture_buffer.check(self.path)
             self.decode_seconds += time.perf_counter() - t0
             if not self._put(info):
                 return
@@ -500,7 +503,7 @@ class FrameReader:
                 self._decode_skipping(targets, plan, info, self._seek)
             else:
                 self._decode(cap, targets, plan, info)
-        except NotAVideo as exc:
+        except BadVideo as exc:
             self._put(exc)
         except Exception as exc:  # reported to the consumer, never lost in the thread
             self._put(NotAVideo(f"decoding failed: {type(exc).__name__}"))

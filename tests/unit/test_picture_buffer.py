@@ -1,0 +1,137 @@
+"""Reading how many pictures an H.264 / HEVC stream keeps from its sequence parameter sets, and the
+most the service decodes at each size (pipeline/picture_buffer.py). Clips are encoded by x264/x265
+through PyAV with settings that change what the parser must walk through."""
+
+from __future__ import annotations
+
+import av
+import pytest
+from bitstring import BitArray
+
+from tests.media import synthetic_clip
+from videojobs.worker.pipeline import picture_buffer
+from videojobs.worker.pipeline.errors import BadVideo, OversizedPictureBuffer
+from videojobs.worker.pipeline.picture_buffer import PictureBuffer, h264_allowed, hevc_allowed, parameter_sets
+
+
+@pytest.mark.parametrize("size, h264, hevc", [
+    ((7680, 4320), 5, 6),  # 8K UHD: H.264's 696,320 macroblocks hold 5 frames; HEVC: 6 above 3/4 of MaxLumaPs
+    ((8192, 4320), 5, 6),  # DCI 8K, the largest frames the service accepts
+    ((6144, 3456), 8, 8),  # 82,944 macroblocks; 21.2 Mpx is between 1/2 and 3/4 of MaxLumaPs
+    ((5120, 2880), 12, 12),  # 57,600 macroblocks; 14.7 Mpx is between 1/4 and 1/2 of MaxLumaPs
+    ((3840, 2160), 16, 16),  # 4K and below: the cap of both standards
+    ((1920, 1080), 16, 16),
+])
+def test_the_most_pictures_decoded_at_a_size_is_what_level_6_2_allows(size, h264, hevc):
+    width, height = size
+    assert h264_allowed(-(-width // 16), -(-height // 16)) == h264
+    assert hevc_allowed(width * height) == hevc
+
+
+def _clip(tmp_path, name, codec, size, params="", container="mp4", preset="ultrafast"):
+    key = "x264-params" if codec == "libx264" else "x265-params"
+    options = {"preset": preset, **({key: params} if params else {})}
+    return synthetic_clip(tmp_path / name, container, codec, size, frames=3, options=options)
+
+
+@pytest.mark.parametrize("params, container, refs, height", [
+    ("ref=7", "mp4", 7, 720),  # avcC in the sample description
+    ("ref=7", "matroska", 7, 720),  # avcC in CodecPrivate
+    ("ref=7", "avi", 7, 720),  # Annex B: the SPS in the first packet, between start codes
+    ("ref=4:interlaced=1", "mp4", 4, 736),  # fields: 23 map units of two macroblock rows each
+    ("ref=2", "h264", 2, 720),  # a raw Annex B stream
+])
+def test_h264_reference_frames_and_size_are_read_from_the_sps(tmp_path, params, container, refs, height):
+    path = _clip(tmp_path, "clip", "libx264", (1280, 720), params, container)
+    assert parameter_sets(path) and set(parameter_sets(path)) == {PictureBuffer("H.264", refs, 1280, height, 16)}
+
+
+def _h264_sps_nal(refs: int, width_mbs: int, map_units: int, *, scaling_lists: dict[int, list[int]],
+                  poc_cycle: list[int]) -> bytes:
+    """A High profile SPS written field by field (7.3.2.1.1): scaling lists and picture order count type 1,
+    which x264 never writes, and its emulation prevention bytes."""
+    fields = BitArray(uint8=100) + BitArray(uint16=0x0033) + BitArray(ue=0)  # profile, flags and level, id
+    fields += BitArray(ue=1) + BitArray(ue=0) + BitArray(ue=0) + BitArray(bool=False)  # 4:2:0, 8 bits
+    fields += BitArray(bool=True)  # seq_scaling_matrix_present_flag
+    for i in range(8):
+        fields += BitArray(bool=i in scaling_lists)
+        for delta in scaling_lists.get(i, []):
+            fields += BitArray(se=delta)
+    fields += BitArray(ue=0) + BitArray(ue=1)  # log2_max_frame_num_minus4, pic_order_cnt_type 1
+    fields += BitArray(bool=False) + BitArray(se=-2) + BitArray(se=3) + BitArray(ue=len(poc_cycle))
+    for offset in poc_cycle:
+        fields += BitArray(se=offset)
+    fields += BitArray(ue=refs) + BitArray(bool=False) + BitArray(ue=width_mbs - 1) + BitArray(ue=map_units - 1)
+    fields += BitArray(bool=True) + BitArray(bool=False) + BitArray(bool=True) + BitArray(bool=False)  # ..., VUI
+    fields += BitArray(bool=True)  # rbsp_stop_one_bit
+    fields += BitArray(-fields.len % 8)
+    rbsp = fields.bytes
+    escaped = bytearray()
+    for byte in rbsp:  # 7.4.1: no 00 00 0x (x <= 3) inside a NAL unit
+        if len(escaped) >= 2 and escaped[-2:] == b"\x00\x00" and byte <= 3:
+            escaped.append(3)
+        escaped.append(byte)
+    return b"\x67" + bytes(escaped)
+
+
+def test_h264_scaling_lists_and_poc_type_1_are_walked_over():
+    # List 0: 16 explicit deltas; list 3: delta -8 (back to the default list); list 6: 64 values, 8x8.
+    lists = {0: [1, -2, 3, 0, 5, -6, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1], 3: [-8], 6: [2] + [0] * 63}
+    nal = _h264_sps_nal(11, 480, 270, scaling_lists=lists, poc_cycle=[1, 2**24, -(2**24)])
+    assert b"\x00\x00\x03" in nal  # the 24 leading zeros of the large offsets need escaping
+    assert picture_buffer.h264_sps(nal) == PictureBuffer("H.264", 11, 7680, 4320, 5)
+
+
+def test_h264_frames_are_counted_in_whole_macroblocks(tmp_path):
+    # 1080 rows are coded as 68 macroblock rows (1088); the crop is not part of the buffer.
+    (found,) = parameter_sets(_clip(tmp_path, "clip.mp4", "libx264", (1920, 1080), "ref=5"))
+    assert (found.pictures, found.width, found.height) == (5, 1920, 1088)
+
+
+@pytest.mark.parametrize("params", ["ref=2:bframes=0", "ref=6:bframes=0", "ref=3:temporal-layers=3"])
+def test_hevc_size_and_a_picture_count_that_follows_x265_s_references(tmp_path, params):
+    (found,) = set(parameter_sets(_clip(tmp_path, "clip.mp4", "libx265", (1280, 720), params)))
+    assert (found.codec, found.width, found.height, found.allowed) == ("HEVC", 1280, 720, 16)
+    refs = int(params.split(":")[0].split("=")[1])
+    assert refs < found.pictures <= 16  # the references and the picture being decoded, at least
+
+
+def test_hevc_picture_counts_grow_with_the_references(tmp_path):
+    counts = [parameter_sets(_clip(tmp_path, f"{r}.mkv", "libx265", (640, 360), f"ref={r}:bframes=0", "matroska"))[0]
+              .pictures for r in (1, 4, 8)]
+    assert counts == sorted(counts) and len(set(counts)) == 3
+
+
+@pytest.mark.parametrize("codec, container", [("mpeg4", "mp4"), ("mjpeg", "avi"), ("libvpx-vp9", "webm")])
+def test_other_codecs_carry_no_parameter_sets_to_check(tmp_path, codec, container):
+    path = synthetic_clip(tmp_path / f"clip.{container}", container, codec, (320, 240), frames=2,
+                          pix_fmt="yuvj420p" if codec == "mjpeg" else "yuv420p")
+    assert parameter_sets(path) == []
+    picture_buffer.check(path)
+
+
+def test_an_unreadable_sps_is_left_to_the_decoder(tmp_path):
+    path = _clip(tmp_path, "clip.mp4", "libx264", (7680, 4320), "ref=16")
+    with av.open(str(path)) as container:
+        config = bytes(container.streams.video[0].codec_context.extradata)
+    sps = config[8:8 + int.from_bytes(config[6:8], "big")]  # avcC: the first SPS, after its 2-byte length
+    data = path.read_bytes()
+    assert data.count(sps) == 1
+    path.write_bytes(data.replace(sps, sps[:1] + bytes(len(sps) - 1)))  # its header, then zeros
+    assert parameter_sets(path) == []
+    picture_buffer.check(path)
+
+
+def test_a_stream_over_the_level_6_2_buffer_fails_naming_the_numbers(tmp_path):
+    path = _clip(tmp_path, "8k.mp4", "libx264", (7680, 4320), "ref=16")
+    with pytest.raises(OversizedPictureBuffer) as info:
+        picture_buffer.check(path)
+    assert isinstance(info.value, BadVideo)
+    assert str(info.value) == (
+        "the H.264 stream asks its decoder to keep 16 reference frames of 7680x4320; the service decodes at most 5 "
+        "at that size, as H.264 level 6.2 allows (re-encode it with fewer reference frames, e.g. x264 --ref 5)")
+
+
+def test_the_largest_buffer_within_level_6_2_is_accepted(tmp_path):
+    picture_buffer.check(_clip(tmp_path, "8k.mp4", "libx264", (7680, 4320), "ref=5"))
+    picture_buffer.check(_clip(tmp_path, "4k.mp4", "libx264", (3840, 2160), "ref=16"))
