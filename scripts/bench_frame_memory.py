@@ -23,6 +23,7 @@ Prints a table and writes JSON (default var/bench-frame-memory.json).
     .venv/bin/python scripts/bench_frame_memory.py
     .venv/bin/python scripts/bench_frame_memory.py --sizes 1280x720,7680x4320 --seconds 10 --pipelines yolo
     .venv/bin/python scripts/bench_frame_memory.py --sizes 7680x4320 --x264-params ref=16
+    .venv/bin/python scripts/bench_frame_memory.py --sizes 7680x4320 --x264-params ref=2 --pix-fmt yuv420p10le
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ LINES = ("QUARTERLY REPORT", "SALES UP 12 PERCENT", "SHIP VERSION 2")
 
 
 def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, fps: int = 10,
-              x264_params: str = "") -> Path:
+              x264_params: str = "", pix_fmt: str = "yuv420p") -> Path:
     """The sample's frames scaled to `size` with three lines of dark text on a light band, H.264
-    (x264's ultrafast preset; `x264_params` as in ``x264 --x264-params``, e.g. ``ref=16``)."""
+    (x264's ultrafast preset; `x264_params` as in ``x264 --x264-params``, e.g. ``ref=16``; `pix_fmt`
+    e.g. ``yuv420p10le`` for High 10)."""
     import av
     import cv2
 
@@ -62,7 +64,7 @@ def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, f
     with av.open(str(path), "w") as out:
         options = {"preset": "ultrafast", "crf": "23", **({"x264-params": x264_params} if x264_params else {})}
         stream = out.add_stream("libx264", rate=fps, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         for i in range(int(seconds * fps)):
             for _ in range(step):
                 ok, frame = cap.read()
@@ -73,7 +75,7 @@ def make_clip(sample: Path, path: Path, size: tuple[int, int], seconds: float, f
             for k, line in enumerate(LINES):
                 cv2.putText(image, line, (int(70 * scale), int((120 + 90 * k) * scale)), cv2.FONT_HERSHEY_SIMPLEX,
                             1.8 * scale, (20, 20, 20), max(1, int(4 * scale)), cv2.LINE_AA)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format=pix_fmt)):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run with batches of 8 frames whatever their size (the rule before BATCH_BYTES)")
     p.add_argument("--x264-params", default="",
                    help="encoder settings of the clips, e.g. ref=16 (reference frames the decoder must keep)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="pixel format of the clips, e.g. yuv420p10le (10 bits)")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench-frame-memory.json")
     p.add_argument("--child", nargs=2, metavar=("PIPELINE", "CLIP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             clip = make_clip(args.sample, Path(tmp) / f"{size}.mp4", (width, height), args.seconds,
-                             x264_params=args.x264_params)
+                             x264_params=args.x264_params, pix_fmt=args.pix_fmt)
             for pipeline in args.pipelines.split(","):
                 for fixed in (False, True) if args.fixed_batches else (False,):
                     row = {"size": size, "frame_mib": round(width * height * 3 / 2**20, 1), "pipeline": pipeline,
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     print(_line(row), flush=True)
     report = {"cpu": cpu_model(), "cores": os.cpu_count(), "worker_memory_limit_mib": limit_mib,
-              "seconds": args.seconds, "x264_params": args.x264_params, "repeat": args.repeat, "rows": rows}
+              "seconds": args.seconds, "x264_params": args.x264_params, "pix_fmt": args.pix_fmt, "repeat": args.repeat, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"worker memory limit (deploy/k8s/base/worker.yaml): {limit_mib:.0f} MiB; JSON in {args.out}")

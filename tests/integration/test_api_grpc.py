@@ -232,6 +232,7 @@ def test_capabilities(api, stub):
     assert [p.pipeline_id for p in caps.pipelines] == ["yolo_ocr", "yolo", "ocr"]
     assert caps.limits.max_upload_bytes == MAX_UPLOAD and caps.limits.imgsz_multiple == 32
     assert (caps.limits.frame_side_min, caps.limits.frame_side_max, caps.limits.frame_pixels_max) == (16, 8192, 8192 * 4320)
+    assert caps.limits.reference_bytes_max == 255 * 2**20
     assert {f.format_id for f in caps.formats} == {"iso-bmff", "matroska", "webm", "avi"}
     assert caps.detector is None and caps.ocr_languages == []  # no worker has published
 

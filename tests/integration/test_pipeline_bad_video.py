@@ -93,7 +93,7 @@ def _too_many_pixels(tmp_path, sample):
 
 
 def _sixteen_reference_frames_at_8k(tmp_path, sample):
-    # x264's veryslow preset asks for 16 at any size; H.264 level 6.2 holds 5 frames of 8K.
+    # x264's veryslow preset asks for 16 at any size; the service keeps 5 frames of 8K (255 MiB).
     return synthetic_clip(tmp_path / "refs.mp4", "mp4", "libx264", (7680, 4320), frames=2,
                           options={"preset": "ultrafast", "x264-params": "ref=16"})
 
@@ -109,7 +109,7 @@ CASES = [
     (_too_small, AbsurdDimensions, "8x8"),
     (_too_wide, AbsurdDimensions, "9000x16"),
     (_too_many_pixels, AbsurdDimensions, "6000x6000 (36.0 megapixels) is over the 35.4 megapixels"),
-    (_sixteen_reference_frames_at_8k, OversizedPictureBuffer, "keep 16 reference frames of 7680x4320"),
+    (_sixteen_reference_frames_at_8k, OversizedPictureBuffer, "keep 16 reference frames of 7680x4320 8-bit 4:2:0 (759 MiB)"),
 ]
 
 

@@ -48,12 +48,12 @@ def test_clips_have_the_asked_size_and_length(tmp_path):
     assert frames == 15  # 10 frames a second
 
 
-def test_clips_keep_the_reference_frames_asked_for(tmp_path):
+def test_clips_keep_the_reference_frames_and_bit_depth_asked_for(tmp_path):
     from videojobs.worker.pipeline.picture_buffer import parameter_sets
 
     clip = bench.make_clip(bench.SHARED / "media" / "bottle-detection.mp4", tmp_path / "clip.mp4", (640, 360),
-                           seconds=0.5, x264_params="ref=7")
-    assert [p.pictures for p in parameter_sets(clip)] == [7]
+                           seconds=0.5, x264_params="ref=7", pix_fmt="yuv420p10le")
+    assert [(p.pictures, p.bit_depth) for p in parameter_sets(clip)] == [(7, 10)]
 
 
 def test_a_clip_refused_at_open_is_a_row_of_its_own():

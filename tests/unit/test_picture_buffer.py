@@ -11,27 +11,31 @@ from bitstring import BitArray
 from tests.media import synthetic_clip
 from videojobs.worker.pipeline import picture_buffer
 from videojobs.worker.pipeline.errors import BadVideo, OversizedPictureBuffer
-from videojobs.worker.pipeline.picture_buffer import PictureBuffer, h264_allowed, hevc_allowed, parameter_sets
+from videojobs.worker.pipeline.picture_buffer import PictureBuffer, parameter_sets
 
 
-@pytest.mark.parametrize("size, h264, hevc", [
-    ((7680, 4320), 5, 6),  # 8K UHD: H.264's 696,320 macroblocks hold 5 frames; HEVC: 6 above 3/4 of MaxLumaPs
-    ((8192, 4320), 5, 6),  # DCI 8K, the largest frames the service accepts
-    ((6144, 3456), 8, 8),  # 82,944 macroblocks; 21.2 Mpx is between 1/2 and 3/4 of MaxLumaPs
-    ((5120, 2880), 12, 12),  # 57,600 macroblocks; 14.7 Mpx is between 1/4 and 1/2 of MaxLumaPs
-    ((3840, 2160), 16, 16),  # 4K and below: the cap of both standards
-    ((1920, 1080), 16, 16),
+@pytest.mark.parametrize("size, chroma, bits, allowed", [
+    ((7680, 4320), 1, 8, 5),  # 47 MiB a frame: H.264 level 6.2's own 5 frames of 8K
+    ((8192, 4320), 1, 8, 5),  # DCI 8K, the largest frames the service accepts
+    ((7680, 4320), 1, 10, 2),  # 10 bits take two bytes a sample in the decoder
+    ((7680, 4320), 3, 8, 2),  # 4:4:4: twice the bytes of 4:2:0
+    ((7680, 4320), 0, 8, 8),  # monochrome: the luma plane alone
+    ((3840, 2160), 1, 8, 16),  # 4K and below: both standards' cap
+    ((3840, 2160), 1, 10, 10),
+    ((3840, 2160), 3, 12, 5),
+    ((1920, 1088), 2, 10, 16),
 ])
-def test_the_most_pictures_decoded_at_a_size_is_what_level_6_2_allows(size, h264, hevc):
-    width, height = size
-    assert h264_allowed(-(-width // 16), -(-height // 16)) == h264
-    assert hevc_allowed(width * height) == hevc
+def test_the_service_keeps_at_most_255_mib_of_pictures(size, chroma, bits, allowed):
+    buffer = PictureBuffer("H.264", 16, *size, chroma_format=chroma, bit_depth=bits)
+    assert buffer.allowed == allowed
+    assert allowed * buffer.picture_bytes <= picture_buffer.BUFFER_BYTES_MAX == 255 * 2**20
+    assert allowed == 16 or (allowed + 1) * buffer.picture_bytes > picture_buffer.BUFFER_BYTES_MAX
 
 
-def _clip(tmp_path, name, codec, size, params="", container="mp4", preset="ultrafast"):
+def _clip(tmp_path, name, codec, size, params="", container="mp4", pix_fmt="yuv420p"):
     key = "x264-params" if codec == "libx264" else "x265-params"
-    options = {"preset": preset, **({key: params} if params else {})}
-    return synthetic_clip(tmp_path / name, container, codec, size, frames=3, options=options)
+    options = {"preset": "ultrafast", **({key: params} if params else {})}
+    return synthetic_clip(tmp_path / name, container, codec, size, frames=3, options=options, pix_fmt=pix_fmt)
 
 
 @pytest.mark.parametrize("params, container, refs, height", [
@@ -43,7 +47,7 @@ def _clip(tmp_path, name, codec, size, params="", container="mp4", preset="ultra
 ])
 def test_h264_reference_frames_and_size_are_read_from_the_sps(tmp_path, params, container, refs, height):
     path = _clip(tmp_path, "clip", "libx264", (1280, 720), params, container)
-    assert parameter_sets(path) and set(parameter_sets(path)) == {PictureBuffer("H.264", refs, 1280, height, 16)}
+    assert parameter_sets(path) and set(parameter_sets(path)) == {PictureBuffer("H.264", refs, 1280, height)}
 
 
 def _h264_sps_nal(refs: int, width_mbs: int, map_units: int, *, scaling_lists: dict[int, list[int]],
@@ -79,7 +83,21 @@ def test_h264_scaling_lists_and_poc_type_1_are_walked_over():
     lists = {0: [1, -2, 3, 0, 5, -6, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1], 3: [-8], 6: [2] + [0] * 63}
     nal = _h264_sps_nal(11, 480, 270, scaling_lists=lists, poc_cycle=[1, 2**24, -(2**24)])
     assert b"\x00\x00\x03" in nal  # the 24 leading zeros of the large offsets need escaping
-    assert picture_buffer.h264_sps(nal) == PictureBuffer("H.264", 11, 7680, 4320, 5)
+    assert picture_buffer.h264_sps(nal) == PictureBuffer("H.264", 11, 7680, 4320, 1, 8)
+
+
+@pytest.mark.parametrize("codec, pix_fmt, chroma, bits", [
+    ("libx264", "yuv420p10le", 1, 10),
+    ("libx264", "yuv422p", 2, 8),
+    ("libx264", "yuv444p10le", 3, 10),
+    ("libx264", "gray", 0, 8),
+    ("libx265", "yuv420p10le", 1, 10),
+    ("libx265", "yuv444p12le", 3, 12),
+])
+def test_chroma_format_and_bit_depth_are_read_from_the_sps(tmp_path, codec, pix_fmt, chroma, bits):
+    (found,) = set(parameter_sets(_clip(tmp_path, "clip.mkv", codec, (640, 360), container="matroska",
+                                        pix_fmt=pix_fmt)))
+    assert (found.chroma_format, found.bit_depth) == (chroma, bits)
 
 
 def test_h264_frames_are_counted_in_whole_macroblocks(tmp_path):
@@ -92,6 +110,7 @@ def test_h264_frames_are_counted_in_whole_macroblocks(tmp_path):
 def test_hevc_size_and_a_picture_count_that_follows_x265_s_references(tmp_path, params):
     (found,) = set(parameter_sets(_clip(tmp_path, "clip.mp4", "libx265", (1280, 720), params)))
     assert (found.codec, found.width, found.height, found.allowed) == ("HEVC", 1280, 720, 16)
+    assert (found.chroma_format, found.bit_depth) == (1, 8)
     refs = int(params.split(":")[0].split("=")[1])
     assert refs < found.pictures <= 16  # the references and the picture being decoded, at least
 
@@ -122,16 +141,23 @@ def test_an_unreadable_sps_is_left_to_the_decoder(tmp_path):
     picture_buffer.check(path)
 
 
-def test_a_stream_over_the_level_6_2_buffer_fails_naming_the_numbers(tmp_path):
+def test_a_stream_over_the_buffer_fails_naming_the_numbers(tmp_path):
     path = _clip(tmp_path, "8k.mp4", "libx264", (7680, 4320), "ref=16")
     with pytest.raises(OversizedPictureBuffer) as info:
         picture_buffer.check(path)
     assert isinstance(info.value, BadVideo)
     assert str(info.value) == (
-        "the H.264 stream asks its decoder to keep 16 reference frames of 7680x4320; the service decodes at most 5 "
-        "at that size, as H.264 level 6.2 allows (re-encode it with fewer reference frames, e.g. x264 --ref 5)")
+        "the H.264 stream asks its decoder to keep 16 reference frames of 7680x4320 8-bit 4:2:0 (759 MiB); the "
+        "service keeps at most 255 MiB of them, 5 such pictures: re-encode it with fewer reference frames, "
+        "e.g. x264 --ref 5")
 
 
-def test_the_largest_buffer_within_level_6_2_is_accepted(tmp_path):
+def test_ten_bit_frames_count_twice(tmp_path):
+    with pytest.raises(OversizedPictureBuffer, match="keep 5 reference frames of 7680x4320 10-bit 4:2:0 .475 MiB."):
+        picture_buffer.check(_clip(tmp_path, "8k10.mp4", "libx264", (7680, 4320), "ref=5", pix_fmt="yuv420p10le"))
+
+
+def test_the_largest_buffers_within_the_bound_are_accepted(tmp_path):
     picture_buffer.check(_clip(tmp_path, "8k.mp4", "libx264", (7680, 4320), "ref=5"))
+    picture_buffer.check(_clip(tmp_path, "8k10.mp4", "libx264", (7680, 4320), "ref=2", pix_fmt="yuv420p10le"))
     picture_buffer.check(_clip(tmp_path, "4k.mp4", "libx264", (3840, 2160), "ref=16"))

@@ -12,7 +12,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from videojobs.common.formats import FORMATS, FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SIDE_MIN
+from videojobs.common.formats import FORMATS, FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SIDE_MIN, REFERENCE_BYTES_MAX
 from videojobs.common.job import Job, JobStatus
 from videojobs.common.options import (
     IMGSZ_MULTIPLE,
@@ -132,6 +132,9 @@ class Limits(_Resource):
     frame_side_min: int = Field(description="Smallest frame side (pixels) a video may have.")
     frame_side_max: int = Field(description="Largest frame side (pixels) a video may have.")
     frame_pixels_max: int = Field(description="Most pixels a frame may have (width x height): 8192x4320, DCI 8K.")
+    reference_bytes_max: int = Field(description=(
+        "Most bytes an H.264 / HEVC stream's reference pictures may take in the decoder (samples of 9 to 16 "
+        "bits take two bytes): 255 MiB, 5 frames of 8-bit 4:2:0 7680x4320."))
 
 
 class Capabilities(_Resource):
@@ -168,6 +171,7 @@ class Capabilities(_Resource):
                 frame_side_min=FRAME_SIDE_MIN,
                 frame_side_max=FRAME_SIDE_MAX,
                 frame_pixels_max=FRAME_PIXELS_MAX,
+                reference_bytes_max=REFERENCE_BYTES_MAX,
             ),
             formats=[FormatInfo(format_id=f.format_id, name=f.name, extensions=list(f.extensions)) for f in FORMATS],
         )

@@ -434,7 +434,7 @@ class DetectorInfo(_message.Message):
     def __init__(self, model_file: _Optional[str] = ..., model_sha256: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_upload_bytes", "sample_fps_min", "sample_fps_max", "max_frames_max", "imgsz_min", "imgsz_max", "imgsz_multiple", "page_size_max", "frame_side_min", "frame_side_max", "frame_pixels_max")
+    __slots__ = ("max_upload_bytes", "sample_fps_min", "sample_fps_max", "max_frames_max", "imgsz_min", "imgsz_max", "imgsz_multiple", "page_size_max", "frame_side_min", "frame_side_max", "frame_pixels_max", "reference_bytes_max")
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FPS_MIN_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FPS_MAX_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +446,7 @@ class Limits(_message.Message):
     FRAME_SIDE_MIN_FIELD_NUMBER: _ClassVar[int]
     FRAME_SIDE_MAX_FIELD_NUMBER: _ClassVar[int]
     FRAME_PIXELS_MAX_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
     max_upload_bytes: int
     sample_fps_min: float
     sample_fps_max: float
@@ -457,7 +458,8 @@ class Limits(_message.Message):
     frame_side_min: int
     frame_side_max: int
     frame_pixels_max: int
-    def __init__(self, max_upload_bytes: _Optional[int] = ..., sample_fps_min: _Optional[float] = ..., sample_fps_max: _Optional[float] = ..., max_frames_max: _Optional[int] = ..., imgsz_min: _Optional[int] = ..., imgsz_max: _Optional[int] = ..., imgsz_multiple: _Optional[int] = ..., page_size_max: _Optional[int] = ..., frame_side_min: _Optional[int] = ..., frame_side_max: _Optional[int] = ..., frame_pixels_max: _Optional[int] = ...) -> None: ...
+    reference_bytes_max: int
+    def __init__(self, max_upload_bytes: _Optional[int] = ..., sample_fps_min: _Optional[float] = ..., sample_fps_max: _Optional[float] = ..., max_frames_max: _Optional[int] = ..., imgsz_min: _Optional[int] = ..., imgsz_max: _Optional[int] = ..., imgsz_multiple: _Optional[int] = ..., page_size_max: _Optional[int] = ..., frame_side_min: _Optional[int] = ..., frame_side_max: _Optional[int] = ..., frame_pixels_max: _Optional[int] = ..., reference_bytes_max: _Optional[int] = ...) -> None: ...
 
 class GetCapabilitiesResponse(_message.Message):
     __slots__ = ("pipelines", "default_pipeline", "default_options", "detector", "ocr_languages", "limits", "formats")

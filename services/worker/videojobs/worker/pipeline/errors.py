@@ -34,8 +34,8 @@ class AbsurdDimensions(BadVideo):
 
 
 class OversizedPictureBuffer(BadVideo):
-    """The stream asks its decoder to keep more reference pictures at its frame size than the service
-    decodes: what H.264 / HEVC level 6.2 allow (pipeline/picture_buffer.py)."""
+    """The stream asks its decoder to keep more reference pictures than the service decodes: more than
+    ``BUFFER_BYTES_MAX`` (255 MiB) of them (pipeline/picture_buffer.py)."""
 
 
 class TooManyFrames(BadVideo):

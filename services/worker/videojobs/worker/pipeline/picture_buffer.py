@@ -1,13 +1,13 @@
-"""How many decoded pictures an H.264 or HEVC stream makes its decoder keep, read from the
-stream's sequence parameter sets, against the most the service decodes at that frame size.
+"""How much an H.264 or HEVC stream makes its decoder keep, read from the stream's sequence
+parameter sets, against the most the service decodes.
 
 The decoder keeps a stream's reference pictures (its decoded picture buffer) whatever the
-worker's batch length: at 7680x4320 each one is 47 MiB. An encoder may ask for up to 16 at any
-size (x264 asks for 8 with its ``slower`` preset and 16 with ``veryslow``, at 8K too), which can
-add 750 MiB to a job that batches of one frame otherwise keep under the worker's memory limit.
-Both standards bound the buffer by the picture size in their level tables; the service decodes
-what their largest levels (6.2) allow, e.g. at 7680x4320 5 frames of H.264 or 6 pictures of HEVC,
-at 3840x2160 and below all 16, and a stream asking for more fails at open, naming the numbers.
+worker's batch length: at 7680x4320 each 8-bit 4:2:0 frame is 47 MiB, a 10-bit one 95 MiB. An
+encoder may ask for up to 16 at any size (x264 asks for 8 with its ``slower`` preset and 16 with
+``veryslow``, at 8K too), which can add 700 MiB to a job that batches of one frame otherwise keep
+under the worker's memory limit. The service decodes at most ``REFERENCE_BYTES_MAX`` of them (H.264
+level 6.2's buffer, in bytes; common/formats.py, in capabilities): at 7680x4320, 5 frames of 8-bit 4:2:0 or 2 of 10-bit; at 3840x2160
+and below, 16 of 8-bit 4:2:0. A stream asking for more fails at open, naming the numbers.
 
 Only the parameter sets a decoder is given up front are read: the container's codec
 configuration (avcC / hvcC) and those in the packets up to the first keyframe. A stream that
@@ -23,19 +23,20 @@ from typing import Callable, Iterator
 import av
 from bitstring import ConstBitStream, ReadError
 
+from videojobs.common.formats import REFERENCE_BYTES_MAX
 from videojobs.worker.pipeline.errors import OversizedPictureBuffer
 
-# H.264 Annex A, Table A-1: MaxDpbMbs of level 6.2, and the cap of A.3.1 h) on MaxDpbFrames.
-H264_MAX_DPB_MBS = 696_320
-H264_MAX_DPB_FRAMES = 16
-# HEVC Annex A, Table A.8: MaxLumaPs of level 6.2; A.4.2: maxDpbPicBuf and MaxDpbSize's cap.
-HEVC_MAX_LUMA_PS = 35_651_584
-HEVC_MAX_DPB_PIC_BUF = 6
-HEVC_MAX_DPB_SIZE = 16
+# Bytes rather than pictures, because frames of more than 8 bits or fuller chroma are larger in the decoder:
+# at 7680x4320 with OCR, 5 frames of 10 bits took the job over the worker's 3 GiB like 8 frames of 8 bits
+# (scripts/bench_frame_memory.py).
+BUFFER_BYTES_MAX = REFERENCE_BYTES_MAX
+PICTURES_MAX = 16
 
 # Packets read at open to find in-band parameter sets (an Annex B stream has no codec configuration).
 _PACKETS_READ = 16
 _H264_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
+_CHROMA = {0: "4:0:0", 1: "4:2:0", 2: "4:2:2", 3: "4:4:4"}
+_CHROMA_QUARTERS = {0: 0, 1: 2, 2: 4, 3: 8}  # both chroma planes, in quarters of the luma plane
 
 
 @dataclass(frozen=True)
@@ -46,38 +47,34 @@ class PictureBuffer:
     pictures: int  # reference frames (H.264 max_num_ref_frames) or decoded pictures (HEVC sps_max_dec_pic_buffering)
     width: int  # coded size, in luma samples
     height: int
-    allowed: int  # the most the service decodes at this size: what the standard's level 6.2 allows
+    chroma_format: int = 1  # chroma_format_idc
+    bit_depth: int = 8  # of luma or chroma, the larger
+
+    @property
+    def picture_bytes(self) -> int:
+        """One decoded picture in the decoder (FFmpeg keeps samples of 9 to 16 bits in two bytes)."""
+        sample = 1 if self.bit_depth <= 8 else 2
+        return self.width * self.height * sample * (4 + _CHROMA_QUARTERS.get(self.chroma_format, 8)) // 4
+
+    @property
+    def allowed(self) -> int:
+        """The most pictures of this size and format the service decodes."""
+        return min(PICTURES_MAX, BUFFER_BYTES_MAX // self.picture_bytes)
 
     @property
     def too_large(self) -> bool:
         return self.pictures > self.allowed
 
     def describe(self) -> str:
-        if self.codec == "H.264":
-            kept, advice = "reference frames", f"e.g. x264 --ref {self.allowed}"
-        else:
-            kept, advice = "decoded pictures", "e.g. x265 --ref 3"
+        kept = "reference frames" if self.codec == "H.264" else "decoded pictures"
+        advice = f", e.g. x264 --ref {self.allowed}" if self.codec == "H.264" else ""
+        form = f"{self.bit_depth}-bit {_CHROMA.get(self.chroma_format, '4:4:4')}"
         return (
-            f"the {self.codec} stream asks its decoder to keep {self.pictures} {kept} of {self.width}x{self.height}; "
-            f"the service decodes at most {self.allowed} at that size, as {self.codec} level 6.2 allows "
-            f"(re-encode it with fewer reference frames, {advice})"
+            f"the {self.codec} stream asks its decoder to keep {self.pictures} {kept} of {self.width}x{self.height} "
+            f"{form} ({self.pictures * self.picture_bytes / 2**20:.0f} MiB); the service keeps at most "
+            f"{BUFFER_BYTES_MAX / 2**20:.0f} MiB of them, {self.allowed} such pictures: "
+            f"re-encode it with fewer reference frames{advice}"
         )
-
-
-def h264_allowed(width_mbs: int, height_mbs: int) -> int:
-    """A.3.1 h): MaxDpbFrames = Min(MaxDpbMbs / (PicWidthInMbs * FrameHeightInMbs), 16)."""
-    return min(H264_MAX_DPB_MBS // max(1, width_mbs * height_mbs), H264_MAX_DPB_FRAMES)
-
-
-def hevc_allowed(luma_samples: int) -> int:
-    """A.4.2, equation (A-2), with the level 6.x MaxLumaPs."""
-    if luma_samples <= HEVC_MAX_LUMA_PS >> 2:
-        return min(4 * HEVC_MAX_DPB_PIC_BUF, HEVC_MAX_DPB_SIZE)
-    if luma_samples <= HEVC_MAX_LUMA_PS >> 1:
-        return min(2 * HEVC_MAX_DPB_PIC_BUF, HEVC_MAX_DPB_SIZE)
-    if luma_samples <= (3 * HEVC_MAX_LUMA_PS) >> 2:
-        return min(4 * HEVC_MAX_DPB_PIC_BUF // 3, HEVC_MAX_DPB_SIZE)
-    return HEVC_MAX_DPB_PIC_BUF
 
 
 def _rbsp(nal: bytes, header_bytes: int) -> ConstBitStream:
@@ -99,12 +96,12 @@ def h264_sps(nal: bytes) -> PictureBuffer:
     profile_idc = s.read("uint:8")
     s.pos += 16  # constraint flags, level_idc
     s.read("ue")  # seq_parameter_set_id
+    chroma_format_idc, bit_depth = 1, 8
     if profile_idc in _H264_HIGH_PROFILES:
         chroma_format_idc = s.read("ue")
         if chroma_format_idc == 3:
             s.pos += 1  # separate_colour_plane_flag
-        s.read("ue")  # bit_depth_luma_minus8
-        s.read("ue")  # bit_depth_chroma_minus8
+        bit_depth = 8 + max(s.read("ue"), s.read("ue"))  # bit_depth_luma_minus8, bit_depth_chroma_minus8
         s.pos += 1  # qpprime_y_zero_transform_bypass_flag
         if s.read("bool"):  # seq_scaling_matrix_present_flag
             for i in range(8 if chroma_format_idc != 3 else 12):
@@ -125,7 +122,7 @@ def h264_sps(nal: bytes) -> PictureBuffer:
     width_mbs = s.read("ue") + 1
     map_units = s.read("ue") + 1
     height_mbs = map_units * (1 if s.read("bool") else 2)  # frame_mbs_only_flag
-    return PictureBuffer("H.264", refs, width_mbs * 16, height_mbs * 16, h264_allowed(width_mbs, height_mbs))
+    return PictureBuffer("H.264", refs, width_mbs * 16, height_mbs * 16, chroma_format_idc, bit_depth)
 
 
 def _skip_profile_tier_level(s: ConstBitStream, max_sub_layers_minus1: int) -> None:
@@ -146,15 +143,15 @@ def hevc_sps(nal: bytes) -> PictureBuffer:
     s.pos += 1  # sps_temporal_id_nesting_flag
     _skip_profile_tier_level(s, max_sub_layers_minus1)
     s.read("ue")  # sps_seq_parameter_set_id
-    if s.read("ue") == 3:  # chroma_format_idc
+    chroma_format_idc = s.read("ue")
+    if chroma_format_idc == 3:
         s.pos += 1  # separate_colour_plane_flag
     width = s.read("ue")
     height = s.read("ue")
     if s.read("bool"):  # conformance_window_flag
         for _ in range(4):
             s.read("ue")
-    s.read("ue")  # bit_depth_luma_minus8
-    s.read("ue")  # bit_depth_chroma_minus8
+    bit_depth = 8 + max(s.read("ue"), s.read("ue"))  # bit_depth_luma_minus8, bit_depth_chroma_minus8
     s.read("ue")  # log2_max_pic_order_cnt_lsb_minus4
     every_layer = s.read("bool")  # sps_sub_layer_ordering_info_present_flag
     pictures = 0
@@ -162,7 +159,7 @@ def hevc_sps(nal: bytes) -> PictureBuffer:
         pictures = s.read("ue") + 1  # sps_max_dec_pic_buffering_minus1
         s.read("ue")  # sps_max_num_reorder_pics
         s.read("ue")  # sps_max_latency_increase_plus1
-    return PictureBuffer("HEVC", pictures, width, height, hevc_allowed(width * height))
+    return PictureBuffer("HEVC", pictures, width, height, chroma_format_idc, bit_depth)
 
 
 @dataclass(frozen=True)
