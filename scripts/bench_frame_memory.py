@@ -15,6 +15,8 @@ from the worker's settings as the worker builds it:
 
 and checks every peak against the worker's memory limit in ``deploy/k8s/base/worker.yaml``. A clip
 the service refuses at open (``--x264-params ref=16`` at 7680x4320) is a row of its own, within the limit.
+``--worker-threads N`` runs N analyzers in the child, each on the clip at once, as a worker with
+``VIDEOJOBS_WORKER_THREADS=N`` (``--manifest``: the overlay whose limit applies then).
 Each row is the median of ``--repeat`` runs (by peak; frames/s is the median of its own).
 ``--fixed-batches`` also runs each with batches of 8 frames whatever their size, as the
 pipeline did before it sized batches by bytes (``BATCH_BYTES``), for the ratio of the two in one run.
@@ -24,6 +26,8 @@ Prints a table and writes JSON (default var/bench-frame-memory.json).
     .venv/bin/python scripts/bench_frame_memory.py --sizes 1280x720,7680x4320 --seconds 10 --pipelines yolo
     .venv/bin/python scripts/bench_frame_memory.py --sizes 7680x4320 --x264-params ref=16
     .venv/bin/python scripts/bench_frame_memory.py --sizes 7680x4320 --x264-params ref=2 --pix-fmt yuv420p10le
+    .venv/bin/python scripts/bench_frame_memory.py --sizes 7680x4320 --x264-params ref=5 --pipelines yolo_ocr \
+        --worker-threads 2 --manifest deploy/k8s/overlays/prod/patches/worker.yaml
 """
 
 from __future__ import annotations
@@ -95,8 +99,12 @@ def worker_memory_limit(manifest: Path = WORKER_MANIFEST) -> int:
     raise ValueError(f"no worker container with a memory limit in {manifest}")
 
 
-def child(pipeline: str, clip: Path, fixed_batches: bool = False) -> dict:
-    """Run in a child process: warm the analyzer for the clip's frame size, then measure one job."""
+def child(pipeline: str, clip: Path, fixed_batches: bool = False, worker_threads: int = 1) -> dict:
+    """Run in a child process: warm the analyzer for the clip's frame size, then measure one job; with
+    `worker_threads` > 1, that many analyzers (as a worker with VIDEOJOBS_WORKER_THREADS builds them)
+    each running the same job at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from videojobs.common.config import load_settings
     from videojobs.common.options import AnalysisOptions
     from videojobs.worker.bootstrap import build_analyzer
@@ -105,32 +113,38 @@ def child(pipeline: str, clip: Path, fixed_batches: bool = False) -> dict:
 
     if fixed_batches:  # batches of `batch_size` frames, whatever their size
         pipeline_service.BATCH_BYTES = 2**62
-    service = build_analyzer(load_settings())
+    os.environ["VIDEOJOBS_WORKER_THREADS"] = str(worker_threads)
+    settings = load_settings()
+    services = [build_analyzer(settings) for _ in range(worker_threads)]
     try:
         try:
-            service.run_on_file(pipeline, clip, AnalysisOptions(max_frames=1))
+            for service in services:
+                service.run_on_file(pipeline, clip, AnalysisOptions(max_frames=1))
         except BadVideo as exc:  # the job would FAIL at open, naming why
             return {"refused": str(exc)}
         base = rss_mib()
         reset_peak()
         t0 = time.perf_counter()
-        document = service.run_on_file(pipeline, clip, AnalysisOptions())
+        with ThreadPoolExecutor(worker_threads) as pool:
+            documents = list(pool.map(lambda service: service.run_on_file(pipeline, clip, AnalysisOptions()), services))
         seconds = time.perf_counter() - t0
         peak = peak_mib()
-        timings = service.last_timings
+        timings = services[0].last_timings
     finally:
-        service.close()
-    frames = len(document.results)
+        for service in services:
+            service.close()
+    frames = sum(len(document.results) for document in documents)
     return {"base_mib": base, "peak_mib": peak, "over_mib": round(peak - base, 1), "frames": frames,
             "batch_frames": int(timings.get("batch_frames", 0)) or None,
             "frames_per_second": round(frames / seconds, 2)}
 
 
-def measure(pipeline: str, clip: Path, repeat: int, fixed_batches: bool = False) -> dict:
+def measure(pipeline: str, clip: Path, repeat: int, fixed_batches: bool = False, worker_threads: int = 1) -> dict:
     """The median run of `repeat` child processes, by peak (frames/s: the median of its own)."""
     runs = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--child", pipeline, str(clip)]
+        out = subprocess.run([sys.executable, __file__, "--child", pipeline, str(clip),
+                              "--worker-threads", str(worker_threads)]
                              + (["--fixed-batches"] if fixed_batches else []), capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
@@ -154,16 +168,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--x264-params", default="",
                    help="encoder settings of the clips, e.g. ref=16 (reference frames the decoder must keep)")
     p.add_argument("--pix-fmt", default="yuv420p", help="pixel format of the clips, e.g. yuv420p10le (10 bits)")
+    p.add_argument("--worker-threads", type=int, default=1,
+                   help="jobs at once in one process, as VIDEOJOBS_WORKER_THREADS (the prod overlay runs 2)")
+    p.add_argument("--manifest", type=Path, default=WORKER_MANIFEST,
+                   help="the worker manifest whose memory limit the peaks are checked against")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench-frame-memory.json")
     p.add_argument("--child", nargs=2, metavar=("PIPELINE", "CLIP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], Path(args.child[1]), args.fixed_batches)))
+        print(json.dumps(child(args.child[0], Path(args.child[1]), args.fixed_batches, args.worker_threads)))
         return 0
 
     from videojobs.common.cpus import cpu_model
 
-    limit_mib = worker_memory_limit() / 2**20
+    limit_mib = worker_memory_limit(args.manifest) / 2**20
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-frame-memory-") as tmp:
         for size in args.sizes.split(","):
@@ -173,15 +191,16 @@ def main(argv: list[str] | None = None) -> int:
             for pipeline in args.pipelines.split(","):
                 for fixed in (False, True) if args.fixed_batches else (False,):
                     row = {"size": size, "frame_mib": round(width * height * 3 / 2**20, 1), "pipeline": pipeline,
-                           "batches": "fixed 8" if fixed else "by bytes", **measure(pipeline, clip, args.repeat, fixed)}
+                           "batches": "fixed 8" if fixed else "by bytes", **measure(pipeline, clip, args.repeat, fixed, args.worker_threads)}
                     row["fits_worker_limit"] = "refused" in row or ("peak_mib" in row and row["peak_mib"] <= limit_mib)
                     rows.append(row)
                     print(_line(row), flush=True)
     report = {"cpu": cpu_model(), "cores": os.cpu_count(), "worker_memory_limit_mib": limit_mib,
-              "seconds": args.seconds, "x264_params": args.x264_params, "pix_fmt": args.pix_fmt, "repeat": args.repeat, "rows": rows}
+              "seconds": args.seconds, "x264_params": args.x264_params, "pix_fmt": args.pix_fmt,
+              "worker_threads": args.worker_threads, "manifest": str(args.manifest), "repeat": args.repeat, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"worker memory limit (deploy/k8s/base/worker.yaml): {limit_mib:.0f} MiB; JSON in {args.out}")
+    print(f"worker memory limit ({args.manifest}): {limit_mib:.0f} MiB; JSON in {args.out}")
     return 0 if all(row["fits_worker_limit"] for row in rows if row["batches"] == "by bytes") else 1
 
 

@@ -39,6 +39,12 @@ def test_the_repository_s_worker_has_a_memory_limit():
     assert bench.worker_memory_limit() >= 2**30
 
 
+def test_the_prod_overlay_s_limit_is_read_from_its_patch():
+    # Two jobs at once there (VIDEOJOBS_WORKER_THREADS=2): `--worker-threads 2 --manifest` that patch.
+    prod = bench.ROOT / "deploy" / "k8s" / "overlays" / "prod" / "patches" / "worker.yaml"
+    assert bench.worker_memory_limit(prod) > bench.worker_memory_limit()
+
+
 def test_clips_have_the_asked_size_and_length(tmp_path):
     clip = bench.make_clip(bench.SHARED / "media" / "bottle-detection.mp4", tmp_path / "clip.mp4", (1920, 1080), seconds=1.5)
     with av.open(str(clip)) as container:
