@@ -99,10 +99,11 @@ def worker_memory_limit(manifest: Path = WORKER_MANIFEST) -> int:
     raise ValueError(f"no worker container with a memory limit in {manifest}")
 
 
-def child(pipeline: str, clip: Path, fixed_batches: bool = False, worker_threads: int = 1) -> dict:
+def child(pipeline: str, clip: Path, fixed_batches: bool = False, worker_threads: int = 1,
+          sample_fps: float | None = None) -> dict:
     """Run in a child process: warm the analyzer for the clip's frame size, then measure one job; with
     `worker_threads` > 1, that many analyzers (as a worker with VIDEOJOBS_WORKER_THREADS builds them)
-    each running the same job at once."""
+    each running the same job at once. `sample_fps`: the job's option (None: the service's default)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from videojobs.common.config import load_settings
@@ -126,7 +127,8 @@ def child(pipeline: str, clip: Path, fixed_batches: bool = False, worker_threads
         reset_peak()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(worker_threads) as pool:
-            documents = list(pool.map(lambda service: service.run_on_file(pipeline, clip, AnalysisOptions()), services))
+            options = AnalysisOptions() if sample_fps is None else AnalysisOptions(sample_fps=sample_fps)
+            documents = list(pool.map(lambda service: service.run_on_file(pipeline, clip, options), services))
         seconds = time.perf_counter() - t0
         peak = peak_mib()
         timings = services[0].last_timings
@@ -139,13 +141,15 @@ def child(pipeline: str, clip: Path, fixed_batches: bool = False, worker_threads
             "frames_per_second": round(frames / seconds, 2)}
 
 
-def measure(pipeline: str, clip: Path, repeat: int, fixed_batches: bool = False, worker_threads: int = 1) -> dict:
+def measure(pipeline: str, clip: Path, repeat: int, fixed_batches: bool = False, worker_threads: int = 1,
+            sample_fps: float | None = None) -> dict:
     """The median run of `repeat` child processes, by peak (frames/s: the median of its own)."""
     runs = []
     for _ in range(repeat):
         out = subprocess.run([sys.executable, __file__, "--child", pipeline, str(clip),
                               "--worker-threads", str(worker_threads)]
-                             + (["--fixed-batches"] if fixed_batches else []), capture_output=True, text=True, cwd=ROOT)
+                             + (["--fixed-batches"] if fixed_batches else [])
+                             + ([] if sample_fps is None else ["--sample-fps", str(sample_fps)]), capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             return {"error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default=",".join(SIZES), help="comma-separated WxH")
     p.add_argument("--pipelines", default=",".join(PIPELINES))
     p.add_argument("--seconds", type=float, default=20.0, help="clip length (analysed at 1 frame per second)")
+    p.add_argument("--sample-fps", type=float, default=None,
+                   help="the jobs' sample_fps (default: the service's, 1; 0: every frame, decoded by OpenCV)")
     p.add_argument("--sample", type=Path, default=SHARED / "media" / "bottle-detection.mp4")
     p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
     p.add_argument("--fixed-batches", action="store_true",
@@ -176,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--child", nargs=2, metavar=("PIPELINE", "CLIP"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child[0], Path(args.child[1]), args.fixed_batches, args.worker_threads)))
+        print(json.dumps(child(args.child[0], Path(args.child[1]), args.fixed_batches, args.worker_threads,
+                               args.sample_fps)))
         return 0
 
     from videojobs.common.cpus import cpu_model
@@ -191,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
             for pipeline in args.pipelines.split(","):
                 for fixed in (False, True) if args.fixed_batches else (False,):
                     row = {"size": size, "frame_mib": round(width * height * 3 / 2**20, 1), "pipeline": pipeline,
-                           "batches": "fixed 8" if fixed else "by bytes", **measure(pipeline, clip, args.repeat, fixed, args.worker_threads)}
+                           "batches": "fixed 8" if fixed else "by bytes", **measure(pipeline, clip, args.repeat, fixed, args.worker_threads,
+                                                                            args.sample_fps)}
                     row["fits_worker_limit"] = "refused" in row or ("peak_mib" in row and row["peak_mib"] <= limit_mib)
                     rows.append(row)
                     print(_line(row), flush=True)
     report = {"cpu": cpu_model(), "cores": os.cpu_count(), "worker_memory_limit_mib": limit_mib,
               "seconds": args.seconds, "x264_params": args.x264_params, "pix_fmt": args.pix_fmt,
-              "worker_threads": args.worker_threads, "manifest": str(args.manifest), "repeat": args.repeat, "rows": rows}
+              "worker_threads": args.worker_threads, "manifest": str(args.manifest), "sample_fps": args.sample_fps, "repeat": args.repeat, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"worker memory limit ({args.manifest}): {limit_mib:.0f} MiB; JSON in {args.out}")

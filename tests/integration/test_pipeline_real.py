@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
@@ -154,6 +155,27 @@ def test_skipping_identical_frames_changes_nothing(pipeline_service, tmp_path):
     finally:
         engine.close()
     assert [[o["text"] for o in f["result"]["ocr"]] for f in doc["results"]] == fresh
+
+
+def test_an_ocr_engine_keeps_no_frame_and_tells_frames_apart_by_every_pixel():
+    from videojobs.worker.pipeline.ocr import OcrEngine
+
+    frame = text_frame(["SAME TEXT"])
+    probe = frame.copy()
+    watcher = weakref.ref(probe)
+    engine = OcrEngine("eng")
+    try:
+        first = engine.read(probe)
+        del probe
+        assert watcher() is None  # an 8K frame is 95 MiB: the engine keeps its digest, not the frame
+        assert engine.read(frame.copy()) == first and (engine.frames_read, engine.frames_reused) == (1, 1)
+        changed = frame.copy()
+        changed[-1, -1, -1] ^= 1  # one bit of the last pixel
+        engine.read(changed)
+        engine.read(frame[:, ::-1])  # mirrored: not contiguous, read all the same
+        assert (engine.frames_read, engine.frames_reused) == (3, 1)
+    finally:
+        engine.close()
 
 
 def test_ocr_on_several_threads_gives_the_same_bytes(pipeline_service, sample_video, text_clip, model_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import wait
 
+import cv2
 import numpy as np
 import pytest
 
@@ -72,7 +73,7 @@ class FakeOcr:
         self.frames = 0
         self.frames_read = 0
         self.frames_reused = 0
-        self.holding = False  # whether it keeps a frame (the real engine keeps the last one it read)
+        self.holding = False  # whether it keeps the last frame's answer, as the real engine does
         self.threads = set()  # names of the threads that called it
 
     def reset(self):
@@ -227,6 +228,20 @@ def test_large_frames_go_in_smaller_batches_with_the_same_results(service, clip,
     assert [calls[0] for calls in service.detector.calls] == [2] * 15
     assert service.last_timings["batch_frames"] == 2
     assert halved.to_bytes() == whole.to_bytes()
+
+
+def test_the_decoder_runs_no_more_frame_threads_than_a_batch_holds_frames(service, clip, monkeypatch):
+    # FFmpeg's frame threads each decode a frame of their own: at 7680x4320, one batch frame, one thread.
+    default = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
+    opened_with = int(default.get(cv2.CAP_PROP_N_THREADS))
+    default.release()
+    options = AnalysisOptions(sample_fps=0)  # every frame: OpenCV's sequential decoder
+    whole = service.run_on_file("yolo", clip, options)
+    assert service.last_timings["decoder_threads"] == min(opened_with, 4) > 1  # the fixture's 4 frames a batch
+    monkeypatch.setattr(service_module, "BATCH_BYTES", 64 * 48 * 3)  # as if the clip's frames were large
+    single = service.run_on_file("yolo", clip, options)
+    assert service.last_timings["decoder_threads"] == 1
+    assert single.to_bytes() == whole.to_bytes()
 
 
 def test_segments_align_to_the_batches_of_the_video_s_frame_size(service, clip, monkeypatch):

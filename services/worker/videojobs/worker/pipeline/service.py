@@ -411,10 +411,13 @@ class VideoFilePipelineService(VideoAnalyzer):
         timings = {"decode": 0.0, "decode_wait": 0.0, "detect": 0.0, "track": 0.0, "ocr": 0.0, "write": 0.0,
                    "ocr_lines_read": 0.0, "ocr_lines_dropped": 0.0}
 
-        with FrameReader(path, self.decode_timeout_seconds, threads=self.decode_threads) as reader:
+        # No more decoder frame threads than a batch holds frames: each holds a frame of its own.
+        with FrameReader(path, self.decode_timeout_seconds, threads=self.decode_threads,
+                         thread_cap=self.batch_frames) as reader:
             info = reader.open()
             batch_frames = self.batch_frames(info.width, info.height)
             timings["batch_frames"] = float(batch_frames)
+            timings["decoder_threads"] = float(reader.decoder_threads)
             # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
             class_ids = None
             model_info: Optional[ModelInfo] = None

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import av
 import cv2
@@ -357,9 +357,14 @@ class FrameReader:
     DecodeStalled and abandons the (daemon) thread.
     """
 
-    def __init__(self, path: Path, timeout: float, threads: int = 0) -> None:
+    def __init__(self, path: Path, timeout: float, threads: int = 0,
+                 thread_cap: Optional[Callable[[int, int], int]] = None) -> None:
         self.path = Path(path)
         self.threads = max(0, int(threads))  # FFmpeg decoder threads (0: OpenCV's default, one per core; 1 when skipping)
+        # At most this many for a frame size: FFmpeg's frame threads each decode a frame of their own
+        # (47 MiB at 7680x4320), so on many cores they would hold many frames.
+        self.thread_cap = thread_cap
+        self.decoder_threads = 0  # what the sequential decoder was opened with (OpenCV's count)
         self.timeout = float(timeout)
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=DECODE_AHEAD_FRAMES)
         self._plan_ready = threading.Event()
@@ -466,15 +471,7 @@ class FrameReader:
         cap = None
         try:
             t0 = time.perf_counter()
-            # FFmpeg's own bound is set a little later than ours: ours raises
-            # DecodeStalled, FFmpeg's then lets this abandoned thread end.
-            timeout_ms = max(1, int((self.timeout + 5.0) * 1000))
-            cap = cv2.VideoCapture(
-                str(self.path),
-                cv2.CAP_FFMPEG,
-                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-                + ([cv2.CAP_PROP_N_THREADS, self.threads] if self.threads else []),
-            )
+            cap = self._capture(self.threads)
             if not cap.isOpened():
                 self._put(describe_unopenable(self.path))
                 return
@@ -487,6 +484,17 @@ class FrameReader:
             )
             check_info(self.path, info)
             picture_buffer.check(self.path)
+            self.decoder_threads = int(cap.get(cv2.CAP_PROP_N_THREADS))
+            if self.thread_cap is not None:
+                limit = max(1, self.thread_cap(info.width, info.height))
+                self.threads = min(self.threads, limit)  # 0 stays 0: OpenCV's default here, one thread with PyAV
+                if self.decoder_threads > limit:  # opened with more: again, with the cap
+                    cap.release()
+                    cap = self._capture(limit)
+                    if not cap.isOpened():
+                        self._put(describe_unopenable(self.path))
+                        return
+                    self.decoder_threads = int(cap.get(cv2.CAP_PROP_N_THREADS))
             self.decode_seconds += time.perf_counter() - t0
             if not self._put(info):
                 return
@@ -510,6 +518,17 @@ class FrameReader:
         finally:
             if cap is not None:
                 cap.release()
+
+    def _capture(self, threads: int) -> "cv2.VideoCapture":
+        # FFmpeg's own bound is set a little later than ours: ours raises
+        # DecodeStalled, FFmpeg's then lets this abandoned thread end.
+        timeout_ms = max(1, int((self.timeout + 5.0) * 1000))
+        return cv2.VideoCapture(
+            str(self.path),
+            cv2.CAP_FFMPEG,
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+            + ([cv2.CAP_PROP_N_THREADS, threads] if threads else []),
+        )
 
     def _decode(self, cap: "cv2.VideoCapture", targets: Iterator[int], plan: SamplingPlan, info: VideoInfo) -> None:
         """Every frame from the first, in order, with OpenCV; only the planned ones are converted."""
