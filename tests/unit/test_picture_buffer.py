@@ -9,6 +9,7 @@ import pytest
 from bitstring import BitArray
 
 from tests.media import synthetic_clip
+from videojobs.common.formats import REFERENCE_BYTES_MAX
 from videojobs.worker.pipeline import picture_buffer
 from videojobs.worker.pipeline.errors import BadVideo, OversizedPictureBuffer
 from videojobs.worker.pipeline.picture_buffer import PictureBuffer, parameter_sets
@@ -28,8 +29,8 @@ from videojobs.worker.pipeline.picture_buffer import PictureBuffer, parameter_se
 def test_the_service_keeps_at_most_255_mib_of_pictures(size, chroma, bits, allowed):
     buffer = PictureBuffer("H.264", 16, *size, chroma_format=chroma, bit_depth=bits)
     assert buffer.allowed == allowed
-    assert allowed * buffer.picture_bytes <= picture_buffer.BUFFER_BYTES_MAX == 255 * 2**20
-    assert allowed == 16 or (allowed + 1) * buffer.picture_bytes > picture_buffer.BUFFER_BYTES_MAX
+    assert allowed * buffer.picture_bytes <= REFERENCE_BYTES_MAX == 255 * 2**20
+    assert allowed == 16 or (allowed + 1) * buffer.picture_bytes > REFERENCE_BYTES_MAX
 
 
 def _clip(tmp_path, name, codec, size, params="", container="mp4", pix_fmt="yuv420p"):

@@ -35,7 +35,7 @@ class AbsurdDimensions(BadVideo):
 
 class OversizedPictureBuffer(BadVideo):
     """The stream asks its decoder to keep more reference pictures than the service decodes: more than
-    ``BUFFER_BYTES_MAX`` (255 MiB) of them (pipeline/picture_buffer.py)."""
+    ``REFERENCE_BYTES_MAX`` (255 MiB, common/formats.py) of them (pipeline/picture_buffer.py)."""
 
 
 class TooManyFrames(BadVideo):

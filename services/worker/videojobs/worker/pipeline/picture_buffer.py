@@ -5,9 +5,12 @@ The decoder keeps a stream's reference pictures (its decoded picture buffer) wha
 worker's batch length: at 7680x4320 each 8-bit 4:2:0 frame is 47 MiB, a 10-bit one 95 MiB. An
 encoder may ask for up to 16 at any size (x264 asks for 8 with its ``slower`` preset and 16 with
 ``veryslow``, at 8K too), which can add 700 MiB to a job that batches of one frame otherwise keep
-under the worker's memory limit. The service decodes at most ``REFERENCE_BYTES_MAX`` of them (H.264
-level 6.2's buffer, in bytes; common/formats.py, in capabilities): at 7680x4320, 5 frames of 8-bit 4:2:0 or 2 of 10-bit; at 3840x2160
-and below, 16 of 8-bit 4:2:0. A stream asking for more fails at open, naming the numbers.
+under the worker's memory limit. The service decodes at most ``REFERENCE_BYTES_MAX`` of them
+(common/formats.py, in capabilities: H.264 level 6.2's buffer, in bytes): at 7680x4320, 5 frames
+of 8-bit 4:2:0 or 2 of 10-bit; at 3840x2160 and below, 16 of 8-bit 4:2:0. Bytes rather than
+pictures, because frames of more than 8 bits or fuller chroma are larger in the decoder: at
+7680x4320 with OCR, 5 frames of 10 bits took a job over the worker's 3 GiB like 8 frames of 8 bits
+(scripts/bench_frame_memory.py). A stream asking for more fails at open, naming the numbers.
 
 Only the parameter sets a decoder is given up front are read: the container's codec
 configuration (avcC / hvcC) and those in the packets up to the first keyframe. A stream that
@@ -26,11 +29,7 @@ from bitstring import ConstBitStream, ReadError
 from videojobs.common.formats import REFERENCE_BYTES_MAX
 from videojobs.worker.pipeline.errors import OversizedPictureBuffer
 
-# Bytes rather than pictures, because frames of more than 8 bits or fuller chroma are larger in the decoder:
-# at 7680x4320 with OCR, 5 frames of 10 bits took the job over the worker's 3 GiB like 8 frames of 8 bits
-# (scripts/bench_frame_memory.py).
-BUFFER_BYTES_MAX = REFERENCE_BYTES_MAX
-PICTURES_MAX = 16
+PICTURES_MAX = 16  # the most either standard lets a stream keep
 
 # Packets read at open to find in-band parameter sets (an Annex B stream has no codec configuration).
 _PACKETS_READ = 16
@@ -59,7 +58,7 @@ class PictureBuffer:
     @property
     def allowed(self) -> int:
         """The most pictures of this size and format the service decodes."""
-        return min(PICTURES_MAX, BUFFER_BYTES_MAX // self.picture_bytes)
+        return min(PICTURES_MAX, REFERENCE_BYTES_MAX // self.picture_bytes)
 
     @property
     def too_large(self) -> bool:
@@ -72,7 +71,7 @@ class PictureBuffer:
         return (
             f"the {self.codec} stream asks its decoder to keep {self.pictures} {kept} of {self.width}x{self.height} "
             f"{form} ({self.pictures * self.picture_bytes / 2**20:.0f} MiB); the service keeps at most "
-            f"{BUFFER_BYTES_MAX / 2**20:.0f} MiB of them, {self.allowed} such pictures: "
+            f"{REFERENCE_BYTES_MAX / 2**20:.0f} MiB of them, {self.allowed} such pictures: "
             f"re-encode it with fewer reference frames{advice}"
         )
 
