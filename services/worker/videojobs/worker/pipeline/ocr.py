@@ -145,9 +145,9 @@ def link_line(box: Sequence[float], detection_boxes: Sequence[Sequence[float]]) 
 def frame_key(frame: np.ndarray) -> tuple[tuple[int, ...], bytes]:
     """What tells two frames apart: their shape and the SHA-256 of their pixels.
 
-    A digest rather than the frame itself: an engine keeps no frame alive (95 MiB at 7680x4320),
-    and hashing (48 ms there, with the GIL released) is cheaper than ``np.array_equal`` (230 ms,
-    and a frame-sized temporary of its own)."""
+    A digest rather than the frame itself: an engine keeps no frame alive (95 MiB at 7680x4320).
+    Hashing takes 48 ms there with the GIL released, against ``np.array_equal``'s 230 ms and
+    frame-sized temporary; at 1280x720 it takes 1.3 ms against 0.13, about 1.5% of a frame's OCR."""
     return frame.shape, hashlib.sha256(np.ascontiguousarray(frame).data).digest()
 
 
