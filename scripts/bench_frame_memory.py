@@ -114,8 +114,7 @@ def child(pipeline: str, clip: Path, fixed_batches: bool = False, worker_threads
 
     if fixed_batches:  # batches of `batch_size` frames, whatever their size
         pipeline_service.BATCH_BYTES = 2**62
-    os.environ["VIDEOJOBS_WORKER_THREADS"] = str(worker_threads)
-    settings = load_settings()
+    settings = load_settings(worker_threads=worker_threads)
     services = [build_analyzer(settings) for _ in range(worker_threads)]
     try:
         try:
