@@ -8,6 +8,9 @@ Postgres job database, in a schema of its own that is dropped afterwards:
   first gate);
 - shared: that window, then the sliding window counter every api process shares in Postgres
   (``rate_counters``: one conditional upsert per call);
+- own limits: the process window, each of the 20 tenants with a rate of its own (``videojobs tenants
+  set``) read through ``TenantQuotas`` as the api reads it (the store asked at most every 2 s per
+  tenant), and with that cache off (the store asked on every call: the bound of what a change costs);
 
 each single-threaded (median and p99 of `--calls` calls over 20 tenants, under a rate no call
 reaches), then with `--threads` threads over two limiter instances (two api processes' worth)
@@ -30,16 +33,19 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from videojobs.api.quotas import TenantQuotas
 from videojobs.api.rates import TenantRequestRate
 from videojobs.common.adapters.sql.engine import make_engine
 from videojobs.common.adapters.sql.migrate import upgrade
 from videojobs.common.adapters.sql.rates import SqlRateCounters
+from videojobs.common.adapters.sql.tenants import SqlTenantStore
 from videojobs.common.cpus import cpu_model, usable_cpus
 from videojobs.common.errors import TooManyRequests
-from videojobs.common.tenants import Caller
+from videojobs.common.tenants import Caller, TenantLimits
 
 REPO = Path(__file__).resolve().parents[1]
 UNREACHED = "1000000000 per 1 hour"
+TENANTS = 20
 
 
 def latency(rate: TenantRequestRate, calls: int) -> dict:
@@ -48,7 +54,7 @@ def latency(rate: TenantRequestRate, calls: int) -> dict:
     times = []
     for k in range(warm + calls):
         t0 = time.perf_counter()
-        rate.admit(Caller(f"tenant-{k % 20}"))
+        rate.admit(Caller(f"tenant-{k % TENANTS}"))
         if k >= warm:
             times.append(time.perf_counter() - t0)
     times.sort()
@@ -58,7 +64,7 @@ def latency(rate: TenantRequestRate, calls: int) -> dict:
 
 def race(shared: SqlRateCounters, threads: int, limit: int, calls_each: int) -> dict:
     """Threads over two api processes' limiters, all for one tenant: how many calls got through."""
-    replicas = [TenantRequestRate(f"{limit} per 1 hour", shared) for _ in range(2)]
+    replicas = [TenantRequestRate(TenantQuotas.uniform(f"{limit} per 1 hour"), shared) for _ in range(2)]
     admitted = refused = 0
     lock, start = threading.Lock(), threading.Barrier(threads)
 
@@ -85,6 +91,16 @@ def race(shared: SqlRateCounters, threads: int, limit: int, calls_each: int) -> 
             "refused": refused, "calls_per_second": round(threads * calls_each / seconds, 1)}
 
 
+def own_limits(engine: sa.Engine, cache_seconds: float | None = None) -> TenantQuotas:
+    """Every benchmarked tenant with a rate of its own in the store, read as the api reads it."""
+    store = SqlTenantStore(engine)
+    for k in range(TENANTS):
+        store.ensure_tenant(f"tenant-{k}")
+        store.set_limits(f"tenant-{k}", TenantLimits(request_rate="999999999 per 1 hour"))
+    defaults = TenantLimits(0, UNREACHED)
+    return TenantQuotas(store, defaults) if cache_seconds is None else TenantQuotas(store, defaults, cache_seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--database-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -101,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         shared = SqlRateCounters(engine)
         report = {
             "cpu": cpu_model(), "cores": usable_cpus(),
-            "process": latency(TenantRequestRate(UNREACHED), args.calls),
-            "shared": latency(TenantRequestRate(UNREACHED, shared), args.calls),
+            "process": latency(TenantRequestRate(TenantQuotas.uniform(UNREACHED)), args.calls),
+            "shared": latency(TenantRequestRate(TenantQuotas.uniform(UNREACHED), shared), args.calls),
+            "own_limits": latency(TenantRequestRate(own_limits(engine)), args.calls),
+            "own_limits_uncached": latency(TenantRequestRate(own_limits(engine, cache_seconds=0)), args.calls),
             "race": race(shared, args.threads, args.race_limit, calls_each=max(1, args.race_limit // 2)),
         }
     finally:
@@ -113,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         admin.dispose()
     print(f"admit, process window only: median {report['process']['median_ms']} ms, p99 {report['process']['p99_ms']} ms")
     print(f"admit, + shared counters:   median {report['shared']['median_ms']} ms, p99 {report['shared']['p99_ms']} ms")
+    for key, what in (("own_limits", "own rates, 2 s cache:"), ("own_limits_uncached", "own rates, each read:")):
+        print(f"admit, {what:<21} median {report[key]['median_ms']} ms, p99 {report[key]['p99_ms']} ms")
     r = report["race"]
     print(f"race: {r['threads']} threads on 2 limiters, {r['calls']} calls for a rate of {r['limit']}: "
           f"{r['admitted']} admitted, {r['refused']} refused, {r['calls_per_second']} calls/s")

@@ -530,3 +530,120 @@ def test_keys_command_creates_lists_and_revokes(tmp_path):
             assert rest.get("/video/jobs", headers=auth(made["key"])).status_code == 401
     finally:
         api.stop(grace=0)
+
+
+# -- tenants' own limits ----------------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", "postgres"])
+def tenant_store(request, tmp_path):
+    from videojobs.common.adapters.sql.engine import make_engine
+    from videojobs.common.adapters.sql.migrate import upgrade
+    from videojobs.common.adapters.sql.tenants import SqlTenantStore
+
+    engine = request.getfixturevalue("pg_engine") if request.param == "postgres" else \
+        make_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    upgrade(engine)
+    yield SqlTenantStore(engine), engine
+    engine.dispose()
+
+
+def test_the_store_keeps_each_tenants_own_limits_and_none_for_the_services(tenant_store, caplog):
+
+    from videojobs.api.tenants import set_limits
+    from videojobs.common.adapters.sql.tables import tenants
+    from videojobs.common.tenants import TenantLimits
+
+    store, engine = tenant_store
+    for name in ("beta", "alpha"):
+        store.ensure_tenant(name)
+    assert [t.tenant_id for t in store.list_tenants()] == ["alpha", "beta"]
+    assert all(t.limits == TenantLimits() for t in store.list_tenants())
+    assert set_limits(store, "alpha", "5", None).limits == TenantLimits(5, None)
+    assert set_limits(store, "alpha", None, "none").limits == TenantLimits(5, "")  # the other field stays
+    assert set_limits(store, "alpha", "default", "20 per 1 minute").limits == TenantLimits(None, "20 per 1 minute")
+    assert store.get_tenant("alpha").limits == TenantLimits(None, "20 per 1 minute")
+    assert store.get_tenant("beta").limits == TenantLimits()  # the others keep the service's
+    assert store.set_limits("gamma", TenantLimits(1, None)) is None
+    with pytest.raises(ValueError, match="no tenant 'gamma'.*--create"):
+        set_limits(store, "gamma", "1", None)
+    assert store.get_tenant("gamma") is None
+    assert set_limits(store, "gamma", "1", None, create=True).limits == TenantLimits(1, None)
+    for bad in (("-1", None), ("lots", None), (None, "quickly")):
+        with pytest.raises(ValueError):
+            set_limits(store, "alpha", *bad)
+    assert store.get_tenant("alpha").limits == TenantLimits(None, "20 per 1 minute")  # nothing half-written
+    with engine.begin() as conn:  # written around the command: logged, and the tenant gets the service's limits
+        conn.execute(tenants.update().where(tenants.c.tenant_id == "beta").values(request_rate="whenever"))
+    with caplog.at_level("ERROR"):
+        assert store.get_tenant("beta").limits == TenantLimits()
+    assert "tenant beta: its own limits in the database are not valid" in caplog.text
+
+
+def test_a_tenants_own_limits_replace_the_services_for_it_alone(make_api):
+    from videojobs.api.tenants import set_limits
+
+    api = make_api(max_active_jobs_per_tenant=1, tenant_request_rate="50 per 60 seconds")
+    store = make_tenant_store(api.repo)
+    big, small, chatty = (create_key(store, name, "", PEPPER)["key"] for name in ("big", "small", "chatty"))
+    set_limits(store, "big", "3", "none")
+    set_limits(store, "chatty", None, "2 per 60 seconds")
+    with TestClient(create_app(Settings(max_upload_bytes=MAX_UPLOAD), f"127.0.0.1:{api.port}")) as rest:
+        assert [submit(rest, big).status_code for _ in range(4)] == [202, 202, 202, 429]
+        r = submit(rest, big)
+        assert r.json()["type"] == "/problems/too-many-jobs" and "the limit is 3" in r.json()["detail"], r.text
+        assert [submit(rest, small).status_code for _ in range(2)] == [202, 429]  # the service's bound
+        assert [rest.get("/video/jobs", headers=auth(big)).status_code for _ in range(60)] == [200] * 60  # none
+        codes = [rest.get("/video/jobs", headers=auth(chatty)).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert "2 per 60 second" in rest.get("/video/jobs", headers=auth(chatty)).json()["detail"]
+        with grpc.insecure_channel(f"127.0.0.1:{api.port}") as channel:  # the same rate over gRPC
+            with pytest.raises(grpc.RpcError) as err:
+                jobs_pb2_grpc.JobServiceStub(channel).ListJobs(jobs_pb2.ListJobsRequest(),
+                                                               metadata=[("authorization", f"Bearer {chatty}")])
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        calls = [rest.get("/video/jobs", headers=auth(small)).status_code for _ in range(50)]
+        assert calls == [200] * 48  + [429] * 2  # the service's 50, two already spent on submits
+
+
+def test_tenants_command_sets_and_lists_limits_that_a_running_api_applies_within_seconds(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VIDEOJOBS_DATA_DIR": str(tmp_path), "VIDEOJOBS_API_KEY_PEPPER": PEPPER,
+           "VIDEOJOBS_MAX_ACTIVE_JOBS_PER_TENANT": "1"}
+
+    def videojobs(*args):
+        run = subprocess.run([sys.executable, "-m", "videojobs.cli", *args], env=env, capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path)
+        return run.returncode, run.stdout, run.stderr
+
+    code, out, err = videojobs("tenants", "set", "alpha", "--max-active-jobs", "2")
+    assert code == 2 and "no tenant 'alpha'" in err and "videojobs keys create --tenant alpha" in err
+    key = json.loads(videojobs("keys", "create", "--tenant", "alpha", "--json")[1])["key"]
+    assert videojobs("tenants", "set", "alpha")[0] == 2  # nothing to set
+    code, _, err = videojobs("tenants", "set", "alpha", "--request-rate", "often")
+    assert code == 2 and "request rate reads like" in err
+    api = build_api(settings_for(tmp_path, max_active_jobs_per_tenant=1))
+    api.start()
+    try:
+        with TestClient(create_app(Settings(max_upload_bytes=MAX_UPLOAD), f"127.0.0.1:{api.port}")) as rest:
+            assert [submit(rest, key).status_code for _ in range(2)] == [202, 429]
+            code, out, err = videojobs("tenants", "set", "alpha", "--max-active-jobs", "2", "--json")
+            assert code == 0, err
+            shown = json.loads(out)
+            assert shown["max_active_jobs"] == shown["max_active_jobs_in_force"] == 2 and shown["active_keys"] == 1
+            assert shown["request_rate"] is None and shown["request_rate_in_force"] == ""
+            time.sleep(2.5)  # the api's cache of tenants' limits
+            assert [submit(rest, key).status_code for _ in range(2)] == [202, 429]
+            assert videojobs("tenants", "set", "alpha", "--max-active-jobs", "default")[0] == 0
+            code, out, _ = videojobs("tenants", "list")
+            assert code == 0 and "alpha" in out and "1 (service default)" in out, out
+            time.sleep(2.5)
+            assert rest.post(f"/video/cancel/{api.repo.unfinished_job_ids()[0]}",
+                             headers=auth(key)).status_code == 200
+            assert submit(rest, key).status_code == 429  # back to the service's 1: one still unfinished
+    finally:
+        api.stop(grace=0)
+    code, out, _ = videojobs("tenants", "list", "--json")
+    assert [(t["tenant"], t["max_active_jobs"], t["max_active_jobs_in_force"]) for t in json.loads(out)] == \
+        [("alpha", None, 1)]

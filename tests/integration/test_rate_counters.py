@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from scripts.servers import free_port
 from tests.integration.conftest import POSTGRES_URL
+from videojobs.api.quotas import TenantQuotas
 from videojobs.api.rates import TenantRequestRate
 from videojobs.common.adapters.factory import make_rate_counters
 from videojobs.common.adapters.sql.engine import make_engine
@@ -96,7 +97,7 @@ def test_the_previous_window_weighs_by_how_much_of_it_the_sliding_window_covers(
 def test_a_tenants_calls_over_two_api_processes_stay_within_its_rate(migrated):
     shared = make_rate_counters(SqlJobRepository(migrated))
     assert isinstance(shared, SqlRateCounters)
-    first, second = TenantRequestRate("5 per 1 hour", shared), TenantRequestRate("5 per 1 hour", shared)
+    first, second = (TenantRequestRate(TenantQuotas.uniform("5 per 1 hour"), shared) for _ in range(2))
     assert first.shared and second.shared
     alpha = Caller("alpha")
     away_from_a_window_edge(3600)
@@ -145,7 +146,7 @@ def test_sqlite_has_no_shared_counters_one_process_uses_it(tmp_path):
 
 def test_while_the_shared_counters_are_unreachable_each_process_limits_on_its_own(caplog):
     down = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2")
-    rate = TenantRequestRate("3 per 1 hour", SqlRateCounters(down))
+    rate = TenantRequestRate(TenantQuotas.uniform("3 per 1 hour"), SqlRateCounters(down))
     away_from_a_window_edge(3600)
     unreachable, process_refusals = sample("videojobs_request_rate_shared_unreachable_total"), refusals("process")
     with caplog.at_level(logging.WARNING, logger="videojobs.api.rates"):
@@ -206,5 +207,6 @@ def test_the_rates_benchmark_measures_both_gates_and_a_race_that_admits_exactly_
     report = __import__("json").loads(out.read_text())
     assert report["process"]["calls"] == report["shared"]["calls"] == 200
     assert report["shared"]["median_ms"] > report["process"]["median_ms"] > 0  # a database round trip more
+    assert report["own_limits_uncached"]["median_ms"] > report["own_limits"]["median_ms"] > 0  # a read per call
     assert (report["race"]["admitted"], report["race"]["refused"]) == (30, 30)
     assert "admitted" in capsys.readouterr().out

@@ -14,7 +14,9 @@ from videojobs.common.errors import IllegalTransition, InvalidCallbackUrl, Unaut
 from videojobs.common.job import Job, JobStatus
 from videojobs.common.ports.tenants import TenantStore
 from videojobs.common.job import utcnow
-from videojobs.common.tenants import ApiKeyRecord, bearer_token, hash_key, key_matches, key_prefix, new_key
+from videojobs.common.tenants import (
+    ApiKeyRecord, Tenant, TenantLimits, bearer_token, hash_key, key_matches, key_prefix, new_key,
+)
 
 
 class MemoryTenants(TenantStore):
@@ -26,6 +28,12 @@ class MemoryTenants(TenantStore):
         raise NotImplementedError
 
     def get_tenant(self, tenant_id):
+        return None
+
+    def list_tenants(self):
+        return []
+
+    def set_limits(self, tenant_id, limits):
         return None
 
     def add_key(self, record):
@@ -145,14 +153,15 @@ def test_webhook_retries_back_off_for_about_an_hour():
 def test_a_tenant_request_rate_is_checked_when_read_and_counts_tenants_apart():
     import pydantic
 
+    from videojobs.api.quotas import TenantQuotas
     from videojobs.api.rates import TenantRequestRate
     from videojobs.common.config import Settings
     from videojobs.common.errors import TooManyRequests
     from videojobs.common.tenants import Caller
 
-    with pytest.raises(pydantic.ValidationError, match="couldn't parse rate limit string"):
+    with pytest.raises(pydantic.ValidationError, match="a request rate reads like '200 per 10 seconds'"):
         Settings(tenant_request_rate="fast")
-    rate = TenantRequestRate(Settings(tenant_request_rate=" 2 per 60 seconds ").tenant_request_rate)
+    rate = TenantRequestRate(TenantQuotas.uniform(Settings(tenant_request_rate=" 2 per 60 seconds ").tenant_request_rate))
     alpha, beta = Caller("alpha"), Caller("beta")
     rate.admit(alpha)
     rate.admit(alpha)
@@ -161,6 +170,81 @@ def test_a_tenant_request_rate_is_checked_when_read_and_counts_tenants_apart():
     assert 1 <= refused.value.retry_after_seconds <= 60
     assert refused.value.extensions() == {"retry_after_seconds": refused.value.retry_after_seconds}
     rate.admit(beta)  # a window of its own
-    unlimited = TenantRequestRate("")
+    unlimited = TenantRequestRate(TenantQuotas.uniform(""))
     for _ in range(1000):
         unlimited.admit(alpha)  # never refused
+
+
+# -- tenants' own limits --------------------------------------------------------------------------------------
+class TenantsWithLimits(MemoryTenants):
+    """Tenants with limits of their own; `down` makes every read fail as an unreachable database does."""
+
+    def __init__(self, **limits) -> None:
+        super().__init__()
+        self.tenants = {name: Tenant(name, "whsec_x", utcnow(), own) for name, own in limits.items()}
+        self.reads = 0
+        self.down = False
+
+    def get_tenant(self, tenant_id):
+        self.reads += 1
+        if self.down:
+            raise ConnectionError("database unreachable")
+        return self.tenants.get(tenant_id)
+
+
+def test_tenant_limits_are_checked_when_made_and_fill_in_the_services_defaults():
+    with pytest.raises(ValueError, match="0 \\(no bound\\) to"):
+        TenantLimits(max_active_jobs=-1)
+    for bad in ("fast", "0 per second", "1/second;2/minute", "5 per " + "9" * 80 + " seconds"):
+        with pytest.raises(ValueError, match="request rate"):
+            TenantLimits(request_rate=bad)
+    assert TenantLimits(request_rate=" 5/second ").request_rate == "5/second"
+    defaults = TenantLimits(100, "200 per 10 seconds")
+    assert TenantLimits().over(defaults) == defaults
+    assert TenantLimits(0, None).over(defaults) == TenantLimits(0, "200 per 10 seconds")  # 0: no bound, its own
+    assert TenantLimits(None, "").over(defaults) == TenantLimits(100, "")  # "": no limit, its own
+
+
+def test_quotas_read_a_tenant_once_per_cache_period_and_hold_the_last_read_through_an_outage(monkeypatch):
+    from videojobs.api import quotas as quotas_module
+    from videojobs.api.quotas import TenantQuotas
+
+    now = [1000.0]
+    monkeypatch.setattr(quotas_module.time, "monotonic", lambda: now[0])
+    store = TenantsWithLimits(alpha=TenantLimits(max_active_jobs=7), beta=TenantLimits())
+    quotas = TenantQuotas(store, TenantLimits(2, "10 per 60 seconds"), cache_seconds=2.0)
+    assert quotas.of("alpha") == TenantLimits(7, "10 per 60 seconds")
+    assert quotas.of("beta") == quotas.of("nobody") == TenantLimits(2, "10 per 60 seconds")
+    reads = store.reads
+    now[0] += 1.9
+    assert quotas.of("alpha").max_active_jobs == 7 and store.reads == reads  # from the cache
+    store.tenants["alpha"] = Tenant("alpha", "whsec_x", utcnow(), TenantLimits(request_rate=""))
+    now[0] += 0.2
+    assert quotas.of("alpha") == TenantLimits(2, "") and store.reads == reads + 1  # the change, once the cache is old
+    store.down = True
+    now[0] += 5
+    assert quotas.of("alpha") == TenantLimits(2, "")  # the last read holds
+    assert quotas.of("gamma") == quotas.defaults  # never read: the service's
+
+
+def test_each_tenant_is_held_to_its_own_request_rate():
+    from videojobs.api.quotas import TenantQuotas
+    from videojobs.api.rates import TenantRequestRate
+    from videojobs.common.errors import TooManyRequests
+    from videojobs.common.tenants import Caller
+
+    store = TenantsWithLimits(slow=TenantLimits(request_rate="1 per 60 seconds"), free=TenantLimits(request_rate=""))
+    rate = TenantRequestRate(TenantQuotas(store, TenantLimits(0, "3 per 60 seconds")))
+
+    def admitted(tenant: str, calls: int) -> int:
+        for n in range(calls):
+            try:
+                rate.admit(Caller(tenant))
+            except TooManyRequests as refused:
+                assert "per 60 second" in str(refused)
+                return n
+        return calls
+
+    assert admitted("slow", 5) == 1
+    assert admitted("other", 5) == 3  # the service's rate
+    assert admitted("free", 500) == 500  # no limit of its own

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("videojobs.gateway.bootstrap", "the REST gateway (/video/*)"),
     "worker": ("videojobs.worker.bootstrap", "a worker pulling jobs from the queue"),
     "keys": ("videojobs.api.keys", "create, list and revoke tenants' API keys"),
+    "tenants": ("videojobs.api.tenants", "list tenants; set a tenant's own limits (active jobs, request rate)"),
     "migrate": ("videojobs.common.adapters.sql.migrate", "apply (or roll back) database migrations"),
     "analyze": ("videojobs.worker.pipeline.cli", "analyse one local video file and print results JSON"),
     "submit": ("videojobs.client.cli:submit", "submit a video to a running service (--wait follows it)"),

@@ -197,11 +197,9 @@ class Settings(BaseSettings):
     @field_validator("tenant_request_rate")
     @classmethod
     def _a_rate_limits_reads(cls, value: str) -> str:
-        if value.strip():
-            from limits import parse
+        from videojobs.common.tenants import check_request_rate
 
-            parse(value)  # ValueError: "couldn't parse rate limit string ..."
-        return value.strip()
+        return check_request_rate(value)
 
     # -- derived ----------------------------------------------------------------------
     @property

@@ -8,7 +8,8 @@ hash is enough (a slow password hash protects guessable secrets, not these);
 comparison is constant-time.
 
 Each tenant has a webhook signing secret (Standard Webhooks ``whsec_`` form), shown
-by ``videojobs keys create`` and used by the api to sign completion notices.
+by ``videojobs keys create`` and used by the api to sign completion notices, and may have
+limits of its own (``videojobs tenants set``) in place of the service's defaults.
 """
 
 from __future__ import annotations
@@ -29,10 +30,61 @@ TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
+class TenantLimits:
+    """A tenant's own bounds; None leaves the service's default in place.
+
+    ``max_active_jobs``: PENDING + RUNNING jobs (0: no bound), in place of
+    ``VIDEOJOBS_MAX_ACTIVE_JOBS_PER_TENANT``. ``request_rate``: calls as "N per M seconds"
+    (empty: no limit), in place of ``VIDEOJOBS_TENANT_REQUEST_RATE``.
+    """
+
+    max_active_jobs: int | None = None
+    request_rate: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_active_jobs is not None and not 0 <= self.max_active_jobs <= MAX_ACTIVE_JOBS_BOUND:
+            raise ValueError(f"max active jobs is 0 (no bound) to {MAX_ACTIVE_JOBS_BOUND}, not {self.max_active_jobs}")
+        if self.request_rate is not None:
+            object.__setattr__(self, "request_rate", check_request_rate(self.request_rate))
+
+    def over(self, defaults: "TenantLimits") -> "TenantLimits":
+        """These limits, with `defaults`' where the tenant has none of its own."""
+        return TenantLimits(
+            defaults.max_active_jobs if self.max_active_jobs is None else self.max_active_jobs,
+            defaults.request_rate if self.request_rate is None else self.request_rate,
+        )
+
+
+MAX_ACTIVE_JOBS_BOUND = 1_000_000
+REQUEST_RATE_MAX_CHARS = 64
+
+
+def check_request_rate(value: str) -> str:
+    """A request rate as the `limits` package reads it ("200 per 10 seconds", "5/second"), stripped; empty: none.
+
+    ValueError names what is wrong. One rate only: "N per M" and "K per L" together would be two windows."""
+    value = value.strip()
+    if not value:
+        return ""
+    if len(value) > REQUEST_RATE_MAX_CHARS:
+        raise ValueError(f"a request rate is at most {REQUEST_RATE_MAX_CHARS} characters")
+    from limits import parse_many
+
+    try:
+        rates = parse_many(value)
+    except ValueError:
+        rates = []
+    if len(rates) != 1 or rates[0].amount < 1:
+        raise ValueError(f"a request rate reads like '200 per 10 seconds' or '5/second', not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
 class Tenant:
     tenant_id: str
     webhook_secret: str
     created_at: datetime
+    limits: TenantLimits = TenantLimits()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from videojobs.api.metrics import BacklogSampler, GrpcMetricsInterceptor
 from videojobs.api.retention import RetentionSweeper
 from videojobs.api.service import JobsService, Lifecycle
 from videojobs.api.uploads import UploadLimiter
+from videojobs.api.quotas import TenantQuotas, service_defaults
 from videojobs.api.rates import TenantRequestRate
 from videojobs.api.webhooks import WebhookDispatcher, WebhookPolicy
 from videojobs.common.adapters.factory import (
@@ -125,6 +126,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     relay = OutboxRelay(repo, queue, stranded_after=timedelta(seconds=settings.stranded_after_seconds),
                         reconcile_every_seconds=settings.reconcile_interval_seconds)
     tenants = make_tenant_store(repo)
+    quotas = TenantQuotas(tenants, service_defaults(settings))
     lifecycle = Lifecycle(
         retention=timedelta(hours=settings.retention_hours),
         input_retention=timedelta(hours=settings.input_retention_hours),
@@ -133,7 +135,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
     )
     jobs = JobsService(repo, storage, relay, make_capability_store(repo), max_upload_bytes=settings.max_upload_bytes,
                        results_cache_bytes=settings.results_cache_bytes,
-                       tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix)
+                       tenants=tenants, lifecycle=lifecycle, upload_prefix=settings.upload_prefix, quotas=quotas)
     frames = FrameImages(jobs, FrameImageStore(storage))
     clock = DatabaseClock(repo.database_time, on_measured=CLOCK_OFFSET.set)  # times follow the database's
     readiness = ReadinessMonitor(
@@ -150,7 +152,7 @@ def build_api(settings: Settings, queue: QueueService | None = None) -> Api:
         give_up_after_seconds=settings.webhook_give_up_after_seconds, public_url=settings.public_url))
     backlog = BacklogSampler(repo, queue, settings.metrics_sample_seconds)
     return Api(settings, repo, storage, queue, relay, jobs, frames, readiness, uploads, auth, sweeper, webhooks,
-               backlog, TenantRequestRate(settings.tenant_request_rate, make_rate_counters(repo)))
+               backlog, TenantRequestRate(quotas, make_rate_counters(repo)))
 
 
 def main(argv: list[str]) -> int:

@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Iterable, Iterator
 
 from videojobs.api.caching import ByteBudgetCache
 from videojobs.api.metrics import observe_submitted
+from videojobs.api.quotas import TenantQuotas
 from videojobs.common.errors import (
     BadRequest,
     FieldViolation,
@@ -113,8 +114,11 @@ class JobsService:
         upload_prefix: str = "uploads/",
         results_cache_bytes: int = 256 * 1024 * 1024,
         capabilities_ttl_seconds: float = 5.0,
+        quotas: TenantQuotas | None = None,
     ) -> None:
+        """`quotas`: tenants' own active-job bounds, in place of `lifecycle.limits.max_active_per_tenant`."""
         self._tenants = tenants
+        self._quotas = quotas
         self._lifecycle = lifecycle or Lifecycle()
         self._throughput: tuple[float, list[float]] = (float("-inf"), [])
         self._repo = repo
@@ -205,7 +209,7 @@ class JobsService:
         if job.callback_url and self._tenants is not None:
             self._tenants.ensure_tenant(caller.tenant_id)  # its webhook secret signs the notice
         try:
-            self._repo.add(job, record, self._lifecycle.limits, utcnow() - IDEMPOTENCY_WINDOW,
+            self._repo.add(job, record, self._admission_limits(caller), utcnow() - IDEMPOTENCY_WINDOW,
                            trace_context=tracing.inject())
         except RequestIdTaken as taken:
             return self._replay(caller, taken.prior, fingerprint)
@@ -213,7 +217,7 @@ class JobsService:
 
     def _precheck_admission(self, caller: Caller) -> None:
         """Refuse at once, before any byte is read, when the caller or the queue is at its bound."""
-        limits = self._lifecycle.limits
+        limits = self._admission_limits(caller)
         if not (limits.max_active_per_tenant or limits.max_pending):
             return
         active, pending = self._repo.admission_counts(caller.tenant_id)
@@ -224,6 +228,13 @@ class JobsService:
         if limits.max_pending and pending >= limits.max_pending:
             raise TooManyJobs(f"the service's queue is full ({pending} jobs waiting); retry later",
                               self._retry_after(pending - limits.max_pending + 1))
+
+    def _admission_limits(self, caller: Caller) -> AdmissionLimits:
+        """The bound of the caller's tenant (its own, else the service's) and the queue's."""
+        limits = self._lifecycle.limits
+        if self._quotas is None:
+            return limits
+        return replace(limits, max_active_per_tenant=self._quotas.of(caller.tenant_id).max_active_jobs or 0)
 
     def _retry_after(self, jobs_to_finish: int) -> int:
         """Seconds until about `jobs_to_finish` jobs have finished at recent throughput (30 s without history)."""

@@ -1,10 +1,10 @@
-"""TenantStore: tenants, their webhook secrets and their API keys (hashes only)."""
+"""TenantStore: tenants, their webhook secrets, their own limits and their API keys (hashes only)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from videojobs.common.tenants import ApiKeyRecord, Tenant
+from videojobs.common.tenants import ApiKeyRecord, Tenant, TenantLimits
 
 
 class TenantStore(ABC):
@@ -15,6 +15,16 @@ class TenantStore(ABC):
 
     @abstractmethod
     def get_tenant(self, tenant_id: str) -> Tenant | None:
+        raise NotImplementedError
+
+    @abstractmethod
+    def list_tenants(self) -> list[Tenant]:
+        """Every tenant, by name."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant | None:
+        """Replace the tenant's own limits (None fields: the service's defaults); None if there is no such tenant."""
         raise NotImplementedError
 
     @abstractmethod

@@ -99,6 +99,9 @@ tenants = sa.Table(
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("webhook_secret", sa.String(128), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # The tenant's own limits; NULL: the service's default.
+    sa.Column("max_active_jobs", sa.Integer, nullable=True),
+    sa.Column("request_rate", sa.String(64), nullable=True),
 )
 
 api_keys = sa.Table(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,9 @@ from videojobs.common.adapters.sql.tables import api_keys, tenants, webhook_deli
 from videojobs.common.job import as_utc, utcnow
 from videojobs.common.ports.tenants import TenantStore
 from videojobs.common.ports.webhooks import Delivery, WebhookOutbox
-from videojobs.common.tenants import ApiKeyRecord, Tenant, new_webhook_secret
+from videojobs.common.tenants import ApiKeyRecord, Tenant, TenantLimits, new_webhook_secret
+
+log = logging.getLogger(__name__)
 
 
 class SqlTenantStore(TenantStore):
@@ -39,9 +42,19 @@ class SqlTenantStore(TenantStore):
     def get_tenant(self, tenant_id: str) -> Tenant | None:
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(tenants).where(tenants.c.tenant_id == tenant_id)).mappings().first()
-        if row is None:
-            return None
-        return Tenant(row["tenant_id"], row["webhook_secret"], as_utc(row["created_at"]))
+        return _tenant(row) if row is not None else None
+
+    @temporary_on_disconnect
+    def list_tenants(self) -> list[Tenant]:
+        with self._engine.connect() as conn:
+            return [_tenant(row) for row in conn.execute(sa.select(tenants).order_by(tenants.c.tenant_id)).mappings()]
+
+    @temporary_on_disconnect
+    def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant | None:
+        with self._engine.begin() as conn:
+            changed = conn.execute(tenants.update().where(tenants.c.tenant_id == tenant_id).values(
+                max_active_jobs=limits.max_active_jobs, request_rate=limits.request_rate)).rowcount
+        return self.get_tenant(tenant_id) if changed == 1 else None
 
     @temporary_on_disconnect
     def add_key(self, record: ApiKeyRecord) -> None:
@@ -67,6 +80,16 @@ class SqlTenantStore(TenantStore):
         with self._engine.begin() as conn:
             return conn.execute(api_keys.update().where(api_keys.c.prefix == prefix, api_keys.c.revoked_at.is_(None))
                                 .values(revoked_at=utcnow())).rowcount == 1
+
+
+def _tenant(row: Any) -> Tenant:
+    try:
+        limits = TenantLimits(row["max_active_jobs"], row["request_rate"])
+    except ValueError as exc:  # written around `videojobs tenants set`: the tenant keeps the service's limits
+        log.error("tenant %s: its own limits in the database are not valid (%s); the service's apply", row["tenant_id"],
+                  exc)
+        limits = TenantLimits()
+    return Tenant(row["tenant_id"], row["webhook_secret"], as_utc(row["created_at"]), limits)
 
 
 def _key(row: Any) -> ApiKeyRecord:
