@@ -178,6 +178,48 @@ def test_an_ocr_engine_keeps_no_frame_and_tells_frames_apart_by_every_pixel():
         engine.close()
 
 
+def test_an_ocr_engine_lets_tesseracts_image_go_however_reading_ends():
+    from videojobs.worker.pipeline.ocr import OcrEngine
+
+    class Api:
+        """The engine's Tesseract, counting Clear calls; `fail` makes Recognize find nothing or raise."""
+
+        def __init__(self, real, fail):
+            self.real, self.fail, self.cleared = real, fail, 0
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def GetIterator(self):  # noqa: N802 - tesserocr's name
+            return None if self.fail == "nothing" else self.real.GetIterator()
+
+        def Recognize(self):  # noqa: N802
+            if self.fail == "raise":
+                raise RuntimeError("Recognize failed")
+            return self.real.Recognize()
+
+        def Clear(self):  # noqa: N802
+            self.cleared += 1
+            self.real.Clear()
+
+    engine = OcrEngine("eng")
+    real = engine._api
+    try:
+        for fail in (None, "nothing", "raise"):
+            engine._api = api = Api(real, fail)
+            engine.forget_frame()
+            if fail == "raise":
+                with pytest.raises(RuntimeError):
+                    engine.read(text_frame([f"CASE {fail}"]))
+            else:
+                lines = engine.read(text_frame([f"CASE {fail}"]))
+                assert (lines != []) == (fail is None)
+            assert api.cleared == 1, fail
+    finally:
+        engine._api = real
+        engine.close()
+
+
 def test_ocr_on_several_threads_gives_the_same_bytes(pipeline_service, sample_video, text_clip, model_path):
     # Each OCR thread reads a consecutive run of every batch with its own Tesseract engine: the
     # documents are byte-identical to one thread's, on real footage and on slides.
