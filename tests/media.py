@@ -356,6 +356,33 @@ def synthetic_clip(path: Path, container: str, codec: str, size: tuple[int, int]
     return path
 
 
+def concatenated_clip(path: Path, container: str, codec: str, parts: list[dict], fps: int = 10) -> Path:
+    """One video track made of separately encoded clips, one after the other, as a concatenation of recordings
+    is: each part (``synthetic_clip``'s size, frames, options, pix_fmt) starts with a keyframe and parameters
+    of its own in its packets, while the container's header describes the first part only. Parts are encoded
+    without B-frames (as the caller's options say), so packets are in presentation order."""
+    raws = [synthetic_clip(path.with_name(f"{path.name}.part{n}"), _RAW_FORMATS[codec], codec, **part)
+            for n, part in enumerate(parts)]
+    packets: list[tuple[bytes, bool]] = []
+    for raw in raws:
+        with av.open(str(raw)) as source:
+            packets.extend((bytes(p), p.is_keyframe) for p in source.demux(video=0) if p.size)
+    with av.open(str(raws[0])) as source, av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        stream.time_base = Fraction(1, fps)
+        for i, (data, keyframe) in enumerate(packets):
+            packet = av.Packet(data)
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, fps)
+            packet.is_keyframe = keyframe
+            out.mux(packet)
+    for raw in raws:
+        raw.unlink()
+    return path
+
+
+_RAW_FORMATS = {"libx264": "h264", "libx265": "hevc", "mpeg4": "m4v"}
+
+
 def audio_only(path: Path, container: str, codec: str, seconds: float = 1.0, rate: int = 16000) -> Path:
     """A file with one audio track (a tone) and no video, in any container FFmpeg writes."""
     with av.open(str(path), "w", format=container) as out:

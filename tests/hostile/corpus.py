@@ -23,6 +23,7 @@ import httpx
 from tests.media import (
     audio_only,
     audio_only_mp4,
+    concatenated_clip,
     duplicate_box,
     faststart,
     find_box,
@@ -221,6 +222,13 @@ def _remux(container: str) -> Builder:
 
 def _synthetic(container: str, codec: str, size: tuple[int, int], **kw) -> Builder:
     return lambda sample, dst: synthetic_clip(dst, container, codec, size, **kw)
+
+
+def _concatenated(container: str, *parts: tuple[tuple[int, int], int, str]) -> Builder:
+    """H.264 parts (size, frames, x264 params) one after the other in one track: the header is the first's."""
+    specs = [dict(size=size, frames=frames, options={"preset": "ultrafast", "x264-params": f"{params}:bframes=0"})
+             for size, frames, params in parts]
+    return lambda sample, dst: concatenated_clip(dst, container, "libx264", specs)
 
 
 def _then(first: Builder, make: Callable[[bytes], bytes]) -> Builder:
@@ -426,6 +434,12 @@ CASES: tuple[Case, ...] = (
          _synthetic("matroska", "libx265", (7680, 4320), frames=2,
                     options={"preset": "ultrafast", "x265-params": "ref=8:log-level=0"}),
          failed("keep 9 decoded pictures of 7680x4320 8-bit 4:2:0 (427 MiB)")),
+    Case("grows-to-8192x8192.mp4", "H.264 that switches from 640x360 to 8192x8192 (a new SPS) after 3 frames",
+         _concatenated("mp4", ((640, 360), 3, "ref=1"), ((8192, 8192), 1, "ref=1")),
+         failed("inside the H.264 stream (its sequence parameter sets), the frame size 8192x8192")),
+    Case("8k-16-reference-frames-later.mkv", "H.264 at 640x360, then 7680x4320 keeping 16 reference frames",
+         _concatenated("matroska", ((640, 360), 3, "ref=1"), ((7680, 4320), 1, "ref=16")),
+         failed("keep 16 reference frames of 7680x4320 8-bit 4:2:0 (759 MiB)")),
     Case("wide-9000x16.avi", "a real 9000x16 video (MJPEG)", _synthetic("avi", "mjpeg", (9000, 16), frames=2,
                                                                          pix_fmt="yuvj420p"),
          failed("9000x16 is outside")),

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.media import synthetic_clip
+from tests.media import concatenated_clip, synthetic_clip
 from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
     audio_only_mp4,
     faststart,
@@ -98,6 +98,21 @@ def _sixteen_reference_frames_at_8k(tmp_path, sample):
                           options={"preset": "ultrafast", "x264-params": "ref=16"})
 
 
+_NO_B_FRAMES = {"preset": "ultrafast", "x264-params": "ref=1:bframes=0"}
+
+
+def _frames_grow_to_8192x8192_mid_stream(tmp_path, sample):
+    # The header (and the first parameter set) say 640x360; the stream switches to 67 megapixels later.
+    return concatenated_clip(tmp_path / "grows.mp4", "mp4", "libx264", [
+        dict(size=(640, 360), frames=3, options=_NO_B_FRAMES), dict(size=(8192, 8192), frames=1, options=_NO_B_FRAMES)])
+
+
+def _sixteen_reference_frames_from_the_middle(tmp_path, sample):
+    return concatenated_clip(tmp_path / "refs-later.mkv", "matroska", "libx264", [
+        dict(size=(640, 360), frames=3, options=_NO_B_FRAMES),
+        dict(size=(7680, 4320), frames=1, options={"preset": "ultrafast", "x264-params": "ref=16:bframes=0"})])
+
+
 CASES = [
     (_random_bytes, NotAVideo, "not a video"),
     (_text_file, NotAVideo, "not a video"),
@@ -110,6 +125,9 @@ CASES = [
     (_too_wide, AbsurdDimensions, "9000x16"),
     (_too_many_pixels, AbsurdDimensions, "6000x6000 (36.0 megapixels) is over the 35.4 megapixels"),
     (_sixteen_reference_frames_at_8k, OversizedPictureBuffer, "keep 16 reference frames of 7680x4320 8-bit 4:2:0 (759 MiB)"),
+    (_frames_grow_to_8192x8192_mid_stream, AbsurdDimensions,
+     "inside the H.264 stream (its sequence parameter sets), the frame size 8192x8192 (67.1 megapixels) is over"),
+    (_sixteen_reference_frames_from_the_middle, OversizedPictureBuffer, "keep 16 reference frames of 7680x4320"),
 ]
 
 
@@ -124,6 +142,21 @@ def test_bad_video_fails_with_its_error(pipeline_service, sample_video, tmp_path
     # Clients read the message: it names the problem, never the worker's file name.
     assert path.name not in str(info.value) and str(tmp_path) not in str(info.value)
     assert time.monotonic() - started < 10
+
+
+def test_a_frame_size_that_grows_mid_stream_fails_on_either_decoding_path(pipeline_service, tmp_path):
+    from videojobs.common.options import AnalysisOptions
+
+    grows = _frames_grow_to_8192x8192_mid_stream(tmp_path, None)
+    for options in (AnalysisOptions(sample_fps=0), AnalysisOptions(sample_fps=1)):  # OpenCV, then PyAV
+        with pytest.raises(AbsurdDimensions, match="8192x8192"):
+            pipeline_service.run_on_file("yolo", grows, options)
+    # MPEG-4 part 2 has no parameter sets read at open: the frames the planned ones depend on are decoded with
+    # libavcodec's max_pixels, which refuses the 64 megapixel keyframe before it is allocated.
+    mpeg4 = concatenated_clip(tmp_path / "grows.avi", "avi", "mpeg4", [
+        dict(size=(640, 360), frames=3), dict(size=(8000, 8000), frames=12)])
+    with pytest.raises(AbsurdDimensions, match="inside the stream, the frame size changes to one the decoder refused"):
+        pipeline_service.run_on_file("yolo", mpeg4, AnalysisOptions(sample_fps=1))  # frames 0 and 10
 
 
 def test_a_stalled_decode_is_cut_off(model_path, sample_video, tmp_path):

@@ -8,10 +8,10 @@ import av
 import pytest
 from bitstring import BitArray
 
-from tests.media import synthetic_clip
+from tests.media import concatenated_clip, synthetic_clip
 from videojobs.common.formats import REFERENCE_BYTES_MAX
 from videojobs.worker.pipeline import picture_buffer
-from videojobs.worker.pipeline.errors import BadVideo, OversizedPictureBuffer
+from videojobs.worker.pipeline.errors import AbsurdDimensions, BadVideo, NotAVideo, OversizedPictureBuffer
 from videojobs.worker.pipeline.picture_buffer import PictureBuffer, parameter_sets
 
 
@@ -52,7 +52,7 @@ def test_h264_reference_frames_and_size_are_read_from_the_sps(tmp_path, params, 
 
 
 def _h264_sps_nal(refs: int, width_mbs: int, map_units: int, *, scaling_lists: dict[int, list[int]],
-                  poc_cycle: list[int]) -> bytes:
+                  poc_cycle: list[int], crop: tuple[int, int, int, int] = (0, 0, 0, 0)) -> bytes:
     """A High profile SPS written field by field (7.3.2.1.1): scaling lists and picture order count type 1,
     which x264 never writes, and its emulation prevention bytes."""
     fields = BitArray(uint8=100) + BitArray(uint16=0x0033) + BitArray(ue=0)  # profile, flags and level, id
@@ -67,7 +67,9 @@ def _h264_sps_nal(refs: int, width_mbs: int, map_units: int, *, scaling_lists: d
     for offset in poc_cycle:
         fields += BitArray(se=offset)
     fields += BitArray(ue=refs) + BitArray(bool=False) + BitArray(ue=width_mbs - 1) + BitArray(ue=map_units - 1)
-    fields += BitArray(bool=True) + BitArray(bool=False) + BitArray(bool=True) + BitArray(bool=False)  # ..., VUI
+    fields += BitArray(bool=True) + BitArray(bool=False)  # frame_mbs_only_flag, direct_8x8_inference_flag
+    fields += BitArray(bool=True) + sum((BitArray(ue=v) for v in crop), BitArray())  # frame cropping: l, r, t, b
+    fields += BitArray(bool=False)  # vui_parameters_present_flag
     fields += BitArray(bool=True)  # rbsp_stop_one_bit
     fields += BitArray(-fields.len % 8)
     rbsp = fields.bytes
@@ -82,9 +84,11 @@ def _h264_sps_nal(refs: int, width_mbs: int, map_units: int, *, scaling_lists: d
 def test_h264_scaling_lists_and_poc_type_1_are_walked_over():
     # List 0: 16 explicit deltas; list 3: delta -8 (back to the default list); list 6: 64 values, 8x8.
     lists = {0: [1, -2, 3, 0, 5, -6, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1], 3: [-8], 6: [2] + [0] * 63}
-    nal = _h264_sps_nal(11, 480, 270, scaling_lists=lists, poc_cycle=[1, 2**24, -(2**24)])
+    nal = _h264_sps_nal(11, 480, 270, scaling_lists=lists, poc_cycle=[1, 2**24, -(2**24)], crop=(1, 2, 0, 4))
     assert b"\x00\x00\x03" in nal  # the 24 leading zeros of the large offsets need escaping
-    assert picture_buffer.h264_sps(nal) == PictureBuffer("H.264", 11, 7680, 4320, 1, 8)
+    found = picture_buffer.h264_sps(nal)
+    assert found == PictureBuffer("H.264", 11, 7680, 4320, 1, 8)
+    assert found.display_size == (7680 - 2 * 3, 4320 - 2 * 4)  # cropping counts in chroma samples of 4:2:0
 
 
 @pytest.mark.parametrize("codec, pix_fmt, chroma, bits", [
@@ -162,3 +166,50 @@ def test_the_largest_buffers_within_the_bound_are_accepted(tmp_path):
     picture_buffer.check(_clip(tmp_path, "8k.mp4", "libx264", (7680, 4320), "ref=5"))
     picture_buffer.check(_clip(tmp_path, "8k10.mp4", "libx264", (7680, 4320), "ref=2", pix_fmt="yuv420p10le"))
     picture_buffer.check(_clip(tmp_path, "4k.mp4", "libx264", (3840, 2160), "ref=16"))
+
+
+_NO_B_FRAMES = "bframes=0"
+
+
+def _parts(*specs):
+    return [dict(size=size, frames=frames, options={"preset": "ultrafast", "x264-params": f"{params}:{_NO_B_FRAMES}"})
+            for size, frames, params in specs]
+
+
+@pytest.mark.parametrize("container", ["mp4", "matroska", "avi"])
+def test_parameter_sets_in_the_middle_of_the_stream_are_read(tmp_path, container):
+    # avcC / CodecPrivate name only the first part's; the others come in the packets (Annex B in AVI).
+    path = concatenated_clip(tmp_path / "joined", container, "libx264",
+                             _parts(((640, 360), 3, "ref=1"), ((1280, 720), 3, "ref=7"), ((640, 360), 2, "ref=1")))
+    assert set(parameter_sets(path)) == {PictureBuffer("H.264", 1, 640, 368), PictureBuffer("H.264", 7, 1280, 720)}
+
+
+def test_a_buffer_or_a_frame_size_over_the_bounds_in_the_middle_fails(tmp_path):
+    refs = concatenated_clip(tmp_path / "refs.mp4", "mp4", "libx264",
+                             _parts(((640, 360), 2, "ref=1"), ((7680, 4320), 1, "ref=16")))
+    with pytest.raises(OversizedPictureBuffer, match="keep 16 reference frames of 7680x4320 8-bit 4:2:0 .759 MiB."):
+        picture_buffer.check(refs)
+    large = concatenated_clip(tmp_path / "large.mp4", "mp4", "libx264",
+                              _parts(((640, 360), 2, "ref=1"), ((8192, 8192), 1, "ref=1")))
+    with pytest.raises(AbsurdDimensions) as info:
+        picture_buffer.check(large)
+    assert str(info.value) == ("inside the H.264 stream (its sequence parameter sets), the frame size 8192x8192 "
+                               "(67.1 megapixels) is over the 35.4 megapixels of 8192x4320 (DCI 8K) the service "
+                               "analyses")
+
+
+def test_frame_sizes_are_checked_as_displayed_not_as_coded(tmp_path):
+    # Coded sizes are whole macroblocks (H.264) or coding blocks (HEVC); the bounds are on what is shown.
+    (h264,) = parameter_sets(_clip(tmp_path, "1080.mp4", "libx264", (1920, 1080)))
+    assert (h264.width, h264.height, h264.display_size) == (1920, 1088, (1920, 1080))
+    (hevc,) = set(parameter_sets(_clip(tmp_path, "odd.mkv", "libx265", (642, 362), container="matroska")))
+    assert hevc.display_size == (642, 362) and (hevc.width, hevc.height) != (642, 362)
+
+
+def test_a_stream_of_too_many_different_parameter_sets_is_refused(tmp_path, monkeypatch):
+    path = concatenated_clip(tmp_path / "many.mp4", "mp4", "libx264",
+                             _parts(*(((640, 360), 1, f"ref={r}") for r in (1, 2, 3))))
+    assert len(parameter_sets(path)) == 3
+    monkeypatch.setattr(picture_buffer, "PARAMETER_SETS_MAX", 2)
+    with pytest.raises(NotAVideo, match="the H.264 stream carries more than 2 different sequence parameter sets"):
+        parameter_sets(path)

@@ -1,5 +1,5 @@
 """How much an H.264 or HEVC stream makes its decoder keep, read from the stream's sequence
-parameter sets, against the most the service decodes.
+parameter sets, against the most the service decodes: the pictures it keeps, and their size.
 
 The decoder keeps a stream's reference pictures (its decoded picture buffer) whatever the
 worker's batch length: at 7680x4320 each 8-bit 4:2:0 frame is 47 MiB, a 10-bit one 95 MiB. An
@@ -12,27 +12,35 @@ pictures, because frames of more than 8 bits or fuller chroma are larger in the 
 7680x4320 with OCR, 5 frames of 10 bits took a job over the worker's 3 GiB like 8 frames of 8 bits
 (scripts/bench_frame_memory.py). A stream asking for more fails at open, naming the numbers.
 
-Only the parameter sets a decoder is given up front are read: the container's codec
-configuration (avcC / hvcC) and those in the packets up to the first keyframe. A stream that
-sends a larger set later, in the middle of its data, is not caught here.
+Every parameter set the decoder will be given is read before it decodes a frame: the container's
+codec configuration (avcC / hvcC) and those inside every packet of the stream (one pass of the
+demuxer over the file, no decoding: 5 ms for the 40 s shared sample). A stream may change its
+parameters in the middle (concatenated recordings do); one that switches to a larger buffer, or
+to frames larger than the service analyses, would have the decoder allocate them before any
+frame reached the worker's own checks: the header said 640x360, and the decoder went on to
+frames of 8192x8192 with 16 references (3.5 GiB at its peak, over a worker's 3 GiB; OpenCV even
+scales such frames down to the header's size, so the job completed). The frame size of each
+parameter set is held to the same bounds as the header's (``check_frame_size``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import av
 from bitstring import ConstBitStream, ReadError
 
-from videojobs.common.formats import REFERENCE_BYTES_MAX
-from videojobs.worker.pipeline.errors import OversizedPictureBuffer
+from videojobs.common.formats import FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SIDE_MIN, REFERENCE_BYTES_MAX
+from videojobs.worker.pipeline.errors import AbsurdDimensions, NotAVideo, OversizedPictureBuffer
 
 PICTURES_MAX = 16  # the most either standard lets a stream keep
 
-# Packets read at open to find in-band parameter sets (an Annex B stream has no codec configuration).
-_PACKETS_READ = 16
+# Distinct sequence parameter sets a stream may carry: encoders repeat the same one at every keyframe,
+# a concatenation of recordings brings a few. Each distinct one is parsed (in Python: about 50 us), so
+# a file made of little else must not cost an hour of it.
+PARAMETER_SETS_MAX = 256
 _H264_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 _CHROMA = {0: "4:0:0", 1: "4:2:0", 2: "4:2:2", 3: "4:4:4"}
 _CHROMA_QUARTERS = {0: 0, 1: 2, 2: 4, 3: 8}  # both chroma planes, in quarters of the luma plane
@@ -48,6 +56,11 @@ class PictureBuffer:
     height: int
     chroma_format: int = 1  # chroma_format_idc
     bit_depth: int = 8  # of luma or chroma, the larger
+    cropped: tuple[int, int] = field(default=(0, 0), compare=False)  # columns and rows cut off for display
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        return self.width - self.cropped[0], self.height - self.cropped[1]
 
     @property
     def picture_bytes(self) -> int:
@@ -120,8 +133,20 @@ def h264_sps(nal: bytes) -> PictureBuffer:
     s.pos += 1  # gaps_in_frame_num_value_allowed_flag
     width_mbs = s.read("ue") + 1
     map_units = s.read("ue") + 1
-    height_mbs = map_units * (1 if s.read("bool") else 2)  # frame_mbs_only_flag
-    return PictureBuffer("H.264", refs, width_mbs * 16, height_mbs * 16, chroma_format_idc, bit_depth)
+    frame_mbs_only = s.read("bool")
+    height_mbs = map_units * (1 if frame_mbs_only else 2)
+    s.pos += 1 if frame_mbs_only else 2  # mb_adaptive_frame_field_flag, direct_8x8_inference_flag
+    cropped = (0, 0)
+    if s.read("bool"):  # frame_cropping_flag: offsets in chroma samples (6.2, 7.4.2.1.1)
+        left, right, top, bottom = (s.read("ue") for _ in range(4))
+        unit_x, unit_y = _chroma_step(chroma_format_idc)
+        cropped = (unit_x * (left + right), unit_y * (2 - frame_mbs_only) * (top + bottom))
+    return PictureBuffer("H.264", refs, width_mbs * 16, height_mbs * 16, chroma_format_idc, bit_depth, cropped)
+
+
+def _chroma_step(chroma_format_idc: int) -> tuple[int, int]:
+    """SubWidthC and SubHeightC: luma samples per chroma sample across and down (1 without chroma)."""
+    return {1: (2, 2), 2: (2, 1)}.get(chroma_format_idc, (1, 1))
 
 
 def _skip_profile_tier_level(s: ConstBitStream, max_sub_layers_minus1: int) -> None:
@@ -147,9 +172,11 @@ def hevc_sps(nal: bytes) -> PictureBuffer:
         s.pos += 1  # separate_colour_plane_flag
     width = s.read("ue")
     height = s.read("ue")
-    if s.read("bool"):  # conformance_window_flag
-        for _ in range(4):
-            s.read("ue")
+    cropped = (0, 0)
+    if s.read("bool"):  # conformance_window_flag: offsets in chroma samples
+        left, right, top, bottom = (s.read("ue") for _ in range(4))
+        unit_x, unit_y = _chroma_step(chroma_format_idc)
+        cropped = (unit_x * (left + right), unit_y * (top + bottom))
     bit_depth = 8 + max(s.read("ue"), s.read("ue"))  # bit_depth_luma_minus8, bit_depth_chroma_minus8
     s.read("ue")  # log2_max_pic_order_cnt_lsb_minus4
     every_layer = s.read("bool")  # sps_sub_layer_ordering_info_present_flag
@@ -158,11 +185,12 @@ def hevc_sps(nal: bytes) -> PictureBuffer:
         pictures = s.read("ue") + 1  # sps_max_dec_pic_buffering_minus1
         s.read("ue")  # sps_max_num_reorder_pics
         s.read("ue")  # sps_max_latency_increase_plus1
-    return PictureBuffer("HEVC", pictures, width, height, chroma_format_idc, bit_depth)
+    return PictureBuffer("HEVC", pictures, width, height, chroma_format_idc, bit_depth, cropped)
 
 
 @dataclass(frozen=True)
 class _Codec:
+    name: str  # as errors name it
     sps: Callable[[bytes], PictureBuffer]
     is_sps: Callable[[int], bool]  # from the first byte of a NAL unit
     config_arrays: Callable[[bytes], Iterator[bytes]]  # NAL units of the codec configuration record
@@ -194,8 +222,8 @@ def _hvcc_units(config: bytes) -> Iterator[bytes]:
 
 
 _CODECS = {
-    "h264": _Codec(h264_sps, lambda b: b & 0x1F == 7, _avcc_units, lambda c: (c[4] & 3) + 1),
-    "hevc": _Codec(hevc_sps, lambda b: (b >> 1) & 0x3F == 33, _hvcc_units, lambda c: (c[21] & 3) + 1),
+    "h264": _Codec("H.264", h264_sps, lambda b: b & 0x1F == 7, _avcc_units, lambda c: (c[4] & 3) + 1),
+    "hevc": _Codec("HEVC", hevc_sps, lambda b: (b >> 1) & 0x3F == 33, _hvcc_units, lambda c: (c[21] & 3) + 1),
 }
 
 
@@ -209,14 +237,16 @@ def _annex_b_units(data: bytes, wanted: Callable[[int], bool]) -> Iterator[bytes
             yield data[begin:len(data) if at < 0 else at].rstrip(b"\x00")
 
 
-def _length_prefixed_units(data: bytes, length_size: int, wanted: Callable[[int], bool]) -> Iterator[bytes]:
-    """The NAL units of an ISO/IEC 14496-15 sample (each after its length) whose first byte is `wanted`."""
+def _length_prefixed_units(data: memoryview | bytes, length_size: int,
+                           wanted: Callable[[int], bool]) -> Iterator[bytes]:
+    """The NAL units of an ISO/IEC 14496-15 sample (each after its length) whose first byte is `wanted`
+    (only those are copied out of `data`)."""
     at = 0
     while at + length_size < len(data):
         size = int.from_bytes(data[at:at + length_size], "big")
         begin = at + length_size
         if wanted(data[begin]):
-            yield data[begin:begin + size]
+            yield bytes(data[begin:begin + size])
         at = begin + size
 
 
@@ -225,9 +255,10 @@ def _is_config_record(extradata: bytes) -> bool:
 
 
 def parameter_sets(path: Path) -> list[PictureBuffer]:
-    """Every H.264 / HEVC sequence parameter set the decoder is given up front (see the module's
-    docstring), or none for other codecs. A parameter set that cannot be read is left to the
-    decoder, which refuses it too."""
+    """Every distinct H.264 / HEVC sequence parameter set of the file's video stream, in the codec
+    configuration and in every packet (see the module's docstring), or none for other codecs. A
+    parameter set that cannot be read is left to the decoder, which refuses it too. NotAVideo if the
+    stream carries more than PARAMETER_SETS_MAX different ones."""
     with av.open(str(path)) as container:
         if not container.streams.video:
             return []
@@ -236,37 +267,72 @@ def parameter_sets(path: Path) -> list[PictureBuffer]:
         if codec is None:
             return []
         extradata = bytes(stream.codec_context.extradata or b"")
-        units: list[bytes] = []
+        units: Iterator[bytes] = iter(())
         length_size = 0
         if _is_config_record(extradata):
             try:
                 length_size = codec.length_size(extradata)
-                units.extend(codec.config_arrays(extradata))
+                units = iter(list(codec.config_arrays(extradata)))
             except IndexError:
                 pass
         else:
-            units.extend(_annex_b_units(extradata, codec.is_sps))
-        for n, packet in enumerate(container.demux(stream)):
-            data = bytes(packet)
-            if length_size:
-                units.extend(_length_prefixed_units(data, length_size, codec.is_sps))
-            else:
-                units.extend(_annex_b_units(data, codec.is_sps))
-            if packet.is_keyframe or n + 1 >= _PACKETS_READ:
-                break
-    found = []
-    for unit in units:
-        if unit and codec.is_sps(unit[0]):
-            try:
-                found.append(codec.sps(unit))
-            except (ReadError, ValueError):
+            units = _annex_b_units(extradata, codec.is_sps)
+        seen: dict[bytes, PictureBuffer | None] = {}
+        for unit in _chain(units, _packet_units(container, stream, codec, length_size)):
+            if unit in seen or not unit or not codec.is_sps(unit[0]):
                 continue
-    return found
+            if len(seen) >= PARAMETER_SETS_MAX:
+                raise NotAVideo(f"the {codec.name} stream carries more than {PARAMETER_SETS_MAX} different sequence "
+                                "parameter sets")
+            try:
+                seen[unit] = codec.sps(unit)
+            except (ReadError, ValueError):
+                seen[unit] = None
+    return [found for found in seen.values() if found is not None]
+
+
+def _chain(*parts: Iterator[bytes]) -> Iterator[bytes]:
+    for part in parts:
+        yield from part
+
+
+def _packet_units(container: "av.container.InputContainer", stream: "av.VideoStream", codec: "_Codec",
+                  length_size: int) -> Iterator[bytes]:
+    """The parameter set NAL units inside every packet of `stream`, in file order."""
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        if length_size:
+            yield from _length_prefixed_units(memoryview(packet), length_size, codec.is_sps)
+        else:
+            yield from _annex_b_units(bytes(packet), codec.is_sps)
+
+
+# What a decoder may allocate for one frame (libavcodec's ``max_pixels``): the frames the service analyses,
+# and the padding FFmpeg adds to each row (up to 64 samples), so that a 4320x8192 portrait frame passes.
+DECODER_PIXELS_MAX = FRAME_PIXELS_MAX + 64 * FRAME_SIDE_MAX
+
+
+def check_frame_size(width: int, height: int, where: str = "") -> None:
+    """AbsurdDimensions unless frames of `width` x `height` are within what the service analyses;
+    `where` begins the message."""
+    if not (FRAME_SIDE_MIN <= width <= FRAME_SIDE_MAX and FRAME_SIDE_MIN <= height <= FRAME_SIDE_MAX):
+        raise AbsurdDimensions(
+            f"{where}the frame size {width}x{height} is outside {FRAME_SIDE_MIN}..{FRAME_SIDE_MAX} pixels per side")
+    if width * height > FRAME_PIXELS_MAX:
+        raise AbsurdDimensions(
+            f"{where}the frame size {width}x{height} ({width * height / 1e6:.1f} megapixels) is over "
+            f"the {FRAME_PIXELS_MAX / 1e6:.1f} megapixels of 8192x4320 (DCI 8K) the service analyses"
+        )
 
 
 def check(path: Path) -> None:
-    """Raise OversizedPictureBuffer, naming the numbers, if a parameter set asks for more pictures
-    than the service decodes at its size (the one over by the most)."""
-    over = [p for p in parameter_sets(path) if p.too_large]
+    """Raise, naming the numbers, if a parameter set anywhere in the stream gives frames larger than the
+    service analyses (AbsurdDimensions), or asks for more pictures than the service decodes at their size
+    (OversizedPictureBuffer, the one over by the most)."""
+    found = parameter_sets(path)
+    for sps in found:
+        check_frame_size(*sps.display_size, where=f"inside the {sps.codec} stream (its sequence parameter sets), ")
+    over = [p for p in found if p.too_large]
     if over:
         raise OversizedPictureBuffer(max(over, key=lambda p: p.pictures - p.allowed).describe())

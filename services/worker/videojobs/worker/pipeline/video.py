@@ -35,7 +35,7 @@ import av
 import cv2
 import numpy as np
 
-from videojobs.common.formats import FRAME_PIXELS_MAX, FRAME_SIDE_MAX, FRAME_SIDE_MIN
+from videojobs.common.formats import FRAME_PIXELS_MAX
 from videojobs.common.options import INT32_MAX
 from videojobs.common.results import Sampling, VideoMetadata
 
@@ -266,16 +266,7 @@ def describe_unopenable(path: Path) -> Exception:
 
 def check_info(path: Path, info: VideoInfo) -> None:
     """Reject videos the pipeline must not try to analyse."""
-    if not (FRAME_SIDE_MIN <= info.width <= FRAME_SIDE_MAX and FRAME_SIDE_MIN <= info.height <= FRAME_SIDE_MAX):
-        raise AbsurdDimensions(
-            f"the frame size {info.width}x{info.height} is outside "
-            f"{FRAME_SIDE_MIN}..{FRAME_SIDE_MAX} pixels per side"
-        )
-    if info.width * info.height > FRAME_PIXELS_MAX:
-        raise AbsurdDimensions(
-            f"the frame size {info.width}x{info.height} ({info.width * info.height / 1e6:.1f} megapixels) is over "
-            f"the {FRAME_PIXELS_MAX / 1e6:.1f} megapixels of 8192x4320 (DCI 8K) the service analyses"
-        )
+    picture_buffer.check_frame_size(info.width, info.height)
     if not (0 < info.fps <= MAX_FPS) or not math.isfinite(info.fps):
         raise NotAVideo(f"the frame rate {info.fps!r} is not usable")
     if info.frame_count <= 0:
@@ -565,6 +556,9 @@ class FrameReader:
             stream.thread_type = "AUTO"
             stream.thread_count = self.threads or 1
             codec = stream.codec_context
+            # A frame larger than the service analyses is refused by the decoder before it is allocated, in any
+            # codec (H.264 and HEVC parameter sets were checked at open; VP9, AV1, MPEG-4 carry sizes of their own).
+            codec.options = {"max_pixels": str(picture_buffer.DECODER_PIXELS_MAX)}
             origin = stream.start_time or 0
             tick = stream.time_base
             fps = Fraction(info.fps).limit_denominator(1_000_000)
@@ -586,7 +580,15 @@ class FrameReader:
                     try:
                         frames = packet.decode()
                     except av.error.InvalidDataError:
+                        if codec.width and codec.height:  # H.264 / HEVC keep the size the decoder refused
+                            picture_buffer.check_frame_size(codec.width, codec.height, where="inside the stream, ")
                         continue  # a damaged packet: skipped, as FFmpeg's own tools and OpenCV do
+                    except av.error.ArgumentError:
+                        # What libavcodec's own size check answers (EINVAL), the size forgotten (MPEG-4, VP9).
+                        raise AbsurdDimensions(
+                            "inside the stream, the frame size changes to one the decoder refused: over the "
+                            f"{FRAME_PIXELS_MAX / 1e6:.1f} megapixels of 8192x4320 (DCI 8K) the service analyses"
+                        ) from None
                     for frame in frames:
                         if frame.pts is None:
                             raise NotAVideo("a decoded frame has no timestamp")
