@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipelines", default=",".join(PIPELINES))
     p.add_argument("--seconds", type=float, default=20.0, help="clip length (analysed at 1 frame per second)")
     p.add_argument("--sample-fps", type=float, default=None,
-                   help="the jobs' sample_fps (default: the service's, 1; 0: every frame, decoded by OpenCV)")
+                   help="the jobs' sample_fps (default: the service's, 1; 0: every frame, decoded in order)")
     p.add_argument("--sample", type=Path, default=SHARED / "media" / "bottle-detection.mp4")
     p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
     p.add_argument("--fixed-batches", action="store_true",

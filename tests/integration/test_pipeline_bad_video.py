@@ -151,12 +151,44 @@ def test_a_frame_size_that_grows_mid_stream_fails_on_either_decoding_path(pipeli
     for options in (AnalysisOptions(sample_fps=0), AnalysisOptions(sample_fps=1)):  # OpenCV, then PyAV
         with pytest.raises(AbsurdDimensions, match="8192x8192"):
             pipeline_service.run_on_file("yolo", grows, options)
-    # MPEG-4 part 2 has no parameter sets read at open: the frames the planned ones depend on are decoded with
-    # libavcodec's max_pixels, which refuses the 64 megapixel keyframe before it is allocated.
+    # MPEG-4 part 2 has no parameter sets read at open: frames are decoded with libavcodec's max_pixels, which
+    # refuses the 64 megapixel keyframe before it is allocated (OpenCV decoded and scaled it: 1.4 GiB, COMPLETED).
     mpeg4 = concatenated_clip(tmp_path / "grows.avi", "avi", "mpeg4", [
         dict(size=(640, 360), frames=3), dict(size=(8000, 8000), frames=12)])
-    with pytest.raises(AbsurdDimensions, match="inside the stream, the frame size changes to one the decoder refused"):
-        pipeline_service.run_on_file("yolo", mpeg4, AnalysisOptions(sample_fps=1))  # frames 0 and 10
+    for options in (AnalysisOptions(sample_fps=0), AnalysisOptions(sample_fps=1)):  # every frame; frames 0 and 10
+        with pytest.raises(AbsurdDimensions, match="inside the stream, the frame size changes to one the decoder "
+                                                   "refused: over the 35.4 megapixels"):
+            pipeline_service.run_on_file("yolo", mpeg4, options)
+
+
+def test_a_stream_that_changes_size_within_the_bounds_is_analysed_at_its_headers_size(pipeline_service, tmp_path):
+    import av
+
+    from videojobs.common.options import AnalysisOptions
+    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+
+    parts = [dict(size=(640, 360), frames=10, options=_NO_B_FRAMES), dict(size=(1280, 720), frames=10,
+                                                                            options=_NO_B_FRAMES)]
+    joined = concatenated_clip(tmp_path / "joined.mp4", "mp4", "libx264", parts)
+
+    def frames(sample_fps, seek=None):
+        with FrameReader(joined, 10.0) as reader:
+            info = reader.open()
+            plan = SamplingPlan(info.frame_count, info.fps, sample_fps, 0)
+            return {i: f for i, f in reader.frames(plan, 0, None, seek)}
+
+    every = frames(0)  # decoded in order
+    sampled = frames(5, seek_index(joined))  # by keyframes, only what the samples need
+    assert sorted(every) == list(range(20)) and sorted(sampled) == list(range(0, 20, 2))
+    assert {f.shape for f in every.values()} == {(360, 640, 3)}
+    assert all(np.array_equal(every[i], f) for i, f in sampled.items())  # the same pixels either way
+    with av.open(str(joined)) as container:  # frame 15 as coded: 1280x720, scaled down to the header's size
+        native = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)][15]
+    assert native.shape == (720, 1280, 3)
+    halved = cv2.resize(native, (640, 360), interpolation=cv2.INTER_AREA)
+    assert np.abs(halved.astype(int) - every[15].astype(int)).mean() < 3
+    doc = pipeline_service.run_on_file("yolo", joined, AnalysisOptions(sample_fps=0))
+    assert (doc.video.width, doc.video.height, doc.sampling.frames_analysed) == (640, 360, 20)
 
 
 def test_a_stalled_decode_is_cut_off(model_path, sample_video, tmp_path):

@@ -417,7 +417,6 @@ class VideoFilePipelineService(VideoAnalyzer):
             info = reader.open()
             batch_frames = self.batch_frames(info.width, info.height)
             timings["batch_frames"] = float(batch_frames)
-            timings["decoder_threads"] = float(reader.decoder_threads)
             # Engines after the cheap file checks, so bad input fails fast even on a cold worker.
             class_ids = None
             model_info: Optional[ModelInfo] = None
@@ -483,6 +482,7 @@ class VideoFilePipelineService(VideoAnalyzer):
                 if ocr is not None:
                     ocr.forget_frames()
             timings["decode"] = reader.decode_seconds
+            timings["decoder_threads"] = float(reader.decoder_threads)
             timings["frames_decoded"] = float(reader.frames_decoded)
 
         t0 = time.perf_counter()

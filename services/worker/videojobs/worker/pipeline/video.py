@@ -1,4 +1,4 @@
-"""Video decoding and frame sampling with OpenCV (and PyAV where frames can be skipped).
+"""Video decoding and frame sampling: OpenCV opens and describes a file, PyAV decodes its frames.
 
 Decoding runs in one background thread per job that hands over only the sampled
 frames through a small bounded queue, so memory stays flat whatever the video
@@ -11,15 +11,23 @@ the keyframe before a planned frame whenever one lies ahead, and frames no other
 refers to (non-reference B-frames) are left undecoded unless planned. At 1 sample per
 second that decodes 1 frame of 30 of an intra-only file (MJPEG), about 6 of 30 with a
 keyframe every 12 frames, and half of the shared sample's (a keyframe every 250 frames,
-every other frame a non-reference B-frame). That path uses PyAV, which wraps the same
-FFmpeg decoders as OpenCV, and converts to BGR the way OpenCV does (swscale, bicubic),
-so every frame's pixels equal those of a sequential OpenCV decode
-(tests/integration/test_segments_pipeline.py checks them frame by frame).
+every other frame a non-reference B-frame). Otherwise (every frame sampled, or a file that
+cannot be seeked exactly) every frame is decoded in order and counted as it comes out.
+
+Both paths decode with PyAV, the same FFmpeg decoders OpenCV wraps, and convert to BGR the
+way OpenCV does (swscale, bicubic), so the pixels equal those of a sequential OpenCV decode
+(tests/integration/test_segments_pipeline.py checks them frame by frame; the documents of the
+shared sample are byte-identical to OpenCV's). PyAV rather than OpenCV because it can give
+libavcodec ``max_pixels``: a frame larger than the service analyses, in a stream whose header
+said otherwise, is refused before it is allocated (OpenCV decoded an MPEG-4 stream that grew to
+8000x8000 in its middle, 1.4 GiB at its peak, and scaled its frames down). A stream that changes
+its size within the bounds is scaled to its header's size, as OpenCV did, on both paths.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import queue
 import stat
@@ -35,6 +43,7 @@ import av
 import cv2
 import numpy as np
 
+from videojobs.common.cpus import usable_cpus
 from videojobs.common.formats import FRAME_PIXELS_MAX
 from videojobs.common.options import INT32_MAX
 from videojobs.common.results import Sampling, VideoMetadata
@@ -351,11 +360,11 @@ class FrameReader:
     def __init__(self, path: Path, timeout: float, threads: int = 0,
                  thread_cap: Optional[Callable[[int, int], int]] = None) -> None:
         self.path = Path(path)
-        self.threads = max(0, int(threads))  # FFmpeg decoder threads (0: OpenCV's default, one per core; 1 when skipping)
+        self.threads = max(0, int(threads))  # FFmpeg decoder threads (0: one per usable core in order; 1 when skipping)
         # At most this many for a frame size: FFmpeg's frame threads each decode a frame of their own
         # (47 MiB at 7680x4320), so on many cores they would hold many frames.
         self.thread_cap = thread_cap
-        self.decoder_threads = 0  # what the sequential decoder was opened with (OpenCV's count)
+        self.decoder_threads = 0  # what the decoder was opened with (after thread_cap)
         self.timeout = float(timeout)
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=DECODE_AHEAD_FRAMES)
         self._plan_ready = threading.Event()
@@ -364,7 +373,7 @@ class FrameReader:
         self._range: tuple[int, int] = (0, 0)
         self._seek: Optional[SeekIndex] = None
         self._thread: Optional[threading.Thread] = None
-        self.decode_seconds = 0.0  # time the decoder thread spent in OpenCV
+        self.decode_seconds = 0.0  # time the decoder thread spent decoding and converting
         self.frames_decoded = 0  # frames the decoder produced (sampled or not)
         self.selective = False  # whether only what the plan needs was decoded (PyAV, by keyframes)
         self._stalled = False  # the consumer gave up waiting: the thread may never return
@@ -475,17 +484,8 @@ class FrameReader:
             )
             check_info(self.path, info)
             picture_buffer.check(self.path)
-            self.decoder_threads = int(cap.get(cv2.CAP_PROP_N_THREADS))
-            if self.thread_cap is not None:
-                limit = max(1, self.thread_cap(info.width, info.height))
-                self.threads = min(self.threads, limit)  # 0 stays 0: OpenCV's default here, one thread with PyAV
-                if self.decoder_threads > limit:  # opened with more: again, with the cap
-                    cap.release()
-                    cap = self._capture(limit)
-                    if not cap.isOpened():
-                        self._put(describe_unopenable(self.path))
-                        return
-                    self.decoder_threads = int(cap.get(cv2.CAP_PROP_N_THREADS))
+            cap.release()  # the frames are decoded by PyAV, with libavcodec's bound on a frame's size
+            cap = None
             self.decode_seconds += time.perf_counter() - t0
             if not self._put(info):
                 return
@@ -496,12 +496,10 @@ class FrameReader:
             first, end = self._range
             targets = (plan.index(k) for k in range(first, end))
             if self._seek is not None and (first > 0 or not plan.every_frame):
-                cap.release()
-                cap = None
                 self.selective = True
                 self._decode_skipping(targets, plan, info, self._seek)
             else:
-                self._decode(cap, targets, plan, info)
+                self._decode(targets, plan, info)
         except BadVideo as exc:
             self._put(exc)
         except Exception as exc:  # reported to the consumer, never lost in the thread
@@ -521,44 +519,87 @@ class FrameReader:
             + ([cv2.CAP_PROP_N_THREADS, threads] if threads else []),
         )
 
-    def _decode(self, cap: "cv2.VideoCapture", targets: Iterator[int], plan: SamplingPlan, info: VideoInfo) -> None:
-        """Every frame from the first, in order, with OpenCV; only the planned ones are converted."""
+    def _decode(self, targets: Iterator[int], plan: SamplingPlan, info: VideoInfo) -> None:
+        """Every frame from the first, counted in the order the decoder gives them (as OpenCV counts them:
+        right for files whose timestamps do not number their frames); only the planned ones are converted."""
         target = next(targets, None)
         index = 0
-        frame = None
-        while target is not None and not self._stop.is_set():
-            t0 = time.perf_counter()
-            ok = cap.grab()
-            if ok and index == target:
-                ok, frame = cap.retrieve()
-            self.decode_seconds += time.perf_counter() - t0
-            if not ok:
-                self._put(self._early_end(index, plan, info))
-                return
-            if index == target:
-                if not self._emit(index, frame, info):
+        with self._container(self._threads(info, usable_cpus())) as (container, stream):
+            frames = self._decoded(container, stream, lambda packet: True)
+            while target is not None and not self._stop.is_set():
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                image = None if frame is None or index != target else self._image(frame, info)
+                self.decode_seconds += time.perf_counter() - t0
+                if frame is None:
+                    self._put(self._early_end(index, plan, info))
                     return
-                target = next(targets, None)
-            index += 1
-            self.frames_decoded = index
+                if index == target:
+                    if not self._emit(index, image, info):
+                        return
+                    target = next(targets, None)
+                index += 1
+                self.frames_decoded = index
         self._put(_END)
+
+    def _threads(self, info: VideoInfo, default: int) -> int:
+        """Decoder threads: as asked (else `default`), and no more than ``thread_cap`` allows at this size."""
+        threads = self.threads or default
+        if self.thread_cap is not None:
+            threads = min(threads, max(1, self.thread_cap(info.width, info.height)))
+        return threads
+
+    @contextlib.contextmanager
+    def _container(self, threads: int) -> Iterator[tuple["av.container.InputContainer", "av.VideoStream"]]:
+        """The file opened with PyAV for decoding its first video stream on `threads` threads, with
+        libavcodec's bound on a frame's size (``max_pixels``): a frame larger than the service analyses is
+        refused before it is allocated, whatever the codec and whatever the header said."""
+        self.decoder_threads = threads
+        with av.open(str(self.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.thread_count = threads
+            stream.codec_context.options = {"max_pixels": str(picture_buffer.DECODER_PIXELS_MAX)}
+            yield container, stream
+
+    @staticmethod
+    def _decoded(container: "av.container.InputContainer", stream: "av.VideoStream",
+                 wanted: Callable[["av.Packet"], bool]) -> Iterator["av.VideoFrame"]:
+        """The frames of `stream` from where the container stands; a packet not `wanted` may be dropped by the
+        decoder if no other frame refers to it. A damaged packet is skipped, as FFmpeg's own tools and OpenCV
+        do; a frame size the decoder refused is AbsurdDimensions."""
+        codec = stream.codec_context
+        for packet in container.demux(stream):
+            codec.skip_frame = "DEFAULT" if wanted(packet) else "NONREF"
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                if codec.width and codec.height:  # H.264 / HEVC keep the size the decoder refused
+                    picture_buffer.check_frame_size(codec.width, codec.height, where="inside the stream, ")
+                continue
+            except av.error.ArgumentError:
+                # What libavcodec's own size check answers (EINVAL), the size forgotten (MPEG-4, VP9).
+                raise AbsurdDimensions(
+                    "inside the stream, the frame size changes to one the decoder refused: over the "
+                    f"{FRAME_PIXELS_MAX / 1e6:.1f} megapixels of 8192x4320 (DCI 8K) the service analyses"
+                ) from None
+            yield from frames
+
+    @staticmethod
+    def _image(frame: "av.VideoFrame", info: VideoInfo) -> np.ndarray:
+        """The frame in BGR at the header's size: a stream that changes its size in the middle (within the
+        bounds) is scaled back to it, as OpenCV does, so boxes keep one frame of reference."""
+        return frame.to_ndarray(width=info.width, height=info.height, format="bgr24", interpolation="BICUBIC")
 
     def _decode_skipping(self, targets: Iterator[int], plan: SamplingPlan, info: VideoInfo, index: SeekIndex) -> None:
         """The planned frames with PyAV: jump to the keyframe before a wanted frame whenever one lies
         ahead of the decoder (on an intra-only stream: to the frame itself), and let the decoder drop
         frames that nothing refers to unless they are planned."""
         first, end = self._range
-        with av.open(str(self.path)) as container:
-            stream = container.streams.video[0]
-            # One decoder thread unless told otherwise: what this path decodes is mostly reference frames
-            # between samples, and FFmpeg's frame threads cost CPU the detector's streams need
-            # (1.2-2.5 core-ms per analysed frame more on the shared sample and a 1280x720 mp4v clip).
-            stream.thread_type = "AUTO"
-            stream.thread_count = self.threads or 1
-            codec = stream.codec_context
-            # A frame larger than the service analyses is refused by the decoder before it is allocated, in any
-            # codec (H.264 and HEVC parameter sets were checked at open; VP9, AV1, MPEG-4 carry sizes of their own).
-            codec.options = {"max_pixels": str(picture_buffer.DECODER_PIXELS_MAX)}
+        # One decoder thread unless told otherwise: what this path decodes is mostly reference frames
+        # between samples, and FFmpeg's frame threads cost CPU the detector's streams need
+        # (1.2-2.5 core-ms per analysed frame more on the shared sample and a 1280x720 mp4v clip).
+        with self._container(self._threads(info, 1)) as (container, stream):
             origin = stream.start_time or 0
             tick = stream.time_base
             fps = Fraction(info.fps).limit_denominator(1_000_000)
@@ -570,29 +611,17 @@ class FrameReader:
                 k = round(frame_index / plan.step)
                 return any(first <= j < end and plan.index(j) == frame_index for j in (k - 1, k, k + 1))
 
+            def wanted(packet: "av.Packet") -> bool:
+                # A non-reference frame changes no other frame: decoding it is needed only if planned.
+                return packet.pts is None or planned(frame_at(packet.pts))
+
             def decoded(key: int) -> Iterator[tuple[int, "av.VideoFrame"]]:
                 if key > 0:
                     container.seek(origin + math.floor(key / fps / tick), stream=stream, backward=True)
-                for packet in container.demux(stream):
-                    # A non-reference frame changes no other frame: decoding it is needed only if planned.
-                    wanted = packet.pts is None or planned(frame_at(packet.pts))
-                    codec.skip_frame = "DEFAULT" if wanted else "NONREF"
-                    try:
-                        frames = packet.decode()
-                    except av.error.InvalidDataError:
-                        if codec.width and codec.height:  # H.264 / HEVC keep the size the decoder refused
-                            picture_buffer.check_frame_size(codec.width, codec.height, where="inside the stream, ")
-                        continue  # a damaged packet: skipped, as FFmpeg's own tools and OpenCV do
-                    except av.error.ArgumentError:
-                        # What libavcodec's own size check answers (EINVAL), the size forgotten (MPEG-4, VP9).
-                        raise AbsurdDimensions(
-                            "inside the stream, the frame size changes to one the decoder refused: over the "
-                            f"{FRAME_PIXELS_MAX / 1e6:.1f} megapixels of 8192x4320 (DCI 8K) the service analyses"
-                        ) from None
-                    for frame in frames:
-                        if frame.pts is None:
-                            raise NotAVideo("a decoded frame has no timestamp")
-                        yield frame_at(frame.pts), frame
+                for frame in self._decoded(container, stream, wanted):
+                    if frame.pts is None:
+                        raise NotAVideo("a decoded frame has no timestamp")
+                    yield frame_at(frame.pts), frame
 
             source: Optional[Iterator[tuple[int, "av.VideoFrame"]]] = None
             position = 0  # the frame a forward decode reaches next
@@ -608,7 +637,7 @@ class FrameReader:
                     self.frames_decoded += 1
                     position = at + 1
                     if at == target:
-                        image = frame.to_ndarray(format="bgr24", interpolation="BICUBIC")
+                        image = self._image(frame, info)
                         break
                     if at > target:
                         raise NotAVideo(f"frame {target} is not where the video's index puts it")
