@@ -213,3 +213,23 @@ def test_a_stream_of_too_many_different_parameter_sets_is_refused(tmp_path, monk
     monkeypatch.setattr(picture_buffer, "PARAMETER_SETS_MAX", 2)
     with pytest.raises(NotAVideo, match="the H.264 stream carries more than 2 different sequence parameter sets"):
         parameter_sets(path)
+
+
+def test_nal_units_that_only_look_like_parameter_sets_are_left_to_the_decoder(tmp_path):
+    from tests.hostile.corpus import _no_ftyp
+    from tests.integration.conftest import SAMPLE
+
+    # Without its ftyp the sample's chunk offsets point 32 bytes off: its "packets" are other bytes, where a
+    # walk of NAL lengths finds 30 units of the SPS type. FFmpeg would refuse them (unknown profiles,
+    # nal_ref_idc 0, ...), so they are not read as the stream's parameters: only the real one is.
+    shifted = tmp_path / "no-ftyp.mp4"
+    shifted.write_bytes(_no_ftyp(SAMPLE.read_bytes()))
+    assert parameter_sets(shifted) == parameter_sets(SAMPLE) == [PictureBuffer("H.264", 4, 640, 368)]
+    picture_buffer.check(shifted)
+    good = _h264_sps_nal(4, 40, 23, scaling_lists={}, poc_cycle=[])
+    assert picture_buffer.h264_sps(good).pictures == 4
+    for bad in (bytes([good[0] & 0x9F]) + good[1:],  # nal_ref_idc 0
+                good[:1] + bytes([99]) + good[2:],  # no such profile
+                _h264_sps_nal(17, 40, 23, scaling_lists={}, poc_cycle=[])):  # more references than FFmpeg keeps
+        with pytest.raises(ValueError, match="not a usable parameter set"):
+            picture_buffer.h264_sps(bad)

@@ -42,6 +42,7 @@ PICTURES_MAX = 16  # the most either standard lets a stream keep
 # a file made of little else must not cost an hour of it.
 PARAMETER_SETS_MAX = 256
 _H264_HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
+_H264_PROFILES = {66, 77, 88} | _H264_HIGH_PROFILES
 _CHROMA = {0: "4:0:0", 1: "4:2:0", 2: "4:2:2", 3: "4:4:4"}
 _CHROMA_QUARTERS = {0: 0, 1: 2, 2: 4, 3: 8}  # both chroma planes, in quarters of the luma plane
 
@@ -102,45 +103,69 @@ def _skip_scaling_list(s: ConstBitStream, size: int) -> None:
         last = nxt or last
 
 
+def _valid(condition: bool, what: str) -> None:
+    """Parameter sets FFmpeg would refuse (or that no encoder writes) are left to the decoder: in data that is
+    damaged (or not what its index says) a NAL unit may look like one by chance."""
+    if not condition:
+        raise ValueError(f"not a usable parameter set: {what}")
+
+
+def _decodable_size(width: int, height: int) -> bool:
+    """libavutil's av_image_check_size: what FFmpeg decodes at all."""
+    return (width + 128) * (height + 128) < (2**31 - 1) // 8
+
+
 def h264_sps(nal: bytes) -> PictureBuffer:
-    """7.3.2.1.1, up to frame_mbs_only_flag."""
+    """7.3.2.1.1, up to the frame cropping; ValueError for values FFmpeg refuses or no profile has."""
+    _valid(nal[0] & 0x80 == 0 and nal[0] & 0x60 != 0, "forbidden_zero_bit / nal_ref_idc")
     s = _rbsp(nal, 1)
     profile_idc = s.read("uint:8")
+    _valid(profile_idc in _H264_PROFILES, f"profile_idc {profile_idc}")
     s.pos += 16  # constraint flags, level_idc
-    s.read("ue")  # seq_parameter_set_id
+    _valid(s.read("ue") < 32, "seq_parameter_set_id")
     chroma_format_idc, bit_depth = 1, 8
     if profile_idc in _H264_HIGH_PROFILES:
         chroma_format_idc = s.read("ue")
+        _valid(chroma_format_idc <= 3, "chroma_format_idc")
         if chroma_format_idc == 3:
             s.pos += 1  # separate_colour_plane_flag
-        bit_depth = 8 + max(s.read("ue"), s.read("ue"))  # bit_depth_luma_minus8, bit_depth_chroma_minus8
+        luma, chroma = s.read("ue"), s.read("ue")  # bit_depth_luma_minus8, bit_depth_chroma_minus8
+        _valid(luma <= 6 and chroma <= 6, "bit depth")
+        bit_depth = 8 + max(luma, chroma)
         s.pos += 1  # qpprime_y_zero_transform_bypass_flag
         if s.read("bool"):  # seq_scaling_matrix_present_flag
             for i in range(8 if chroma_format_idc != 3 else 12):
                 if s.read("bool"):
                     _skip_scaling_list(s, 16 if i < 6 else 64)
-    s.read("ue")  # log2_max_frame_num_minus4
+    _valid(s.read("ue") <= 12, "log2_max_frame_num_minus4")
     poc_type = s.read("ue")
+    _valid(poc_type <= 2, "pic_order_cnt_type")
     if poc_type == 0:
-        s.read("ue")  # log2_max_pic_order_cnt_lsb_minus4
+        _valid(s.read("ue") <= 12, "log2_max_pic_order_cnt_lsb_minus4")
     elif poc_type == 1:
         s.pos += 1  # delta_pic_order_always_zero_flag
         s.read("se")  # offset_for_non_ref_pic
         s.read("se")  # offset_for_top_to_bottom_field
-        for _ in range(s.read("ue")):  # num_ref_frames_in_pic_order_cnt_cycle
+        cycle = s.read("ue")  # num_ref_frames_in_pic_order_cnt_cycle
+        _valid(cycle < 256, "num_ref_frames_in_pic_order_cnt_cycle")
+        for _ in range(cycle):
             s.read("se")
     refs = s.read("ue")  # max_num_ref_frames
+    _valid(refs <= PICTURES_MAX, "max_num_ref_frames")
     s.pos += 1  # gaps_in_frame_num_value_allowed_flag
     width_mbs = s.read("ue") + 1
     map_units = s.read("ue") + 1
     frame_mbs_only = s.read("bool")
     height_mbs = map_units * (1 if frame_mbs_only else 2)
+    _valid(_decodable_size(width_mbs * 16, height_mbs * 16), "frame size")
     s.pos += 1 if frame_mbs_only else 2  # mb_adaptive_frame_field_flag, direct_8x8_inference_flag
     cropped = (0, 0)
     if s.read("bool"):  # frame_cropping_flag: offsets in chroma samples (6.2, 7.4.2.1.1)
         left, right, top, bottom = (s.read("ue") for _ in range(4))
         unit_x, unit_y = _chroma_step(chroma_format_idc)
         cropped = (unit_x * (left + right), unit_y * (2 - frame_mbs_only) * (top + bottom))
+        if cropped[0] >= width_mbs * 16 or cropped[1] >= height_mbs * 16:
+            cropped = (0, 0)  # FFmpeg ignores a crop larger than the picture
     return PictureBuffer("H.264", refs, width_mbs * 16, height_mbs * 16, chroma_format_idc, bit_depth, cropped)
 
 
@@ -160,29 +185,40 @@ def _skip_profile_tier_level(s: ConstBitStream, max_sub_layers_minus1: int) -> N
 
 
 def hevc_sps(nal: bytes) -> PictureBuffer:
-    """7.3.2.2.1, up to the sub-layer ordering info; the highest sub-layer's buffer counts."""
+    """7.3.2.2.1, up to the sub-layer ordering info; the highest sub-layer's buffer counts. ValueError for
+    values FFmpeg refuses, and for sets of layers other than the base one (which FFmpeg's decoder skips)."""
+    _valid(nal[0] & 0x80 == 0 and (nal[0] & 1, nal[1] >> 3) == (0, 0) and nal[1] & 7 != 0,
+           "forbidden_zero_bit / nuh_layer_id / nuh_temporal_id_plus1")
     s = _rbsp(nal, 2)
     s.pos += 4  # sps_video_parameter_set_id
     max_sub_layers_minus1 = s.read("uint:3")
+    _valid(max_sub_layers_minus1 <= 6, "sps_max_sub_layers_minus1")
     s.pos += 1  # sps_temporal_id_nesting_flag
     _skip_profile_tier_level(s, max_sub_layers_minus1)
-    s.read("ue")  # sps_seq_parameter_set_id
+    _valid(s.read("ue") < 16, "sps_seq_parameter_set_id")
     chroma_format_idc = s.read("ue")
+    _valid(chroma_format_idc <= 3, "chroma_format_idc")
     if chroma_format_idc == 3:
         s.pos += 1  # separate_colour_plane_flag
     width = s.read("ue")
     height = s.read("ue")
+    _valid(width > 0 and height > 0 and _decodable_size(width, height), "frame size")
     cropped = (0, 0)
     if s.read("bool"):  # conformance_window_flag: offsets in chroma samples
         left, right, top, bottom = (s.read("ue") for _ in range(4))
         unit_x, unit_y = _chroma_step(chroma_format_idc)
         cropped = (unit_x * (left + right), unit_y * (top + bottom))
-    bit_depth = 8 + max(s.read("ue"), s.read("ue"))  # bit_depth_luma_minus8, bit_depth_chroma_minus8
-    s.read("ue")  # log2_max_pic_order_cnt_lsb_minus4
+        if cropped[0] >= width or cropped[1] >= height:
+            cropped = (0, 0)  # FFmpeg ignores a window larger than the picture
+    luma, chroma = s.read("ue"), s.read("ue")  # bit_depth_luma_minus8, bit_depth_chroma_minus8
+    _valid(luma <= 8 and chroma <= 8, "bit depth")
+    bit_depth = 8 + max(luma, chroma)
+    _valid(s.read("ue") <= 12, "log2_max_pic_order_cnt_lsb_minus4")
     every_layer = s.read("bool")  # sps_sub_layer_ordering_info_present_flag
     pictures = 0
     for _ in range(0 if every_layer else max_sub_layers_minus1, max_sub_layers_minus1 + 1):
         pictures = s.read("ue") + 1  # sps_max_dec_pic_buffering_minus1
+        _valid(pictures <= PICTURES_MAX, "sps_max_dec_pic_buffering_minus1")
         s.read("ue")  # sps_max_num_reorder_pics
         s.read("ue")  # sps_max_latency_increase_plus1
     return PictureBuffer("HEVC", pictures, width, height, chroma_format_idc, bit_depth, cropped)
@@ -313,12 +349,12 @@ def _packet_units(container: "av.container.InputContainer", stream: "av.VideoStr
 DECODER_PIXELS_MAX = FRAME_PIXELS_MAX + 64 * FRAME_SIDE_MAX
 
 
-def check_frame_size(width: int, height: int, where: str = "") -> None:
-    """AbsurdDimensions unless frames of `width` x `height` are within what the service analyses;
-    `where` begins the message."""
-    if not (FRAME_SIDE_MIN <= width <= FRAME_SIDE_MAX and FRAME_SIDE_MIN <= height <= FRAME_SIDE_MAX):
+def check_frame_size(width: int, height: int, where: str = "", smallest: int = FRAME_SIDE_MIN) -> None:
+    """AbsurdDimensions unless frames of `width` x `height` are within what the service analyses (sides
+    of at least `smallest`); `where` begins the message."""
+    if not (smallest <= width <= FRAME_SIDE_MAX and smallest <= height <= FRAME_SIDE_MAX):
         raise AbsurdDimensions(
-            f"{where}the frame size {width}x{height} is outside {FRAME_SIDE_MIN}..{FRAME_SIDE_MAX} pixels per side")
+            f"{where}the frame size {width}x{height} is outside {smallest}..{FRAME_SIDE_MAX} pixels per side")
     if width * height > FRAME_PIXELS_MAX:
         raise AbsurdDimensions(
             f"{where}the frame size {width}x{height} ({width * height / 1e6:.1f} megapixels) is over "
@@ -332,7 +368,10 @@ def check(path: Path) -> None:
     (OversizedPictureBuffer, the one over by the most)."""
     found = parameter_sets(path)
     for sps in found:
-        check_frame_size(*sps.display_size, where=f"inside the {sps.codec} stream (its sequence parameter sets), ")
+        # Only frames larger than the bounds matter here: smaller ones cost nothing, and are scaled to the
+        # header's size like any other size change.
+        check_frame_size(*sps.display_size, where=f"inside the {sps.codec} stream (its sequence parameter sets), ",
+                         smallest=1)
     over = [p for p in found if p.too_large]
     if over:
         raise OversizedPictureBuffer(max(over, key=lambda p: p.pictures - p.allowed).describe())
