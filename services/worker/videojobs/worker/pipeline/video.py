@@ -471,7 +471,7 @@ class FrameReader:
         cap = None
         try:
             t0 = time.perf_counter()
-            cap = self._capture(self.threads)
+            cap = self._capture()
             if not cap.isOpened():
                 self._put(describe_unopenable(self.path))
                 return
@@ -508,15 +508,20 @@ class FrameReader:
             if cap is not None:
                 cap.release()
 
-    def _capture(self, threads: int) -> "cv2.VideoCapture":
+    @property
+    def _ffmpeg_timeout(self) -> float:
         # FFmpeg's own bound is set a little later than ours: ours raises
         # DecodeStalled, FFmpeg's then lets this abandoned thread end.
-        timeout_ms = max(1, int((self.timeout + 5.0) * 1000))
+        return self.timeout + 5.0
+
+    def _capture(self) -> "cv2.VideoCapture":
+        """OpenCV's view of the file, to describe it (it decodes no frame: one thread is enough)."""
+        timeout_ms = max(1, int(self._ffmpeg_timeout * 1000))
         return cv2.VideoCapture(
             str(self.path),
             cv2.CAP_FFMPEG,
-            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-            + ([cv2.CAP_PROP_N_THREADS, threads] if threads else []),
+            [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms,
+             cv2.CAP_PROP_N_THREADS, 1],
         )
 
     def _decode(self, targets: Iterator[int], plan: SamplingPlan, info: VideoInfo) -> None:
@@ -555,7 +560,7 @@ class FrameReader:
         libavcodec's bound on a frame's size (``max_pixels``): a frame larger than the service analyses is
         refused before it is allocated, whatever the codec and whatever the header said."""
         self.decoder_threads = threads
-        with av.open(str(self.path)) as container:
+        with av.open(str(self.path), timeout=self._ffmpeg_timeout) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.thread_count = threads
