@@ -27,6 +27,8 @@ _PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _PREFIX_LENGTH = 10
 _KEY_RE = re.compile(r"^vjk_([a-z0-9]{10})_([A-Za-z0-9_-]{43})$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+MAX_ACTIVE_JOBS_BOUND = 1_000_000  # a tenant's own bound on its unfinished jobs, at most
+REQUEST_RATE_MAX_CHARS = 64  # the column's width
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,6 @@ class TenantLimits:
             defaults.max_active_jobs if self.max_active_jobs is None else self.max_active_jobs,
             defaults.request_rate if self.request_rate is None else self.request_rate,
         )
-
-
-MAX_ACTIVE_JOBS_BOUND = 1_000_000
-REQUEST_RATE_MAX_CHARS = 64
 
 
 def check_request_rate(value: str) -> str:
