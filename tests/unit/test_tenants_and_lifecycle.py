@@ -206,11 +206,11 @@ def test_tenant_limits_are_checked_when_made_and_fill_in_the_services_defaults()
 
 
 def test_quotas_read_a_tenant_once_per_cache_period_and_hold_the_last_read_through_an_outage(monkeypatch):
-    from videojobs.api import quotas as quotas_module
+    from videojobs.api import caching
     from videojobs.api.quotas import TenantQuotas
 
     now = [1000.0]
-    monkeypatch.setattr(quotas_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(caching.time, "monotonic", lambda: now[0])
     store = TenantsWithLimits(alpha=TenantLimits(max_active_jobs=7), beta=TenantLimits())
     quotas = TenantQuotas(store, TenantLimits(2, "10 per 60 seconds"), cache_seconds=2.0)
     assert quotas.of("alpha") == TenantLimits(7, "10 per 60 seconds")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
+from videojobs.api.caching import ReadThroughCache
 from videojobs.common.errors import Unauthenticated
 from videojobs.common.job import DEFAULT_TENANT
 from videojobs.common.ports.tenants import TenantStore
@@ -33,9 +32,7 @@ class Authenticator:
         self.mode = mode
         self._store = store
         self._pepper = pepper
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
-        self._lock = threading.Lock()
+        self._records: ReadThroughCache[ApiKeyRecord | None] = ReadThroughCache(cache_seconds)
 
     def authenticate(self, authorization: str | None) -> Caller:
         if self.mode == "none":
@@ -50,15 +47,6 @@ class Authenticator:
         return Caller(record.tenant_id, record.prefix)
 
     def _record(self, prefix: str) -> ApiKeyRecord | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(prefix)
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
-        assert self._store is not None
-        record = self._store.find_key(prefix)
-        with self._lock:
-            if len(self._cache) > 10_000:  # unknown prefixes must not grow the cache without bound
-                self._cache.clear()
-            self._cache[prefix] = (now, record)
-        return record
+        store = self._store
+        assert store is not None
+        return self._records.get(prefix, lambda: store.find_key(prefix))

@@ -1,8 +1,10 @@
-"""A least-recently-used cache bounded by the bytes its entries hold, not by their number."""
+"""Caches of the api: a least-recently-used one bounded by the bytes its entries hold, and one that keeps
+what a slower store answered for a few seconds."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Callable, Generic, Hashable, Optional, TypeVar
@@ -81,3 +83,36 @@ class ByteBudgetCache(Generic[V]):
             value = self._entries.pop(key, None)
             if value is not None:
                 self._bytes -= self._size(value)
+
+
+class ReadThroughCache(Generic[V]):
+    """What a store answered for a key (None included), kept `seconds` after it was read: a change in the
+    store takes effect within that time, and a key asked for often costs one read per period. At most
+    `max_entries` keys: beyond that the cache starts again, so keys that do not exist cannot grow it."""
+
+    def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
+        self._seconds = seconds
+        self._max_entries = max_entries
+        self._entries: dict[Hashable, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, read: Callable[[], V]) -> V:
+        """The value read for `key` less than `seconds` ago, else `read()`'s, kept (what `read` raises goes
+        to the caller, and the last value stays as it was)."""
+        now = time.monotonic()
+        with self._lock:
+            kept = self._entries.get(key)
+        if kept is not None and now - kept[0] < self._seconds:
+            return kept[1]
+        value = read()
+        with self._lock:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            self._entries[key] = (now, value)
+        return value
+
+    def last(self, key: Hashable) -> Optional[V]:
+        """The value last read for `key`, however old; None if none was."""
+        with self._lock:
+            kept = self._entries.get(key)
+        return kept[1] if kept is not None else None

@@ -9,19 +9,16 @@ request-rate gate keeps working through a database outage, as it does without te
 from __future__ import annotations
 
 import logging
-import math
-import threading
-import time
 
+from videojobs.api.caching import ReadThroughCache
 from videojobs.common.config import Settings
+from videojobs.common.observability import logs
 from videojobs.common.ports.tenants import TenantStore
 from videojobs.common.tenants import TenantLimits
 
 log = logging.getLogger(__name__)
 
 LIMITS_CACHE_SECONDS = 2.0  # as long as the authenticator keeps a key
-_CACHE_ENTRIES_MAX = 10_000
-_UNREACHABLE_LOG_SECONDS = 60.0
 
 
 def service_defaults(settings: Settings) -> TenantLimits:
@@ -38,10 +35,8 @@ class TenantQuotas:
             raise ValueError("the service's default limits must both be set")
         self._store = store
         self.defaults = defaults
-        self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, TenantLimits]] = {}
-        self._lock = threading.Lock()
-        self._warned_at = -math.inf
+        self._limits: ReadThroughCache[TenantLimits] = ReadThroughCache(cache_seconds)
+        self._unreachable_warning = logs.Throttle()  # once a minute while the store cannot be reached
 
     @classmethod
     def uniform(cls, request_rate: str = "", max_active_jobs: int = 0) -> "TenantQuotas":
@@ -51,26 +46,16 @@ class TenantQuotas:
     def of(self, tenant_id: str) -> TenantLimits:
         if self._store is None:
             return self.defaults
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(tenant_id)
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
-        try:
-            tenant = self._store.get_tenant(tenant_id)
-        except Exception as exc:  # noqa: BLE001 - the database is down or slow: the limits last read hold
-            self._unreachable(exc)
-            return cached[1] if cached is not None else self.defaults
-        limits = tenant.limits.over(self.defaults) if tenant is not None else self.defaults
-        with self._lock:
-            if len(self._cache) >= _CACHE_ENTRIES_MAX:
-                self._cache.clear()
-            self._cache[tenant_id] = (now, limits)
-        return limits
+        store = self._store
 
-    def _unreachable(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _UNREACHABLE_LOG_SECONDS:
-            self._warned_at = now
-            log.warning("tenant limits: the tenant store cannot be reached (%s); the limits last read stay in "
-                        "force meanwhile", exc)
+        def read() -> TenantLimits:
+            tenant = store.get_tenant(tenant_id)
+            return tenant.limits.over(self.defaults) if tenant is not None else self.defaults
+
+        try:
+            return self._limits.get(tenant_id, read)
+        except Exception as exc:  # noqa: BLE001 - the database is down or slow: the limits last read hold
+            if self._unreachable_warning.due():
+                log.warning("tenant limits: the tenant store cannot be reached (%s); the limits last read stay "
+                            "in force meanwhile", exc)
+            return self._limits.last(tenant_id) or self.defaults

@@ -28,11 +28,11 @@ from limits import RateLimitItem, parse, storage, strategies
 from videojobs.api.metrics import RATE_REFUSALS, RATE_SHARED_UNREACHABLE
 from videojobs.api.quotas import TenantQuotas
 from videojobs.common.errors import TooManyRequests
+from videojobs.common.observability import logs
 from videojobs.common.tenants import Caller
 
 log = logging.getLogger(__name__)
 
-UNREACHABLE_LOG_SECONDS = 60.0  # one warning per minute while the shared counters cannot be reached
 
 
 class TenantRequestRate:
@@ -44,7 +44,7 @@ class TenantRequestRate:
         self._quotas = quotas
         self._local = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._shared = strategies.SlidingWindowCounterRateLimiter(shared) if shared is not None else None
-        self._warned_at = -math.inf
+        self._unreachable_warning = logs.Throttle()  # once a minute while the shared counters cannot be reached
 
     @property
     def shared(self) -> bool:
@@ -75,9 +75,7 @@ class TenantRequestRate:
 
     def _unreachable(self, exc: Exception) -> None:
         RATE_SHARED_UNREACHABLE.inc()
-        now = time.monotonic()
-        if now - self._warned_at >= UNREACHABLE_LOG_SECONDS:
-            self._warned_at = now
+        if self._unreachable_warning.due():
             log.warning("request rates: the shared counters cannot be reached (%s); each api process limits "
                         "its tenants on its own meanwhile", exc)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 
 from videojobs.api.quotas import service_defaults
 from videojobs.common.adapters.factory import make_repository, make_tenant_store
@@ -106,11 +107,11 @@ def main(argv: list[str]) -> int:
             except ValueError as exc:
                 print(f"videojobs tenants: {exc}", file=sys.stderr)
                 return 2
-            rows = [describe(tenant, defaults, _active_keys(store, tenant.tenant_id))]
+            tenants = [tenant]
         else:
-            keys = store.list_keys()
-            rows = [describe(t, defaults, sum(k.tenant_id == t.tenant_id and k.active for k in keys))
-                    for t in store.list_tenants()]
+            tenants = store.list_tenants()
+        active_keys = Counter(k.tenant_id for k in store.list_keys() if k.active)
+        rows = [describe(t, defaults, active_keys[t.tenant_id]) for t in tenants]
         if args.json:
             print(json.dumps(rows[0] if args.action == "set" else rows))
             return 0
@@ -121,7 +122,3 @@ def main(argv: list[str]) -> int:
     finally:
         repo.dispose()
     return 0
-
-
-def _active_keys(store: TenantStore, tenant_id: str) -> int:
-    return sum(k.tenant_id == tenant_id and k.active for k in store.list_keys())

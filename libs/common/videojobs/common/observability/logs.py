@@ -189,3 +189,21 @@ def _log_uncaught(exc_type, exc, tb, thread: str = "main") -> None:  # noqa: ANN
     if issubclass(exc_type, KeyboardInterrupt):
         return
     logging.getLogger("videojobs").critical("uncaught exception in thread %s", thread, exc_info=(exc_type, exc, tb))
+
+
+class Throttle:
+    """``due()`` is True at most once per `seconds`: a warning repeated while a condition lasts (a store that
+    cannot be reached) is logged once a minute, not on every call."""
+
+    def __init__(self, seconds: float = 60.0) -> None:
+        self._seconds = seconds
+        self._last = -float("inf")
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self._seconds:
+                return False
+            self._last = now
+            return True
