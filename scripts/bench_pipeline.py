@@ -459,7 +459,7 @@ def decode_alone(path: Path, sample_fps: float, max_frames: int, threads: int = 
     """The decoding the pipeline does for this sampling, and nothing else: its own ``FrameReader``
     through the same plan (by keyframes, skipping unreferenced frames, where the file allows it), in
     CPU time per analysed frame, median of `repeat`. What decoding alone adds to the forward's CPU."""
-    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
 
     runs, decoded, frames = [], 0, 0
     for _ in range(repeat):
@@ -467,8 +467,7 @@ def decode_alone(path: Path, sample_fps: float, max_frames: int, threads: int = 
         with FrameReader(path, timeout=120, threads=threads) as reader:
             info = reader.open()
             plan = SamplingPlan(info.frame_count, info.fps, sample_fps, max_frames)
-            index = None if plan.every_frame else seek_index(path)
-            frames = sum(1 for _ in reader.frames(plan, seek=index))
+            frames = sum(1 for _ in reader.frames(plan))
         runs.append(_cpu_seconds() - cpu0)
         decoded = reader.frames_decoded
     return {"frames": frames, "frames_decoded": decoded,

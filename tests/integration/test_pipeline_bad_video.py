@@ -165,20 +165,22 @@ def test_a_stream_that_changes_size_within_the_bounds_is_analysed_at_its_headers
     import av
 
     from videojobs.common.options import AnalysisOptions
-    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
 
     parts = [dict(size=(640, 360), frames=10, options=_NO_B_FRAMES), dict(size=(1280, 720), frames=10,
                                                                             options=_NO_B_FRAMES)]
     joined = concatenated_clip(tmp_path / "joined.mp4", "mp4", "libx264", parts)
 
-    def frames(sample_fps, seek=None):
+    def frames(sample_fps):
         with FrameReader(joined, 10.0) as reader:
             info = reader.open()
             plan = SamplingPlan(info.frame_count, info.fps, sample_fps, 0)
-            return {i: f for i, f in reader.frames(plan, 0, None, seek)}
+            frames = {i: f for i, f in reader.frames(plan)}
+            assert reader.selective == (sample_fps > 0)  # every frame: decoded in order; else by keyframes
+            return frames
 
-    every = frames(0)  # decoded in order
-    sampled = frames(5, seek_index(joined))  # by keyframes, only what the samples need
+    every = frames(0)
+    sampled = frames(5)
     assert sorted(every) == list(range(20)) and sorted(sampled) == list(range(0, 20, 2))
     assert {f.shape for f in every.values()} == {(360, 640, 3)}
     assert all(np.array_equal(every[i], f) for i, f in sampled.items())  # the same pixels either way

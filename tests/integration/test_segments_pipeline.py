@@ -20,7 +20,7 @@ from videojobs.common.options import AnalysisOptions
 from videojobs.common.errors import PoisonInput
 from videojobs.common.results import ResultsDocument
 from videojobs.common.segments import Segment, SkippedSegment, split_samples
-from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, SeekIndex
 
 
 def sequential_hashes(path: Path) -> list[str]:
@@ -35,15 +35,21 @@ def sequential_hashes(path: Path) -> list[str]:
     return out
 
 
+def seek_index(path: Path) -> SeekIndex:
+    """The file's seek index, as a reader makes it when it opens the file."""
+    with FrameReader(path, 10.0) as reader:
+        reader.open()
+        return reader.seek_index
+
+
 def segment_hashes(path: Path, plan: SamplingPlan, first: int, end: int,
                    decoded: list[int] | None = None) -> list[tuple[int, str]]:
     """Frames of samples [first, end) decoded the way a job or a segment does: with the file's seek
     index, so from the keyframe before the first and only what the plan needs (`decoded` gets how
     many frames the decoder produced, or -1 if it decoded sequentially)."""
-    index = seek_index(path)
     with FrameReader(path, 10.0) as reader:
         reader.open()
-        out = [(i, hashlib.sha1(f.tobytes()).hexdigest()) for i, f in reader.frames(plan, first, end, index)]
+        out = [(i, hashlib.sha1(f.tobytes()).hexdigest()) for i, f in reader.frames(plan, first, end)]
         if decoded is not None:
             decoded.append(reader.frames_decoded if reader.selective else -1)
         return out
@@ -223,3 +229,22 @@ def test_merged_segments_give_the_bytes_of_one_pass(sample_video, pipeline_servi
     # out of order: refused, not merged into wrong tracks
     with pytest.raises(ValueError, match="segment order"):
         pipeline_service.merge_segments("yolo", options, [parts[0], parts[2], parts[1]])
+
+
+def test_a_segment_reads_the_files_packets_once_before_it_decodes(sample_video, pipeline_service,  # noqa: F811
+                                                                   monkeypatch):
+    """Opening describes the file (OpenCV) and reads its packets once (``survey``: the parameter sets and the
+    seek index in one pass); then the segment decodes from its keyframe. No other pass over the file."""
+    from videojobs.worker.pipeline import video
+
+    options = AnalysisOptions(sample_fps=1.0)
+    split = pipeline_service.plan_split("yolo", sample_video, options, 16)
+    second = split.ranges[1]
+    opened: list[str] = []
+    real_open, real_capture = av.open, cv2.VideoCapture
+    monkeypatch.setattr(video.av, "open", lambda *a, **kw: opened.append("PyAV") or real_open(*a, **kw))
+    monkeypatch.setattr(video.cv2, "VideoCapture", lambda *a: opened.append("OpenCV") or real_capture(*a))
+    part = json.loads(pipeline_service.run_segment("yolo", sample_video, options, second.first_sample,
+                                                   second.end_sample))
+    assert sorted(opened) == ["OpenCV", "PyAV", "PyAV"], opened
+    assert [f["frame_index"] for f in part["frames"]][:1] == [second.first_frame]

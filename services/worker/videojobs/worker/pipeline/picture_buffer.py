@@ -13,8 +13,9 @@ pictures, because frames of more than 8 bits or fuller chroma are larger in the 
 (scripts/bench_frame_memory.py). A stream asking for more fails at open, naming the numbers.
 
 Every parameter set the decoder will be given is read before it decodes a frame: the container's
-codec configuration (avcC / hvcC) and those inside every packet of the stream (one pass of the
-demuxer over the file, no decoding: 5 ms for the 40 s shared sample). A stream may change its
+codec configuration (avcC / hvcC) and those inside every packet of the stream (``ParameterSets``, in
+the one pass of the demuxer over the file that a reader makes at open, no decoding, see
+``video.survey``). A stream may change its
 parameters in the middle (concatenated recordings do); one that switches to a larger buffer, or
 to frames larger than the service analyses, would have the decoder allocate them before any
 frame reached the worker's own checks: the header said 640x360, and the decoder went on to
@@ -25,9 +26,10 @@ parameter set is held to the same bounds as the header's (``check_frame_size``).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import av
 from bitstring import ConstBitStream, ReadError
@@ -273,13 +275,17 @@ def _annex_b_units(data: bytes, wanted: Callable[[int], bool]) -> Iterator[bytes
             yield data[begin:len(data) if at < 0 else at].rstrip(b"\x00")
 
 
+_LENGTHS = {1: struct.Struct(">B"), 2: struct.Struct(">H"), 4: struct.Struct(">I")}  # (3 bytes: int.from_bytes)
+
+
 def _length_prefixed_units(data: memoryview | bytes, length_size: int,
                            wanted: Callable[[int], bool]) -> Iterator[bytes]:
     """The NAL units of an ISO/IEC 14496-15 sample (each after its length) whose first byte is `wanted`
     (only those are copied out of `data`)."""
-    at = 0
-    while at + length_size < len(data):
-        size = int.from_bytes(data[at:at + length_size], "big")
+    length = _LENGTHS.get(length_size)
+    at, end = 0, len(data)
+    while at + length_size < end:
+        size = length.unpack_from(data, at)[0] if length else int.from_bytes(data[at:at + length_size], "big")
         begin = at + length_size
         if wanted(data[begin]):
             yield bytes(data[begin:begin + size])
@@ -290,58 +296,89 @@ def _is_config_record(extradata: bytes) -> bool:
     return len(extradata) > 6 and extradata[0] == 1  # configurationVersion; Annex B starts with 00 00
 
 
-def parameter_sets(path: Path) -> list[PictureBuffer]:
-    """Every distinct H.264 / HEVC sequence parameter set of the file's video stream, in the codec
-    configuration and in every packet (see the module's docstring), or none for other codecs. A
-    parameter set that cannot be read is left to the decoder, which refuses it too. NotAVideo if the
-    stream carries more than PARAMETER_SETS_MAX different ones."""
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            return []
-        stream = container.streams.video[0]
-        codec = _CODECS.get(stream.codec_context.name)
-        if codec is None:
-            return []
-        extradata = bytes(stream.codec_context.extradata or b"")
-        units: Iterator[bytes] = iter(())
-        length_size = 0
+class ParameterSets:
+    """The distinct H.264 / HEVC sequence parameter sets of one video stream: those of its codec configuration,
+    then those inside each packet given to ``add`` (none for other codecs). A parameter set that cannot be
+    read is left to the decoder, which refuses it too. NotAVideo once the stream carries more than
+    PARAMETER_SETS_MAX different ones."""
+
+    def __init__(self, codec: str = "", extradata: bytes = b"") -> None:
+        """`codec`: FFmpeg's name of the stream's codec; `extradata`: its codec configuration."""
+        self._codec = _CODECS.get(codec)
+        self._length_size = 0
+        self._seen: dict[bytes, PictureBuffer | None] = {}
+        if self._codec is None:
+            return
         if _is_config_record(extradata):
             try:
-                length_size = codec.length_size(extradata)
-                units = iter(list(codec.config_arrays(extradata)))
+                self._length_size = self._codec.length_size(extradata)
+                self._read(list(self._codec.config_arrays(extradata)))
             except IndexError:
                 pass
         else:
-            units = _annex_b_units(extradata, codec.is_sps)
-        seen: dict[bytes, PictureBuffer | None] = {}
-        for unit in _chain(units, _packet_units(container, stream, codec, length_size)):
-            if unit in seen or not unit or not codec.is_sps(unit[0]):
-                continue
-            if len(seen) >= PARAMETER_SETS_MAX:
-                raise NotAVideo(f"the {codec.name} stream carries more than {PARAMETER_SETS_MAX} different sequence "
-                                "parameter sets")
-            try:
-                seen[unit] = codec.sps(unit)
-            except (ReadError, ValueError):
-                seen[unit] = None
-    return [found for found in seen.values() if found is not None]
+            self._read(_annex_b_units(extradata, self._codec.is_sps))
 
+    @classmethod
+    def of(cls, stream: "av.VideoStream") -> "ParameterSets":
+        return cls(stream.codec_context.name, bytes(stream.codec_context.extradata or b""))
 
-def _chain(*parts: Iterator[bytes]) -> Iterator[bytes]:
-    for part in parts:
-        yield from part
-
-
-def _packet_units(container: "av.container.InputContainer", stream: "av.VideoStream", codec: "_Codec",
-                  length_size: int) -> Iterator[bytes]:
-    """The parameter set NAL units inside every packet of `stream`, in file order."""
-    for packet in container.demux(stream):
-        if not packet.size:
-            continue
-        if length_size:
-            yield from _length_prefixed_units(memoryview(packet), length_size, codec.is_sps)
+    def add(self, packet: "av.Packet") -> None:
+        """Read the parameter sets inside `packet` (length-prefixed units are walked without copying it)."""
+        if self._codec is None or not packet.size:
+            return
+        if self._length_size:
+            self._read(_length_prefixed_units(memoryview(packet), self._length_size, self._codec.is_sps))
         else:
-            yield from _annex_b_units(bytes(packet), codec.is_sps)
+            self._read(_annex_b_units(bytes(packet), self._codec.is_sps))
+
+    @property
+    def found(self) -> list[PictureBuffer]:
+        return [found for found in self._seen.values() if found is not None]
+
+    def check(self) -> None:
+        """Raise, naming the numbers, if a parameter set gives frames larger than the service analyses
+        (AbsurdDimensions), or asks for more pictures than the service decodes at their size
+        (OversizedPictureBuffer, the one over by the most)."""
+        found = self.found
+        for sps in found:
+            # Only frames larger than the bounds matter here: smaller ones cost nothing, and are scaled to the
+            # header's size like any other size change.
+            check_frame_size(*sps.display_size, where=f"inside the {sps.codec} stream (its sequence parameter sets), ",
+                             smallest=1)
+        over = [p for p in found if p.too_large]
+        if over:
+            raise OversizedPictureBuffer(max(over, key=lambda p: p.pictures - p.allowed).describe())
+
+    def _read(self, units: Iterable[bytes]) -> None:
+        assert self._codec is not None
+        for unit in units:
+            if unit in self._seen or not unit or not self._codec.is_sps(unit[0]):
+                continue
+            if len(self._seen) >= PARAMETER_SETS_MAX:
+                raise NotAVideo(f"the {self._codec.name} stream carries more than {PARAMETER_SETS_MAX} different "
+                                "sequence parameter sets")
+            try:
+                self._seen[unit] = self._codec.sps(unit)
+            except (ReadError, ValueError):
+                self._seen[unit] = None
+
+
+def parameter_sets(path: Path) -> list[PictureBuffer]:
+    """Every distinct parameter set of the file's first video stream (``ParameterSets``)."""
+    return _scan(path).found
+
+
+def _scan(path: Path) -> ParameterSets:
+    """The file's parameter sets, every packet read: one demux pass, nothing decoded (`FrameReader` gathers
+    them in the pass that also makes its seek index)."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            return ParameterSets()
+        stream = container.streams.video[0]
+        sets = ParameterSets.of(stream)
+        for packet in container.demux(stream):
+            sets.add(packet)
+    return sets
 
 
 # What a decoder may allocate for one frame (libavcodec's ``max_pixels``): the frames the service analyses,
@@ -363,15 +400,5 @@ def check_frame_size(width: int, height: int, where: str = "", smallest: int = F
 
 
 def check(path: Path) -> None:
-    """Raise, naming the numbers, if a parameter set anywhere in the stream gives frames larger than the
-    service analyses (AbsurdDimensions), or asks for more pictures than the service decodes at their size
-    (OversizedPictureBuffer, the one over by the most)."""
-    found = parameter_sets(path)
-    for sps in found:
-        # Only frames larger than the bounds matter here: smaller ones cost nothing, and are scaled to the
-        # header's size like any other size change.
-        check_frame_size(*sps.display_size, where=f"inside the {sps.codec} stream (its sequence parameter sets), ",
-                         smallest=1)
-    over = [p for p in found if p.too_large]
-    if over:
-        raise OversizedPictureBuffer(max(over, key=lambda p: p.pictures - p.allowed).describe())
+    """``ParameterSets.check`` over every parameter set of the file."""
+    _scan(path).check()

@@ -48,7 +48,7 @@ from videojobs.worker.pipeline.ocr import (
     tesseract_version,
 )
 from videojobs.worker.pipeline.tracking import TRACK_LOW_CONFIDENCE, JobTracker
-from videojobs.worker.pipeline.video import FrameReader, SamplingPlan, seek_index
+from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
 
 DEFAULT_BATCH_SIZE = 8
 # Decoded frames (BGR) a batch may hold: a job holds about four batches at once (the decoder's queue of two,
@@ -324,7 +324,7 @@ class VideoFilePipelineService(VideoAnalyzer):
         ranges = split_samples(len(plan), segment_frames, self.batch_frames(info.width, info.height))
         note = None
         if len(ranges) > 1:
-            index = seek_index(path)
+            index = reader.seek_index
             if not index.exact:
                 note = f"analysed in one pass: the video cannot be seeked exactly ({index.reason})"
                 ranges = [(0, len(plan))]
@@ -433,11 +433,8 @@ class VideoFilePipelineService(VideoAnalyzer):
             plan = SamplingPlan(info.frame_count, info.fps, options.sample_fps, options.max_frames)
             first, end = (0, len(plan)) if part is None else (max(0, part[0]), min(part[1], len(plan)))
             total = max(0, end - first)
-            index = None
-            if total and (first > 0 or not plan.every_frame):  # frames to skip: by keyframes where exact
-                index = seek_index(path)
-                if first > 0 and not index.exact:  # the split checked this; the file changed?
-                    raise InvalidOptions(f"segment cannot be decoded exactly: {index.reason}")
+            if total and first > 0 and not reader.seek_index.exact:  # the split checked this; the file changed?
+                raise InvalidOptions(f"segment cannot be decoded exactly: {reader.seek_index.reason}")
             tracker = JobTracker(plan.effective_sample_fps) if use_tracker and part is None else None
             raw: Optional[list[list[list[float]]]] = [] if part is not None else None
             detect_conf = min(options.min_confidence, TRACK_LOW_CONFIDENCE)
@@ -447,7 +444,7 @@ class VideoFilePipelineService(VideoAnalyzer):
             frames_out: list = []
             analysis = _BatchContext(info.fps, info.width, info.height, options, names, class_ids, detect_conf,
                                      use_detector, tracker, ocr, timings, raw)
-            source = reader.frames(plan, first, end, index, buffer=2 * batch_frames)
+            source = reader.frames(plan, first, end, buffer=2 * batch_frames)
             done = 0
             # Two batches deep: batch k+1 is handed to the detector (and the OCR threads) before batch k
             # is finished, so the model works on it while batch k is post-processed and tracked; and

@@ -5,8 +5,10 @@ frames through a small bounded queue, so memory stays flat whatever the video
 length, decoding overlaps analysis, and a decode that stalls (a hung network
 mount, a pathological file) is cut off by ``timeout`` instead of hanging the job.
 
-When sampling skips frames and the file's frames can be reached by seeking exactly
-(``seek_index``), only what the planned frames need is decoded: the decoder jumps to
+Opening a file reads all its video packets once without decoding them (``survey``): their
+timestamps and key flags make its seek index, and the parameter sets inside them are held to
+the service's bounds (``picture_buffer``). When sampling skips frames and the file's frames
+can be reached by seeking exactly, only what the planned frames need is decoded: the decoder jumps to
 the keyframe before a planned frame whenever one lies ahead, and frames no other frame
 refers to (non-reference B-frames) are left undecoded unless planned. At 1 sample per
 second that decodes 1 frame of 30 of an intra-only file (MJPEG), about 6 of 30 with a
@@ -308,26 +310,35 @@ class SeekIndex:
         return self.keyframes[at - 1] if at else 0
 
 
-def seek_index(path: Path) -> SeekIndex:
-    """Read the packets of `path` without decoding them (OpenCV's raw mode: timestamps and key
-    flags only; about 10 ms per 1000 frames here) and decide whether seeking is exact."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
-    try:
-        if not cap.isOpened():
-            return SeekIndex(False, reason="the container cannot be read packet by packet")
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+def survey(path: Path, fps: float, announced: int) -> SeekIndex:
+    """One pass of the demuxer over the video's packets, nothing decoded: every parameter set is held to the
+    service's bounds (``picture_buffer.ParameterSets.check`` raises), and the packets' timestamps and key
+    flags make the seek index, given the frame rate and count the header announces."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        sets = picture_buffer.ParameterSets.of(stream)
+        origin = stream.start_time or 0
+        to_ms = float(stream.time_base or 0) * 1000.0
         stamps: list[float] = []
         keys: list[float] = []
-        while cap.grab():
-            pts = float(cap.get(cv2.CAP_PROP_POS_MSEC))
-            stamps.append(pts)
-            if cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
-                keys.append(pts)
-    except cv2.error as exc:
-        return SeekIndex(False, reason=f"the packets cannot be read ({type(exc).__name__})")
-    finally:
-        cap.release()
+        timed = True
+        for packet in container.demux(stream):
+            sets.add(packet)
+            at = packet.pts if packet.pts is not None else packet.dts
+            if at is None:
+                timed = timed and not packet.size  # (the demuxer ends with an empty packet of no time)
+                continue
+            stamps.append((at - origin) * to_ms)
+            if packet.is_keyframe:
+                keys.append(stamps[-1])
+    sets.check()
+    if not timed:
+        return SeekIndex(False, reason="the video's packets carry no usable timestamps")
+    return _seek_index(stamps, keys, fps, announced)
+
+
+def _seek_index(stamps: list[float], keys: list[float], fps: float, announced: int) -> SeekIndex:
+    """Whether seeking is exact, from the packets' times (ms from the stream's start) and the keyframes' among them."""
     if not stamps or not (fps > 0) or not math.isfinite(fps):
         return SeekIndex(False, reason="the video's packets carry no usable timestamps")
     if len(stamps) != announced:
@@ -371,7 +382,7 @@ class FrameReader:
         self._stop = threading.Event()
         self._plan: Optional[SamplingPlan] = None
         self._range: tuple[int, int] = (0, 0)
-        self._seek: Optional[SeekIndex] = None
+        self.seek_index = SeekIndex(False, reason="not opened")  # made at open (``survey``)
         self._thread: Optional[threading.Thread] = None
         self.decode_seconds = 0.0  # time the decoder thread spent decoding and converting
         self.frames_decoded = 0  # frames the decoder produced (sampled or not)
@@ -394,20 +405,19 @@ class FrameReader:
         return item
 
     def frames(self, plan: SamplingPlan, first: int = 0, end: Optional[int] = None,
-               seek: Optional[SeekIndex] = None, buffer: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+               buffer: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(frame_index, bgr_frame)`` for the planned samples ``first..end`` (default: all), in order.
 
-        With `seek` (an exact ``seek_index`` of the file) decoding starts at the keyframe before
-        the first wanted frame and jumps to the keyframe before a later one when that saves
-        decoding; every frame still equals a sequential decode's. Without it, samples after the
-        first (``first > 0``) are reached by decoding from frame 0. `buffer`: frames decoded ahead
-        at most (0: ``DECODE_AHEAD_FRAMES``), e.g. fewer for large frames.
+        Where the file's ``seek_index`` is exact, decoding starts at the keyframe before the first
+        wanted frame and jumps to the keyframe before a later one when that saves decoding; every
+        frame still equals a sequential decode's. Otherwise samples after the first (``first > 0``)
+        are reached by decoding from frame 0. `buffer`: frames decoded ahead at most
+        (0: ``DECODE_AHEAD_FRAMES``), e.g. fewer for large frames.
         """
         if buffer > 0:  # the decoder thread waits for the plan before it puts a frame
             self._queue = queue.Queue(maxsize=buffer)
         self._plan = plan
         self._range = (first, len(plan) if end is None else min(end, len(plan)))
-        self._seek = seek if seek is not None and seek.exact else None
         self._plan_ready.set()
         while True:
             item = self._get("decoding the video")
@@ -483,7 +493,7 @@ class FrameReader:
                 codec=fourcc_to_str(cap.get(cv2.CAP_PROP_FOURCC)),
             )
             check_info(self.path, info)
-            picture_buffer.check(self.path)
+            self.seek_index = survey(self.path, info.fps, info.frame_count)
             cap.release()  # the frames are decoded by PyAV, with libavcodec's bound on a frame's size
             cap = None
             self.decode_seconds += time.perf_counter() - t0
@@ -495,9 +505,9 @@ class FrameReader:
                 return
             first, end = self._range
             targets = (plan.index(k) for k in range(first, end))
-            if self._seek is not None and (first > 0 or not plan.every_frame):
+            if self.seek_index.exact and (first > 0 or not plan.every_frame):
                 self.selective = True
-                self._decode_skipping(targets, plan, info, self._seek)
+                self._decode_skipping(targets, plan, info, self.seek_index)
             else:
                 self._decode(targets, plan, info)
         except BadVideo as exc:
