@@ -399,3 +399,35 @@ def audio_only(path: Path, container: str, codec: str, seconds: float = 1.0, rat
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+VP9_REALTIME = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0", "crf": "50",
+                "b": "0"}  # libvpx: one frame a packet, no hidden alternate reference frames
+
+
+def vp9_rewritten(src: Path, dst: Path, size: tuple[int, int] | None = None,
+                  distinct_references: bool = False) -> Path:
+    """`src` (VP9 of profile 0 or 1, as libvpx writes it with ``VP9_REALTIME``) with its frame headers rewritten
+    into Matroska: `size` as its keyframes' frame size (inter frames take theirs from their references), and
+    with `distinct_references` every inter frame refreshing reference slot k % 8 alone, so that the decoder
+    keeps 8 different frames (no encoder writes that; the frames still decode, from other references)."""
+    from bitstring import BitArray
+
+    with av.open(str(src)) as source, av.open(str(dst), "w", format="matroska") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for k, packet in enumerate(p for p in source.demux(video=0) if p.size):
+            bits = BitArray(bytes(packet))
+            profile = bits[2] | bits[3] << 1  # profile_low_bit, then profile_high_bit
+            assert bits[:2].uint == 2 and profile in (0, 1) and not bits[4], "not a frame this can rewrite"
+            keyframe, shown, resilient = not bits[5], bits[6], bits[7]
+            if keyframe and size is not None:
+                at = 8 + 24 + 4 + (3 if profile == 1 else 0)  # after the sync code and the colour configuration
+                bits.overwrite(f"uint16={size[0] - 1}, uint16={size[1] - 1}", at)
+            elif not keyframe and shown and not resilient and distinct_references:
+                bits.overwrite(f"uint8={1 << (k % 8)}", 10)  # refresh_frame_flags, after reset_frame_context
+            rewritten = av.Packet(bits.bytes)
+            rewritten.stream, rewritten.time_base = stream, packet.time_base
+            rewritten.pts, rewritten.dts, rewritten.duration = packet.pts, packet.dts, packet.duration
+            rewritten.is_keyframe = packet.is_keyframe
+            out.mux(rewritten)
+    return dst

@@ -36,6 +36,8 @@ from tests.media import (
     synthetic_clip,
     transcode,
     video_stbl,
+    VP9_REALTIME,
+    vp9_rewritten,
     wav_file,
     write_clip,
     zip_file,
@@ -229,6 +231,18 @@ def _concatenated(container: str, *parts: tuple[tuple[int, int], int, str]) -> B
     specs = [dict(size=size, frames=frames, options={"preset": "ultrafast", "x264-params": f"{params}:bframes=0"})
              for size, frames, params in parts]
     return lambda sample, dst: concatenated_clip(dst, container, "libx264", specs)
+
+
+def _vp9_rewritten(**rewrite) -> Builder:
+    """A small libvpx VP9 clip with its frame headers rewritten (``vp9_rewritten``)."""
+    def build(sample: Path, dst: Path) -> Path:
+        clip = synthetic_clip(dst.with_suffix(".src.webm"), "webm", "libvpx-vp9", (640, 360), frames=10,
+                              options=VP9_REALTIME)
+        try:
+            return vp9_rewritten(clip, dst, **rewrite)
+        finally:
+            clip.unlink()
+    return build
 
 
 def _then(first: Builder, make: Callable[[bytes], bytes]) -> Builder:
@@ -440,6 +454,9 @@ CASES: tuple[Case, ...] = (
     Case("8k-16-reference-frames-later.mkv", "H.264 at 640x360, then 7680x4320 keeping 16 reference frames",
          _concatenated("matroska", ((640, 360), 3, "ref=1"), ((7680, 4320), 1, "ref=16")),
          failed("keep 16 reference frames of 7680x4320 8-bit 4:2:0 (759 MiB)")),
+    Case("vp9-8-references-8k.mkv", "VP9 7680x4320 whose every frame refreshes another of its 8 reference slots",
+         _vp9_rewritten(size=(7680, 4320), distinct_references=True),
+         failed("keep 8 different reference frames at once, up to 7680x4320 8-bit 4:2:0 (380 MiB)")),
     Case("wide-9000x16.avi", "a real 9000x16 video (MJPEG)", _synthetic("avi", "mjpeg", (9000, 16), frames=2,
                                                                          pix_fmt="yuvj420p"),
          failed("9000x16 is outside")),

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.media import concatenated_clip, synthetic_clip
+from tests.media import VP9_REALTIME, concatenated_clip, synthetic_clip, vp9_rewritten
 from tests.integration.conftest_pipeline import (  # noqa: F401  (fixtures)
     audio_only_mp4,
     faststart,
@@ -113,6 +113,12 @@ def _sixteen_reference_frames_from_the_middle(tmp_path, sample):
         dict(size=(7680, 4320), frames=1, options={"preset": "ultrafast", "x264-params": "ref=16:bframes=0"})])
 
 
+def _eight_different_vp9_references_at_8k(tmp_path, sample):
+    # Every frame refreshes another of VP9's 8 reference slots: the decoder keeps 8 different 8K frames.
+    clip = synthetic_clip(tmp_path / "vp9.webm", "webm", "libvpx-vp9", (640, 360), frames=10, options=VP9_REALTIME)
+    return vp9_rewritten(clip, tmp_path / "vp9-8.mkv", size=(7680, 4320), distinct_references=True)
+
+
 CASES = [
     (_random_bytes, NotAVideo, "not a video"),
     (_text_file, NotAVideo, "not a video"),
@@ -128,6 +134,8 @@ CASES = [
     (_frames_grow_to_8192x8192_mid_stream, AbsurdDimensions,
      "inside the H.264 stream (its sequence parameter sets), the frame size 8192x8192 (67.1 megapixels) is over"),
     (_sixteen_reference_frames_from_the_middle, OversizedPictureBuffer, "keep 16 reference frames of 7680x4320"),
+    (_eight_different_vp9_references_at_8k, OversizedPictureBuffer,
+     "the VP9 stream makes its decoder keep 8 different reference frames at once, up to 7680x4320 8-bit 4:2:0 (380 MiB)"),
 ]
 
 

@@ -8,7 +8,7 @@ import av
 import pytest
 from bitstring import BitArray
 
-from tests.media import concatenated_clip, synthetic_clip
+from tests.media import VP9_REALTIME, concatenated_clip, synthetic_clip, vp9_rewritten
 from videojobs.common.formats import REFERENCE_BYTES_MAX
 from videojobs.worker.pipeline import picture_buffer
 from videojobs.worker.pipeline.errors import AbsurdDimensions, BadVideo, NotAVideo, OversizedPictureBuffer
@@ -233,3 +233,129 @@ def test_nal_units_that_only_look_like_parameter_sets_are_left_to_the_decoder(tm
                 _h264_sps_nal(17, 40, 23, scaling_lists={}, poc_cycle=[])):  # more references than FFmpeg keeps
         with pytest.raises(ValueError, match="not a usable parameter set"):
             picture_buffer.h264_sps(bad)
+
+
+# -- VP9: the reference frames held at once, from each frame's header --------------------------------------
+_SYNC = "0x498342"  # frame_sync_code
+
+
+def _vp9(bits: BitArray) -> av.Packet:
+    return av.Packet(bits.tobytes() + bytes(8))  # the frame's data after its header
+
+
+def _vp9_keyframe(width, height, profile=0, subsampling=(1, 1), twelve_bits=False) -> av.Packet:
+    bits = BitArray(f"uint2=2, uint1={profile & 1}, uint1={profile >> 1}")
+    if profile == 3:
+        bits.append("uint1=0")
+    bits.append(f"uint1=0, uint1=0, uint1=1, uint1=0, {_SYNC}")  # not shown before, KEY_FRAME, shown, not resilient
+    if profile >= 2:
+        bits.append(f"uint1={int(twelve_bits)}")
+    bits.append("uint3=1, uint1=0")  # BT.601, studio range
+    if profile in (1, 3):
+        bits.append(f"uint1={subsampling[0]}, uint1={subsampling[1]}, uint1=0")
+    bits.append(f"uint16={width - 1}, uint16={height - 1}, uint1=0")
+    return _vp9(bits)
+
+
+def _vp9_inter(refresh, size=None, references=(0, 1, 2), shown=True, profile=0) -> av.Packet:
+    bits = BitArray(f"uint2=2, uint1={profile & 1}, uint1={profile >> 1}")
+    if profile == 3:
+        bits.append("uint1=0")
+    bits.append(f"uint1=0, uint1=1, uint1={int(shown)}, uint1=0")  # an inter frame, not resilient
+    if not shown:
+        bits.append("uint1=0")  # not intra-only
+    bits.append(f"uint2=0, uint8={refresh}")
+    for slot in references:
+        bits.append(f"uint3={slot}, uint1=0")
+    if size is None:
+        bits.append("uint1=1")  # the size of the first reference
+    else:
+        bits.append(f"uint1=0, uint1=0, uint1=0, uint16={size[0] - 1}, uint16={size[1] - 1}")
+    return _vp9(bits)
+
+
+def _vp9_intra_only(refresh, width, height) -> av.Packet:
+    bits = BitArray(f"uint2=2, uint1=0, uint1=0, uint1=0, uint1=1, uint1=0, uint1=0, uint1=1, uint2=0, {_SYNC}, "
+                    f"uint8={refresh}, uint16={width - 1}, uint16={height - 1}")  # hidden, profile 0: 8-bit 4:2:0
+    return _vp9(bits)
+
+
+def _vp9_show_existing(slot) -> av.Packet:
+    return _vp9(BitArray(f"uint2=2, uint1=0, uint1=0, uint1=1, uint3={slot}"))
+
+
+def _vp9_superframe(*frames: av.Packet) -> av.Packet:
+    """Several frames in one packet, their sizes (2 bytes each) in an index at the end."""
+    marker = 0xC0 | (1 << 3) | (len(frames) - 1)
+    data = [bytes(frame) for frame in frames]
+    index = bytes([marker]) + b"".join(len(d).to_bytes(2, "little") for d in data) + bytes([marker])
+    return av.Packet(b"".join(data) + index)
+
+
+def _frame_bytes(width, height, chroma=1, bits=8):
+    return PictureBuffer("VP9", 1, width, height, chroma, bits).picture_bytes
+
+
+def test_vp9_frames_held_at_once_are_counted_from_each_frames_header():
+    seen = picture_buffer.Vp9References()
+    seen.add(_vp9_keyframe(7680, 4320))  # fills all 8 slots with itself
+    assert seen.most_held == _frame_bytes(7680, 4320)
+    for slot in (1, 2):
+        seen.add(_vp9_inter(1 << slot))
+    seen.add(_vp9_show_existing(2))  # shows a slot, keeps nothing new
+    seen.add(_vp9_intra_only(1 << 3, 3840, 2160))  # hidden, of its own size
+    seen.add(_vp9_superframe(_vp9_inter(1 << 4, shown=False), _vp9_inter(1 << 5)))  # two frames in one packet
+    assert seen.frames == 6  # decoded: the shown existing frame is not one
+    held = 5 * _frame_bytes(7680, 4320) + _frame_bytes(3840, 2160)
+    assert seen.most_held == held < REFERENCE_BYTES_MAX  # 249 MiB
+    assert sorted((p.width, p.height) for p in seen.most_held_pictures) == [(3840, 2160)] + [(7680, 4320)] * 5
+    seen.check()
+    seen.add(_vp9_inter(0))  # refreshes nothing
+    seen.add(_vp9_inter(1 << 6, references=(6, 0, 0)))  # a sixth 8K frame, sized from slot 6 (still the keyframe)
+    assert seen.most_held == held + _frame_bytes(7680, 4320)
+    with pytest.raises(OversizedPictureBuffer, match=r"keep 7 different reference frames at once, up to 7680x4320 "
+                                                     r"8-bit 4:2:0 \(297 MiB\); the service keeps at most 255 MiB"):
+        seen.check()
+
+
+@pytest.mark.parametrize("profile, subsampling, twelve_bits, chroma, bits", [
+    (1, (0, 0), False, 3, 8), (1, (1, 0), False, 2, 8), (2, (1, 1), False, 1, 10), (3, (0, 0), True, 3, 12)])
+def test_vp9_frames_are_counted_in_their_formats_bytes(profile, subsampling, twelve_bits, chroma, bits):
+    seen = picture_buffer.Vp9References()
+    seen.add(_vp9_keyframe(1920, 1080, profile, subsampling, twelve_bits))
+    seen.add(_vp9_inter(1 << 1, profile=profile))  # inter frames keep the keyframe's format
+    assert seen.most_held == 2 * _frame_bytes(1920, 1080, chroma, bits)
+    assert {(p.chroma_format, p.bit_depth) for p in seen.most_held_pictures} == {(chroma, bits)}
+
+
+def test_a_vp9_frame_larger_than_the_service_analyses_is_named():
+    seen = picture_buffer.Vp9References()
+    seen.add(_vp9_keyframe(640, 360))
+    seen.add(_vp9_inter(1, size=(16384, 16384)))
+    with pytest.raises(AbsurdDimensions, match=r"inside the VP9 stream \(its frame headers\), the frame size "
+                                               r"16384x16384 is outside 1\.\.8192"):
+        seen.check()
+
+
+def test_vp9_headers_the_decoder_would_refuse_are_left_to_it():
+    seen = picture_buffer.Vp9References()
+    for data in (b"\x00" * 8, b"\x80", bytes(_vp9_keyframe(640, 360))[:5]):  # frame marker 0; cut short
+        seen.add(av.Packet(data))
+    seen.add(_vp9_inter(0xFF))  # its size from a slot no keyframe has filled
+    assert seen.frames == 0 and seen.most_held == 0
+    seen.check()
+
+
+def test_a_libvpx_stream_keeps_three_frames_and_a_rewritten_one_eight(tmp_path):
+    clip = synthetic_clip(tmp_path / "vp9.webm", "webm", "libvpx-vp9", (640, 360), frames=12, options=VP9_REALTIME)
+    with av.open(str(clip)) as container:
+        packets = sum(1 for p in container.demux(video=0) if p.size)
+    plain = picture_buffer._scan(clip)
+    assert isinstance(plain, picture_buffer.Vp9References) and plain.frames == packets == 12
+    assert len(plain.most_held_pictures) == 3 and {(p.width, p.height) for p in plain.most_held_pictures} == {(640, 360)}
+    rewritten = picture_buffer._scan(vp9_rewritten(clip, tmp_path / "8.mkv", distinct_references=True))
+    assert isinstance(rewritten, picture_buffer.Vp9References) and len(rewritten.most_held_pictures) == 8
+    picture_buffer.check(tmp_path / "8.mkv")  # 8 frames of 640x360: far within the bound
+    with pytest.raises(OversizedPictureBuffer, match="keep 8 different reference frames at once, up to 7680x4320"):
+        picture_buffer.check(vp9_rewritten(clip, tmp_path / "8k.mkv", size=(7680, 4320), distinct_references=True))
+    picture_buffer.check(vp9_rewritten(clip, tmp_path / "8k-3.mkv", size=(7680, 4320)))  # 3 frames of 8K: 142 MiB

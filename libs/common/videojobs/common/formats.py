@@ -21,10 +21,10 @@ FRAME_SIDE_MIN = 16
 FRAME_SIDE_MAX = 8192
 FRAME_PIXELS_MAX = 8192 * 4320
 
-# The most an H.264 / HEVC stream's reference pictures may take in the decoder (a job asking for more FAILS
-# at open, naming the numbers): H.264 level 6.2's decoded picture buffer, 696,320 macroblocks, counted in
-# bytes as 8-bit 4:2:0 frames (384 bytes a macroblock). 255 MiB: 5 frames of 7680x4320, 2 of them if
-# 10-bit, 16 of 3840x2160. The worker's own reading of a stream: worker/pipeline/picture_buffer.py.
+# The most an H.264 / HEVC / VP9 stream's reference pictures may take in the decoder at once (a job asking for
+# more FAILS at open, naming the numbers): H.264 level 6.2's decoded picture buffer, 696,320 macroblocks,
+# counted in bytes as 8-bit 4:2:0 frames (384 bytes a macroblock). 255 MiB: 5 frames of 7680x4320, 2 of them
+# if 10-bit, 16 of 3840x2160. The worker's own reading of a stream: worker/pipeline/picture_buffer.py.
 REFERENCE_BYTES_MAX = 696_320 * 384
 
 # First box types of ISO-BMFF / QuickTime files: MP4 and M4V start with 'ftyp'; QuickTime

@@ -133,8 +133,8 @@ class Limits(_Resource):
     frame_side_max: int = Field(description="Largest frame side (pixels) a video may have.")
     frame_pixels_max: int = Field(description="Most pixels a frame may have (width x height): 8192x4320, DCI 8K.")
     reference_bytes_max: int = Field(description=(
-        "Most bytes an H.264 / HEVC stream's reference pictures may take in the decoder (samples of 9 to 16 "
-        "bits take two bytes): 255 MiB, 5 frames of 8-bit 4:2:0 7680x4320."))
+        "Most bytes an H.264 / HEVC / VP9 stream's reference pictures may take in the decoder at once (samples "
+        "of 9 to 16 bits take two bytes): 255 MiB, 5 frames of 8-bit 4:2:0 7680x4320."))
 
 
 class Capabilities(_Resource):

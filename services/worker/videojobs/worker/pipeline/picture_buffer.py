@@ -1,5 +1,6 @@
-"""How much an H.264 or HEVC stream makes its decoder keep, read from the stream's sequence
-parameter sets, against the most the service decodes: the pictures it keeps, and their size.
+"""How much an H.264, HEVC or VP9 stream makes its decoder keep, read from the stream's sequence
+parameter sets (VP9: from every frame's header, ``Vp9References``), against the most the service
+decodes: the pictures it keeps, and their size.
 
 The decoder keeps a stream's reference pictures (its decoded picture buffer) whatever the
 worker's batch length: at 7680x4320 each 8-bit 4:2:0 frame is 47 MiB, a 10-bit one 95 MiB. An
@@ -29,7 +30,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 import av
 from bitstring import ConstBitStream, ReadError
@@ -363,22 +364,207 @@ class ParameterSets:
                 self._seen[unit] = None
 
 
+_VP9_SYNC_CODE = 0x498342
+_VP9_HEADER_BYTES = 16  # the fields read here come first in a frame: at most 12 bytes of it
+
+
+class _Bits:
+    """Big-endian bit fields from the start of a short byte string (a VP9 frame's uncompressed header is
+    read for every frame of the stream: bitstring's reader took 340 us a frame, this one about 10)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._value = int.from_bytes(data, "big")
+        self._left = 8 * len(data)
+
+    def read(self, bits: int) -> int:
+        if bits > self._left:
+            raise ValueError("the header ends early")
+        self._left -= bits
+        return (self._value >> self._left) & ((1 << bits) - 1)
+
+_VP9_SLOTS = 8
+_VP9_CS_RGB = 7
+
+
+@dataclass(frozen=True)
+class _Vp9Format:
+    bit_depth: int = 8
+    chroma_format: int = 1  # as H.264's chroma_format_idc: 1 4:2:0, 2 4:2:2 (or 4:4:0), 3 4:4:4
+
+
+class Vp9References:
+    """The reference frames a VP9 stream makes its decoder keep, read from each frame's uncompressed header
+    (VP9 bitstream specification, section 6.2) as its packets are given to ``add``, in decoding order.
+
+    A VP9 decoder holds 8 reference slots, and each frame says which of them it refreshes with itself
+    (``refresh_frame_flags``); frames of different sizes and formats may sit side by side. Encoders keep
+    three different frames (last, golden, alternate): a keyframe fills every slot with itself. A stream
+    that refreshes a different slot with every frame makes the decoder keep 8 different frames: at 7680x4320
+    in 4:4:4 that is 760 MiB, and a job analysing every frame of it peaked at 3.3 GiB, over a worker's
+    3 GiB, where the same frames encoded as libvpx does peaked at 2.5 GiB. The frames held at once are held
+    to ``REFERENCE_BYTES_MAX``, as H.264 and HEVC's are, and each frame's size to the frame-size bounds.
+    A header that cannot be read is left to the decoder, which refuses it too."""
+
+    codec = "VP9"
+
+    def __init__(self) -> None:
+        self._slots: list[tuple[int, PictureBuffer] | None] = [None] * _VP9_SLOTS  # (frame number, picture)
+        self._format = _Vp9Format()
+        self._too_large: tuple[int, int] | None = None
+        self.frames = 0  # frames decoded (a superframe holds several; one that shows a kept frame is none)
+        self.most_held = 0  # the most bytes of reference frames held at once
+        self.most_held_pictures: list[PictureBuffer] = []  # and the frames then held
+
+    def add(self, packet: "av.Packet") -> None:
+        if not packet.size:
+            return
+        for frame in _vp9_superframe(bytes(packet)):
+            try:
+                self._frame(_Bits(frame[:_VP9_HEADER_BYTES]))
+            except ValueError:
+                continue
+
+    def check(self) -> None:
+        """AbsurdDimensions if a frame is larger than the service analyses; OversizedPictureBuffer if the
+        frames the decoder holds at once ever took more than REFERENCE_BYTES_MAX."""
+        if self._too_large is not None:
+            check_frame_size(*self._too_large, where="inside the VP9 stream (its frame headers), ", smallest=1)
+        held, pictures = self.most_held, self.most_held_pictures
+        if held > REFERENCE_BYTES_MAX:
+            largest = max(pictures, key=lambda p: p.picture_bytes)
+            form = f"{largest.bit_depth}-bit {_CHROMA.get(largest.chroma_format, '4:4:4')}"
+            raise OversizedPictureBuffer(
+                f"the VP9 stream makes its decoder keep {len(pictures)} different reference frames at once, up to "
+                f"{largest.width}x{largest.height} {form} ({held / 2**20:.0f} MiB); the service keeps at most "
+                f"{REFERENCE_BYTES_MAX / 2**20:.0f} MiB of them: re-encode it with fewer reference frames "
+                "(libvpx keeps 3), smaller frames or in 8-bit 4:2:0")
+
+    def _frame(self, s: _Bits) -> None:
+        _valid(s.read(2) == 2, "frame marker")
+        profile = s.read(1) | (s.read(1) << 1)
+        if profile == 3:
+            _valid(not s.read(1), "reserved bit")
+        if s.read(1):  # show_existing_frame: shows a slot, keeps nothing new
+            return
+        keyframe = s.read(1) == 0
+        shown = s.read(1) == 1
+        error_resilient = s.read(1) == 1
+        if keyframe:
+            _valid(s.read(24) == _VP9_SYNC_CODE, "sync code")
+            self._format = _vp9_color_config(s, profile)
+            refresh = (1 << _VP9_SLOTS) - 1
+            width, height = s.read(16) + 1, s.read(16) + 1
+        else:
+            intra_only = not shown and s.read(1) == 1
+            if not error_resilient:
+                s.read(2)  # reset_frame_context
+            if intra_only:
+                _valid(s.read(24) == _VP9_SYNC_CODE, "sync code")
+                self._format = _vp9_color_config(s, profile) if profile > 0 else _Vp9Format()
+                refresh = s.read(8)
+                width, height = s.read(16) + 1, s.read(16) + 1
+            else:
+                refresh = s.read(8)
+                references = []
+                for _ in range(3):
+                    references.append(s.read(3))
+                    s.read(1)  # ref_frame_sign_bias
+                for slot in references:
+                    if s.read(1):  # found_ref: the size of that reference
+                        held = self._slots[slot]
+                        if held is None:
+                            raise ValueError("a size from an empty slot")  # the decoder refuses the frame
+                        width, height = held[1].width, held[1].height
+                        break
+                else:
+                    width, height = s.read(16) + 1, s.read(16) + 1
+        self._keep(refresh, PictureBuffer("VP9", 1, width, height, self._format.chroma_format,
+                                          self._format.bit_depth))
+
+    def _keep(self, refresh: int, picture: PictureBuffer) -> None:
+        try:
+            check_frame_size(picture.width, picture.height, smallest=1)
+        except AbsurdDimensions:
+            self._too_large = self._too_large or (picture.width, picture.height)
+        self.frames += 1
+        for slot in range(_VP9_SLOTS):
+            if refresh >> slot & 1:
+                self._slots[slot] = (self.frames, picture)
+        held = {number: kept for number, kept in filter(None, self._slots)}
+        total = sum(kept.picture_bytes for kept in held.values())
+        if total > self.most_held:
+            self.most_held, self.most_held_pictures = total, list(held.values())
+
+
+def _vp9_color_config(s: _Bits, profile: int) -> _Vp9Format:
+    """color_config(): the bit depth and chroma subsampling of the frames that follow."""
+    bit_depth = (12 if s.read(1) else 10) if profile >= 2 else 8
+    color_space = s.read(3)
+    if color_space == _VP9_CS_RGB:
+        subsampling = (0, 0)
+        if profile in (1, 3):
+            s.read(1)  # reserved_zero
+    else:
+        s.read(1)  # color_range
+        subsampling = (1, 1)
+        if profile in (1, 3):
+            subsampling = (s.read(1), s.read(1))
+            s.read(1)  # reserved_zero
+    chroma = {(1, 1): 1, (1, 0): 2, (0, 1): 2}.get(subsampling, 3)
+    return _Vp9Format(bit_depth, chroma)
+
+
+def _vp9_superframe(data: bytes) -> list[bytes]:
+    """The frames of a VP9 packet: several after one another with an index at the end (a superframe,
+    Annex B of the specification), or one."""
+    marker = data[-1]
+    if marker & 0xE0 == 0xC0:
+        size_bytes, count = ((marker >> 3) & 3) + 1, (marker & 7) + 1
+        index = 2 + size_bytes * count
+        if len(data) >= index and data[-index] == marker:
+            frames, at = [], 0
+            for k in range(count):
+                begin = len(data) - index + 1 + k * size_bytes
+                size = int.from_bytes(data[begin:begin + size_bytes], "little")
+                frames.append(data[at:at + size])
+                at += size
+            return [frame for frame in frames if frame]
+    return [data]
+
+
+class StreamCheck(Protocol):
+    """What a stream makes its decoder keep, read as its packets pass (in decoding order)."""
+
+    def add(self, packet: "av.Packet") -> None: ...
+
+    def check(self) -> None:
+        """Raise a BadVideo naming the numbers if it is more than the service decodes."""
+
+
+def stream_check(stream: "av.VideoStream") -> StreamCheck:
+    """H.264 / HEVC: their sequence parameter sets; VP9: its frame headers; other codecs: nothing to read."""
+    if stream.codec_context.name == "vp9":
+        return Vp9References()
+    return ParameterSets.of(stream)
+
+
 def parameter_sets(path: Path) -> list[PictureBuffer]:
-    """Every distinct parameter set of the file's first video stream (``ParameterSets``)."""
-    return _scan(path).found
+    """Every distinct H.264 / HEVC parameter set of the file's first video stream (``ParameterSets``)."""
+    found = _scan(path)
+    return found.found if isinstance(found, ParameterSets) else []
 
 
-def _scan(path: Path) -> ParameterSets:
-    """The file's parameter sets, every packet read: one demux pass, nothing decoded (`FrameReader` gathers
-    them in the pass that also makes its seek index)."""
+def _scan(path: Path) -> StreamCheck:
+    """The file's first video stream read through its ``stream_check``, every packet: one demux pass, nothing
+    decoded (`FrameReader` does this in the pass that also makes its seek index)."""
     with av.open(str(path)) as container:
         if not container.streams.video:
             return ParameterSets()
         stream = container.streams.video[0]
-        sets = ParameterSets.of(stream)
+        found = stream_check(stream)
         for packet in container.demux(stream):
-            sets.add(packet)
-    return sets
+            found.add(packet)
+    return found
 
 
 # What a decoder may allocate for one frame (libavcodec's ``max_pixels``): the frames the service analyses,
@@ -400,5 +586,5 @@ def check_frame_size(width: int, height: int, where: str = "", smallest: int = F
 
 
 def check(path: Path) -> None:
-    """``ParameterSets.check`` over every parameter set of the file."""
+    """The file's ``stream_check``, over every packet."""
     _scan(path).check()

@@ -311,19 +311,20 @@ class SeekIndex:
 
 
 def survey(path: Path, fps: float, announced: int) -> SeekIndex:
-    """One pass of the demuxer over the video's packets, nothing decoded: every parameter set is held to the
-    service's bounds (``picture_buffer.ParameterSets.check`` raises), and the packets' timestamps and key
-    flags make the seek index, given the frame rate and count the header announces."""
+    """One pass of the demuxer over the video's packets, nothing decoded: what they make the decoder keep is
+    held to the service's bounds (``picture_buffer.stream_check``: H.264 / HEVC parameter sets, VP9 frame
+    headers; it raises), and the packets' timestamps and key flags make the seek index, given the frame rate
+    and count the header announces."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        sets = picture_buffer.ParameterSets.of(stream)
+        references = picture_buffer.stream_check(stream)
         origin = stream.start_time or 0
         to_ms = float(stream.time_base or 0) * 1000.0
         stamps: list[float] = []
         keys: list[float] = []
         timed = True
         for packet in container.demux(stream):
-            sets.add(packet)
+            references.add(packet)
             at = packet.pts if packet.pts is not None else packet.dts
             if at is None:
                 timed = timed and not packet.size  # (the demuxer ends with an empty packet of no time)
@@ -331,7 +332,7 @@ def survey(path: Path, fps: float, announced: int) -> SeekIndex:
             stamps.append((at - origin) * to_ms)
             if packet.is_keyframe:
                 keys.append(stamps[-1])
-    sets.check()
+    references.check()
     if not timed:
         return SeekIndex(False, reason="the video's packets carry no usable timestamps")
     return _seek_index(stamps, keys, fps, announced)
