@@ -228,6 +228,56 @@ def test_a_stalled_decode_is_cut_off(model_path, sample_video, tmp_path):
         service.close()
 
 
+class _SlowPackets:
+    """A stream check that takes `seconds` over each packet (`stall`: over the `at`-th one only)."""
+
+    def __init__(self, inner, seconds: float, at: int | None = None) -> None:
+        self.inner, self.seconds, self.at, self.packets = inner, seconds, at, 0
+
+    def add(self, packet) -> None:
+        self.packets += 1
+        if self.at is None or self.packets == self.at:
+            time.sleep(self.seconds)
+        self.inner.add(packet)
+
+    def check(self) -> None:
+        self.inner.check()
+
+
+def test_opening_is_bounded_by_a_wait_without_progress_not_by_its_length(sample_video, monkeypatch):
+    # Reading every packet of a long file at open (a day of video) may take longer than the decode timeout
+    # while it makes progress all along; one packet that takes longer than the timeout is still cut off.
+    from videojobs.worker.pipeline import picture_buffer
+    from videojobs.worker.pipeline.video import FrameReader
+
+    real = picture_buffer.stream_check
+    monkeypatch.setattr(picture_buffer, "stream_check", lambda stream: _SlowPackets(real(stream), 0.003))
+    with FrameReader(sample_video, timeout=1.0) as reader:  # 1189 packets: at least 3.6 s of progress
+        assert reader.open().frame_count == 1189 and reader.seek_index.exact
+    monkeypatch.setattr(picture_buffer, "stream_check", lambda stream: _SlowPackets(real(stream), 3.0, at=10))
+    with FrameReader(sample_video, timeout=1.0) as reader:
+        with pytest.raises(DecodeStalled, match="opening the video made no progress for 1 s"):
+            reader.open()
+
+
+def test_decoding_between_samples_far_apart_is_not_cut_off_while_it_makes_progress(sample_video, monkeypatch):
+    from videojobs.worker.pipeline.video import FrameReader, SamplingPlan
+
+    real = FrameReader._decoded
+
+    def slow(self, *args):  # 50 ms a frame: the frames decoded between two samples take longer than the timeout
+        for frame in real(self, *args):
+            time.sleep(0.05)
+            yield frame
+
+    monkeypatch.setattr(FrameReader, "_decoded", slow)
+    with FrameReader(sample_video, timeout=1.0) as reader:
+        info = reader.open()
+        plan = SamplingPlan(info.frame_count, info.fps, 0.05, 2)  # frames 0 and about 600
+        frames = [index for index, _ in reader.frames(plan)]
+        assert frames == list(plan) and reader.frames_decoded > 40  # over 2 s of decoding for the second
+
+
 def test_a_reader_closed_before_the_end_has_stopped_its_decoder_so_the_process_exits_cleanly(sample_video):
     # The decoder thread used to be still tearing FFmpeg down when a short script's interpreter
     # finalized: the process aborted after its work was done (exit code 134, "terminate called

@@ -310,11 +310,11 @@ class SeekIndex:
         return self.keyframes[at - 1] if at else 0
 
 
-def survey(path: Path, fps: float, announced: int) -> SeekIndex:
+def survey(path: Path, fps: float, announced: int, alive: Callable[[], None] = lambda: None) -> SeekIndex:
     """One pass of the demuxer over the video's packets, nothing decoded: what they make the decoder keep is
     held to the service's bounds (``picture_buffer.stream_check``: H.264 / HEVC parameter sets, VP9 frame
     headers; it raises), and the packets' timestamps and key flags make the seek index, given the frame rate
-    and count the header announces."""
+    and count the header announces. `alive` is called at every packet (progress, for a caller's timeout)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         references = picture_buffer.stream_check(stream)
@@ -324,6 +324,7 @@ def survey(path: Path, fps: float, announced: int) -> SeekIndex:
         keys: list[float] = []
         timed = True
         for packet in container.demux(stream):
+            alive()
             references.add(packet)
             at = packet.pts if packet.pts is not None else packet.dts
             if at is None:
@@ -365,8 +366,8 @@ class FrameReader:
 
     Usage: ``reader = FrameReader(path, timeout); info = reader.open()``, then
     ``for index, frame in reader.frames(plan)``; always ``close()`` (or use ``with``).
-    Every wait on the decoder is bounded by ``timeout`` seconds; exceeding it raises
-    DecodeStalled and abandons the (daemon) thread.
+    Every wait on the decoder is bounded: the thread must make progress (read or decode a packet) at
+    least every ``timeout`` seconds, else DecodeStalled is raised and the (daemon) thread abandoned.
     """
 
     def __init__(self, path: Path, timeout: float, threads: int = 0,
@@ -389,6 +390,7 @@ class FrameReader:
         self.frames_decoded = 0  # frames the decoder produced (sampled or not)
         self.selective = False  # whether only what the plan needs was decoded (PyAV, by keyframes)
         self._stalled = False  # the consumer gave up waiting: the thread may never return
+        self._alive_at = 0.0  # when the decoder thread last made progress (time.monotonic)
 
     # -- public ---------------------------------------------------------------------
     def open(self) -> VideoInfo:
@@ -454,9 +456,12 @@ class FrameReader:
 
     # -- internals ------------------------------------------------------------------
     def _get(self, what: str) -> object:
-        deadline = time.monotonic() + self.timeout
+        """The decoder thread's next item, waiting as long as the thread makes progress (a packet read, a
+        frame decoded) at least every ``timeout`` seconds: opening a day of video, or decoding the frames
+        between two samples far apart, may take longer than that, a decoder stuck in one call may not."""
+        self._alive()
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = self._alive_at + self.timeout - time.monotonic()
             if remaining <= 0:
                 self._stop.set()
                 self._stalled = True
@@ -494,7 +499,7 @@ class FrameReader:
                 codec=fourcc_to_str(cap.get(cv2.CAP_PROP_FOURCC)),
             )
             check_info(self.path, info)
-            self.seek_index = survey(self.path, info.fps, info.frame_count)
+            self.seek_index = survey(self.path, info.fps, info.frame_count, self._alive)
             cap.release()  # the frames are decoded by PyAV, with libavcodec's bound on a frame's size
             cap = None
             self.decode_seconds += time.perf_counter() - t0
@@ -578,14 +583,17 @@ class FrameReader:
             stream.codec_context.options = {"max_pixels": str(picture_buffer.DECODER_PIXELS_MAX)}
             yield container, stream
 
-    @staticmethod
-    def _decoded(container: "av.container.InputContainer", stream: "av.VideoStream",
+    def _alive(self) -> None:
+        self._alive_at = time.monotonic()
+
+    def _decoded(self, container: "av.container.InputContainer", stream: "av.VideoStream",
                  wanted: Callable[["av.Packet"], bool]) -> Iterator["av.VideoFrame"]:
         """The frames of `stream` from where the container stands; a packet not `wanted` may be dropped by the
         decoder if no other frame refers to it. A damaged packet is skipped, as FFmpeg's own tools and OpenCV
         do; a frame size the decoder refused is AbsurdDimensions."""
         codec = stream.codec_context
         for packet in container.demux(stream):
+            self._alive()
             codec.skip_frame = "DEFAULT" if wanted(packet) else "NONREF"
             try:
                 frames = packet.decode()
