@@ -80,3 +80,34 @@ def test_faststart_helper_moves_the_index_first(tmp_path):
     data = path.read_bytes()
     # audio_only_mp4 already writes moov first; moving it again must keep the file identical.
     assert faststart(data) == data
+
+
+# -- the seek index, from the packets' times (ms) and the keyframes' among them --------------------------
+def _index(stamps, keys, fps=30.0, announced=None):
+    from array import array
+
+    from videojobs.worker.pipeline.video import _seek_index
+
+    return _seek_index(array("d", stamps), list(keys), fps, len(stamps) if announced is None else announced)
+
+
+def test_the_seek_index_ranks_keyframes_in_presentation_order():
+    frame = 1000 / 30
+    decoding_order = [0, 3, 1, 2, 6, 4, 5, 9, 7, 8]  # B-frames: packets come before the frames they show after
+    stamps = [k * frame for k in decoding_order]
+    index = _index(stamps, [0.0, 6 * frame])
+    assert index.exact and index.keyframes == (0, 6)
+    assert index.keyframe_at_or_before(5) == 0 and index.keyframe_at_or_before(8) == 6
+
+
+@pytest.mark.parametrize("stamps, keys, announced, reason", [
+    ([], [], 0, "carry no usable timestamps"),
+    ([0.0, 33.3], [0.0], 3, "announces 3 frames but holds 2 packets"),
+    ([0.0, 33.3, 33.3], [0.0], None, "share timestamps"),
+    ([0.0, 33.3, 83.3], [0.0], None, "frame rate is variable"),
+    ([40.0, 73.3, 106.7], [40.0], None, "does not start at time 0"),
+    ([0.0, 33.3, 66.7], [33.3], None, "first frame is not a keyframe"),
+])
+def test_the_seek_index_is_not_exact_where_frames_and_times_do_not_map_one_to_one(stamps, keys, announced, reason):
+    index = _index(stamps, keys, announced=announced)
+    assert not index.exact and reason in index.reason

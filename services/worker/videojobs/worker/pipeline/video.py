@@ -36,6 +36,7 @@ import stat
 import struct
 import threading
 import time
+from array import array
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -320,7 +321,7 @@ def survey(path: Path, fps: float, announced: int, alive: Callable[[], None] = l
         references = picture_buffer.stream_check(stream)
         origin = stream.start_time or 0
         to_ms = float(stream.time_base or 0) * 1000.0
-        stamps: list[float] = []
+        stamps = array("d")
         keys: list[float] = []
         timed = True
         for packet in container.demux(stream):
@@ -339,23 +340,23 @@ def survey(path: Path, fps: float, announced: int, alive: Callable[[], None] = l
     return _seek_index(stamps, keys, fps, announced)
 
 
-def _seek_index(stamps: list[float], keys: list[float], fps: float, announced: int) -> SeekIndex:
-    """Whether seeking is exact, from the packets' times (ms from the stream's start) and the keyframes' among them."""
+def _seek_index(stamps: "array[float]", keys: list[float], fps: float, announced: int) -> SeekIndex:
+    """Whether seeking is exact, from the packets' times (ms from the stream's start) and the keyframes' among
+    them. In NumPy: a day of 30 fps video is 2.6 million packets (as Python floats, sets and dicts their
+    checks took 420 MiB at open)."""
     if not stamps or not (fps > 0) or not math.isfinite(fps):
         return SeekIndex(False, reason="the video's packets carry no usable timestamps")
     if len(stamps) != announced:
         return SeekIndex(False, reason=f"the container announces {announced} frames but holds {len(stamps)} packets")
-    order = sorted(stamps)
-    if len(set(order)) != len(order):
+    order = np.sort(np.frombuffer(stamps, dtype=np.float64))
+    if np.any(order[1:] == order[:-1]):
         return SeekIndex(False, reason="packets share timestamps")
     frame_ms = 1000.0 / fps
-    for a, b in zip(order, order[1:]):
-        if abs((b - a) - frame_ms) > 0.05 * frame_ms:
-            return SeekIndex(False, reason="the frame rate is variable (frames are not evenly spaced in time)")
+    if np.any(np.abs(np.diff(order) - frame_ms) > 0.05 * frame_ms):
+        return SeekIndex(False, reason="the frame rate is variable (frames are not evenly spaced in time)")
     if abs(order[0]) > 0.5 * frame_ms:
         return SeekIndex(False, reason="the first frame does not start at time 0")
-    rank = {pts: i for i, pts in enumerate(order)}
-    keyframes = tuple(sorted(rank[pts] for pts in keys))
+    keyframes = tuple(sorted(int(rank) for rank in np.searchsorted(order, keys)))  # each key's own time's rank
     if not keyframes or keyframes[0] != 0:
         return SeekIndex(False, reason="the first frame is not a keyframe")
     return SeekIndex(True, keyframes)
@@ -498,10 +499,12 @@ class FrameReader:
                 frame_count=int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),
                 codec=fourcc_to_str(cap.get(cv2.CAP_PROP_FOURCC)),
             )
+            # Let go of OpenCV's view first: the frames are decoded by PyAV (with libavcodec's bound on a
+            # frame's size), and each demuxer holds the file's index (220 MiB for a day of MP4).
+            cap.release()
+            cap = None
             check_info(self.path, info)
             self.seek_index = survey(self.path, info.fps, info.frame_count, self._alive)
-            cap.release()  # the frames are decoded by PyAV, with libavcodec's bound on a frame's size
-            cap = None
             self.decode_seconds += time.perf_counter() - t0
             if not self._put(info):
                 return
