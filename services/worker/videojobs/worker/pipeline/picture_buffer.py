@@ -81,13 +81,17 @@ class PictureBuffer:
     def too_large(self) -> bool:
         return self.pictures > self.allowed
 
+    @property
+    def form(self) -> str:
+        """e.g. 8-bit 4:2:0"""
+        return f"{self.bit_depth}-bit {_CHROMA.get(self.chroma_format, '4:4:4')}"
+
     def describe(self) -> str:
         kept = "reference frames" if self.codec == "H.264" else "decoded pictures"
         advice = f", e.g. x264 --ref {self.allowed}" if self.codec == "H.264" else ""
-        form = f"{self.bit_depth}-bit {_CHROMA.get(self.chroma_format, '4:4:4')}"
         return (
             f"the {self.codec} stream asks its decoder to keep {self.pictures} {kept} of {self.width}x{self.height} "
-            f"{form} ({self.pictures * self.picture_bytes / 2**20:.0f} MiB); the service keeps at most "
+            f"{self.form} ({self.pictures * self.picture_bytes / 2**20:.0f} MiB); the service keeps at most "
             f"{REFERENCE_BYTES_MAX / 2**20:.0f} MiB of them, {self.allowed} such pictures: "
             f"re-encode it with fewer reference frames{advice}"
         )
@@ -382,6 +386,7 @@ class _Bits:
         self._left -= bits
         return (self._value >> self._left) & ((1 << bits) - 1)
 
+
 _VP9_SLOTS = 8
 _VP9_CS_RGB = 7
 
@@ -404,8 +409,6 @@ class Vp9References:
     3 GiB, where the same frames encoded as libvpx does peaked at 2.5 GiB. The frames held at once are held
     to ``REFERENCE_BYTES_MAX``, as H.264 and HEVC's are, and each frame's size to the frame-size bounds.
     A header that cannot be read is left to the decoder, which refuses it too."""
-
-    codec = "VP9"
 
     def __init__(self) -> None:
         self._slots: list[tuple[int, PictureBuffer] | None] = [None] * _VP9_SLOTS  # (frame number, picture)
@@ -432,10 +435,9 @@ class Vp9References:
         held, pictures = self.most_held, self.most_held_pictures
         if held > REFERENCE_BYTES_MAX:
             largest = max(pictures, key=lambda p: p.picture_bytes)
-            form = f"{largest.bit_depth}-bit {_CHROMA.get(largest.chroma_format, '4:4:4')}"
             raise OversizedPictureBuffer(
                 f"the VP9 stream makes its decoder keep {len(pictures)} different reference frames at once, up to "
-                f"{largest.width}x{largest.height} {form} ({held / 2**20:.0f} MiB); the service keeps at most "
+                f"{largest.width}x{largest.height} {largest.form} ({held / 2**20:.0f} MiB); the service keeps at most "
                 f"{REFERENCE_BYTES_MAX / 2**20:.0f} MiB of them: re-encode it with fewer reference frames "
                 "(libvpx keeps 3), smaller frames or in 8-bit 4:2:0")
 
